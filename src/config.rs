@@ -1,0 +1,465 @@
+//! The configuration file: `config.ron`, read once at start.
+//!
+//! Parse, don't validate: the file is deserialized straight into types that cannot hold a bad
+//! value (a loopback-only admin address, bounded limits, an activation code that fits in a
+//! header), so every mistake is reported by `ron` with the file, line and column where it is.
+//! Unknown fields are errors, every optional field has a documented default, and relative
+//! paths are resolved against the folder that holds the file, never the working directory.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+/// Where `serve` and the CLI look for the configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/aims-api/config.ron";
+
+/// A configuration that has been read and checked, with paths made absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub activation_code: ActivationCode,
+    pub state_dir: PathBuf,
+    pub log_level: LogLevel,
+    pub api: Api,
+    pub admin: Admin,
+}
+
+/// The public HTTPS port.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub listen: SocketAddr,
+    /// Both `Some` (operator's certificate) or both `None` (self-signed, made on first start).
+    pub tls: Option<TlsFiles>,
+    /// Event-loop threads; 0 in the file means one per CPU.
+    pub workers: usize,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub limits: HttpLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The loopback-only admin port.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub allowed_uids: Vec<u32>,
+    pub workers: usize,
+    pub limits: HttpLimits,
+}
+
+/// The bounds on one connection's requests, for either port.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    /// From the first byte of a request to the end of its head (and body): a slow sender is cut
+    /// off here however steadily it trickles.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+}
+
+/// The infrastructure's activation code, as clients send it in `x-activation-code`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ActivationCode(String);
+
+impl ActivationCode {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ActivationCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ActivationCode(..)")
+    }
+}
+
+impl<'de> Deserialize<'de> for ActivationCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() || text.len() > 256 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(de::Error::custom(
+                "activation_code must be 1 to 256 printable ASCII characters without spaces \
+                 (it travels in the x-activation-code header)",
+            ));
+        }
+        Ok(Self(text))
+    }
+}
+
+/// The log level, as `log` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLevel(pub log::LevelFilter);
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(LogLevel).map_err(|_| {
+            de::Error::custom(format!(
+                "log_level `{text}` is not one of off, error, warn, info, debug, trace"
+            ))
+        })
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, source: std::io::Error },
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, source } => {
+                write!(f, "cannot read config {}: {source}", path.display())
+            }
+            Self::Syntax { path, line, column, message } => {
+                write!(f, "{}:{line}:{column}: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text` as if read from `path` (which anchors relative paths and names errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: File =
+            ron::Options::default().from_str(text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                line: e.span.start.line,
+                column: e.span.start.col,
+                message: e.code.to_string(),
+            })?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        let api = file.api.0;
+        let tls = match (api.tls_cert, api.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: resolve(&cert), key: resolve(&key) }),
+            _ => None,
+        };
+        let workers = match api.workers.0 {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            activation_code: file.activation_code,
+            state_dir: resolve(&file.state_dir),
+            log_level: file.log_level,
+            api: Api {
+                listen: api.listen,
+                tls,
+                workers,
+                max_connections: api.max_connections.0,
+                handshake_timeout: secs(api.handshake_timeout_secs),
+                limits: HttpLimits {
+                    max_header_bytes: api.max_header_bytes.0,
+                    max_headers: api.max_headers.0,
+                    max_body_bytes: api.max_body_bytes.0,
+                    header_timeout: secs(api.header_timeout_secs),
+                    idle_timeout: secs(api.idle_timeout_secs),
+                },
+            },
+            admin: Admin {
+                listen: file.admin.listen.0,
+                allowed_uids: file.admin.allowed_uids,
+                workers: file.admin.workers.0,
+                limits: HttpLimits {
+                    max_header_bytes: file.admin.max_header_bytes.0,
+                    max_headers: file.admin.max_headers.0,
+                    max_body_bytes: file.admin.max_body_bytes.0,
+                    header_timeout: secs(file.admin.header_timeout_secs),
+                    idle_timeout: secs(file.admin.idle_timeout_secs),
+                },
+            },
+        })
+    }
+}
+
+fn secs(value: Bounded<1, 3600>) -> Duration {
+    Duration::from_secs(value.0 as u64)
+}
+
+// The file's own shape. Kept private: the rest of the program sees only `Config`.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    activation_code: ActivationCode,
+    state_dir: PathBuf,
+    #[serde(default = "default_log_level")]
+    log_level: LogLevel,
+    api: ApiFile,
+    admin: AdminFile,
+}
+
+/// The `api` section. Wrapped so that the check needing two fields at once still fails inside
+/// deserialization, where `ron` knows the position.
+#[derive(Deserialize)]
+#[serde(try_from = "ApiFields")]
+struct ApiFile(ApiFields);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiFields {
+    listen: SocketAddr,
+    #[serde(default)]
+    tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    tls_key: Option<PathBuf>,
+    #[serde(default = "Bounded::default_workers")]
+    workers: Bounded<0, 64>,
+    #[serde(default = "Bounded::default_max_connections")]
+    max_connections: Bounded<1, 1_000_000>,
+    #[serde(default = "Bounded::ten")]
+    handshake_timeout_secs: Bounded<1, 3600>,
+    #[serde(default = "Bounded::ten")]
+    header_timeout_secs: Bounded<1, 3600>,
+    #[serde(default = "Bounded::default_idle")]
+    idle_timeout_secs: Bounded<1, 3600>,
+    #[serde(default = "Bounded::default_header_bytes")]
+    max_header_bytes: Bounded<1024, 1_048_576>,
+    #[serde(default = "Bounded::default_headers")]
+    max_headers: Bounded<8, { crate::http::MAX_HEADERS }>,
+    #[serde(default = "BoundedU64::default_api_body")]
+    max_body_bytes: BoundedU64<0, 1_073_741_824>,
+}
+
+impl TryFrom<ApiFields> for ApiFile {
+    type Error = &'static str;
+
+    fn try_from(fields: ApiFields) -> Result<Self, Self::Error> {
+        if fields.tls_cert.is_some() != fields.tls_key.is_some() {
+            return Err("api.tls_cert and api.tls_key go together: set both to Some(\"path\"), \
+                        or both to None for a self-signed certificate");
+        }
+        Ok(Self(fields))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    listen: LoopbackAddr,
+    #[serde(default = "default_allowed_uids")]
+    allowed_uids: Vec<u32>,
+    #[serde(default = "Bounded::default_admin_workers")]
+    workers: Bounded<1, 64>,
+    #[serde(default = "Bounded::ten")]
+    header_timeout_secs: Bounded<1, 3600>,
+    #[serde(default = "Bounded::default_admin_idle")]
+    idle_timeout_secs: Bounded<1, 3600>,
+    #[serde(default = "Bounded::default_header_bytes")]
+    max_header_bytes: Bounded<1024, 1_048_576>,
+    #[serde(default = "Bounded::default_headers")]
+    max_headers: Bounded<8, { crate::http::MAX_HEADERS }>,
+    #[serde(default = "BoundedU64::default_admin_body")]
+    max_body_bytes: BoundedU64<0, 17_179_869_184>,
+}
+
+fn default_log_level() -> LogLevel {
+    LogLevel(log::LevelFilter::Info)
+}
+
+fn default_allowed_uids() -> Vec<u32> {
+    vec![0]
+}
+
+/// An address on the loopback interface. Anything else would expose key management to the
+/// network, so it is refused where it is written.
+struct LoopbackAddr(SocketAddr);
+
+impl<'de> Deserialize<'de> for LoopbackAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let addr = SocketAddr::deserialize(deserializer)?;
+        if !addr.ip().is_loopback() {
+            return Err(de::Error::custom(format!(
+                "admin.listen {addr} is not a loopback address: the admin port must only be \
+                 reachable from this host (use 127.0.0.1:PORT or [::1]:PORT)"
+            )));
+        }
+        Ok(Self(addr))
+    }
+}
+
+/// A count that must lie in `MIN..=MAX`; out-of-range values are refused where written.
+#[derive(Clone, Copy)]
+struct Bounded<const MIN: usize, const MAX: usize>(usize);
+
+impl<const MIN: usize, const MAX: usize> Bounded<MIN, MAX> {
+    fn default_workers() -> Self {
+        Self(0)
+    }
+    fn default_max_connections() -> Self {
+        Self(4096)
+    }
+    fn ten() -> Self {
+        Self(10)
+    }
+    fn default_idle() -> Self {
+        Self(75)
+    }
+    fn default_admin_idle() -> Self {
+        Self(30)
+    }
+    fn default_admin_workers() -> Self {
+        Self(4)
+    }
+    fn default_header_bytes() -> Self {
+        Self(8192)
+    }
+    fn default_headers() -> Self {
+        Self(64)
+    }
+}
+
+impl<'de, const MIN: usize, const MAX: usize> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(deserializer)?;
+        match usize::try_from(value) {
+            Ok(v) if (MIN..=MAX).contains(&v) => Ok(Self(v)),
+            _ => Err(de::Error::custom(format!(
+                "expected a number from {MIN} to {MAX}, found {value}"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct BoundedU64<const MIN: u64, const MAX: u64>(u64);
+
+impl<const MIN: u64, const MAX: u64> BoundedU64<MIN, MAX> {
+    fn default_api_body() -> Self {
+        Self(16 * 1024)
+    }
+    fn default_admin_body() -> Self {
+        Self(256 * 1024 * 1024)
+    }
+}
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for BoundedU64<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(deserializer)?;
+        if (MIN..=MAX).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(de::Error::custom(format!("expected a number from {MIN} to {MAX}, found {value}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"(
+    activation_code: "ABC-123",
+    state_dir: "var",
+    api: ( listen: "127.0.0.1:8443" ),
+    admin: ( listen: "127.0.0.1:8444" ),
+)"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/aims-api/config.ron"), text)
+    }
+
+    fn syntax_error(text: &str) -> (usize, usize, String) {
+        match parse(text) {
+            Err(ConfigError::Syntax { line, column, message, .. }) => (line, column, message),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_file_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/aims-api/var"));
+        assert_eq!(c.admin.allowed_uids, vec![0]);
+        assert_eq!(c.api.max_connections, 4096);
+        assert_eq!(c.api.limits.max_header_bytes, 8192);
+        assert_eq!(c.admin.limits.max_body_bytes, 256 * 1024 * 1024);
+        assert_eq!(c.log_level, LogLevel(log::LevelFilter::Info));
+        assert!(c.api.tls.is_none());
+        assert!(c.api.workers >= 1);
+    }
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let text = include_str!("../config.ron");
+        parse(text).unwrap();
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_column() {
+        let text = MINIMAL.replace("state_dir", "stat_dir");
+        let (line, column, message) = syntax_error(&text);
+        assert_eq!((line, column), (3, 5), "{message}");
+        assert!(message.contains("stat_dir"), "{message}");
+    }
+
+    #[test]
+    fn non_loopback_admin_is_refused_where_written() {
+        let text = MINIMAL.replace("127.0.0.1:8444", "0.0.0.0:8444");
+        let (line, _, message) = syntax_error(&text);
+        assert_eq!(line, 5);
+        assert!(message.contains("not a loopback address"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_limit_is_refused() {
+        let text = MINIMAL.replace(
+            r#"listen: "127.0.0.1:8443""#,
+            r#"listen: "127.0.0.1:8443", max_header_bytes: 10"#,
+        );
+        let (line, _, message) = syntax_error(&text);
+        assert_eq!(line, 4);
+        assert!(message.contains("from 1024 to 1048576, found 10"), "{message}");
+    }
+
+    #[test]
+    fn cert_without_key_is_refused() {
+        let text = MINIMAL.replace(
+            r#"listen: "127.0.0.1:8443""#,
+            r#"listen: "127.0.0.1:8443", tls_cert: Some("c.pem")"#,
+        );
+        let (_, _, message) = syntax_error(&text);
+        assert!(message.contains("go together"), "{message}");
+    }
+
+    #[test]
+    fn bad_activation_code_is_refused() {
+        let text = MINIMAL.replace("ABC-123", "has space");
+        let (line, _, message) = syntax_error(&text);
+        assert_eq!(line, 2);
+        assert!(message.contains("printable ASCII"), "{message}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = Config::load(Path::new("/nonexistent/config.ron")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/config.ron"), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! A strict, small HTTP/1.1 layer over `httparse`, shared by both ports.
+//!
+//! It owns the wire format only: turning bytes into a [`Request`] under hard limits, and a
+//! [`Response`] into bytes. It knows nothing of sockets, TLS, keys or routes, so the event loop
+//! of the public port and the blocking loop of the admin port drive the same code, and the fuzz
+//! and property tests reach it without a server. Every rejection is a [`ParseError`] that names
+//! its status code; none of it can panic on input.
+
+mod request;
+mod response;
+
+pub use request::{HeaderValue, Method, ParseError, Parsed, Request, Version, parse};
+pub use response::{DateCache, Response, Status};
+
+/// The most headers a request may carry, whatever the configuration says (it may say fewer):
+/// the parser's header table lives on the stack.
+pub const MAX_HEADERS: usize = 100;

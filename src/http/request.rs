@@ -1,0 +1,433 @@
+//! Request heads: bytes in, a borrowed [`Request`] or a precise [`ParseError`] out.
+//!
+//! Strictness is deliberate (RFC 9112): CRLF line ends only, origin-form targets only, one Host
+//! for HTTP/1.1, `Content-Length` as plain digits and never twice, no `Transfer-Encoding`. Where
+//! two parsers could read a request differently (the root of request smuggling) the request is
+//! refused instead of guessed at.
+
+use std::fmt;
+
+use httparse::Header;
+
+use super::Status;
+use crate::config::HttpLimits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Other,
+}
+
+impl Method {
+    fn parse(text: &str) -> Self {
+        match text {
+            "GET" => Self::Get,
+            "HEAD" => Self::Head,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "DELETE" => Self::Delete,
+            _ => Self::Other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// One header looked up by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderValue<'b> {
+    Absent,
+    One(&'b [u8]),
+    /// Present more than once: for credentials that is an error, never a choice.
+    Repeated,
+}
+
+/// A parsed request head. Borrows the connection's buffer; nothing is copied.
+#[derive(Debug)]
+pub struct Request<'b> {
+    pub method: Method,
+    /// The target's path, before any `?`.
+    pub path: &'b str,
+    /// The raw query string after `?`, if any.
+    pub query: Option<&'b str>,
+    pub version: Version,
+    pub headers: &'b [Header<'b>],
+    /// Body length from `Content-Length` (0 without it).
+    pub content_length: u64,
+    /// Whether the client asked for, or the version implies, a persistent connection.
+    pub keep_alive: bool,
+    /// Whether the client waits for `100 Continue` before sending its body.
+    pub expects_continue: bool,
+}
+
+impl<'b> Request<'b> {
+    /// Looks a header up by name, case-insensitively.
+    pub fn header(&self, name: &str) -> HeaderValue<'b> {
+        let mut found = HeaderValue::Absent;
+        for h in self.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+            found = match found {
+                HeaderValue::Absent => HeaderValue::One(h.value),
+                _ => HeaderValue::Repeated,
+            };
+        }
+        found
+    }
+
+    /// Whether any header has this name.
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// What [`parse`] found in the buffer.
+#[derive(Debug)]
+pub enum Parsed<'b> {
+    /// The head is not all there yet; read more (the size limit is already checked).
+    Partial,
+    /// A whole head, and how many bytes of the buffer it used. The body, if any, follows.
+    Complete(Request<'b>, usize),
+}
+
+/// Why a request was refused before reaching any handler. Each maps to one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    HeadTooLarge,
+    TooManyHeaders,
+    BareLf,
+    Malformed(&'static str),
+    Version,
+    NotOriginForm,
+    MissingHost,
+    RepeatedHost,
+    InvalidContentLength,
+    RepeatedContentLength,
+    BodyTooLarge,
+    TransferEncoding,
+    TransferEncodingWithLength,
+    UnsupportedExpectation,
+}
+
+impl ParseError {
+    pub fn status(self) -> Status {
+        match self {
+            Self::HeadTooLarge | Self::TooManyHeaders => Status::HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge => Status::PAYLOAD_TOO_LARGE,
+            Self::TransferEncoding => Status::NOT_IMPLEMENTED,
+            Self::Version => Status::HTTP_VERSION_NOT_SUPPORTED,
+            Self::UnsupportedExpectation => Status::EXPECTATION_FAILED,
+            _ => Status::BAD_REQUEST,
+        }
+    }
+
+    /// A short machine-readable name, for logs and the admin port's `error` field.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::HeadTooLarge => "head_too_large",
+            Self::TooManyHeaders => "too_many_headers",
+            Self::BareLf => "bare_lf",
+            Self::Malformed(_) => "malformed_request",
+            Self::Version => "http_version",
+            Self::NotOriginForm => "target_form",
+            Self::MissingHost => "missing_host",
+            Self::RepeatedHost => "repeated_host",
+            Self::InvalidContentLength => "invalid_content_length",
+            Self::RepeatedContentLength => "repeated_content_length",
+            Self::BodyTooLarge => "body_too_large",
+            Self::TransferEncoding => "transfer_encoding",
+            Self::TransferEncodingWithLength => "transfer_encoding_with_content_length",
+            Self::UnsupportedExpectation => "expectation",
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::HeadTooLarge => "request head exceeds the size limit",
+            Self::TooManyHeaders => "request has more headers than the limit",
+            Self::BareLf => "request line or header ends in a bare LF; HTTP requires CRLF",
+            Self::Malformed(what) => what,
+            Self::Version => "only HTTP/1.0 and HTTP/1.1 are served",
+            Self::NotOriginForm => "request target must be a path starting with /",
+            Self::MissingHost => "HTTP/1.1 request without a Host header",
+            Self::RepeatedHost => "request has more than one Host header",
+            Self::InvalidContentLength => "Content-Length must be a non-negative decimal number",
+            Self::RepeatedContentLength => "request has more than one Content-Length header",
+            Self::BodyTooLarge => "request body exceeds the size limit",
+            Self::TransferEncoding => "Transfer-Encoding is not supported; send Content-Length",
+            Self::TransferEncodingWithLength => {
+                "request has both Transfer-Encoding and Content-Length"
+            }
+            Self::UnsupportedExpectation => "only the expectation 100-continue is supported",
+        })
+    }
+}
+
+/// Parses one request head from the start of `buf` into `headers` (whose length, at most
+/// [`super::MAX_HEADERS`], is the header-count limit). Call again with more bytes on `Partial`.
+pub fn parse<'b>(
+    buf: &'b [u8],
+    headers: &'b mut [Header<'b>],
+    limits: &HttpLimits,
+) -> Result<Parsed<'b>, ParseError> {
+    let window = &buf[..buf.len().min(limits.max_header_bytes)];
+    let Some(head_len) = head_end(window)? else {
+        return if buf.len() >= limits.max_header_bytes {
+            Err(ParseError::HeadTooLarge)
+        } else {
+            Ok(Parsed::Partial)
+        };
+    };
+    let count = limits.max_headers.min(headers.len());
+    let mut raw = httparse::Request::new(&mut headers[..count]);
+    match raw.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // head_end found the blank line, so httparse has the whole head: a partial answer
+        // means a line it could not finish, which is malformed.
+        Ok(httparse::Status::Partial) => return Err(ParseError::Malformed("malformed request")),
+        Err(e) => return Err(map_httparse(e)),
+    }
+    let (Some(method), Some(target), Some(minor)) = (raw.method, raw.path, raw.version) else {
+        return Err(ParseError::Malformed("malformed request line"));
+    };
+    let version = if minor == 0 { Version::Http10 } else { Version::Http11 };
+    let headers: &'b [Header<'b>] = raw.headers;
+    let request = build(Method::parse(method), target, version, headers, limits)?;
+    Ok(Parsed::Complete(request, head_len))
+}
+
+/// Finds the end of the head (just past the blank line), refusing bare LFs on the way.
+fn head_end(buf: &[u8]) -> Result<Option<usize>, ParseError> {
+    let mut prev = 0u8;
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b'\n' {
+            if prev != b'\r' {
+                return Err(ParseError::BareLf);
+            }
+            if i >= 3 && &buf[i - 3..=i] == b"\r\n\r\n" {
+                return Ok(Some(i + 1));
+            }
+        }
+        prev = b;
+    }
+    Ok(None)
+}
+
+fn map_httparse(e: httparse::Error) -> ParseError {
+    match e {
+        httparse::Error::TooManyHeaders => ParseError::TooManyHeaders,
+        httparse::Error::Version => ParseError::Version,
+        httparse::Error::HeaderName => ParseError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => ParseError::Malformed("invalid byte in a header value"),
+        httparse::Error::Token => ParseError::Malformed("malformed request line"),
+        httparse::Error::NewLine => ParseError::Malformed("invalid line ending"),
+        httparse::Error::Status => ParseError::Malformed("malformed request line"),
+    }
+}
+
+fn build<'b>(
+    method: Method,
+    target: &'b str,
+    version: Version,
+    headers: &'b [Header<'b>],
+    limits: &HttpLimits,
+) -> Result<Request<'b>, ParseError> {
+    // Origin-form only (RFC 9112 §3.2.1). Absolute-form is for proxies, which this is not, and
+    // asterisk-form only means something to OPTIONS, which nothing here serves.
+    if !target.starts_with('/') || target.contains('#') {
+        return Err(ParseError::NotOriginForm);
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let mut request = Request {
+        method,
+        path,
+        query,
+        version,
+        headers,
+        content_length: 0,
+        keep_alive: version == Version::Http11,
+        expects_continue: false,
+    };
+    match request.header("host") {
+        HeaderValue::Repeated => return Err(ParseError::RepeatedHost),
+        HeaderValue::Absent if version == Version::Http11 => return Err(ParseError::MissingHost),
+        _ => {}
+    }
+    let length = request.header("content-length");
+    if request.has_header("transfer-encoding") {
+        return Err(if length == HeaderValue::Absent {
+            ParseError::TransferEncoding
+        } else {
+            ParseError::TransferEncodingWithLength
+        });
+    }
+    request.content_length = match length {
+        HeaderValue::Absent => 0,
+        HeaderValue::Repeated => return Err(ParseError::RepeatedContentLength),
+        HeaderValue::One(value) => content_length(value)?,
+    };
+    if request.content_length > limits.max_body_bytes {
+        return Err(ParseError::BodyTooLarge);
+    }
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
+        for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                request.keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::Http10 {
+                request.keep_alive = true;
+            }
+        }
+    }
+    match request.header("expect") {
+        HeaderValue::Absent => {}
+        HeaderValue::One(v) if v.eq_ignore_ascii_case(b"100-continue") => {
+            request.expects_continue = true;
+        }
+        _ => return Err(ParseError::UnsupportedExpectation),
+    }
+    Ok(request)
+}
+
+/// Plain decimal digits only: no sign, no spaces, no list (RFC 9110 §8.6).
+fn content_length(value: &[u8]) -> Result<u64, ParseError> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::InvalidContentLength);
+    }
+    Ok(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const LIMITS: HttpLimits = HttpLimits {
+        max_header_bytes: 1024,
+        max_headers: 16,
+        max_body_bytes: 100,
+        header_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+    };
+
+    /// What a parse found, owned, for comparing.
+    type Summary = (Method, String, Option<String>, u64, bool, usize);
+
+    fn check(bytes: &[u8]) -> Result<Summary, ParseError> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        match parse(bytes, &mut headers, &LIMITS)? {
+            Parsed::Partial => panic!("partial"),
+            Parsed::Complete(r, n) => Ok((
+                r.method,
+                r.path.to_owned(),
+                r.query.map(str::to_owned),
+                r.content_length,
+                r.keep_alive,
+                n,
+            )),
+        }
+    }
+
+    fn error(bytes: &[u8]) -> ParseError {
+        check(bytes).unwrap_err()
+    }
+
+    #[test]
+    fn a_plain_get_parses() {
+        let req = b"GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\nrest";
+        let (method, path, query, len, keep_alive, used) = check(req).unwrap();
+        assert_eq!((method, path.as_str(), query.as_deref()), (Method::Get, "/a/b", Some("x=1")));
+        assert_eq!((len, keep_alive, used), (0, true, req.len() - 4));
+    }
+
+    #[test]
+    fn partial_until_the_blank_line() {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let r = parse(b"GET / HTTP/1.1\r\nHost: h\r\n", &mut headers, &LIMITS).unwrap();
+        assert!(matches!(r, Parsed::Partial));
+    }
+
+    #[test]
+    fn http10_closes_unless_asked_and_http11_closes_when_asked() {
+        assert!(!check(b"GET / HTTP/1.0\r\n\r\n").unwrap().4);
+        assert!(check(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().4);
+        assert!(!check(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap().4);
+    }
+
+    #[test]
+    fn each_refusal_is_precise() {
+        let cases: &[(&[u8], ParseError)] = &[
+            (b"GET / HTTP/1.1\nHost: h\r\n\r\n", ParseError::BareLf),
+            (b"GET / HTTP/1.1\r\nHost: h\n\n", ParseError::BareLf),
+            (b"GET / HTTP/1.1\r\n\r\n", ParseError::MissingHost),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", ParseError::RepeatedHost),
+            (b"GET http://x/ HTTP/1.1\r\nHost: h\r\n\r\n", ParseError::NotOriginForm),
+            (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", ParseError::NotOriginForm),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", ParseError::Version),
+            (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", ParseError::Version),
+            (b"GET /\r\n\r\n", ParseError::Malformed("malformed request line")),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", ParseError::InvalidContentLength),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\n", ParseError::InvalidContentLength),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n", ParseError::InvalidContentLength),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", ParseError::RepeatedContentLength),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 101\r\n\r\n", ParseError::BodyTooLarge),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::TransferEncoding),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n", ParseError::TransferEncodingWithLength),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n", ParseError::UnsupportedExpectation),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n", ParseError::Malformed("invalid header name")),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n", ParseError::Malformed("invalid byte in a header value")),
+            (b"G\xffT / HTTP/1.1\r\nHost: h\r\n\r\n", ParseError::Malformed("malformed request line")),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(error(bytes), *expected, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn oversized_heads_and_header_counts_get_431() {
+        let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 2000));
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        assert_eq!(parse(&big, &mut headers, &LIMITS).unwrap_err(), ParseError::HeadTooLarge);
+        assert_eq!(ParseError::HeadTooLarge.status(), Status::HEADER_FIELDS_TOO_LARGE);
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..20 {
+            many.extend(format!("X-{i}: v\r\n").bytes());
+        }
+        many.extend(b"\r\n");
+        assert_eq!(error(&many), ParseError::TooManyHeaders);
+    }
+
+    #[test]
+    fn non_utf8_header_values_are_kept_as_bytes() {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let bytes = b"GET / HTTP/1.1\r\nHost: h\r\nX-Api-Key: \xfe\xff\r\n\r\n";
+        let Parsed::Complete(r, _) = parse(bytes, &mut headers, &LIMITS).unwrap() else {
+            panic!("partial")
+        };
+        assert_eq!(r.header("x-api-key"), HeaderValue::One(b"\xfe\xff"));
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive_and_sees_repeats() {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let bytes = b"GET / HTTP/1.1\r\nhost: h\r\nX-API-KEY: a\r\nx-api-key: b\r\n\r\n";
+        let Parsed::Complete(r, _) = parse(bytes, &mut headers, &LIMITS).unwrap() else {
+            panic!("partial")
+        };
+        assert_eq!(r.header("Host"), HeaderValue::One(b"h"));
+        assert_eq!(r.header("x-api-key"), HeaderValue::Repeated);
+        assert_eq!(r.header("x-activation-code"), HeaderValue::Absent);
+    }
+}

@@ -1,0 +1,557 @@
+//! The key store: `<state_dir>/key.ron`, the one file that says which key is valid.
+//!
+//! It holds the key's SHA-256 and metadata, never the key. `serve` takes an exclusive lock on
+//! `key.lock` beside it for as long as it runs (the store itself is replaced by rename, so its
+//! inode changes and cannot carry the lock), which also keeps a second `serve` off the same
+//! folder. Every change is written to a temporary file in the same folder, fsync'd, renamed
+//! over the store, and the folder fsync'd: a crash at any instant leaves the old store or the
+//! new one, never a torn, empty or missing one. A store that does not parse is never
+//! overwritten: `serve` refuses to start and names the file and the position.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use crate::key::{ApiKey, Fingerprint, KeyHash};
+
+const STORE_FILE: &str = "key.ron";
+const LOCK_FILE: &str = "key.lock";
+const TEMP_FILE: &str = "key.ron.tmp";
+const FORMAT_VERSION: u32 = 1;
+const HEADER: &str = "// aims-api key store, written by `aims-api serve`: change it with `aims-api key`.\n\
+                      // It holds the SHA-256 of the API key, never the key itself.\n";
+
+/// What the store says: which key, if any, and how many changes it has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyRecord {
+    /// Counts every change since the store was first written.
+    pub generation: u64,
+    pub key: Option<StoredKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub hash: KeyHash,
+    pub fingerprint: Fingerprint,
+    pub created_at: SystemTime,
+    pub revoked_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    None,
+    Active,
+    Revoked,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// A change that does not apply to the current state (the admin port answers 409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    AlreadyActive,
+    NotActive,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::AlreadyActive => {
+                "a key is already active: replace it (POST /key/replace) or revoke it first"
+            }
+            Self::NotActive => "no key is active: generate one first (POST /key)",
+        })
+    }
+}
+
+impl KeyRecord {
+    pub fn state(&self) -> KeyState {
+        match &self.key {
+            None => KeyState::None,
+            Some(k) if k.revoked_at.is_some() => KeyState::Revoked,
+            Some(_) => KeyState::Active,
+        }
+    }
+
+    /// The active key's hash, if a key is active.
+    pub fn active_hash(&self) -> Option<KeyHash> {
+        match &self.key {
+            Some(k) if k.revoked_at.is_none() => Some(k.hash),
+            _ => None,
+        }
+    }
+
+    /// The record after generating `key`: allowed when no key is active.
+    pub fn generated(&self, key: &ApiKey, now: SystemTime) -> Result<Self, Conflict> {
+        match self.state() {
+            KeyState::Active => Err(Conflict::AlreadyActive),
+            KeyState::None | KeyState::Revoked => Ok(self.with_key(key, now)),
+        }
+    }
+
+    /// The record after replacing the active key by `key`.
+    pub fn replaced(&self, key: &ApiKey, now: SystemTime) -> Result<Self, Conflict> {
+        match self.state() {
+            KeyState::Active => Ok(self.with_key(key, now)),
+            KeyState::None | KeyState::Revoked => Err(Conflict::NotActive),
+        }
+    }
+
+    /// The record after revoking the active key.
+    pub fn revoked(&self, now: SystemTime) -> Result<Self, Conflict> {
+        match &self.key {
+            Some(k) if k.revoked_at.is_none() => Ok(Self {
+                generation: self.generation + 1,
+                key: Some(StoredKey { revoked_at: Some(now), ..k.clone() }),
+            }),
+            _ => Err(Conflict::NotActive),
+        }
+    }
+
+    fn with_key(&self, key: &ApiKey, now: SystemTime) -> Self {
+        Self {
+            generation: self.generation + 1,
+            key: Some(StoredKey {
+                hash: key.hash(),
+                fingerprint: key.fingerprint(),
+                created_at: now,
+                revoked_at: None,
+            }),
+        }
+    }
+}
+
+/// Why the store could not be opened, read or written.
+#[derive(Debug)]
+pub enum StoreError {
+    Folder {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Lock {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Another process holds the lock: a second `serve` on the same state folder.
+    Locked {
+        path: PathBuf,
+        holder: Option<u32>,
+    },
+    Read {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    Write {
+        step: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Folder { path, source } => {
+                write!(f, "cannot prepare the state folder {}: {source}", path.display())
+            }
+            Self::Lock { path, source } => write!(f, "cannot lock {}: {source}", path.display()),
+            Self::Locked { path, holder } => {
+                write!(f, "{} is locked by another aims-api serve", path.display())?;
+                if let Some(pid) = holder {
+                    write!(f, " (pid {pid})")?;
+                }
+                f.write_str(
+                    ": one server per state folder; stop the other one or use another state_dir",
+                )
+            }
+            Self::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            Self::Corrupt { path, line, column, message } => write!(
+                f,
+                "{}:{line}:{column}: {message}; the key store is damaged and was left untouched: \
+                 restore it from a backup, or move it away to start with no key",
+                path.display()
+            ),
+            Self::Write { step, path, source } => {
+                write!(f, "cannot {step} {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The open store: its folder, and the lock held for the life of the value.
+#[derive(Debug)]
+pub struct KeyStore {
+    dir: PathBuf,
+    path: PathBuf,
+    /// Held, never read: dropping it releases the lock.
+    _lock: File,
+}
+
+impl KeyStore {
+    /// Creates the state folder if needed (mode 0700), takes the lock and reads the store.
+    /// No store file means no key yet.
+    pub fn open(state_dir: &Path) -> Result<(Self, KeyRecord), StoreError> {
+        prepare_folder(state_dir)?;
+        let lock = take_lock(&state_dir.join(LOCK_FILE))?;
+        let store =
+            Self { dir: state_dir.to_owned(), path: state_dir.join(STORE_FILE), _lock: lock };
+        // A temporary file can only be left by a crash between its creation and the rename;
+        // the store itself is still the old, whole one.
+        let _ = fs::remove_file(store.dir.join(TEMP_FILE));
+        let record = store.read()?;
+        Ok((store, record))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(&self) -> Result<KeyRecord, StoreError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(KeyRecord::default()),
+            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
+        };
+        tighten_mode(&self.path, 0o600);
+        parse(&text).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            line: e.span.start.line,
+            column: e.span.start.col,
+            message: e.code.to_string(),
+        })
+    }
+
+    /// Replaces the store with `record`, durably, or leaves it as it was.
+    pub fn write(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let text = render(record);
+        let temp = self.dir.join(TEMP_FILE);
+        let fail = |step, path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Write { step, path, source }
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(fail("create", &temp))?;
+        let written = file
+            .write_all(text.as_bytes())
+            .map_err(fail("write", &temp))
+            .and_then(|()| file.sync_all().map_err(fail("fsync", &temp)));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        drop(file);
+        if let Err(e) = fs::rename(&temp, &self.path) {
+            let _ = fs::remove_file(&temp);
+            return Err(fail("rename into place", &self.path)(e));
+        }
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(fail("fsync the folder of", &self.path))
+    }
+}
+
+fn prepare_folder(dir: &Path) -> Result<(), StoreError> {
+    let folder_error = |source| StoreError::Folder { path: dir.to_owned(), source };
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(folder_error)?;
+    tighten_mode(dir, 0o700);
+    Ok(())
+}
+
+/// Narrows a file's permissions to `mode` if they are wider, saying so. The store holds only a
+/// hash, but a hash of a weak secret is a guessing target, so nobody else should read it.
+fn tighten_mode(path: &Path, mode: u32) {
+    let Ok(meta) = fs::metadata(path) else { return };
+    let current = meta.permissions().mode() & 0o777;
+    if current & !mode != 0 {
+        match fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+            Ok(()) => log::warn!("{} had mode {current:o}; narrowed to {mode:o}", path.display()),
+            Err(e) => {
+                log::warn!("{} has mode {current:o} and cannot be narrowed: {e}", path.display())
+            }
+        }
+    }
+}
+
+fn take_lock(path: &Path) -> Result<File, StoreError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| StoreError::Lock { path: path.to_owned(), source })?;
+    if let Err(e) = file.try_lock_exclusive() {
+        if e.kind() == fs2::lock_contended_error().kind() {
+            let mut text = String::new();
+            let holder = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
+            return Err(StoreError::Locked { path: path.to_owned(), holder });
+        }
+        return Err(StoreError::Lock { path: path.to_owned(), source: e });
+    }
+    // The pid is only for the message a second server prints; failing to write it is harmless.
+    let _ = file.set_len(0).and_then(|()| file.rewind());
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
+}
+
+// The file format. Kept apart from `KeyRecord` so the format can evolve without the types.
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    version: Version,
+    generation: u64,
+    key: Option<StoredKeyFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKeyFile {
+    sha256: HexHash,
+    fingerprint: FingerprintText,
+    created_at: Timestamp,
+    revoked_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+struct Version;
+
+impl TryFrom<u32> for Version {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Self, String> {
+        if v == FORMAT_VERSION {
+            Ok(Self)
+        } else {
+            Err(format!(
+                "store format version {v} is not supported (this build reads version {FORMAT_VERSION})"
+            ))
+        }
+    }
+}
+
+impl From<Version> for u32 {
+    fn from(_: Version) -> u32 {
+        FORMAT_VERSION
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+struct HexHash(KeyHash);
+
+impl TryFrom<String> for HexHash {
+    type Error = &'static str;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        KeyHash::from_hex(&text).map(Self).ok_or("sha256 must be 64 lower-case hex digits")
+    }
+}
+
+impl From<HexHash> for String {
+    fn from(h: HexHash) -> String {
+        h.0.to_hex()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+struct FingerprintText(Fingerprint);
+
+impl TryFrom<String> for FingerprintText {
+    type Error = &'static str;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Fingerprint::parse(&text).map(Self).ok_or("fingerprint must look like aims_...XXXX")
+    }
+}
+
+impl From<FingerprintText> for String {
+    fn from(f: FingerprintText) -> String {
+        f.0.as_str().to_owned()
+    }
+}
+
+/// An instant as RFC 3339 UTC with milliseconds, the form every timestamp here takes.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+struct Timestamp(SystemTime);
+
+impl TryFrom<String> for Timestamp {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        humantime::parse_rfc3339(&text)
+            .map(Self)
+            .map_err(|e| format!("`{text}` is not an RFC 3339 UTC timestamp: {e}"))
+    }
+}
+
+impl From<Timestamp> for String {
+    fn from(t: Timestamp) -> String {
+        rfc3339(t.0)
+    }
+}
+
+/// Formats an instant as RFC 3339 UTC with milliseconds and `Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+fn parse(text: &str) -> Result<KeyRecord, ron::error::SpannedError> {
+    let file: StoreFile = ron::Options::default().from_str(text)?;
+    Ok(KeyRecord {
+        generation: file.generation,
+        key: file.key.map(|k| StoredKey {
+            hash: k.sha256.0,
+            fingerprint: k.fingerprint.0,
+            created_at: k.created_at.0,
+            revoked_at: k.revoked_at.map(|t| t.0),
+        }),
+    })
+}
+
+fn render(record: &KeyRecord) -> String {
+    let file = StoreFile {
+        version: Version,
+        generation: record.generation,
+        key: record.key.as_ref().map(|k| StoredKeyFile {
+            sha256: HexHash(k.hash),
+            fingerprint: FingerprintText(k.fingerprint.clone()),
+            created_at: Timestamp(k.created_at),
+            revoked_at: k.revoked_at.map(Timestamp),
+        }),
+    };
+    let pretty = ron::ser::PrettyConfig::new().struct_names(false);
+    // Serializing plain strings and integers into a String cannot fail; an empty body would
+    // still be refused by the parser on the next start, never mistaken for "no key".
+    let body = ron::ser::to_string_pretty(&file, pretty).unwrap_or_default();
+    format!("{HEADER}{body}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use ring::rand::SystemRandom;
+
+    use super::*;
+
+    fn key() -> ApiKey {
+        ApiKey::generate(&SystemRandom::new()).unwrap()
+    }
+
+    #[test]
+    fn lifecycle_transitions_and_conflicts() {
+        let none = KeyRecord::default();
+        let (a, b) = (key(), key());
+        let now = SystemTime::now();
+        assert_eq!(none.replaced(&a, now), Err(Conflict::NotActive));
+        assert_eq!(none.revoked(now), Err(Conflict::NotActive));
+        let active = none.generated(&a, now).unwrap();
+        assert_eq!((active.state(), active.generation), (KeyState::Active, 1));
+        assert_eq!(active.generated(&b, now), Err(Conflict::AlreadyActive));
+        let replaced = active.replaced(&b, now).unwrap();
+        assert_eq!(replaced.active_hash(), Some(b.hash()));
+        let revoked = replaced.revoked(now).unwrap();
+        assert_eq!(
+            (revoked.state(), revoked.active_hash(), revoked.generation),
+            (KeyState::Revoked, None, 3)
+        );
+        assert_eq!(revoked.generated(&a, now).unwrap().state(), KeyState::Active);
+    }
+
+    #[test]
+    fn write_then_reopen_round_trips_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let k = key();
+        let record = {
+            let (store, empty) = KeyStore::open(&state).unwrap();
+            assert_eq!(empty, KeyRecord::default());
+            let record =
+                empty.generated(&k, SystemTime::now()).unwrap().revoked(SystemTime::now()).unwrap();
+            store.write(&record).unwrap();
+            record
+        };
+        let text = fs::read_to_string(state.join(STORE_FILE)).unwrap();
+        assert!(!text.contains(k.expose()));
+        assert!(text.contains(&k.hash().to_hex()));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(STORE_FILE)), 0o600);
+        let (_store, reread) = KeyStore::open(&state).unwrap();
+        // Milliseconds survive the text form; finer precision is not kept.
+        assert_eq!(reread.generation, record.generation);
+        assert_eq!(reread.active_hash(), None);
+        assert_eq!(reread.key.unwrap().fingerprint, k.fingerprint());
+    }
+
+    #[test]
+    fn a_second_open_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = KeyStore::open(dir.path()).unwrap();
+        match KeyStore::open(dir.path()) {
+            Err(StoreError::Locked { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_corrupt_store_names_its_position_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let bad = "(\n    version: 1,\n    generation: x,\n)\n";
+        fs::write(&path, bad).unwrap();
+        match KeyStore::open(dir.path()) {
+            Err(StoreError::Corrupt { line, .. }) => assert_eq!(line, 3),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), bad);
+    }
+
+    #[test]
+    fn a_bad_hash_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "(version: 1, generation: 1, key: Some((sha256: \"zz\", \
+                    fingerprint: \"aims_...abcd\", created_at: \"2026-01-01T00:00:00.000Z\", revoked_at: None)))";
+        fs::write(dir.path().join(STORE_FILE), text).unwrap();
+        let err = KeyStore::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("64 lower-case hex digits"), "{err}");
+    }
+
+    #[test]
+    fn a_stale_temporary_file_is_removed_and_the_store_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let record = KeyRecord::default().generated(&k, SystemTime::now()).unwrap();
+        KeyStore::open(dir.path()).unwrap().0.write(&record).unwrap();
+        fs::write(dir.path().join(TEMP_FILE), "torn").unwrap();
+        let (_s, reread) = KeyStore::open(dir.path()).unwrap();
+        assert_eq!(reread.active_hash(), Some(k.hash()));
+        assert!(!dir.path().join(TEMP_FILE).exists());
+    }
+}

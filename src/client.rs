@@ -1,0 +1,107 @@
+//! The operator CLI's side of the admin port: one request, one answer, over loopback.
+//!
+//! Hand-written on `httparse` instead of pulling in an HTTP client crate: the peer is our own
+//! server on loopback, the exchange is one request with `Connection: close`, and a general
+//! client (redirects, proxies, TLS, pools) would be most of the binary's dependencies for
+//! none of its features. Answers are read into a buffer that is wiped on drop, because the
+//! answer to `generate` and `replace` holds the key.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+/// The most the CLI reads of an answer.
+const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub enum ClientError {
+    Connect { addr: SocketAddr, source: io::Error },
+    Exchange { addr: SocketAddr, source: io::Error },
+    Malformed { addr: SocketAddr },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect { addr, source } => write!(
+                f,
+                "cannot reach the admin port at {addr} ({source}): is `aims-api serve` running \
+                 with this configuration?"
+            ),
+            Self::Exchange { addr, source } => {
+                write!(f, "the admin port at {addr} did not answer properly: {source}")
+            }
+            Self::Malformed { addr } => {
+                write!(f, "the admin port at {addr} sent an answer that is not HTTP")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Sends `method path` with `body` and reads the whole answer.
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &mut dyn Read,
+    body_len: u64,
+    timeout: Duration,
+) -> Result<Answer, ClientError> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let exchange = |source| ClientError::Exchange { addr, source };
+    stream.set_read_timeout(Some(timeout)).map_err(exchange)?;
+    stream.set_write_timeout(Some(timeout)).map_err(exchange)?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {body_len}\r\n\
+         connection: close\r\nuser-agent: aims-api-cli\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).map_err(exchange)?;
+    io::copy(&mut body.take(body_len), &mut stream).map_err(exchange)?;
+    let mut raw = Zeroizing::new(Vec::new());
+    stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw).map_err(exchange)?;
+    parse_answer(&raw).ok_or(ClientError::Malformed { addr })
+}
+
+fn parse_answer(raw: &[u8]) -> Option<Answer> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head_len) = response.parse(raw).ok()? else { return None };
+    let status = response.code?;
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok());
+    let rest = &raw[head_len..];
+    let body = match length {
+        Some(n) if n <= rest.len() => &rest[..n],
+        Some(_) => return None,
+        None => rest,
+    };
+    Some(Answer { status, body: Zeroizing::new(body.to_vec()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse_and_truncation_is_caught() {
+        let a = parse_answer(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((a.status, a.body.as_slice()), (201, &b"{}"[..]));
+        assert!(parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n{}").is_none());
+        assert!(parse_answer(b"garbage").is_none());
+    }
+}

@@ -1,0 +1,25 @@
+//! aims-api: an on-premises appliance that serves the AI Mentor Studio API over HTTPS, guarded
+//! by one API key, with a root-only admin port on loopback to generate, replace and revoke it.
+//!
+//! Data flows one way: [`config`] → [`server`] (listeners, workers, timeouts) → [`http`]
+//! (parse, limits, respond) → [`gate`] (credentials) → [`api`] and [`admin`] (handlers) →
+//! [`keystore`] (the RON file, its lock, atomic writes) and [`key`] (generate, checksum,
+//! hash). [`tls`], [`peer`] (uid of a loopback client), [`hardening`] and [`log`] serve them.
+//! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
+
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod gate;
+pub mod hardening;
+pub mod http;
+pub mod key;
+pub mod keystore;
+pub mod log;
+pub mod peer;
+pub mod server;
+pub mod tls;

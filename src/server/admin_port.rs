@@ -1,0 +1,236 @@
+//! The admin port: plain HTTP on loopback, one blocking connection per worker thread.
+//!
+//! Admin traffic is rare and its handlers block on fsync, so a handful of threads each
+//! accepting and serving one connection at a time is the simplest design that cannot be starved
+//! by the public port: it shares no thread, queue or connection cap with it. Before a byte of
+//! the request is read, the client socket's owner is looked up ([`crate::peer`]); anyone not in
+//! `allowed_uids` (plus the server's own uid) gets one `403` and is gone.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroize;
+
+use crate::admin::{self, Client};
+use crate::app::App;
+use crate::config::HttpLimits;
+use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
+use crate::peer;
+
+/// Serves admin connections on `listener` until shutdown.
+pub fn run_worker(app: Arc<App>, listener: TcpListener) {
+    let own_uid = rustix::process::getuid().as_raw();
+    let mut date = DateCache::default();
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if app.shutting_down.load(Ordering::Relaxed) {
+                    return;
+                }
+                serve(&app, stream, peer, own_uid, &mut date);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::warn!("accept on the admin port failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date: &mut DateCache) {
+    let limits = app.config.admin.limits;
+    let _ = stream.set_write_timeout(Some(limits.idle_timeout));
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(_) => return,
+    };
+    let uid = match peer::uid_of(peer, local) {
+        Ok(uid) => uid,
+        Err(e) => {
+            log::warn!("admin: refusing {peer}: {e}");
+            let response = admin::error(
+                Status::FORBIDDEN,
+                "forbidden",
+                "the client's uid could not be determined",
+            );
+            send(&mut stream, &response, date, false, false);
+            return;
+        }
+    };
+    if uid != own_uid && !app.config.admin.allowed_uids.contains(&uid) {
+        app.refusals.refused("admin", peer.ip(), &format!("uid {uid} not allowed"), 403);
+        let message = format!(
+            "uid {uid} may not use the admin port: run the command as root, or add the uid to \
+             admin.allowed_uids"
+        );
+        send(
+            &mut stream,
+            &admin::error(Status::FORBIDDEN, "forbidden", &message),
+            date,
+            false,
+            false,
+        );
+        return;
+    }
+    let client = Client { uid };
+    let mut conn = Conn { stream, buf: Vec::with_capacity(4096), limits };
+    while let Ok(true) = conn.serve_one(app, &client, date) {}
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    limits: HttpLimits,
+}
+
+impl Conn {
+    /// Reads, answers and consumes one request. `Ok(true)`: the connection stays open.
+    fn serve_one(&mut self, app: &App, client: &Client, date: &mut DateCache) -> io::Result<bool> {
+        let head_len = match self.read_head()? {
+            Head::Complete(n) => n,
+            Head::Closed => return Ok(false),
+            Head::Invalid(e) => {
+                let response = admin::error(e.status(), e.code(), &e.to_string());
+                send(&mut self.stream, &response, date, false, false);
+                return Ok(false);
+            }
+        };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (head, rest) = self.buf.split_at(head_len);
+        let request = match http::parse(head, &mut headers, &self.limits) {
+            Ok(Parsed::Complete(request, _)) => request,
+            // read_head parsed this very head already.
+            Ok(Parsed::Partial) | Err(_) => return Ok(false),
+        };
+        if request.expects_continue && request.content_length > 0 {
+            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let _ = self.stream.set_read_timeout(Some(self.limits.idle_timeout));
+        let mut body = Body {
+            prefix: rest,
+            prefix_used: 0,
+            stream: &mut self.stream,
+            remaining: request.content_length,
+        };
+        let response = admin::handle(app, &request, &mut body, client);
+        let drained = body.drain_small();
+        let (prefix_used, body_left) = (body.prefix_used, body.remaining);
+        let keep_alive = request.keep_alive && !response.close && drained && body_left == 0;
+        let head_only = request.method == Method::Head;
+        send(&mut self.stream, &response, date, head_only, keep_alive);
+        self.buf.drain(..head_len + prefix_used);
+        Ok(keep_alive)
+    }
+
+    /// Reads until a whole head is buffered: the idle timeout for its first byte, then the
+    /// header timeout for the rest, in total.
+    fn read_head(&mut self) -> io::Result<Head> {
+        let mut deadline = None;
+        loop {
+            if !self.buf.is_empty() {
+                deadline.get_or_insert_with(|| Instant::now() + self.limits.header_timeout);
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match http::parse(&self.buf, &mut headers, &self.limits) {
+                    Ok(Parsed::Complete(_, n)) => return Ok(Head::Complete(n)),
+                    Ok(Parsed::Partial) => {}
+                    Err(e) => return Ok(Head::Invalid(e)),
+                }
+            }
+            let wait = match deadline {
+                None => self.limits.idle_timeout,
+                Some(at) => at.saturating_duration_since(Instant::now()),
+            };
+            if wait.is_zero() {
+                return Ok(Head::Closed);
+            }
+            self.stream.set_read_timeout(Some(wait))?;
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(Head::Closed),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    return Ok(Head::Closed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+enum Head {
+    Complete(usize),
+    Closed,
+    Invalid(http::ParseError),
+}
+
+/// A request body: what was read past the head, then the socket, `Content-Length` in all.
+pub struct Body<'a> {
+    prefix: &'a [u8],
+    prefix_used: usize,
+    stream: &'a mut TcpStream,
+    remaining: u64,
+}
+
+impl Body<'_> {
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Reads and drops what the handler left of a small body, so the connection can carry the
+    /// next request. A large leftover is not worth reading: the connection closes instead.
+    fn drain_small(&mut self) -> bool {
+        if self.remaining > 64 * 1024 {
+            return false;
+        }
+        io::copy(self, &mut io::sink()).is_ok() && self.remaining == 0
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let want = out.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let unread = &self.prefix[self.prefix_used..];
+        let n = if unread.is_empty() {
+            let n = self.stream.read(&mut out[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection mid-body",
+                ));
+            }
+            n
+        } else {
+            let n = want.min(unread.len());
+            out[..n].copy_from_slice(&unread[..n]);
+            self.prefix_used += n;
+            n
+        };
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn send(
+    stream: &mut TcpStream,
+    response: &Response,
+    date: &mut DateCache,
+    head_only: bool,
+    keep_alive: bool,
+) {
+    let mut out = Vec::with_capacity(512 + response.body().len());
+    response.write_to(&mut out, date.now(), head_only, keep_alive);
+    let _ = stream.write_all(&out);
+    if response.secret {
+        out.zeroize();
+    }
+}

@@ -1,0 +1,134 @@
+//! `serve`: from a checked configuration to two listening ports.
+//!
+//! Start-up is ordered so that nothing listens before everything it needs is ready: harden the
+//! process, take the key store's lock and read it, load or make the certificate, bind both
+//! ports, and only then start the workers. Any failure on the way stops the start with a
+//! [`ServeError`] that names what failed and on what.
+
+pub mod admin_port;
+mod public;
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::admin::KeyManager;
+use crate::app::App;
+use crate::config::Config;
+use crate::hardening;
+use crate::keystore::{KeyStore, StoreError};
+use crate::tls::{self, TlsError};
+
+/// Pending connections the kernel holds for us while every slot is busy.
+const LISTEN_BACKLOG: i32 = 1024;
+
+#[derive(Debug)]
+pub enum ServeError {
+    Store(StoreError),
+    Tls(TlsError),
+    Bind { port: &'static str, addr: SocketAddr, source: io::Error },
+    Thread(io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store(e) => e.fmt(f),
+            Self::Tls(e) => e.fmt(f),
+            Self::Bind { port, addr, source } => {
+                write!(f, "cannot listen on {addr} for the {port} port: {source}")
+            }
+            Self::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Runs the appliance until it is stopped.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    hardening::apply();
+    let (store, record) = KeyStore::open(&config.state_dir).map_err(ServeError::Store)?;
+    log::info!(
+        "key store {}: {} (generation {})",
+        store.path().display(),
+        record.state().as_str(),
+        record.generation
+    );
+    let (tls_config, cert) = tls::load(&config).map_err(ServeError::Tls)?;
+    log::info!(
+        "certificate {} sha256={}{}",
+        cert.cert_path.display(),
+        cert.sha256,
+        if cert.self_signed { " (self-signed: give it to clients with curl --cacert)" } else { "" }
+    );
+    let api_listener = bind("api", config.api.listen)?;
+    let admin_listener = bind("admin", config.admin.listen)?;
+    let api_addr = local_addr(&api_listener, config.api.listen);
+    let admin_addr = local_addr(&admin_listener, config.admin.listen);
+    check_file_limit(&config);
+    let app = Arc::new(App::new(config, KeyManager::new(store, record), (tls_config, cert)));
+
+    let mut workers = Vec::new();
+    for id in 0..app.config.admin.workers {
+        let listener = admin_listener.try_clone().map_err(ServeError::Thread)?;
+        let app = Arc::clone(&app);
+        workers.push(spawn(format!("admin-{id}"), move || admin_port::run_worker(app, listener))?);
+    }
+    for id in 0..app.config.api.workers {
+        let listener = api_listener.try_clone().map_err(ServeError::Thread)?;
+        let app = Arc::clone(&app);
+        workers.push(spawn(format!("api-{id}"), move || {
+            if let Err(e) = public::run_worker(app, listener, id) {
+                log::error!("api worker {id} stopped: {e}");
+            }
+        })?);
+    }
+    log::info!("admin listening on http://{admin_addr}");
+    log::info!("api listening on https://{api_addr} ({} workers)", app.config.api.workers);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(())
+}
+
+fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    let fail = |source| ServeError::Bind { port, addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(fail)?;
+    }
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)?;
+    Ok(socket.into())
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(
+    name: String,
+    f: F,
+) -> Result<thread::JoinHandle<()>, ServeError> {
+    thread::Builder::new().name(name).stack_size(256 * 1024).spawn(f).map_err(ServeError::Thread)
+}
+
+/// Every connection is a file descriptor: warn when the limit is below the connection cap.
+fn check_file_limit(config: &Config) {
+    let needed = config.api.max_connections as u64 + config.admin.workers as u64 + 64;
+    if let Some(limit) = hardening::open_file_limit()
+        && limit < needed
+    {
+        log::warn!(
+            "the open-file limit ({limit}) is below api.max_connections plus overhead ({needed}): \
+                 raise LimitNOFILE or lower max_connections"
+        );
+    }
+}

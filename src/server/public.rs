@@ -1,0 +1,521 @@
+//! The public port: a readiness-based event loop per worker thread, HTTPS only.
+//!
+//! Each worker owns a `mio` poll, a clone of the listening socket and the connections it
+//! accepted, and runs every connection to completion on its own thread: TLS through rustls'
+//! `ServerConnection`, requests through [`crate::http`], credentials through the gate, answers
+//! through [`crate::api`]. Handlers are in-memory and short, so no hand-off is needed, and an
+//! idle connection costs its buffers, not a thread; that is how 1,000 idle TLS clients fit in a
+//! few tens of MiB and how a slowloris client costs nothing but a slot until its deadline.
+//!
+//! Every connection has one deadline, set by its stage: the handshake timeout from accept, the
+//! header timeout from a request's first byte (never extended by a trickle), the idle timeout
+//! between requests or while the client does not read. At `max_connections` the longest-idle
+//! keep-alive connection is closed to make room; if none is idle, new clients wait in the
+//! listen backlog. Plain HTTP on this port gets one `400` in plain HTTP and the connection is
+//! closed before anything else is read.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use rustls::ServerConnection;
+use slab::Slab;
+
+use crate::api;
+use crate::app::App;
+use crate::config::HttpLimits;
+use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
+
+const LISTENER: Token = Token(usize::MAX);
+/// The first byte of every TLS handshake record (RFC 8446 §5.1, `handshake(22)`).
+const TLS_HANDSHAKE: u8 = 0x16;
+/// How long to drain a closing connection so the kernel does not reset it under the last
+/// response (a "lingering close").
+const LINGER: Duration = Duration::from_secs(2);
+/// Stop answering pipelined requests while this much output waits for the client.
+const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+/// How often deadlines are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+const PLAIN_HTTP_MESSAGE: &str = "this port speaks HTTPS only: send the request with https://";
+
+/// Runs one worker until the server shuts down.
+pub fn run_worker(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<()> {
+    let mut worker = Worker::new(app, listener)?;
+    log::debug!("api worker {id} running");
+    worker.run()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Accepted; waiting for the first byte to tell TLS from plain HTTP.
+    Sniff,
+    Handshake,
+    /// Between requests on a keep-alive connection.
+    Idle,
+    /// Part of a request has arrived.
+    Request,
+    /// The last response is going out; then the write side is shut.
+    Closing,
+    /// Write side shut; reading and discarding until EOF or the deadline.
+    Lingering,
+}
+
+struct Conn {
+    socket: TcpStream,
+    peer: SocketAddr,
+    stage: Stage,
+    tls: Option<Box<ServerConnection>>,
+    /// Plaintext received and not yet answered.
+    inbuf: Vec<u8>,
+    deadline: Instant,
+    /// When the connection last became idle, for choosing whom to close at the cap.
+    idle_since: Instant,
+    write_interest: bool,
+}
+
+/// Why a connection ends.
+enum End {
+    /// Drop it now (errors, timeouts, EOF).
+    Now,
+    /// Shut the write side and linger.
+    Linger,
+}
+
+struct Worker {
+    app: Arc<App>,
+    poll: Poll,
+    listener: TcpListener,
+    conns: Slab<Conn>,
+    date: DateCache,
+    out: Vec<u8>,
+    accept_paused: bool,
+    limits: HttpLimits,
+}
+
+impl Worker {
+    fn new(app: Arc<App>, listener: std::net::TcpListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let limits = app.config.api.limits;
+        Ok(Self {
+            app,
+            poll,
+            listener,
+            conns: Slab::with_capacity(64),
+            date: DateCache::default(),
+            out: Vec::with_capacity(16 * 1024),
+            accept_paused: false,
+            limits,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        loop {
+            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    Token(key) => self.drive(key),
+                }
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            if self.at_capacity() && !self.evict_longest_idle() {
+                // Everyone is busy: leave the rest in the backlog until a slot frees.
+                self.accept_paused = true;
+                return;
+            }
+            match self.listener.accept() {
+                Ok((socket, peer)) => self.admit(socket, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the backlog keeps the client; try again on the next
+                    // sweep rather than spin.
+                    log::warn!("accept on the api port failed: {e}");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+        self.accept_paused = false;
+    }
+
+    fn at_capacity(&self) -> bool {
+        self.app.open_connections.load(Ordering::Relaxed) >= self.app.config.api.max_connections
+    }
+
+    /// Closes this worker's longest-idle keep-alive connection. Such a client loses nothing: it
+    /// reconnects, as it would after the idle timeout.
+    fn evict_longest_idle(&mut self) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.stage == Stage::Idle)
+            .min_by_key(|(_, c)| c.idle_since)
+            .map(|(key, _)| key);
+        match victim {
+            Some(key) => {
+                self.close(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+        let _ = socket.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut socket, Token(key), Interest::READABLE) {
+            log::warn!("cannot watch a connection from {peer}: {e}");
+            return;
+        }
+        let now = Instant::now();
+        entry.insert(Conn {
+            socket,
+            peer,
+            stage: Stage::Sniff,
+            tls: None,
+            inbuf: Vec::new(),
+            deadline: now + self.app.config.api.handshake_timeout,
+            idle_since: now,
+            write_interest: false,
+        });
+        self.app.open_connections.fetch_add(1, Ordering::Relaxed);
+        // The client may have written already; with edge-triggered readiness that first edge
+        // could predate the registration, so look now.
+        self.drive(key);
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.socket);
+            self.app.open_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.deadline <= now).map(|(key, _)| key).collect();
+        for key in expired {
+            if let Some(conn) = self.conns.get(key) {
+                log::debug!("closing {} at its {:?} deadline", conn.peer, conn.stage);
+            }
+            self.close(key);
+        }
+        self.app.refusals.flush();
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    /// Moves one connection as far as it can go without blocking.
+    fn drive(&mut self, key: usize) {
+        let outcome = match self.conns.get_mut(key) {
+            Some(conn) => step(conn, &self.app, &self.limits, &mut self.date, &mut self.out),
+            None => return,
+        };
+        match outcome {
+            Ok(()) => self.update_interest(key),
+            Err(End::Now) => self.close(key),
+            Err(End::Linger) => {
+                let Some(conn) = self.conns.get_mut(key) else { return };
+                let _ = conn.socket.shutdown(Shutdown::Write);
+                conn.stage = Stage::Lingering;
+                conn.deadline = Instant::now() + LINGER;
+                self.drive(key);
+            }
+        }
+    }
+
+    fn update_interest(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let wants_write = conn.tls.as_ref().is_some_and(|t| t.wants_write());
+        if wants_write == conn.write_interest {
+            return;
+        }
+        let interest =
+            if wants_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        conn.write_interest = wants_write;
+        if self.poll.registry().reregister(&mut conn.socket, Token(key), interest).is_err() {
+            self.close(key);
+        }
+    }
+}
+
+/// One connection's work until it would block. `Ok` keeps it open.
+fn step(
+    conn: &mut Conn,
+    app: &App,
+    limits: &HttpLimits,
+    date: &mut DateCache,
+    out: &mut Vec<u8>,
+) -> Result<(), End> {
+    match conn.stage {
+        Stage::Sniff => sniff(conn, app)?,
+        Stage::Lingering => return linger(conn),
+        _ => {}
+    }
+    loop {
+        let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
+        flush(tls, &mut conn.socket)?;
+        if tls.wants_write() {
+            // The client is not reading: wait, but not forever.
+            conn.deadline = Instant::now() + limits.idle_timeout;
+            return Ok(());
+        }
+        if conn.stage == Stage::Closing {
+            return Err(End::Linger);
+        }
+        if answer_buffered(conn, app, limits, date, out)? {
+            continue;
+        }
+        let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
+        match receive(tls, &mut conn.socket, &mut conn.inbuf, limits)? {
+            Received::Nothing => return Ok(()),
+            Received::Data => note_progress(conn, limits),
+        }
+    }
+}
+
+fn sniff(conn: &mut Conn, app: &App) -> Result<(), End> {
+    let mut first = [0u8; 1];
+    match conn.socket.peek(&mut first) {
+        Ok(0) => Err(End::Now),
+        Ok(_) if first[0] == TLS_HANDSHAKE => {
+            let tls = ServerConnection::new(app.tls_config()).map_err(|_| End::Now)?;
+            let mut tls = Box::new(tls);
+            // Output is bounded by when requests are answered, not by rustls' buffer limit,
+            // so a large response is queued whole and written out as the client reads.
+            tls.set_buffer_limit(None);
+            conn.tls = Some(tls);
+            conn.stage = Stage::Handshake;
+            Ok(())
+        }
+        Ok(_) => {
+            // Plain HTTP (or anything else) on the TLS port: say so once, in the clear, and
+            // close. Nothing of the request is parsed or reaches a handler.
+            app.refusals.refused("api", conn.peer.ip(), "plain HTTP on the HTTPS port", 400);
+            let mut out = Vec::with_capacity(256);
+            let response = api::error(Status::BAD_REQUEST, PLAIN_HTTP_MESSAGE);
+            response.write_to(
+                &mut out,
+                &httpdate::fmt_http_date(std::time::SystemTime::now()),
+                false,
+                false,
+            );
+            // One small write into an empty socket buffer; if even that fails, the client is
+            // gone and there is nobody to tell.
+            let _ = conn.socket.write(&out);
+            Err(End::Linger)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(_) => Err(End::Now),
+    }
+}
+
+fn linger(conn: &mut Conn) -> Result<(), End> {
+    let mut sink = [0u8; 4096];
+    loop {
+        match conn.socket.read(&mut sink) {
+            Ok(0) => return Err(End::Now),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => return Err(End::Now),
+        }
+    }
+}
+
+fn flush(tls: &mut ServerConnection, socket: &mut TcpStream) -> Result<(), End> {
+    while tls.wants_write() {
+        match tls.write_tls(socket) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(End::Now),
+        }
+    }
+    Ok(())
+}
+
+enum Received {
+    Nothing,
+    Data,
+}
+
+/// Reads what the socket has into rustls and what rustls decrypted into `inbuf`.
+fn receive(
+    tls: &mut ServerConnection,
+    socket: &mut TcpStream,
+    inbuf: &mut Vec<u8>,
+    limits: &HttpLimits,
+) -> Result<Received, End> {
+    // Leave room for one whole request; the parser refuses anything larger before this fills.
+    let cap =
+        limits.max_header_bytes + usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    if drain_plaintext(tls, inbuf, cap)? {
+        return Ok(Received::Data);
+    }
+    match tls.read_tls(socket) {
+        Ok(0) => Err(End::Now),
+        Ok(_) => {
+            if let Err(e) = tls.process_new_packets() {
+                log::debug!("tls error: {e}");
+                // rustls queued an alert saying why; send it, then go.
+                let _ = tls.write_tls(socket);
+                return Err(End::Now);
+            }
+            drain_plaintext(tls, inbuf, cap)?;
+            Ok(Received::Data)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::Nothing),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Received::Data),
+        Err(_) => Err(End::Now),
+    }
+}
+
+/// Moves decrypted bytes into `inbuf`, up to `cap`. Returns whether any moved.
+fn drain_plaintext(
+    tls: &mut ServerConnection,
+    inbuf: &mut Vec<u8>,
+    cap: usize,
+) -> Result<bool, End> {
+    let mut moved = false;
+    let mut chunk = [0u8; 4096];
+    while inbuf.len() < cap {
+        let room = (cap - inbuf.len()).min(chunk.len());
+        match tls.reader().read(&mut chunk[..room]) {
+            Ok(0) => return if moved { Ok(true) } else { Err(End::Now) },
+            Ok(n) => {
+                inbuf.extend_from_slice(&chunk[..n]);
+                moved = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => return Err(End::Now),
+        }
+    }
+    Ok(moved)
+}
+
+/// After bytes arrive: the handshake may be done, or a request may have begun.
+fn note_progress(conn: &mut Conn, limits: &HttpLimits) {
+    let now = Instant::now();
+    if conn.stage == Stage::Handshake && conn.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
+        conn.stage = Stage::Idle;
+        conn.idle_since = now;
+        conn.deadline = now + limits.idle_timeout;
+    }
+    if conn.stage == Stage::Idle && !conn.inbuf.is_empty() {
+        conn.stage = Stage::Request;
+        conn.deadline = now + limits.header_timeout;
+    }
+}
+
+/// Answers every whole request in the buffer (pipelining), in order, until the output queued
+/// for this client reaches [`MAX_PENDING_OUTPUT`]. Returns whether anything was answered.
+fn answer_buffered(
+    conn: &mut Conn,
+    app: &App,
+    limits: &HttpLimits,
+    date: &mut DateCache,
+    out: &mut Vec<u8>,
+) -> Result<bool, End> {
+    if !matches!(conn.stage, Stage::Idle | Stage::Request) {
+        return Ok(false);
+    }
+    let Some(tls) = conn.tls.as_deref_mut() else { return Ok(false) };
+    let mut consumed = 0;
+    let mut queued = 0;
+    let mut close = false;
+    while consumed < conn.inbuf.len() && queued < MAX_PENDING_OUTPUT {
+        let buf = &conn.inbuf[consumed..];
+        // The header table borrows the buffer it indexes, so each parse takes a fresh one;
+        // 100 empty entries cost less to fill than a request costs to answer.
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        out.clear();
+        let used = match http::parse(buf, &mut headers, limits) {
+            Ok(Parsed::Partial) => break,
+            Ok(Parsed::Complete(request, head_len)) => {
+                let body_len = usize::try_from(request.content_length).unwrap_or(usize::MAX);
+                if buf.len() - head_len < body_len {
+                    break; // the body is still on its way
+                }
+                let response = respond(app, &request, conn.peer);
+                let keep_alive = request.keep_alive && !response.close;
+                response.write_to(out, date.now(), request.method == Method::Head, keep_alive);
+                close = !keep_alive;
+                head_len + body_len
+            }
+            Err(e) => {
+                app.refusals.refused("api", conn.peer.ip(), e.code(), e.status().0);
+                api::error(e.status(), &e.to_string()).write_to(out, date.now(), false, false);
+                close = true;
+                buf.len()
+            }
+        };
+        tls.writer().write_all(out).map_err(|_| End::Now)?;
+        queued += out.len();
+        consumed += used;
+        if close {
+            break;
+        }
+    }
+    if consumed == 0 {
+        return Ok(false);
+    }
+    conn.inbuf.drain(..consumed);
+    let now = Instant::now();
+    if close {
+        tls.send_close_notify();
+        conn.stage = Stage::Closing;
+    } else if conn.inbuf.is_empty() {
+        conn.stage = Stage::Idle;
+        conn.idle_since = now;
+        conn.deadline = now + limits.idle_timeout;
+    } else {
+        // The next request has begun: its clock starts now.
+        conn.stage = Stage::Request;
+        conn.deadline = now + limits.header_timeout;
+    }
+    Ok(true)
+}
+
+/// Gate, then route.
+fn respond(app: &App, request: &http::Request<'_>, peer: SocketAddr) -> Response {
+    if let Err(refusal) = app.gate.check(request) {
+        let status = refusal.status();
+        app.refusals.refused("api", peer.ip(), refusal.reason(), status.0);
+        return api::error(status, &refusal.client_message());
+    }
+    let response = api::route(app, request);
+    if response.status == Status::INTERNAL_SERVER_ERROR {
+        log::error!("api answered 500 to {} {}", peer.ip(), request.path);
+    }
+    response
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! Integration tests: every test starts the real `aims-api` binary on free loopback ports with
+//! a temporary state folder and talks to it as its users do (TLS clients, raw sockets, curl,
+//! the CLI). One test binary, one `util` module, one file per capability.
+
+// Tests may unwrap: a panic is a failed test, not a crashed server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod cli;
+mod gate;
+mod http;
+mod keystore;
+mod util;

@@ -1,0 +1,126 @@
+//! The command line: help, version, exit codes, config errors, and the key commands.
+
+use std::process::Command;
+
+use crate::util::{BIN, Options, Server, config_text};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_and_version_on_every_command_and_usage_errors_exit_2() {
+    for args in [&["--help"][..], &["serve", "--help"], &["key", "-h"], &["check-config", "--help"]]
+    {
+        let (code, out, _) = run(args);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.contains("usage: aims-api"), "{args:?}: {out}");
+    }
+    for args in
+        [&["--version"][..], &["serve", "-V"], &["key", "--version"], &["check-config", "-V"]]
+    {
+        let (code, out, _) = run(args);
+        assert_eq!(
+            (code, out.trim()),
+            (0, concat!("aims-api ", env!("CARGO_PKG_VERSION"))),
+            "{args:?}"
+        );
+    }
+    for args in [&[][..], &["frobnicate"], &["key"], &["key", "rotate"], &["serve", "--bogus"]] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("usage:"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config_and_names_line_and_column() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.ron");
+    let (code, out, _) = run(&["check-config", "--config", shipped]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ok"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "unknown field",
+            Options { top: "colour: \"blue\",".into(), ..Options::default() },
+            "colour",
+        ),
+        ("non-loopback admin", Options::default(), "not a loopback address"),
+    ];
+    for (what, options, needle) in cases {
+        let mut text = config_text(dir.path(), &options);
+        if what == "non-loopback admin" {
+            let at = text.find("admin: (").unwrap();
+            text =
+                format!("{}{}", &text[..at], text[at..].replacen("127.0.0.1:0", "0.0.0.0:8444", 1));
+        }
+        let path = dir.path().join("bad.ron");
+        std::fs::write(&path, &text).unwrap();
+        let line =
+            text.lines().position(|l| l.contains("colour") || l.contains("0.0.0.0")).unwrap() + 1;
+        let path_text = path.to_str().unwrap();
+        let (code, _, err) = run(&["check-config", "--config", path_text]);
+        assert_eq!(code, 1, "{what}");
+        assert!(err.contains(&format!("bad.ron:{line}:")), "{what}: line {line} in {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+        // serve refuses the same file the same way, before touching anything.
+        let (code, _, err) = run(&["serve", "--config", path_text]);
+        assert_eq!(code, 1, "{what}");
+        assert!(err.contains(&format!("bad.ron:{line}:")), "{what}: {err}");
+    }
+    let (code, _, err) = run(&["check-config", "--config", "/nonexistent/aims.ron"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/aims.ron"), "{err}");
+}
+
+#[test]
+fn the_key_commands_drive_the_admin_port() {
+    let server = Server::start();
+    let status = server.cli(&["key", "status"]);
+    assert!(status.status.success());
+    assert!(String::from_utf8_lossy(&status.stdout).contains("state:       none"));
+
+    let generated = server.cli(&["key", "generate"]);
+    assert!(generated.status.success(), "{generated:?}");
+    let key = String::from_utf8(generated.stdout).unwrap();
+    let key = key.trim();
+    assert!(key.starts_with("aims_") && key.len() == 54, "stdout is the key alone: {key:?}");
+    let warning = String::from_utf8_lossy(&generated.stderr);
+    assert!(warning.contains("cannot be shown again"), "{warning}");
+
+    let again = server.cli(&["key", "generate"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("409 conflict"));
+
+    let replaced = server.cli(&["key", "replace", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&replaced.stdout).unwrap();
+    assert_ne!(json["api_key"].as_str(), Some(key));
+
+    let revoked = server.cli(&["key", "revoke"]);
+    let text = String::from_utf8_lossy(&revoked.stdout);
+    assert!(text.contains("state:       revoked"), "{text}");
+    let status = server.cli(&["key", "status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!((json["state"].as_str(), json["generation"].as_u64()), (Some("revoked"), Some(3)));
+}
+
+#[test]
+fn the_key_command_says_when_no_server_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &Options::default());
+    let at = text.find("admin: (").unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let text = format!("{}{}", &text[..at], text[at..].replacen("127.0.0.1:0", "127.0.0.1:1", 1));
+    let path = dir.path().join("c.ron");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(&["key", "status", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the admin port at 127.0.0.1:1"), "{err}");
+}

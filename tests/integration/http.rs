@@ -1,0 +1,74 @@
+//! The HTTP layer through TLS on the public port: keep-alive, pipelining, HEAD and limits.
+
+use std::io::Write;
+
+use crate::util::{ACTIVATION_CODE, Options, Response, Server, read_response};
+
+fn request(path: &str, key: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {key}\r\nx-activation-code: {ACTIVATION_CODE}\r\n{extra}\r\n"
+    )
+}
+
+#[test]
+fn keep_alive_pipelining_and_head_on_one_tls_connection() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let mut stream = server.connect();
+    // Three requests in one write; answered in order on the same connection.
+    let batch = format!(
+        "{}{}{}",
+        request("/a", &key, ""),
+        request("/b", &key, "").replacen("GET", "HEAD", 1),
+        request("/c", &key, "Connection: close\r\n"),
+    );
+    stream.write_all(batch.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut raw);
+    let (first, used) = Response::parse_prefix(&raw, false).unwrap();
+    assert!(first.exception().contains("/a"));
+    let (head, used2) = Response::parse_prefix(&raw[used..], true).unwrap();
+    assert_eq!(head.status, 404);
+    assert!(head.header("content-length").unwrap().parse::<usize>().unwrap() > 0);
+    let third = Response::parse(&raw[used + used2..]).unwrap();
+    assert!(third.exception().contains("/c"));
+    assert_eq!(third.header("connection"), Some("close"));
+}
+
+#[test]
+fn limits_answer_with_their_status_and_close() {
+    let server = Server::start_with(&Options {
+        api: "max_header_bytes: 1024, max_body_bytes: 10,".into(),
+        ..Options::default()
+    });
+    let key = server.generate_key();
+    let big_header = format!("X-Filler: {}\r\n", "a".repeat(2000));
+    let cases = [
+        (request("/x", &key, &big_header), 431),
+        (request("/x", &key, "Content-Length: 11\r\n"), 413),
+        (request("/x", &key, "Transfer-Encoding: chunked\r\n"), 501),
+        (request("/x", &key, "Transfer-Encoding: chunked\r\nContent-Length: 1\r\n"), 400),
+        ("GET http://localhost/x HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(), 400),
+    ];
+    for (bytes, status) in cases {
+        let mut stream = server.connect();
+        stream.write_all(bytes.as_bytes()).unwrap();
+        let response = read_response(&mut stream).expect("an answer");
+        assert_eq!(response.status, status, "{}", &bytes[..40]);
+        assert_eq!(response.header("connection"), Some("close"));
+        response.exception();
+    }
+}
+
+#[test]
+fn a_small_body_is_read_and_the_connection_kept() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let mut stream = server.connect();
+    let with_body = format!("{}hello", request("/x", &key, "Content-Length: 5\r\n"));
+    stream.write_all(with_body.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 404);
+    stream.write_all(request("/y", &key, "").as_bytes()).unwrap();
+    let second = read_response(&mut stream).unwrap();
+    assert!(second.exception().contains("/y"));
+}

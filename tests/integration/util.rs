@@ -1,0 +1,331 @@
+//! What every integration test needs: a real `aims-api serve` on free loopback ports in a
+//! temporary folder, and real clients for it (rustls over TCP, raw sockets, curl, the CLI).
+//!
+//! Servers listen on port 0 and the test learns the ports from the server's own "listening"
+//! log lines, so tests never race each other for a port. Every server is killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+pub const ACTIVATION_CODE: &str = "TEST-ACTIVATION-CODE";
+pub const BIN: &str = env!("CARGO_BIN_EXE_aims-api");
+pub const BASE: &str = "/ArchitectureDashboardAPI/rest/V1";
+
+/// Extra lines for the config's `api: ( … )` and `admin: ( … )` sections and its top level.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub api: String,
+    pub admin: String,
+    pub top: String,
+}
+
+pub struct Server {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+/// The config text for a server in `dir` (ports 0 unless `options` say otherwise).
+pub fn config_text(dir: &Path, options: &Options) -> String {
+    format!(
+        r#"(
+    activation_code: "{ACTIVATION_CODE}",
+    state_dir: "{state}",
+    log_level: "debug",
+    {top}
+    api: (
+        listen: "127.0.0.1:0",
+        workers: 2,
+        {api}
+    ),
+    admin: (
+        listen: "127.0.0.1:0",
+        {admin}
+    ),
+)
+"#,
+        state = dir.join("state").display(),
+        top = options.top,
+        api = options.api,
+        admin = options.admin,
+    )
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&Options::default())
+    }
+
+    pub fn start_with(options: &Options) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let config = dir.path().join("config.ron");
+        std::fs::write(&config, config_text(dir.path(), options)).expect("write config");
+        Self::start_in(dir, config).unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    /// Starts `serve` on an existing folder and config; on failure returns what it logged.
+    pub fn start_in(dir: tempfile::TempDir, config: PathBuf) -> Result<Self, String> {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn aims-api");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                for (prefix, port) in
+                    [("api listening on https://", "api"), ("admin listening on http://", "admin")]
+                {
+                    if let Some(rest) = line.split(prefix).nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                        let _ = tx.send((port, addr));
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let (mut api, mut admin) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while api.is_none() || admin.is_none() {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(("api", addr)) => api = addr.parse().ok(),
+                Ok((_, addr)) => admin = addr.parse().ok(),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(100));
+                    return Err(log.lock().unwrap().clone());
+                }
+            }
+        }
+        Ok(Self { child, dir, api: api.unwrap(), admin: admin.unwrap(), config, log })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (the server logs asynchronously).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM-free stop: kill and reap, returning the folder for a restart.
+    pub fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.config.clone())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A config file for the CLI, naming the admin port this server really listens on.
+    pub fn cli_config(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let admin_at = text.find("admin: (").expect("config has an admin section");
+        let (head, tail) = text.split_at(admin_at);
+        let tail = tail.replacen("127.0.0.1:0", &self.admin.to_string(), 1);
+        let path = self.dir.path().join("cli.ron");
+        std::fs::write(&path, format!("{head}{tail}")).unwrap();
+        path
+    }
+
+    /// Runs the CLI with `args` against this server's admin port.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).arg("--config").arg(self.cli_config()).output().unwrap()
+    }
+
+    /// One admin request; returns status and JSON body.
+    pub fn admin(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let response = raw_exchange(self.admin, request.as_bytes());
+        let parsed = Response::parse(&response).expect("admin answered HTTP");
+        let json = serde_json::from_slice(&parsed.body).unwrap_or(serde_json::Value::Null);
+        (parsed.status, json)
+    }
+
+    /// Generates a key through the admin port and returns it.
+    pub fn generate_key(&self) -> String {
+        let (status, body) = self.admin("POST", "/key");
+        assert_eq!(status, 201, "{body}");
+        body["api_key"].as_str().unwrap().to_owned()
+    }
+
+    /// A TLS client that trusts this server's self-signed certificate.
+    pub fn tls_config(&self) -> Arc<ClientConfig> {
+        let pem = self.state_dir().join("tls/cert.pem");
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&pem).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// Opens a TLS connection to the API port (handshake done lazily on first I/O).
+    pub fn connect(&self) -> TlsStream {
+        let socket = TcpStream::connect(self.api).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = ClientConnection::new(self.tls_config(), name).unwrap();
+        StreamOwned::new(conn, socket)
+    }
+
+    /// One API request with `headers` on a fresh TLS connection.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut stream = self.connect();
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        read_response(&mut stream).expect("a whole response")
+    }
+
+    /// An authenticated API GET with `key`.
+    pub fn get_with_key(&self, path: &str, key: &str) -> Response {
+        self.get(path, &[("x-api-key", key), ("x-activation-code", ACTIVATION_CODE)])
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Parses one whole response from the start of `raw` (HEAD-less: uses Content-Length).
+    pub fn parse(raw: &[u8]) -> Option<Self> {
+        Self::parse_prefix(raw, false).map(|(r, _)| r)
+    }
+
+    /// Parses one response and says how many bytes it took. `head_only`: no body follows.
+    pub fn parse_prefix(raw: &[u8], head_only: bool) -> Option<(Self, usize)> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head_len) = response.parse(raw).ok()? else { return None };
+        let headers: Vec<(String, String)> = response
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let body_len = if head_only { 0 } else { length };
+        if raw.len() < head_len + body_len {
+            return None;
+        }
+        let body = raw[head_len..head_len + body_len].to_vec();
+        Some((Self { status: response.code?, headers, body }, head_len + body_len))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    /// The first message of an AI Mentor Studio `Exception` body, checking its shape.
+    pub fn exception(&self) -> String {
+        let json = self.json();
+        assert_eq!(json["StatusCode"].as_u64(), Some(u64::from(self.status)), "{json}");
+        json["Errors"][0].as_str().unwrap().to_owned()
+    }
+}
+
+/// Reads one response from a stream (blocking until it is whole or the stream ends).
+pub fn read_response(stream: &mut impl Read) -> Option<Response> {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(r) = Response::parse(&raw) {
+            return Some(r);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return Response::parse(&raw),
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Sends `bytes` on a new plain TCP connection and reads until the server closes (or 10 s).
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = socket.read_to_end(&mut out);
+    out
+}
+
+/// Whether these tests run as root (some checks need another uid to exist).
+pub fn is_root() -> bool {
+    rustix::process::getuid().is_root()
+}

@@ -23,6 +23,8 @@ use crate::http::{HeaderValue, Method, Request, Response, Status};
 use crate::key::{ApiKey, Fingerprint, KeyError};
 use crate::keystore::{Conflict, KeyRecord, KeyStore, StoreError, rfc3339};
 use crate::server::admin_port::Body;
+use crate::server::supervisor;
+use crate::systemd;
 
 /// Who is calling, as the socket table says.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +95,11 @@ impl KeyManager {
         self.lock().effective().clone()
     }
 
+    /// Waits for a key change in progress to finish (at shutdown).
+    pub fn quiesce(&self) {
+        drop(self.lock());
+    }
+
     pub fn generate(&self, gate: &Gate) -> Result<Installed, ChangeError> {
         self.install(gate, KeyRecord::generated)
     }
@@ -156,6 +163,8 @@ pub fn handle(app: &App, request: &Request<'_>, _body: &mut Body<'_>, client: &C
         ("/key", _) => method_not_allowed("GET, HEAD, POST, DELETE"),
         ("/key/replace", Method::Post) => replace(app, client),
         ("/key/replace", _) => method_not_allowed("POST"),
+        ("/reload", Method::Post) => reload(app, client),
+        ("/reload", _) => method_not_allowed("POST"),
         _ => {
             error(Status::NOT_FOUND, "not_found", "no such admin resource (see GET /health, /key)")
         }
@@ -245,12 +254,37 @@ fn status_json(record: &KeyRecord, persisted: bool) -> String {
 
 fn generate(app: &App, client: &Client) -> Response {
     let outcome = app.keys.generate(&app.gate);
-    key_shown_once(Status::CREATED, "key.generate", outcome, client)
+    let response = key_shown_once(Status::CREATED, "key.generate", outcome, client);
+    systemd::status(&app.status_line());
+    response
 }
 
 fn replace(app: &App, client: &Client) -> Response {
     let outcome = app.keys.replace(&app.gate);
-    key_shown_once(Status::OK, "key.replace", outcome, client)
+    let response = key_shown_once(Status::OK, "key.replace", outcome, client);
+    systemd::status(&app.status_line());
+    response
+}
+
+/// `POST /reload`: re-read the certificate, as SIGHUP does.
+fn reload(app: &App, client: &Client) -> Response {
+    let trigger = format!("admin uid:{}", client.uid);
+    match supervisor::reload(app, &trigger) {
+        Ok(done) => {
+            log::info!("audit action=reload client=uid:{} result=ok", client.uid);
+            let body = json!({
+                "certificate": done.cert.cert_path.display().to_string(),
+                "sha256": done.cert.sha256,
+                "changed": done.cert_changed,
+            });
+            Response::json(Status::OK, body.to_string().into_bytes())
+        }
+        Err(e) => {
+            log::info!("audit action=reload client=uid:{} result=refused", client.uid);
+            let message = format!("{e}; the certificate in service is unchanged");
+            error(Status::UNPROCESSABLE, "reload_refused", &message)
+        }
+    }
 }
 
 /// The response that shows a new key: its only appearance anywhere.
@@ -292,7 +326,9 @@ fn key_shown_once(
 
 fn revoke(app: &App, client: &Client) -> Response {
     let action = "key.revoke";
-    match app.keys.revoke(&app.gate) {
+    let outcome = app.keys.revoke(&app.gate);
+    systemd::status(&app.status_line());
+    match outcome {
         Ok(record) => {
             let fingerprint = record.key.as_ref().map(|k| k.fingerprint.as_str()).unwrap_or("-");
             log::info!(

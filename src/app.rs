@@ -1,12 +1,13 @@
 //! The appliance's live state, shared by every thread of `serve`.
 //!
-//! Built once at start from the configuration and handed to the listeners as an `Arc`. Only
-//! three things in it change while the server runs: the gate's key state (by the admin port),
-//! the TLS configuration (by a reload), and the counters.
+//! Built once at start from the configuration and handed to the listeners as an `Arc`. Only a
+//! few things in it change while the server runs: the gate's key state (by the admin port),
+//! the TLS configuration (by a reload), the workers' heartbeats and the counters.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
@@ -14,23 +15,34 @@ use crate::admin::KeyManager;
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::log::RefusalLog;
-use crate::tls::CertInfo;
+use crate::tls::{self, CertInfo, TlsError};
 
 pub struct App {
     pub config: Config,
     pub gate: Gate,
     pub keys: KeyManager,
-    pub tls: RwLock<(Arc<ServerConfig>, CertInfo)>,
+    tls: RwLock<(Arc<ServerConfig>, CertInfo)>,
     pub refusals: RefusalLog,
     /// Open connections on the public port, against `api.max_connections`.
     pub open_connections: AtomicUsize,
     /// Set once: stop accepting, finish what is in flight, exit.
     pub shutting_down: AtomicBool,
+    started: Instant,
+    /// Per API worker: milliseconds since `started` at its last loop turn (for the watchdog).
+    heartbeats: Vec<AtomicU64>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub cert: CertInfo,
+    pub cert_changed: bool,
 }
 
 impl App {
     pub fn new(config: Config, keys: KeyManager, tls: (Arc<ServerConfig>, CertInfo)) -> Self {
         let gate = Gate::new(&config.activation_code, &keys.record());
+        let heartbeats = (0..config.api.workers).map(|_| AtomicU64::new(0)).collect();
         Self {
             config,
             gate,
@@ -39,6 +51,8 @@ impl App {
             refusals: RefusalLog::new(Duration::from_secs(10), 20),
             open_connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            started: Instant::now(),
+            heartbeats,
         }
     }
 
@@ -48,5 +62,59 @@ impl App {
             Ok(guard) => Arc::clone(&guard.0),
             Err(poisoned) => Arc::clone(&poisoned.into_inner().0),
         }
+    }
+
+    pub fn cert(&self) -> CertInfo {
+        match self.tls.read() {
+            Ok(guard) => guard.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    /// Re-reads the certificate and key. New connections get the new ones; open connections
+    /// keep theirs. On any error the configuration in service stays as it was.
+    pub fn reload(&self) -> Result<Reloaded, TlsError> {
+        let current = self.tls_config();
+        let (config, cert) = tls::load(&self.config, Some(&current))?;
+        let mut guard = self.tls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cert_changed = guard.1.sha256 != cert.sha256;
+        *guard = (config, cert.clone());
+        Ok(Reloaded { cert, cert_changed })
+    }
+
+    /// Worker `id` is alive: called at every turn of its loop.
+    pub fn heartbeat(&self, id: usize) {
+        if let Some(beat) = self.heartbeats.get(id) {
+            beat.store(self.millis(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every API worker turned its loop within `window`.
+    pub fn workers_alive(&self, window: Duration) -> bool {
+        let now = self.millis();
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.heartbeats.iter().all(|b| now.saturating_sub(b.load(Ordering::Relaxed)) <= window)
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// One line for `systemctl status`.
+    pub fn status_line(&self) -> String {
+        KeySummary(&self.keys.record()).to_string()
+    }
+}
+
+struct KeySummary<'a>(&'a crate::keystore::KeyRecord);
+
+impl fmt::Display for KeySummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let record = self.0;
+        write!(f, "key {}", record.state().as_str())?;
+        if let Some(key) = &record.key {
+            write!(f, " ({}, generation {})", key.fingerprint, record.generation)?;
+        }
+        Ok(())
     }
 }

@@ -39,6 +39,8 @@ pub struct Api {
     pub workers: usize,
     pub max_connections: usize,
     pub handshake_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    pub shutdown_timeout: Duration,
     pub limits: HttpLimits,
 }
 
@@ -175,6 +177,7 @@ impl Config {
                 workers,
                 max_connections: api.max_connections.0,
                 handshake_timeout: secs(api.handshake_timeout_secs),
+                shutdown_timeout: secs(api.shutdown_timeout_secs),
                 limits: HttpLimits {
                     max_header_bytes: api.max_header_bytes.0,
                     max_headers: api.max_headers.0,
@@ -236,6 +239,8 @@ struct ApiFields {
     max_connections: Bounded<1, 1_000_000>,
     #[serde(default = "Bounded::ten")]
     handshake_timeout_secs: Bounded<1, 3600>,
+    #[serde(default = "Bounded::ten")]
+    shutdown_timeout_secs: Bounded<1, 3600>,
     #[serde(default = "Bounded::ten")]
     header_timeout_secs: Bounded<1, 3600>,
     #[serde(default = "Bounded::default_idle")]
@@ -407,9 +412,10 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_config_parses() {
-        let text = include_str!("../config.ron");
-        parse(text).unwrap();
+    fn the_shipped_configs_parse() {
+        parse(include_str!("../config.ron")).unwrap();
+        let packaged = parse(include_str!("../packaging/config.ron")).unwrap();
+        assert_eq!(packaged.state_dir, Path::new("/var/lib/aims-api"));
     }
 
     #[test]

@@ -22,4 +22,5 @@ pub mod keystore;
 pub mod log;
 pub mod peer;
 pub mod server;
+pub mod systemd;
 pub mod tls;

@@ -70,7 +70,13 @@ impl fmt::Display for TlsError {
 impl std::error::Error for TlsError {}
 
 /// Reads (or on first start makes) the certificate and builds the server configuration.
-pub fn load(config: &Config) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
+///
+/// On a reload, `previous` is the configuration in service: its session cache and ticket keys
+/// carry over, so clients resume their sessions across a certificate rotation.
+pub fn load(
+    config: &Config,
+    previous: Option<&ServerConfig>,
+) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
     let (cert, key, self_signed) = match &config.api.tls {
         Some(files) => (files.cert.clone(), files.key.clone(), false),
         None => {
@@ -87,11 +93,8 @@ pub fn load(config: &Config) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> 
     let sha256 = fingerprint(&chain[0]);
     let private_key = PrivateKeyDer::from_pem_file(&key)
         .map_err(|e| TlsError::Read { path: key.clone(), message: e.to_string() })?;
-    let server_config = build(chain, private_key).map_err(|source| TlsError::Rejected {
-        cert: cert.clone(),
-        key: key.clone(),
-        source,
-    })?;
+    let server_config = build(chain, private_key, previous)
+        .map_err(|source| TlsError::Rejected { cert: cert.clone(), key: key.clone(), source })?;
     Ok((server_config, CertInfo { cert_path: cert, sha256, self_signed }))
 }
 
@@ -113,6 +116,7 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 fn build(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    previous: Option<&ServerConfig>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -120,8 +124,16 @@ fn build(
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    match previous {
+        Some(previous) => {
+            config.session_storage = Arc::clone(&previous.session_storage);
+            config.ticketer = Arc::clone(&previous.ticketer);
+        }
+        None => {
+            config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+            config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        }
+    }
     Ok(Arc::new(config))
 }
 
@@ -176,8 +188,8 @@ mod tests {
             dir.path().display()
         );
         let config = Config::parse(Path::new("c.ron"), &text).unwrap();
-        let (_, first) = load(&config).unwrap();
-        let (_, second) = load(&config).unwrap();
+        let (_, first) = load(&config, None).unwrap();
+        let (_, second) = load(&config, None).unwrap();
         assert!(first.self_signed);
         assert_eq!(first.sha256, second.sha256);
         assert_eq!(first.sha256.len(), 32 * 3 - 1);
@@ -188,7 +200,7 @@ mod tests {
         let text = r#"(activation_code: "C", state_dir: "s", api: (listen: "127.0.0.1:1",
             tls_cert: Some("/nonexistent/c.pem"), tls_key: Some("/nonexistent/k.pem")), admin: (listen: "127.0.0.1:2"))"#;
         let config = Config::parse(Path::new("c.ron"), text).unwrap();
-        let err = load(&config).unwrap_err();
+        let err = load(&config, None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
     }
 }

@@ -7,11 +7,13 @@
 
 pub mod admin_port;
 mod public;
+pub mod supervisor;
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -21,6 +23,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::hardening;
 use crate::keystore::{KeyStore, StoreError};
+use crate::systemd;
 use crate::tls::{self, TlsError};
 
 /// Pending connections the kernel holds for us while every slot is busy.
@@ -31,6 +34,8 @@ pub enum ServeError {
     Store(StoreError),
     Tls(TlsError),
     Bind { port: &'static str, addr: SocketAddr, source: io::Error },
+    Activation(io::Error),
+    Signals(io::Error),
     Thread(io::Error),
 }
 
@@ -42,6 +47,8 @@ impl fmt::Display for ServeError {
             Self::Bind { port, addr, source } => {
                 write!(f, "cannot listen on {addr} for the {port} port: {source}")
             }
+            Self::Activation(e) => write!(f, "cannot use the socket passed by systemd: {e}"),
+            Self::Signals(e) => write!(f, "cannot install the signal handlers: {e}"),
             Self::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
         }
     }
@@ -49,7 +56,7 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// Runs the appliance until it is stopped.
+/// Runs the appliance until SIGTERM or SIGINT, then finishes what is in flight.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     hardening::apply();
     let (store, record) = KeyStore::open(&config.state_dir).map_err(ServeError::Store)?;
@@ -59,40 +66,61 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         record.state().as_str(),
         record.generation
     );
-    let (tls_config, cert) = tls::load(&config).map_err(ServeError::Tls)?;
+    let (tls_config, cert) = tls::load(&config, None).map_err(ServeError::Tls)?;
     log::info!(
         "certificate {} sha256={}{}",
         cert.cert_path.display(),
         cert.sha256,
         if cert.self_signed { " (self-signed: give it to clients with curl --cacert)" } else { "" }
     );
-    let api_listener = bind("api", config.api.listen)?;
+    let api_listener = match systemd::activated_listener().map_err(ServeError::Activation)? {
+        Some(listener) => {
+            log::info!("api port: using the socket passed by systemd (api.listen is not used)");
+            listener
+        }
+        None => bind("api", config.api.listen)?,
+    };
     let admin_listener = bind("admin", config.admin.listen)?;
     let api_addr = local_addr(&api_listener, config.api.listen);
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
     check_file_limit(&config);
+    let mut signals = supervisor::Signals::install().map_err(ServeError::Signals)?;
     let app = Arc::new(App::new(config, KeyManager::new(store, record), (tls_config, cert)));
 
-    let mut workers = Vec::new();
     for id in 0..app.config.admin.workers {
         let listener = admin_listener.try_clone().map_err(ServeError::Thread)?;
         let app = Arc::clone(&app);
-        workers.push(spawn(format!("admin-{id}"), move || admin_port::run_worker(app, listener))?);
+        spawn(format!("admin-{id}"), move || admin_port::run_worker(app, listener))?;
     }
+    let mut api_workers = Vec::new();
     for id in 0..app.config.api.workers {
         let listener = api_listener.try_clone().map_err(ServeError::Thread)?;
         let app = Arc::clone(&app);
-        workers.push(spawn(format!("api-{id}"), move || {
+        api_workers.push(spawn(format!("api-{id}"), move || {
             if let Err(e) = public::run_worker(app, listener, id) {
                 log::error!("api worker {id} stopped: {e}");
             }
         })?);
     }
+    // The workers hold the only other copies: when they let go at shutdown, the port closes
+    // and new clients are refused at once instead of queueing for a server that is leaving.
+    drop(api_listener);
     log::info!("admin listening on http://{admin_addr}");
     log::info!("api listening on https://{api_addr} ({} workers)", app.config.api.workers);
-    for worker in workers {
+    systemd::ready(&app.status_line());
+
+    supervisor::supervise(&app, &mut signals);
+
+    log::info!("shutting down: no new connections; finishing requests in flight");
+    systemd::stopping();
+    app.shutting_down.store(true, Ordering::SeqCst);
+    for worker in api_workers {
         let _ = worker.join();
     }
+    // A key change holds this lock from its store write to its gate switch: once we have it,
+    // none is half done. The admin threads end with the process.
+    app.keys.quiesce();
+    log::info!("stopped");
     Ok(())
 }
 
@@ -101,9 +129,6 @@ fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError>
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true).map_err(fail)?;
-    }
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(LISTEN_BACKLOG).map_err(fail)?;
     Ok(socket.into())
@@ -117,7 +142,7 @@ fn spawn<F: FnOnce() + Send + 'static>(
     name: String,
     f: F,
 ) -> Result<thread::JoinHandle<()>, ServeError> {
-    thread::Builder::new().name(name).stack_size(256 * 1024).spawn(f).map_err(ServeError::Thread)
+    thread::Builder::new().name(name).spawn(f).map_err(ServeError::Thread)
 }
 
 /// Every connection is a file descriptor: warn when the limit is below the connection cap.

@@ -45,7 +45,7 @@ const PLAIN_HTTP_MESSAGE: &str = "this port speaks HTTPS only: send the request 
 
 /// Runs one worker until the server shuts down.
 pub fn run_worker(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<()> {
-    let mut worker = Worker::new(app, listener)?;
+    let mut worker = Worker::new(app, listener, id)?;
     log::debug!("api worker {id} running");
     worker.run()
 }
@@ -87,9 +87,13 @@ enum End {
 }
 
 struct Worker {
+    id: usize,
     app: Arc<App>,
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once draining: the port is closed to new clients.
+    listener: Option<TcpListener>,
+    /// Set when shutdown began: the time by which in-flight requests must be done.
+    drain_deadline: Option<Instant>,
     conns: Slab<Conn>,
     date: DateCache,
     out: Vec<u8>,
@@ -98,16 +102,18 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(app: Arc<App>, listener: std::net::TcpListener) -> io::Result<Self> {
+    fn new(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let limits = app.config.api.limits;
         Ok(Self {
+            id,
             app,
             poll,
-            listener,
+            listener: Some(listener),
+            drain_deadline: None,
             conns: Slab::with_capacity(64),
             date: DateCache::default(),
             out: Vec::with_capacity(16 * 1024),
@@ -137,17 +143,56 @@ impl Worker {
                 self.sweep(now);
                 next_sweep = now + SWEEP_EVERY;
             }
+            self.app.heartbeat(self.id);
+            if self.drain_deadline.is_none() && self.app.shutting_down.load(Ordering::Relaxed) {
+                self.begin_drain(now);
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.conns.is_empty() {
+                    return Ok(());
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "api worker {}: {} connection(s) still busy at the shutdown deadline",
+                        self.id,
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Stops accepting and closes every connection with no request in flight. The rest
+    /// finish their current request, answered with `Connection: close`.
+    fn begin_drain(&mut self, now: Instant) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.drain_deadline = Some(now + self.app.config.api.shutdown_timeout);
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.stage, Stage::Sniff | Stage::Handshake | Stage::Idle))
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            self.close(key);
         }
     }
 
     fn accept(&mut self) {
         loop {
+            if self.listener.is_none() {
+                return;
+            }
             if self.at_capacity() && !self.evict_longest_idle() {
                 // Everyone is busy: leave the rest in the backlog until a slot frees.
                 self.accept_paused = true;
                 return;
             }
-            match self.listener.accept() {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
                 Ok((socket, peer)) => self.admit(socket, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -467,7 +512,9 @@ fn answer_buffered(
                     break; // the body is still on its way
                 }
                 let response = respond(app, &request, conn.peer);
-                let keep_alive = request.keep_alive && !response.close;
+                let keep_alive = request.keep_alive
+                    && !response.close
+                    && !app.shutting_down.load(Ordering::Relaxed);
                 response.write_to(out, date.now(), request.method == Method::Head, keep_alive);
                 close = !keep_alive;
                 head_len + body_len

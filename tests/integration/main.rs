@@ -10,4 +10,5 @@ mod cli;
 mod gate;
 mod http;
 mod keystore;
+mod ops;
 mod util;

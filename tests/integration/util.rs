@@ -24,6 +24,11 @@ pub struct Options {
     pub api: String,
     pub admin: String,
     pub top: String,
+    /// Extra environment for the server process.
+    pub env: Vec<(String, String)>,
+    /// A program (and its arguments) that runs the server: it gets the server's path and
+    /// arguments after its own, as `setpriv` or `systemd-socket-activate` would.
+    pub wrapper: Vec<String>,
 }
 
 pub struct Server {
@@ -70,16 +75,35 @@ impl Server {
         let dir = tempfile::tempdir().expect("temporary folder");
         let config = dir.path().join("config.ron");
         std::fs::write(&config, config_text(dir.path(), options)).expect("write config");
-        Self::start_in(dir, config).unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+        Self::launch(dir, config, options)
+            .unwrap_or_else(|log| panic!("server did not start:\n{log}"))
     }
 
     /// Starts `serve` on an existing folder and config; on failure returns what it logged.
     pub fn start_in(dir: tempfile::TempDir, config: PathBuf) -> Result<Self, String> {
-        let mut child = Command::new(BIN)
+        Self::launch(dir, config, &Options::default())
+    }
+
+    fn launch(dir: tempfile::TempDir, config: PathBuf, options: &Options) -> Result<Self, String> {
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
+            // Nothing of the test runner's own service environment leaks in.
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -160,6 +184,24 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// Waits up to `timeout` for the server to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// A config file for the CLI, naming the admin port this server really listens on.
     pub fn cli_config(&self) -> PathBuf {
         let text = std::fs::read_to_string(&self.config).unwrap();
@@ -196,26 +238,19 @@ impl Server {
 
     /// A TLS client that trusts this server's self-signed certificate.
     pub fn tls_config(&self) -> Arc<ClientConfig> {
-        let pem = self.state_dir().join("tls/cert.pem");
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&pem).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
+        tls_client_trusting(&[self.state_dir().join("tls/cert.pem")])
     }
 
     /// Opens a TLS connection to the API port (handshake done lazily on first I/O).
     pub fn connect(&self) -> TlsStream {
+        self.connect_with(self.tls_config())
+    }
+
+    pub fn connect_with(&self, config: Arc<ClientConfig>) -> TlsStream {
         let socket = TcpStream::connect(self.api).unwrap();
         socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
-        let conn = ClientConnection::new(self.tls_config(), name).unwrap();
+        let conn = ClientConnection::new(config, name).unwrap();
         StreamOwned::new(conn, socket)
     }
 
@@ -245,6 +280,23 @@ impl Drop for Server {
 }
 
 pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
+/// A TLS client configuration trusting the certificates in these PEM files.
+pub fn tls_client_trusting(pems: &[PathBuf]) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for pem in pems {
+        for cert in CertificateDer::pem_file_iter(pem).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
 
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]

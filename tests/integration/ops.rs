@@ -1,0 +1,212 @@
+//! Running under systemd: readiness and watchdog notifications, socket activation, reloads on
+//! SIGHUP and `POST /reload`, and a graceful SIGTERM.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::util::{ACTIVATION_CODE, Options, Response, Server, read_response, tls_client_trusting};
+
+/// A notify socket like systemd's, collecting what the server sends.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        Self { socket, path, _dir: dir }
+    }
+
+    fn env(&self) -> (String, String) {
+        ("NOTIFY_SOCKET".into(), self.path.display().to_string())
+    }
+
+    /// Waits for a message containing `needle`; returns it.
+    fn expect(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if message.contains(needle) {
+                    return message;
+                }
+                seen.push(message);
+            }
+        }
+        panic!("no notification with {needle:?}; got {seen:?}");
+    }
+}
+
+#[test]
+fn readiness_status_and_stopping_reach_the_notify_socket() {
+    let notify = NotifySocket::new();
+    let mut server = Server::start_with(&Options { env: vec![notify.env()], ..Options::default() });
+    let ready = notify.expect("READY=1");
+    assert!(ready.contains("STATUS=key none"), "{ready}");
+    // READY=1 comes only once both ports listen.
+    assert_eq!(server.admin("GET", "/health").0, 200);
+    server.generate_key();
+    let status = notify.expect("STATUS=key active");
+    assert!(status.contains("generation 1"), "{status}");
+    server.signal(Signal::TERM);
+    notify.expect("STOPPING=1");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).map(|s| s.code()), Some(Some(0)));
+}
+
+#[test]
+fn the_watchdog_is_pinged_while_workers_turn() {
+    let notify = NotifySocket::new();
+    let env = vec![notify.env(), ("WATCHDOG_USEC".into(), "400000".into())];
+    let server = Server::start_with(&Options { env, ..Options::default() });
+    notify.expect("READY=1");
+    notify.expect("WATCHDOG=1");
+    notify.expect("WATCHDOG=1");
+    assert!(server.log().contains("systemd watchdog every"));
+}
+
+/// Runs the server with a listening socket on fd 3 and LISTEN_FDS/LISTEN_PID set, as systemd
+/// does for `aims-api.socket` (python3 makes the socket and execs the server in place).
+const SOCKET_ACTIVATE: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0))
+s.listen(128)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="api")
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+#[test]
+fn a_socket_passed_by_systemd_is_used() {
+    let wrapper = vec!["python3".to_owned(), "-c".to_owned(), SOCKET_ACTIVATE.to_owned()];
+    // api.listen names a port that is never bound: the inherited socket is used instead.
+    let options = Options { wrapper, api: String::new(), ..Options::default() };
+    let server = Server::start_with(&options);
+    assert!(server.log().contains("using the socket passed by systemd"), "{}", server.log());
+    let key = server.generate_key();
+    let response = server.get_with_key("/ArchitectureDashboardAPI/rest/V1/nothing", &key);
+    assert_eq!(response.status, 404, "served over the inherited socket");
+}
+
+fn write_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+fn peer_cert(stream: &crate::util::TlsStream) -> Vec<u8> {
+    stream.conn.peer_certificates().unwrap()[0].as_ref().to_vec()
+}
+
+fn der_of(pem: &Path) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_file(pem).unwrap().as_ref().to_vec()
+}
+
+fn ask(stream: &mut crate::util::TlsStream, key: &str) -> Response {
+    let request = format!(
+        "GET /x HTTP/1.1\r\nHost: localhost\r\nx-api-key: {key}\r\nx-activation-code: {ACTIVATION_CODE}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    read_response(stream).expect("an answer")
+}
+
+#[test]
+fn sighup_and_post_reload_rotate_the_certificate_without_dropping_connections() {
+    let files = tempfile::tempdir().unwrap();
+    let (live_cert, live_key) = (files.path().join("live.pem"), files.path().join("live.key"));
+    let (a_cert, a_key) = write_cert(files.path(), "a");
+    let (b_cert, b_key) = write_cert(files.path(), "b");
+    std::fs::copy(&a_cert, &live_cert).unwrap();
+    std::fs::copy(&a_key, &live_key).unwrap();
+    let api = format!("tls_cert: Some({:?}), tls_key: Some({:?}),", live_cert, live_key);
+    let server = Server::start_with(&Options { api, ..Options::default() });
+    // A fresh client configuration for each connection: a shared one would resume the first
+    // session (tickets survive a reload), and a resumed session shows no new certificate.
+    let trust = || tls_client_trusting(&[a_cert.clone(), b_cert.clone()]);
+    let key = server.generate_key();
+
+    let mut old = server.connect_with(trust());
+    assert_eq!(ask(&mut old, &key).status, 404);
+    assert_eq!(peer_cert(&old), der_of(&a_cert));
+
+    std::fs::copy(&b_cert, &live_cert).unwrap();
+    std::fs::copy(&b_key, &live_key).unwrap();
+    server.signal(Signal::HUP);
+    server.wait_for_log("reload (SIGHUP)");
+    let mut new = server.connect_with(trust());
+    assert_eq!(ask(&mut new, &key).status, 404);
+    assert_eq!(peer_cert(&new), der_of(&b_cert), "a new client sees the new certificate");
+    assert_eq!(ask(&mut old, &key).status, 404, "the old connection keeps working");
+    assert_eq!(peer_cert(&old), der_of(&a_cert));
+
+    // A broken certificate is refused and the one in service stays.
+    std::fs::write(
+        &live_cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    server.signal(Signal::HUP);
+    let log = server.wait_for_log("refused, the certificate in service stays");
+    assert!(log.contains("live.pem"), "the error names the file:\n{log}");
+    let mut after = server.connect_with(trust());
+    assert_eq!(ask(&mut after, &key).status, 404);
+    assert_eq!(peer_cert(&after), der_of(&b_cert));
+
+    let (status, body) = server.admin("POST", "/reload");
+    assert_eq!((status, body["error"].as_str()), (422, Some("reload_refused")), "{body}");
+    std::fs::copy(&a_cert, &live_cert).unwrap();
+    std::fs::copy(&a_key, &live_key).unwrap();
+    let (status, body) = server.admin("POST", "/reload");
+    assert_eq!((status, body["changed"].as_bool()), (200, Some(true)), "{body}");
+    let mut last = server.connect_with(trust());
+    assert_eq!(ask(&mut last, &key).status, 404);
+    assert_eq!(peer_cert(&last), der_of(&a_cert));
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+    let mut server = Server::start();
+    let key = server.generate_key();
+    let mut busy = server.connect();
+    assert_eq!(ask(&mut busy, &key).status, 404);
+    let mut idle = server.connect();
+    assert_eq!(ask(&mut idle, &key).status, 404);
+    // Half a request is in flight when the signal arrives.
+    let request = format!(
+        "GET /in-flight HTTP/1.1\r\nHost: localhost\r\nx-api-key: {key}\r\nx-activation-code: {ACTIVATION_CODE}\r\n\r\n"
+    );
+    let (first, rest) = request.split_at(20);
+    busy.write_all(first.as_bytes()).unwrap();
+    busy.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    server.signal(Signal::TERM);
+    server.wait_for_log("shutting down");
+    std::thread::sleep(Duration::from_millis(300));
+    busy.write_all(rest.as_bytes()).unwrap();
+    let answer = read_response(&mut busy).expect("the request in flight is answered");
+    assert!(answer.exception().contains("/in-flight"));
+    assert_eq!(answer.header("connection"), Some("close"));
+    // The idle connection was closed, and the port no longer accepts.
+    assert!(read_response(&mut idle).is_none());
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).map(|s| s.code()), Some(Some(0)));
+    assert!(std::net::TcpStream::connect(server.api).is_err());
+    assert!(server.log().contains("stopped"));
+}

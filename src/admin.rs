@@ -10,6 +10,7 @@
 //! Browsers are kept out entirely: a request with an `Origin` or `Sec-Fetch-*` header, or with
 //! a `Host` that is not a loopback name, is refused, so no web page can drive this port.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -22,6 +23,7 @@ use crate::gate::Gate;
 use crate::http::{HeaderValue, Method, Request, Response, Status};
 use crate::key::{ApiKey, Fingerprint, KeyError};
 use crate::keystore::{Conflict, KeyRecord, KeyStore, StoreError, rfc3339};
+use crate::metrics::{Gauges, Reason};
 use crate::server::admin_port::Body;
 use crate::server::supervisor;
 use crate::systemd;
@@ -150,6 +152,7 @@ impl KeyManager {
 pub fn handle(app: &App, request: &Request<'_>, _body: &mut Body<'_>, client: &Client) -> Response {
     if let Err(response) = refuse_browsers(request) {
         log::warn!("admin: refused a browser-shaped request from uid {}", client.uid);
+        app.metrics.admin().refusal(Reason::AdminBrowser);
         return response;
     }
     match (request.path, request.method) {
@@ -165,6 +168,8 @@ pub fn handle(app: &App, request: &Request<'_>, _body: &mut Body<'_>, client: &C
         ("/key/replace", _) => method_not_allowed("POST"),
         ("/reload", Method::Post) => reload(app, client),
         ("/reload", _) => method_not_allowed("POST"),
+        ("/metrics", Method::Get | Method::Head) => metrics(app),
+        ("/metrics", _) => method_not_allowed("GET, HEAD"),
         _ => {
             error(Status::NOT_FOUND, "not_found", "no such admin resource (see GET /health, /key)")
         }
@@ -263,6 +268,20 @@ fn replace(app: &App, client: &Client) -> Response {
     let outcome = app.keys.replace(&app.gate);
     let response = key_shown_once(Status::OK, "key.replace", outcome, client);
     systemd::status(&app.status_line());
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+fn metrics(app: &App) -> Response {
+    let record = app.keys.record();
+    let gauges = Gauges {
+        key: &record,
+        open_connections: app.open_connections.load(Ordering::Relaxed),
+        snapshots: 0,
+        newest_analysis: None,
+    };
+    let mut response = Response::json(Status::OK, app.metrics.render(&gauges).into_bytes());
+    response.content_type = "text/plain; version=0.0.4; charset=utf-8";
     response
 }
 

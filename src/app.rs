@@ -15,6 +15,7 @@ use crate::admin::KeyManager;
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::log::RefusalLog;
+use crate::metrics::Metrics;
 use crate::tls::{self, CertInfo, TlsError};
 
 pub struct App {
@@ -23,6 +24,7 @@ pub struct App {
     pub keys: KeyManager,
     tls: RwLock<(Arc<ServerConfig>, CertInfo)>,
     pub refusals: RefusalLog,
+    pub metrics: Metrics,
     /// Open connections on the public port, against `api.max_connections`.
     pub open_connections: AtomicUsize,
     /// Set once: stop accepting, finish what is in flight, exit.
@@ -43,12 +45,14 @@ impl App {
     pub fn new(config: Config, keys: KeyManager, tls: (Arc<ServerConfig>, CertInfo)) -> Self {
         let gate = Gate::new(&config.activation_code, &keys.record());
         let heartbeats = (0..config.api.workers).map(|_| AtomicU64::new(0)).collect();
+        let metrics = Metrics::new(config.api.workers);
         Self {
             config,
             gate,
             keys,
             tls: RwLock::new(tls),
             refusals: RefusalLog::new(Duration::from_secs(10), 20),
+            metrics,
             open_connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),

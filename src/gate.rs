@@ -14,6 +14,7 @@ use crate::config::ActivationCode;
 use crate::http::{HeaderValue, Request, Status};
 use crate::key::{self, FormatError, KeyHash};
 use crate::keystore::KeyRecord;
+use crate::metrics::Reason;
 
 pub const KEY_HEADER: &str = "x-api-key";
 pub const CODE_HEADER: &str = "x-activation-code";
@@ -88,6 +89,21 @@ impl Refusal {
             Self::WrongActivationCode => "wrong activation code",
             Self::NoKey => "no key has been generated",
             Self::RevokedKey => "revoked key",
+        }
+    }
+}
+
+impl From<Refusal> for Reason {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Missing(_) => Self::MissingHeader,
+            Refusal::Empty(_) => Self::EmptyHeader,
+            Refusal::Repeated(_) => Self::RepeatedHeader,
+            Refusal::MalformedKey(_) => Self::MalformedKey,
+            Refusal::WrongKey => Self::WrongKey,
+            Refusal::WrongActivationCode => Self::WrongActivationCode,
+            Refusal::NoKey => Self::NoKey,
+            Refusal::RevokedKey => Self::RevokedKey,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod http;
 pub mod key;
 pub mod keystore;
 pub mod log;
+pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod systemd;

@@ -18,6 +18,7 @@ use crate::admin::{self, Client};
 use crate::app::App;
 use crate::config::HttpLimits;
 use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
+use crate::metrics::{AdminRoute, Reason};
 use crate::peer;
 
 /// Serves admin connections on `listener` until shutdown.
@@ -52,6 +53,7 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
         Ok(uid) => uid,
         Err(e) => {
             log::warn!("admin: refusing {peer}: {e}");
+            count_refusal(app, Reason::AdminUid);
             let response = admin::error(
                 Status::FORBIDDEN,
                 "forbidden",
@@ -63,6 +65,7 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
     };
     if uid != own_uid && !app.config.admin.allowed_uids.contains(&uid) {
         app.refusals.refused("admin", peer.ip(), &format!("uid {uid} not allowed"), 403);
+        count_refusal(app, Reason::AdminUid);
         let message = format!(
             "uid {uid} may not use the admin port: run the command as root, or add the uid to \
              admin.allowed_uids"
@@ -94,6 +97,7 @@ impl Conn {
             Head::Complete(n) => n,
             Head::Closed => return Ok(false),
             Head::Invalid(e) => {
+                count_refusal(app, Reason::BadRequest);
                 let response = admin::error(e.status(), e.code(), &e.to_string());
                 send(&mut self.stream, &response, date, false, false);
                 return Ok(false);
@@ -117,6 +121,11 @@ impl Conn {
             remaining: request.content_length,
         };
         let response = admin::handle(app, &request, &mut body, client);
+        let route = match response.status {
+            Status::FORBIDDEN => AdminRoute::Refused,
+            _ => AdminRoute::of_path(request.path),
+        };
+        app.metrics.admin().admin_request(route, response.status.0);
         let drained = body.drain_small();
         let (prefix_used, body_left) = (body.prefix_used, body.remaining);
         let keep_alive = request.keep_alive && !response.close && drained && body_left == 0;
@@ -162,6 +171,12 @@ impl Conn {
             }
         }
     }
+}
+
+/// Counts a request refused before routing (uid, malformed head).
+fn count_refusal(app: &App, reason: Reason) {
+    app.metrics.admin().refusal(reason);
+    app.metrics.admin().admin_request(AdminRoute::Refused, 403);
 }
 
 enum Head {

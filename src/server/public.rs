@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use rustls::ServerConnection;
+use rustls::{HandshakeKind, ServerConnection};
 use slab::Slab;
 
 use crate::api;
 use crate::app::App;
 use crate::config::HttpLimits;
 use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
+use crate::metrics::{ApiRoute, Reason, Shard};
 
 const LISTENER: Token = Token(usize::MAX);
 /// The first byte of every TLS handshake record (RFC 8446 §5.1, `handshake(22)`).
@@ -257,6 +258,10 @@ impl Worker {
 
     fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
+            // Errors, timeouts and clients giving up all end a handshake here.
+            if conn.stage == Stage::Handshake {
+                self.app.metrics.api(self.id).handshake_failure();
+            }
             let _ = self.poll.registry().deregister(&mut conn.socket);
             self.app.open_connections.fetch_sub(1, Ordering::Relaxed);
         }
@@ -283,7 +288,16 @@ impl Worker {
     /// Moves one connection as far as it can go without blocking.
     fn drive(&mut self, key: usize) {
         let outcome = match self.conns.get_mut(key) {
-            Some(conn) => step(conn, &self.app, &self.limits, &mut self.date, &mut self.out),
+            Some(conn) => {
+                let mut turn = Turn {
+                    app: &self.app,
+                    shard: self.app.metrics.api(self.id),
+                    limits: &self.limits,
+                    date: &mut self.date,
+                    out: &mut self.out,
+                };
+                step(conn, &mut turn)
+            }
             None => return,
         };
         match outcome {
@@ -314,16 +328,20 @@ impl Worker {
     }
 }
 
+/// What a worker lends a connection for one turn.
+struct Turn<'w> {
+    app: &'w App,
+    shard: &'w Shard,
+    limits: &'w HttpLimits,
+    date: &'w mut DateCache,
+    out: &'w mut Vec<u8>,
+}
+
 /// One connection's work until it would block. `Ok` keeps it open.
-fn step(
-    conn: &mut Conn,
-    app: &App,
-    limits: &HttpLimits,
-    date: &mut DateCache,
-    out: &mut Vec<u8>,
-) -> Result<(), End> {
+fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
+    let limits = turn.limits;
     match conn.stage {
-        Stage::Sniff => sniff(conn, app)?,
+        Stage::Sniff => sniff(conn, turn)?,
         Stage::Lingering => return linger(conn),
         _ => {}
     }
@@ -338,18 +356,19 @@ fn step(
         if conn.stage == Stage::Closing {
             return Err(End::Linger);
         }
-        if answer_buffered(conn, app, limits, date, out)? {
+        if answer_buffered(conn, turn)? {
             continue;
         }
         let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
         match receive(tls, &mut conn.socket, &mut conn.inbuf, limits)? {
             Received::Nothing => return Ok(()),
-            Received::Data => note_progress(conn, limits),
+            Received::Data => note_progress(conn, turn),
         }
     }
 }
 
-fn sniff(conn: &mut Conn, app: &App) -> Result<(), End> {
+fn sniff(conn: &mut Conn, turn: &Turn<'_>) -> Result<(), End> {
+    let app = turn.app;
     let mut first = [0u8; 1];
     match conn.socket.peek(&mut first) {
         Ok(0) => Err(End::Now),
@@ -367,6 +386,8 @@ fn sniff(conn: &mut Conn, app: &App) -> Result<(), End> {
             // Plain HTTP (or anything else) on the TLS port: say so once, in the clear, and
             // close. Nothing of the request is parsed or reaches a handler.
             app.refusals.refused("api", conn.peer.ip(), "plain HTTP on the HTTPS port", 400);
+            turn.shard.refusal(Reason::PlainHttp);
+            turn.shard.api_request(ApiRoute::Invalid, 400, Duration::ZERO);
             let mut out = Vec::with_capacity(256);
             let response = api::error(Status::BAD_REQUEST, PLAIN_HTTP_MESSAGE);
             response.write_to(
@@ -469,9 +490,12 @@ fn drain_plaintext(
 }
 
 /// After bytes arrive: the handshake may be done, or a request may have begun.
-fn note_progress(conn: &mut Conn, limits: &HttpLimits) {
+fn note_progress(conn: &mut Conn, turn: &Turn<'_>) {
+    let limits = turn.limits;
     let now = Instant::now();
-    if conn.stage == Stage::Handshake && conn.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
+    let handshaken = conn.tls.as_ref().filter(|t| !t.is_handshaking());
+    if let (Stage::Handshake, Some(tls)) = (conn.stage, handshaken) {
+        turn.shard.handshake(tls.handshake_kind() == Some(HandshakeKind::Resumed));
         conn.stage = Stage::Idle;
         conn.idle_since = now;
         conn.deadline = now + limits.idle_timeout;
@@ -484,13 +508,8 @@ fn note_progress(conn: &mut Conn, limits: &HttpLimits) {
 
 /// Answers every whole request in the buffer (pipelining), in order, until the output queued
 /// for this client reaches [`MAX_PENDING_OUTPUT`]. Returns whether anything was answered.
-fn answer_buffered(
-    conn: &mut Conn,
-    app: &App,
-    limits: &HttpLimits,
-    date: &mut DateCache,
-    out: &mut Vec<u8>,
-) -> Result<bool, End> {
+fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
+    let (app, limits) = (turn.app, turn.limits);
     if !matches!(conn.stage, Stage::Idle | Stage::Request) {
         return Ok(false);
     }
@@ -503,6 +522,7 @@ fn answer_buffered(
         // The header table borrows the buffer it indexes, so each parse takes a fresh one;
         // 100 empty entries cost less to fill than a request costs to answer.
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let out = &mut *turn.out;
         out.clear();
         let used = match http::parse(buf, &mut headers, limits) {
             Ok(Parsed::Partial) => break,
@@ -511,17 +531,22 @@ fn answer_buffered(
                 if buf.len() - head_len < body_len {
                     break; // the body is still on its way
                 }
-                let response = respond(app, &request, conn.peer);
+                let started = Instant::now();
+                let (response, route) = respond(app, turn.shard, &request, conn.peer);
                 let keep_alive = request.keep_alive
                     && !response.close
                     && !app.shutting_down.load(Ordering::Relaxed);
-                response.write_to(out, date.now(), request.method == Method::Head, keep_alive);
+                let head_only = request.method == Method::Head;
+                response.write_to(out, turn.date.now(), head_only, keep_alive);
+                turn.shard.api_request(route, response.status.0, started.elapsed());
                 close = !keep_alive;
                 head_len + body_len
             }
             Err(e) => {
                 app.refusals.refused("api", conn.peer.ip(), e.code(), e.status().0);
-                api::error(e.status(), &e.to_string()).write_to(out, date.now(), false, false);
+                turn.shard.refusal(Reason::BadRequest);
+                turn.shard.api_request(ApiRoute::Invalid, e.status().0, Duration::ZERO);
+                api::error(e.status(), &e.to_string()).write_to(out, turn.date.now(), false, false);
                 close = true;
                 buf.len()
             }
@@ -554,15 +579,21 @@ fn answer_buffered(
 }
 
 /// Gate, then route.
-fn respond(app: &App, request: &http::Request<'_>, peer: SocketAddr) -> Response {
+fn respond(
+    app: &App,
+    shard: &Shard,
+    request: &http::Request<'_>,
+    peer: SocketAddr,
+) -> (Response, ApiRoute) {
     if let Err(refusal) = app.gate.check(request) {
         let status = refusal.status();
         app.refusals.refused("api", peer.ip(), refusal.reason(), status.0);
-        return api::error(status, &refusal.client_message());
+        shard.refusal(Reason::from(refusal));
+        return (api::error(status, &refusal.client_message()), ApiRoute::Refused);
     }
     let response = api::route(app, request);
     if response.status == Status::INTERNAL_SERVER_ERROR {
         log::error!("api answered 500 to {} {}", peer.ip(), request.path);
     }
-    response
+    (response, ApiRoute::of_path(request.path))
 }

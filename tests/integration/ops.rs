@@ -210,3 +210,92 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert!(std::net::TcpStream::connect(server.api).is_err());
     assert!(server.log().contains("stopped"));
 }
+
+/// Checks the Prometheus text exposition format (0.0.4) line by line and returns the samples
+/// as (series, value). Fails on anything a Prometheus scraper would refuse.
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(typed.insert(name.to_owned()), "family typed twice: {line}");
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        let family =
+            ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(typed.contains(name) || typed.contains(family), "sample before its TYPE: {line}");
+        let labels = &series[name.len()..];
+        if !labels.is_empty() {
+            let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}')).unwrap();
+            for pair in inner.split(',') {
+                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label: {line}"));
+                assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+                assert!(v.starts_with('"') && v.ends_with('"') && v.len() >= 2, "{line}");
+            }
+        }
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+fn scrape(server: &Server) -> Vec<(String, f64)> {
+    let raw = crate::util::raw_exchange(
+        server.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    let response = Response::parse(&raw).unwrap();
+    assert_eq!(response.status, 200);
+    assert!(response.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    parse_prometheus(std::str::from_utf8(&response.body).unwrap())
+}
+
+fn value(samples: &[(String, f64)], series: &str) -> f64 {
+    samples.iter().filter(|(s, _)| s == series).map(|(_, v)| *v).sum()
+}
+
+/// Sum over every series whose text contains all of `parts`.
+fn total(samples: &[(String, f64)], parts: &[&str]) -> f64 {
+    samples.iter().filter(|(s, _)| parts.iter().all(|p| s.contains(p))).map(|(_, v)| *v).sum()
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move() {
+    let server = Server::start();
+    let before = scrape(&server);
+    assert_eq!(value(&before, "aims_key_state{state=\"none\"}"), 1.0);
+    let key = server.generate_key();
+    let level = "/ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level";
+    for _ in 0..3 {
+        server.get_with_key(level, &key);
+    }
+    server.get_with_key(level, "aims_not_a_key");
+    server.get(level, &[]);
+    crate::util::raw_exchange(server.api, b"GET / HTTP/1.1\r\n\r\n");
+    let after = scrape(&server);
+    assert_eq!(value(&after, "aims_key_state{state=\"active\"}"), 1.0);
+    assert_eq!(value(&after, "aims_key_generation"), 1.0);
+    assert_eq!(total(&after, &["aims_requests_total{", "port=\"api\"", "route=\"level\""]), 3.0);
+    assert_eq!(value(&after, "aims_refusals_total{reason=\"malformed_key\"}"), 1.0);
+    assert_eq!(value(&after, "aims_refusals_total{reason=\"missing_header\"}"), 1.0);
+    assert_eq!(value(&after, "aims_refusals_total{reason=\"plain_http\"}"), 1.0);
+    assert_eq!(total(&after, &["route=\"refused\"", "status=\"401\""]), 1.0);
+    assert!(value(&after, "aims_tls_handshakes_total{kind=\"full\"}") >= 5.0);
+    assert_eq!(value(&after, "aims_request_duration_seconds_count{port=\"api\"}"), 6.0);
+    assert_eq!(total(&after, &["port=\"admin\"", "route=\"key\"", "status=\"201\""]), 1.0);
+    assert!(value(&after, "aims_key_age_seconds") >= 0.0);
+    // No label carries a path or an address.
+    assert!(after.iter().all(|(s, _)| !s.contains("TechnicalDebt") && !s.contains("127.0.0.1")));
+}

@@ -1,0 +1,497 @@
+//! What the server counts, and `GET /metrics` in the Prometheus text format.
+//!
+//! Counting must cost the hot path nothing it can feel: each API worker owns a cache-line
+//! aligned [`Shard`] of relaxed atomics that only it writes, and a scrape sums the shards. Every
+//! label value comes from a closed set (routes, status codes, refusal reasons), never from the
+//! request: no raw paths, no addresses, so no scrape can be made to grow without bound.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::keystore::KeyRecord;
+
+/// What a request on the public port was, for its `route` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRoute {
+    Application,
+    Category,
+    Level,
+    Team,
+    LastAnalysisDate,
+    Swagger,
+    /// Authenticated, but no such API method.
+    Other,
+    /// Refused by the gate (400/401/429).
+    Refused,
+    /// Refused by the HTTP layer before the gate (malformed, oversized, plain HTTP).
+    Invalid,
+}
+
+impl ApiRoute {
+    const ALL: [Self; 9] = [
+        Self::Application,
+        Self::Category,
+        Self::Level,
+        Self::Team,
+        Self::LastAnalysisDate,
+        Self::Swagger,
+        Self::Other,
+        Self::Refused,
+        Self::Invalid,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Application => "application",
+            Self::Category => "category",
+            Self::Level => "level",
+            Self::Team => "team",
+            Self::LastAnalysisDate => "last_analysis_date",
+            Self::Swagger => "swagger",
+            Self::Other => "other",
+            Self::Refused => "refused",
+            Self::Invalid => "invalid",
+        }
+    }
+
+    /// The route of an authenticated request, by the last segment of its path (the API's
+    /// method names are fixed by the specification; matched as the API matches them, without
+    /// regard to case or a trailing slash).
+    pub fn of_path(path: &str) -> Self {
+        let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let is = |name: &str| last.eq_ignore_ascii_case(name);
+        if is("TechnicalDebt_Application") {
+            Self::Application
+        } else if is("TechnicalDebt_Category") {
+            Self::Category
+        } else if is("TechnicalDebt_Level") {
+            Self::Level
+        } else if is("TechnicalDebt_Team") {
+            Self::Team
+        } else if is("TechnicalDebt_LastAnalysisDate") {
+            Self::LastAnalysisDate
+        } else if is("swagger.json") {
+            Self::Swagger
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// What a request on the admin port was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRoute {
+    Health,
+    Key,
+    KeyReplace,
+    Reload,
+    Metrics,
+    Snapshots,
+    Other,
+    /// Refused before routing: uid not allowed, browser-shaped, malformed.
+    Refused,
+}
+
+impl AdminRoute {
+    const ALL: [Self; 8] = [
+        Self::Health,
+        Self::Key,
+        Self::KeyReplace,
+        Self::Reload,
+        Self::Metrics,
+        Self::Snapshots,
+        Self::Other,
+        Self::Refused,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Key => "key",
+            Self::KeyReplace => "key_replace",
+            Self::Reload => "reload",
+            Self::Metrics => "metrics",
+            Self::Snapshots => "snapshots",
+            Self::Other => "other",
+            Self::Refused => "refused",
+        }
+    }
+
+    pub fn of_path(path: &str) -> Self {
+        match path {
+            "/health" => Self::Health,
+            "/key" => Self::Key,
+            "/key/replace" => Self::KeyReplace,
+            "/reload" => Self::Reload,
+            "/metrics" => Self::Metrics,
+            p if p == "/snapshots" || p.starts_with("/snapshots/") => Self::Snapshots,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Why a request was refused, for `aims_refusals_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    MissingHeader,
+    EmptyHeader,
+    RepeatedHeader,
+    MalformedKey,
+    WrongKey,
+    WrongActivationCode,
+    NoKey,
+    RevokedKey,
+    Throttled,
+    PlainHttp,
+    BadRequest,
+    AdminUid,
+    AdminBrowser,
+}
+
+impl Reason {
+    const ALL: [Self; 13] = [
+        Self::MissingHeader,
+        Self::EmptyHeader,
+        Self::RepeatedHeader,
+        Self::MalformedKey,
+        Self::WrongKey,
+        Self::WrongActivationCode,
+        Self::NoKey,
+        Self::RevokedKey,
+        Self::Throttled,
+        Self::PlainHttp,
+        Self::BadRequest,
+        Self::AdminUid,
+        Self::AdminBrowser,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::MissingHeader => "missing_header",
+            Self::EmptyHeader => "empty_header",
+            Self::RepeatedHeader => "repeated_header",
+            Self::MalformedKey => "malformed_key",
+            Self::WrongKey => "wrong_key",
+            Self::WrongActivationCode => "wrong_activation_code",
+            Self::NoKey => "no_key",
+            Self::RevokedKey => "revoked_key",
+            Self::Throttled => "throttled",
+            Self::PlainHttp => "plain_http",
+            Self::BadRequest => "bad_request",
+            Self::AdminUid => "admin_uid",
+            Self::AdminBrowser => "admin_browser",
+        }
+    }
+}
+
+/// The status codes the server answers with; anything else counts as "other".
+const STATUSES: [u16; 18] =
+    [200, 201, 400, 401, 403, 404, 405, 409, 413, 417, 422, 429, 431, 500, 501, 503, 505, 0];
+
+fn status_slot(status: u16) -> usize {
+    STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)
+}
+
+/// Upper bounds of the latency histogram's buckets, in microseconds.
+const LATENCY_BOUNDS_MICROS: [u64; 10] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000];
+
+const ROUTES: usize = 9;
+
+/// One writer's counters. Aligned so two workers never write the same cache line.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct Shard {
+    requests: [[AtomicU64; STATUSES.len()]; ROUTES],
+    refusals: [AtomicU64; Reason::ALL.len()],
+    handshakes_full: AtomicU64,
+    handshakes_resumed: AtomicU64,
+    handshake_failures: AtomicU64,
+    latency: [AtomicU64; LATENCY_BOUNDS_MICROS.len() + 1],
+    latency_sum_micros: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Shard {
+    fn request(&self, route: usize, status: u16) {
+        if let Some(row) = self.requests.get(route) {
+            bump(&row[status_slot(status)]);
+        }
+    }
+
+    pub fn api_request(&self, route: ApiRoute, status: u16, took: Duration) {
+        self.request(route as usize, status);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_MICROS
+            .iter()
+            .position(|&b| micros <= b)
+            .unwrap_or(LATENCY_BOUNDS_MICROS.len());
+        bump(&self.latency[bucket]);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn admin_request(&self, route: AdminRoute, status: u16) {
+        self.request(route as usize, status);
+    }
+
+    pub fn refusal(&self, reason: Reason) {
+        bump(&self.refusals[reason as usize]);
+    }
+
+    pub fn handshake(&self, resumed: bool) {
+        bump(if resumed { &self.handshakes_resumed } else { &self.handshakes_full });
+    }
+
+    pub fn handshake_failure(&self) {
+        bump(&self.handshake_failures);
+    }
+}
+
+/// Every shard: one per API worker, one for the admin port.
+pub struct Metrics {
+    api: Vec<Shard>,
+    admin: Shard,
+}
+
+/// The gauges a scrape reads from the rest of the server.
+pub struct Gauges<'a> {
+    pub key: &'a KeyRecord,
+    pub open_connections: usize,
+    pub snapshots: usize,
+    pub newest_analysis: Option<SystemTime>,
+}
+
+impl Metrics {
+    pub fn new(api_workers: usize) -> Self {
+        Self { api: (0..api_workers).map(|_| Shard::default()).collect(), admin: Shard::default() }
+    }
+
+    /// The shard of API worker `id` (the admin shard if out of range, which never happens).
+    pub fn api(&self, id: usize) -> &Shard {
+        self.api.get(id).unwrap_or(&self.admin)
+    }
+
+    pub fn admin(&self) -> &Shard {
+        &self.admin
+    }
+
+    /// Renders everything in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, gauges: &Gauges<'_>) -> String {
+        let mut out = String::with_capacity(8192);
+        let sum = |pick: &dyn Fn(&Shard) -> &AtomicU64| -> u64 {
+            self.api.iter().chain([&self.admin]).map(|s| pick(s).load(Ordering::Relaxed)).sum()
+        };
+        header(
+            &mut out,
+            "aims_requests_total",
+            "counter",
+            "Requests answered, by port, route and status.",
+        );
+        for (route, label) in ApiRoute::ALL.iter().map(|r| (*r as usize, r.label())) {
+            for (slot, status) in STATUSES.iter().enumerate() {
+                let n: u64 =
+                    self.api.iter().map(|s| s.requests[route][slot].load(Ordering::Relaxed)).sum();
+                series(
+                    &mut out,
+                    "aims_requests_total",
+                    &[("port", "api"), ("route", label), ("status", &status_label(*status))],
+                    n,
+                    true,
+                );
+            }
+        }
+        for (route, label) in AdminRoute::ALL.iter().map(|r| (*r as usize, r.label())) {
+            for (slot, status) in STATUSES.iter().enumerate() {
+                let n = self.admin.requests[route][slot].load(Ordering::Relaxed);
+                series(
+                    &mut out,
+                    "aims_requests_total",
+                    &[("port", "admin"), ("route", label), ("status", &status_label(*status))],
+                    n,
+                    true,
+                );
+            }
+        }
+        header(&mut out, "aims_refusals_total", "counter", "Refused requests, by reason.");
+        for reason in Reason::ALL {
+            let n = sum(&|s| &s.refusals[reason as usize]);
+            series(&mut out, "aims_refusals_total", &[("reason", reason.label())], n, false);
+        }
+        header(
+            &mut out,
+            "aims_tls_handshakes_total",
+            "counter",
+            "Completed TLS handshakes, by kind.",
+        );
+        series(
+            &mut out,
+            "aims_tls_handshakes_total",
+            &[("kind", "full")],
+            sum(&|s| &s.handshakes_full),
+            false,
+        );
+        series(
+            &mut out,
+            "aims_tls_handshakes_total",
+            &[("kind", "resumed")],
+            sum(&|s| &s.handshakes_resumed),
+            false,
+        );
+        header(
+            &mut out,
+            "aims_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+        );
+        series(
+            &mut out,
+            "aims_tls_handshake_failures_total",
+            &[],
+            sum(&|s| &s.handshake_failures),
+            false,
+        );
+        self.render_latency(&mut out);
+        render_gauges(&mut out, gauges);
+        out
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let name = "aims_request_duration_seconds";
+        header(
+            out,
+            name,
+            "histogram",
+            "Time from a whole request to its queued response, api port.",
+        );
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS_MICROS.iter().map(Some).chain([None]).enumerate() {
+            cumulative +=
+                self.api.iter().map(|s| s.latency[i].load(Ordering::Relaxed)).sum::<u64>();
+            let le = bound.map_or("+Inf".to_owned(), |b| format!("{}", *b as f64 / 1e6));
+            let _ = writeln!(out, "{name}_bucket{{port=\"api\",le=\"{le}\"}} {cumulative}");
+        }
+        let micros: u64 =
+            self.api.iter().map(|s| s.latency_sum_micros.load(Ordering::Relaxed)).sum();
+        let _ = writeln!(out, "{name}_sum{{port=\"api\"}} {}", micros as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{port=\"api\"}} {cumulative}");
+    }
+}
+
+fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
+    header(out, "aims_open_connections", "gauge", "Open connections on the api port.");
+    let _ = writeln!(out, "aims_open_connections{{port=\"api\"}} {}", gauges.open_connections);
+    header(out, "aims_key_state", "gauge", "1 for the key's current state.");
+    let state = gauges.key.state().as_str();
+    for label in ["none", "active", "revoked"] {
+        let _ = writeln!(out, "aims_key_state{{state=\"{label}\"}} {}", u8::from(label == state));
+    }
+    header(
+        out,
+        "aims_key_age_seconds",
+        "gauge",
+        "Seconds since the current key was made (0 without one).",
+    );
+    let age = gauges
+        .key
+        .key
+        .as_ref()
+        .and_then(|k| k.created_at.elapsed().ok())
+        .map_or(0, |d| d.as_secs());
+    let _ = writeln!(out, "aims_key_age_seconds {age}");
+    header(out, "aims_key_generation", "gauge", "Key changes since the store was first written.");
+    let _ = writeln!(out, "aims_key_generation {}", gauges.key.generation);
+    header(out, "aims_snapshots", "gauge", "Dated data snapshots being served.");
+    let _ = writeln!(out, "aims_snapshots {}", gauges.snapshots);
+    header(
+        out,
+        "aims_snapshot_newest_analysis_timestamp_seconds",
+        "gauge",
+        "LastAnalyzedOn of the newest snapshot, as Unix time (0 without data).",
+    );
+    let newest = gauges
+        .newest_analysis
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    let _ = writeln!(out, "aims_snapshot_newest_analysis_timestamp_seconds {newest}");
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn status_label(status: u16) -> String {
+    if status == 0 { "other".to_owned() } else { status.to_string() }
+}
+
+/// One sample line; with `skip_zero`, series that never moved are left out to keep the
+/// scrape short (they appear once they count).
+fn series(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64, skip_zero: bool) {
+    if skip_zero && value == 0 {
+        return;
+    }
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            let _ = write!(out, "{}{k}=\"{v}\"", if i > 0 { "," } else { "" });
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_recognised_like_the_api_matches_them() {
+        assert_eq!(
+            ApiRoute::of_path("/ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level"),
+            ApiRoute::Level
+        );
+        assert_eq!(
+            ApiRoute::of_path("/aimentorstudioapi/rest/v1/technicaldebt_application/"),
+            ApiRoute::Application
+        );
+        assert_eq!(ApiRoute::of_path("/x/swagger.json"), ApiRoute::Swagger);
+        assert_eq!(ApiRoute::of_path("/"), ApiRoute::Other);
+        assert_eq!(AdminRoute::of_path("/snapshots/2024-01-01"), AdminRoute::Snapshots);
+        assert_eq!(AdminRoute::of_path("/keys"), AdminRoute::Other);
+    }
+
+    #[test]
+    fn counts_sum_across_shards_and_render_with_bounded_labels() {
+        let metrics = Metrics::new(2);
+        metrics.api(0).api_request(ApiRoute::Level, 200, Duration::from_micros(40));
+        metrics.api(1).api_request(ApiRoute::Level, 200, Duration::from_micros(300));
+        metrics.api(1).api_request(ApiRoute::Refused, 401, Duration::from_micros(10));
+        metrics.api(1).api_request(ApiRoute::Other, 299, Duration::from_micros(10));
+        metrics.api(0).refusal(Reason::WrongKey);
+        metrics.api(0).handshake(true);
+        metrics.admin().admin_request(AdminRoute::Key, 201);
+        let record = KeyRecord::default();
+        let gauges =
+            Gauges { key: &record, open_connections: 3, snapshots: 0, newest_analysis: None };
+        let text = metrics.render(&gauges);
+        for line in [
+            "aims_requests_total{port=\"api\",route=\"level\",status=\"200\"} 2",
+            "aims_requests_total{port=\"api\",route=\"refused\",status=\"401\"} 1",
+            "aims_requests_total{port=\"api\",route=\"other\",status=\"other\"} 1",
+            "aims_requests_total{port=\"admin\",route=\"key\",status=\"201\"} 1",
+            "aims_refusals_total{reason=\"wrong_key\"} 1",
+            "aims_tls_handshakes_total{kind=\"resumed\"} 1",
+            "aims_request_duration_seconds_bucket{port=\"api\",le=\"0.00005\"} 3",
+            "aims_request_duration_seconds_bucket{port=\"api\",le=\"+Inf\"} 4",
+            "aims_open_connections{port=\"api\"} 3",
+            "aims_key_state{state=\"none\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("route=\"team\""), "untouched series are left out");
+    }
+}

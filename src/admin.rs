@@ -6,9 +6,14 @@
 //! answer. So no request is admitted by a key after the response that replaced or revoked it,
 //! and a failed write never leaves a key that the store does not know about.
 //!
+//! The snapshot routes (import, list, delete) are in [`snapshots`]; they share this module's
+//! error body and browser refusal.
+//!
 //! Every admin action is logged as one `audit` line with the client's uid and the fingerprint.
 //! Browsers are kept out entirely: a request with an `Origin` or `Sec-Fetch-*` header, or with
 //! a `Host` that is not a loopback name, is refused, so no web page can drive this port.
+
+mod snapshots;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -140,7 +145,7 @@ impl KeyManager {
 }
 
 /// Answers one admin request. `body` is the request body, unread.
-pub fn handle(app: &App, request: &Request<'_>, _body: &mut Body<'_>, client: &Client) -> Response {
+pub fn handle(app: &App, request: &Request<'_>, body: &mut Body<'_>, client: &Client) -> Response {
     if let Err(response) = refuse_browsers(request) {
         log::warn!("admin: refused a browser-shaped request from uid {}", client.uid);
         return response;
@@ -156,9 +161,17 @@ pub fn handle(app: &App, request: &Request<'_>, _body: &mut Body<'_>, client: &C
         ("/key", _) => method_not_allowed("GET, HEAD, POST, DELETE"),
         ("/key/replace", Method::Post) => replace(app, client),
         ("/key/replace", _) => method_not_allowed("POST"),
-        _ => {
-            error(Status::NOT_FOUND, "not_found", "no such admin resource (see GET /health, /key)")
+        ("/snapshots", Method::Get | Method::Head) => snapshots::list(app),
+        ("/snapshots", _) => method_not_allowed("GET, HEAD"),
+        (path, method) if path.starts_with("/snapshots/") => {
+            let date = &path["/snapshots/".len()..];
+            snapshots::one(app, date, method, body, client)
         }
+        _ => error(
+            Status::NOT_FOUND,
+            "not_found",
+            "no such admin resource (see GET /health, /key, /snapshots)",
+        ),
     }
 }
 

@@ -1,8 +1,9 @@
 //! `serve`: from a checked configuration to two listening ports.
 //!
 //! Start-up is ordered so that nothing listens before everything it needs is ready: harden the
-//! process, take the key store's lock and read it, load or make the certificate, bind both
-//! ports, and only then start the workers. Any failure on the way stops the start with a
+//! process, take the key store's lock and read it, load the snapshots (a bad one is logged and
+//! skipped, never fatal: the others still deserve to be served), load or make the certificate,
+//! bind both ports, and only then start the workers. Any failure on the way stops the start with a
 //! [`ServeError`] that names what failed and on what.
 
 pub mod admin_port;
@@ -21,6 +22,8 @@ use crate::app::App;
 use crate::config::Config;
 use crate::hardening;
 use crate::keystore::{KeyStore, StoreError};
+use crate::snapshot::Snapshots;
+use crate::snapshot::store::OpenError;
 use crate::tls::{self, TlsError};
 
 /// Pending connections the kernel holds for us while every slot is busy.
@@ -29,6 +32,7 @@ const LISTEN_BACKLOG: i32 = 1024;
 #[derive(Debug)]
 pub enum ServeError {
     Store(StoreError),
+    Snapshots(OpenError),
     Tls(TlsError),
     Bind { port: &'static str, addr: SocketAddr, source: io::Error },
     Thread(io::Error),
@@ -38,6 +42,7 @@ impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Store(e) => e.fmt(f),
+            Self::Snapshots(e) => e.fmt(f),
             Self::Tls(e) => e.fmt(f),
             Self::Bind { port, addr, source } => {
                 write!(f, "cannot listen on {addr} for the {port} port: {source}")
@@ -59,6 +64,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         record.state().as_str(),
         record.generation
     );
+    // After the store's lock: no other server works in this state folder while we read it.
+    let snapshots = Snapshots::open(&config.state_dir, config.activation_code.as_str())
+        .map_err(ServeError::Snapshots)?;
+    match snapshots.catalog().newest() {
+        Some(newest) => log::info!("serving the snapshot of {} by default", newest.date()),
+        None => log::warn!(
+            "no snapshot loaded: the API answers 404 until one is imported \
+             (aims-api snapshot import FILE --date YYYY-MM-DD)"
+        ),
+    }
     let (tls_config, cert) = tls::load(&config).map_err(ServeError::Tls)?;
     log::info!(
         "certificate {} sha256={}{}",
@@ -71,7 +86,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let api_addr = local_addr(&api_listener, config.api.listen);
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
     check_file_limit(&config);
-    let app = Arc::new(App::new(config, KeyManager::new(store, record), (tls_config, cert)));
+    let app =
+        Arc::new(App::new(config, KeyManager::new(store, record), snapshots, (tls_config, cert)));
 
     let mut workers = Vec::new();
     for id in 0..app.config.admin.workers {

@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod api;
 mod cli;
 mod gate;
 mod http;
 mod keystore;
+mod snapshots;
 mod util;

@@ -1,4 +1,4 @@
-//! Snapshots on the admin port: import, list, delete, refusal of bad data (which
+//! Snapshots on the admin port and the CLI: import, list, delete, refusal of bad data (which
 //! leaves what is served as it was), restarts, and requests answered while an import runs.
 
 use std::io::{Read, Write};
@@ -7,10 +7,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::util::{
-    BASE, CLIENT_BASE, Options, Response, SAMPLE, Server, raw_exchange, snapshot_json,
+    BASE, CLIENT_BASE, Options, Response, SAMPLE, Server, raw_exchange, serving_order,
+    snapshot_json,
 };
 
 fn mode(path: &Path) -> u32 {
@@ -285,6 +286,72 @@ fn a_request_made_while_an_import_runs_is_answered() {
     assert_eq!(answers.last().map(String::as_str), Some("2024-05-14T18:00:00.000Z"));
     let page = server.get_with_key(&format!("{CLIENT_BASE}/TechnicalDebt_Application"), &key);
     assert_eq!(page.json()["Page"]["TotalResults"], 2000);
+}
+
+#[test]
+fn the_snapshot_commands_drive_the_admin_port() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let text = |output: &std::process::Output| {
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let imported = server.cli(&["snapshot", "import", SAMPLE, "--date", "2024-05-14"]);
+    let (out, err) = text(&imported);
+    assert!(imported.status.success(), "{out}{err}");
+    assert!(out.starts_with("imported the snapshot of 2024-05-14: 12 applications"), "{out}");
+    let again = server.cli(&["snapshot", "import", SAMPLE, "--date", "2024-05-14", "--json"]);
+    let json: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(json["result"], "replaced");
+
+    let sample: Value = serde_json::from_str(&std::fs::read_to_string(SAMPLE).unwrap()).unwrap();
+    let page = server.get_with_key(&format!("{BASE}/TechnicalDebt_Application?Limit=200"), &key);
+    let served: Vec<String> = page.json()["Applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["GUID"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(served, serving_order(&sample));
+
+    let listed = server.cli(&["snapshot", "list"]);
+    let (out, _) = text(&listed);
+    assert!(out.contains("DATE        LAST ANALYZED ON"), "{out}");
+    assert!(out.contains("2024-05-14  2024-05-14T06:00:09.417Z"), "{out}");
+    let listed = server.cli(&["snapshot", "list", "--json"]);
+    let json: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(json["snapshots"][0]["applications"], 12);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(SAMPLE).unwrap().replacen("\"Count\": ", "\"Count\": -", 1),
+    )
+    .unwrap();
+    let refused =
+        server.cli(&["snapshot", "import", bad.to_str().unwrap(), "--date", "2024-05-15"]);
+    let (_, err) = text(&refused);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(err.contains("422 invalid_snapshot"), "{err}");
+    assert!(err.contains(".Findings[0].Count: Count is -"), "{err}");
+    let missing = server.cli(&["snapshot", "import", "/nonexistent.json", "--date", "2024-05-15"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing).1.contains("/nonexistent.json: cannot open"));
+    let usage = server.cli(&["snapshot", "import", SAMPLE, "--date", "2024-5-15"]);
+    assert_eq!(usage.status.code(), Some(2));
+
+    let deleted = server.cli(&["snapshot", "delete", "2024-05-14"]);
+    let (out, _) = text(&deleted);
+    assert!(deleted.status.success());
+    assert!(out.contains("deleted the snapshot of 2024-05-14; no snapshot is left"), "{out}");
+    let gone = server.cli(&["snapshot", "delete", "2024-05-14"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(text(&gone).1.contains("404 not_found"));
+    let (out, _) = text(&server.cli(&["snapshot", "list"]));
+    assert!(out.contains("no snapshot is served"), "{out}");
 }
 
 #[test]

@@ -395,7 +395,8 @@ pub fn snapshot_json(apps: usize, seed: u64, analyzed_on: &str) -> serde_json::V
         .collect();
     let finding = |k: usize, count: u64| {
         let (c, p) = (k % 3, (k / 3) % 3);
-        json!({"CategoryGUID": format!("cat-{c}"), "PatternGUID": format!("pat-{c}-{p}"), "Count": count})
+        let (category, pattern) = (format!("cat-{c}"), format!("pat-{c}-{p}"));
+        json!({"CategoryGUID": category, "PatternGUID": pattern, "Count": count})
     };
     let applications: Vec<_> = (0..apps)
         .map(|i| {
@@ -432,7 +433,8 @@ pub fn snapshot_json(apps: usize, seed: u64, analyzed_on: &str) -> serde_json::V
                 .step_by(3)
                 .map(|a| json!({"GUID": a["GUID"]}))
                 .collect();
-            json!({"ExternalId": format!("team-{t}"), "Name": format!("Team {}", 3 - t), "Applications": members})
+            let (id, name) = (format!("team-{t}"), format!("Team {}", 3 - t));
+            json!({"ExternalId": id, "Name": name, "Applications": members})
         })
         .collect();
     json!({

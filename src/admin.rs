@@ -6,7 +6,7 @@
 //! answer. So no request is admitted by a key after the response that replaced or revoked it,
 //! and a failed write never leaves a key that the store does not know about.
 //!
-//! The snapshot routes (import, list, delete) are in [`snapshots`]; they share this module's
+//! The snapshot routes (import, list, delete) are in `snapshots`; they share this module's
 //! error body and browser refusal.
 //!
 //! Every admin action is logged as one `audit` line with the client's uid and the fingerprint.

@@ -9,7 +9,7 @@
 //! LastAnalysisDate answers are shared bytes, an application page is a concatenation.
 //!
 //! Errors are the API's `Exception` body, `{"Errors":["…"],"StatusCode":N}`, which the
-//! official clients parse on every non-200 answer; [`ApiError`] is the one place that decides
+//! official clients parse on every non-200 answer; `ApiError` is the one place that decides
 //! each status. The behaviours the documentation leaves open (pagination edges, combined
 //! filters, unknown parameters, ordering) are decided in docs/api-walkthrough.md and in the
 //! Swagger document served at `<base>/swagger.json`.

@@ -1,9 +1,9 @@
 //! Snapshots: one analysis of the whole infrastructure, the data every API answer comes from.
 //!
-//! A snapshot goes through three stages, one submodule each: [`file`] reads the documented JSON
-//! format (docs/snapshot-format.md) with `serde`; [`check`] validates everything a reference
+//! A snapshot goes through three stages, one submodule each: `file` reads the documented JSON
+//! format (docs/snapshot-format.md) with `serde`; `check` validates everything a reference
 //! can get wrong and resolves each reference to an index, failing with the JSON path of the
-//! first problem; [`render`] turns the result into the API's JSON once, so that answering a
+//! first problem; `render` turns the result into the API's JSON once, so that answering a
 //! request is copying bytes that already exist. A snapshot that fails any stage is refused
 //! whole: there is no half-loaded data.
 //!

@@ -6,9 +6,14 @@
 //! answer. So no request is admitted by a key after the response that replaced or revoked it,
 //! and a failed write never leaves a key that the store does not know about.
 //!
+//! The snapshot routes (import, list, delete) are in `snapshots`; they share this module's
+//! error body and browser refusal.
+//!
 //! Every admin action is logged as one `audit` line with the client's uid and the fingerprint.
 //! Browsers are kept out entirely: a request with an `Origin` or `Sec-Fetch-*` header, or with
 //! a `Host` that is not a loopback name, is refused, so no web page can drive this port.
+
+mod snapshots;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
@@ -149,7 +154,7 @@ impl KeyManager {
 }
 
 /// Answers one admin request. `body` is the request body, unread.
-pub fn handle(app: &App, request: &Request<'_>, _body: &mut Body<'_>, client: &Client) -> Response {
+pub fn handle(app: &App, request: &Request<'_>, body: &mut Body<'_>, client: &Client) -> Response {
     if let Err(response) = refuse_browsers(request) {
         log::warn!("admin: refused a browser-shaped request from uid {}", client.uid);
         app.metrics.admin().refusal(Reason::AdminBrowser);
@@ -170,9 +175,17 @@ pub fn handle(app: &App, request: &Request<'_>, _body: &mut Body<'_>, client: &C
         ("/reload", _) => method_not_allowed("POST"),
         ("/metrics", Method::Get | Method::Head) => metrics(app),
         ("/metrics", _) => method_not_allowed("GET, HEAD"),
-        _ => {
-            error(Status::NOT_FOUND, "not_found", "no such admin resource (see GET /health, /key)")
+        ("/snapshots", Method::Get | Method::Head) => snapshots::list(app),
+        ("/snapshots", _) => method_not_allowed("GET, HEAD"),
+        (path, method) if path.starts_with("/snapshots/") => {
+            let date = &path["/snapshots/".len()..];
+            snapshots::one(app, date, method, body, client)
         }
+        _ => error(
+            Status::NOT_FOUND,
+            "not_found",
+            "no such admin resource (there are /health, /key, /key/replace, /reload, /metrics, /snapshots)",
+        ),
     }
 }
 
@@ -274,11 +287,12 @@ fn replace(app: &App, client: &Client) -> Response {
 /// `GET /metrics`: Prometheus text format.
 fn metrics(app: &App) -> Response {
     let record = app.keys.record();
+    let catalog = app.snapshots.catalog();
     let gauges = Gauges {
         key: &record,
         open_connections: app.open_connections.load(Ordering::Relaxed),
-        snapshots: 0,
-        newest_analysis: None,
+        snapshots: catalog.newest_first().count(),
+        newest_analysis: catalog.newest().map(|s| s.analyzed_on()),
     };
     let mut response = Response::json(Status::OK, app.metrics.render(&gauges).into_bytes());
     response.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -295,6 +309,7 @@ fn reload(app: &App, client: &Client) -> Response {
                 "certificate": done.cert.cert_path.display().to_string(),
                 "sha256": done.cert.sha256,
                 "changed": done.cert_changed,
+                "snapshots": { "served": done.snapshots.served, "refused": done.snapshots.refused },
             });
             Response::json(Status::OK, body.to_string().into_bytes())
         }

@@ -1,8 +1,9 @@
 //! The appliance's live state, shared by every thread of `serve`.
 //!
 //! Built once at start from the configuration and handed to the listeners as an `Arc`. Only a
-//! few things in it change while the server runs: the gate's key state (by the admin port),
-//! the TLS configuration (by a reload), the workers' heartbeats and the counters.
+//! few things in it change while the server runs: the gate's key state and the set of served
+//! snapshots (both by the admin port), the TLS configuration (by a reload), the workers'
+//! heartbeats and the counters.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,12 +17,15 @@ use crate::config::Config;
 use crate::gate::Gate;
 use crate::log::RefusalLog;
 use crate::metrics::Metrics;
+use crate::snapshot::{Snapshots, store};
 use crate::tls::{self, CertInfo, TlsError};
 
 pub struct App {
     pub config: Config,
     pub gate: Gate,
     pub keys: KeyManager,
+    /// The dated snapshots on disk and the set the API serves, swapped whole on a change.
+    pub snapshots: Snapshots,
     tls: RwLock<(Arc<ServerConfig>, CertInfo)>,
     pub refusals: RefusalLog,
     pub metrics: Metrics,
@@ -39,10 +43,34 @@ pub struct App {
 pub struct Reloaded {
     pub cert: CertInfo,
     pub cert_changed: bool,
+    pub snapshots: store::Reloaded,
 }
 
+/// Why a reload was refused. Nothing in service changed.
+#[derive(Debug)]
+pub enum ReloadError {
+    Tls(TlsError),
+    Snapshots(store::OpenError),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tls(e) => e.fmt(f),
+            Self::Snapshots(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
 impl App {
-    pub fn new(config: Config, keys: KeyManager, tls: (Arc<ServerConfig>, CertInfo)) -> Self {
+    pub fn new(
+        config: Config,
+        keys: KeyManager,
+        snapshots: Snapshots,
+        tls: (Arc<ServerConfig>, CertInfo),
+    ) -> Self {
         let gate = Gate::new(&config.activation_code, &keys.record());
         let heartbeats = (0..config.api.workers).map(|_| AtomicU64::new(0)).collect();
         let metrics = Metrics::new(config.api.workers);
@@ -50,6 +78,7 @@ impl App {
             config,
             gate,
             keys,
+            snapshots,
             tls: RwLock::new(tls),
             refusals: RefusalLog::new(Duration::from_secs(10), 20),
             metrics,
@@ -75,15 +104,20 @@ impl App {
         }
     }
 
-    /// Re-reads the certificate and key. New connections get the new ones; open connections
-    /// keep theirs. On any error the configuration in service stays as it was.
-    pub fn reload(&self) -> Result<Reloaded, TlsError> {
+    /// Re-reads the certificate and key, then the snapshot folder. New connections get the
+    /// new certificate; open connections keep theirs. A certificate that does not load
+    /// changes nothing at all.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let current = self.tls_config();
-        let (config, cert) = tls::load(&self.config, Some(&current))?;
-        let mut guard = self.tls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let cert_changed = guard.1.sha256 != cert.sha256;
-        *guard = (config, cert.clone());
-        Ok(Reloaded { cert, cert_changed })
+        let (config, cert) = tls::load(&self.config, Some(&current)).map_err(ReloadError::Tls)?;
+        let cert_changed = {
+            let mut guard = self.tls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let changed = guard.1.sha256 != cert.sha256;
+            *guard = (config, cert.clone());
+            changed
+        };
+        let snapshots = self.snapshots.reload().map_err(ReloadError::Snapshots)?;
+        Ok(Reloaded { cert, cert_changed, snapshots })
     }
 
     /// Worker `id` is alive: called at every turn of its loop.

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::DEFAULT_PATH;
+use crate::snapshot::Date;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -16,6 +17,11 @@ pub enum Command {
     },
     Key {
         action: KeyAction,
+        config: PathBuf,
+        json: bool,
+    },
+    Snapshot {
+        action: SnapshotAction,
         config: PathBuf,
         json: bool,
     },
@@ -33,6 +39,13 @@ pub enum KeyAction {
     Generate,
     Replace,
     Revoke,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotAction {
+    Import { file: PathBuf, date: Date },
+    List,
+    Delete { date: Date },
 }
 
 /// A command line that does not fit the grammar (exit code 2).
@@ -57,6 +70,7 @@ usage: aims-api <command> [options]
 commands:
   serve          run the appliance
   key            show, generate, replace or revoke the API key (via the admin port)
+  snapshot       import, list or delete the dated analysis snapshots (via the admin port)
   check-config   check a configuration file and exit
 
 options:
@@ -97,6 +111,33 @@ options:
 The admin port only serves root (and admin.allowed_uids): run these with sudo.
 ";
 
+const SNAPSHOT_HELP: &str = "\
+aims-api snapshot: manage the analysis snapshots that the API serves, through the admin port
+
+usage: aims-api snapshot <import FILE --date YYYY-MM-DD | list | delete DATE> [--config PATH]
+                         [--json]
+
+actions:
+  import FILE --date YYYY-MM-DD
+            validate FILE (snapshot JSON, see docs/snapshot-format.md) and serve it as the
+            analysis of that date, at once; an existing snapshot of that date is replaced.
+            An invalid file changes nothing, and the error names its JSON path and reason.
+  list      show the snapshots served (newest first, the default answer) with their counts,
+            and any file refused at start
+  delete DATE
+            stop serving the snapshot of DATE and remove its file
+
+options:
+  -d, --date YYYY-MM-DD  the analysis date of the imported file (import only)
+  -c, --config PATH      configuration file whose admin.listen to use (default
+                         /etc/aims-api/config.ron)
+      --json             print the admin port's JSON answer as it is
+  -h, --help             print this help
+  -V, --version          print the version
+
+The admin port only serves root (and admin.allowed_uids): run these with sudo.
+";
+
 const CHECK_HELP: &str = "\
 aims-api check-config: check a configuration file; exit 0 if it is usable, 1 if not
 
@@ -124,12 +165,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let help = match command.as_str() {
         "serve" => SERVE_HELP,
         "key" => KEY_HELP,
+        "snapshot" => SNAPSHOT_HELP,
         "check-config" => CHECK_HELP,
         _ => return Err(usage(format!("unknown command `{command}`"), MAIN_HELP)),
     };
     let mut config = PathBuf::from(DEFAULT_PATH);
     let mut json = false;
     let mut action = None;
+    let mut words = Vec::new();
+    let mut date = None;
     while let Some(arg) = parser.next().map_err(|e| usage(e.to_string(), help))? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(help)),
@@ -137,7 +181,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             Short('c') | Long("config") => {
                 config = parser.value().map_err(|e| usage(e.to_string(), help))?.into();
             }
-            Long("json") if command == "key" => json = true,
+            Long("json") if command == "key" || command == "snapshot" => json = true,
+            Short('d') | Long("date") if command == "snapshot" => {
+                let value = parser.value().map_err(|e| usage(e.to_string(), help))?;
+                date = Some(value.string().map_err(|e| usage(e.to_string(), help))?);
+            }
+            Value(word) if command == "snapshot" => words.push(word),
             Value(word) if command == "key" && action.is_none() => {
                 action = Some(match word.to_str() {
                     Some("status") => KeyAction::Status,
@@ -156,6 +205,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     Ok(match command.as_str() {
         "serve" => Command::Serve { config },
         "check-config" => Command::CheckConfig { config },
+        "snapshot" => Command::Snapshot { action: snapshot_action(words, date)?, config, json },
         _ => match action {
             Some(action) => Command::Key { action, config, json },
             None => {
@@ -166,6 +216,44 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             }
         },
     })
+}
+
+/// The words after `snapshot`, and `--date`, as one action.
+fn snapshot_action(
+    words: Vec<OsString>,
+    date: Option<String>,
+) -> Result<SnapshotAction, UsageError> {
+    let usage = |message: String| UsageError { message, help: SNAPSHOT_HELP };
+    let parse_date =
+        |text: &str| Date::parse(text).map_err(|e| usage(format!("`{text}` is not a date: {e}")));
+    let mut words = words.into_iter();
+    let verb = words.next().map(|w| w.to_string_lossy().into_owned());
+    let operand = words.next();
+    if let Some(extra) = words.next() {
+        return Err(usage(format!("unexpected argument `{}`", extra.to_string_lossy())));
+    }
+    match (verb.as_deref(), operand, date) {
+        (Some("import"), Some(file), Some(date)) => {
+            Ok(SnapshotAction::Import { file: file.into(), date: parse_date(&date)? })
+        }
+        (Some("import"), None, _) => Err(usage("import needs the snapshot FILE".into())),
+        (Some("import"), Some(_), None) => {
+            Err(usage("import needs the analysis date: --date YYYY-MM-DD".into()))
+        }
+        (Some("list"), None, None) => Ok(SnapshotAction::List),
+        (Some("delete"), Some(date), None) => {
+            Ok(SnapshotAction::Delete { date: parse_date(&date.to_string_lossy())? })
+        }
+        (Some("delete"), None, None) => Err(usage("delete needs the DATE to delete".into())),
+        (Some("list" | "delete"), _, Some(_)) => {
+            Err(usage("--date is for import; delete takes the date as its argument".into()))
+        }
+        (Some("list"), Some(extra), None) => {
+            Err(usage(format!("unexpected argument `{}`", extra.to_string_lossy())))
+        }
+        (Some(other), _, _) => Err(usage(format!("unknown snapshot action `{other}`"))),
+        (None, _, _) => Err(usage("snapshot needs an action: import, list or delete".into())),
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +279,35 @@ mod tests {
             parse_words("check-config --config=c.ron").unwrap(),
             Command::CheckConfig { config: "c.ron".into() }
         );
+        let date = Date::parse("2024-05-14").unwrap();
+        let import = SnapshotAction::Import { file: "s.json".into(), date };
+        for words in [
+            "snapshot import s.json --date 2024-05-14",
+            "snapshot --date=2024-05-14 import s.json",
+            "snapshot import -d 2024-05-14 s.json",
+        ] {
+            assert_eq!(
+                parse_words(words).unwrap(),
+                Command::Snapshot {
+                    action: import.clone(),
+                    config: DEFAULT_PATH.into(),
+                    json: false
+                },
+                "{words}"
+            );
+        }
+        assert_eq!(
+            parse_words("snapshot list --json -c c.ron").unwrap(),
+            Command::Snapshot { action: SnapshotAction::List, config: "c.ron".into(), json: true }
+        );
+        assert_eq!(
+            parse_words("snapshot delete 2024-05-14").unwrap(),
+            Command::Snapshot {
+                action: SnapshotAction::Delete { date },
+                config: DEFAULT_PATH.into(),
+                json: false
+            }
+        );
     }
 
     #[test]
@@ -200,6 +317,8 @@ mod tests {
         assert_eq!(parse_words("key --help").unwrap(), Command::Help(KEY_HELP));
         assert_eq!(parse_words("serve -V").unwrap(), Command::Version);
         assert_eq!(parse_words("check-config -h").unwrap(), Command::Help(CHECK_HELP));
+        assert_eq!(parse_words("snapshot import --help").unwrap(), Command::Help(SNAPSHOT_HELP));
+        assert_eq!(parse_words("snapshot -V").unwrap(), Command::Version);
     }
 
     #[test]
@@ -213,8 +332,32 @@ mod tests {
             "serve extra",
             "key status status",
             "serve --config",
+            "key status --date 2024-05-14",
         ] {
             assert!(parse_words(words).is_err(), "{words}");
+        }
+    }
+
+    #[test]
+    fn snapshot_mistakes_say_what_is_missing() {
+        let cases = [
+            ("snapshot", "snapshot needs an action"),
+            ("snapshot import", "import needs the snapshot FILE"),
+            ("snapshot import s.json", "import needs the analysis date"),
+            ("snapshot import s.json --date 2024-13-01", "`2024-13-01` is not a date"),
+            ("snapshot import s.json --date", "missing argument"),
+            ("snapshot import a.json b.json --date 2024-05-14", "unexpected argument `b.json`"),
+            ("snapshot list x", "unexpected argument `x`"),
+            ("snapshot list --date 2024-05-14", "--date is for import"),
+            ("snapshot delete", "delete needs the DATE"),
+            ("snapshot delete 14-05-2024", "`14-05-2024` is not a date"),
+            ("snapshot delete 2024-05-14 --date 2024-05-14", "--date is for import"),
+            ("snapshot export", "unknown snapshot action `export`"),
+        ];
+        for (words, needle) in cases {
+            let error = parse_words(words).unwrap_err();
+            assert!(error.message.contains(needle), "{words}: {}", error.message);
+            assert_eq!(error.help, SNAPSHOT_HELP, "{words}");
         }
     }
 }

@@ -1,18 +1,20 @@
 //! What each command of the command line does, once [`crate::cli`] has parsed it.
 //!
-//! `serve` hands over to [`crate::server`]; `key` is a thin client of the admin port that
-//! prints its answers for people (or as JSON with `--json`); `check-config` loads the file.
+//! `serve` hands over to [`crate::server`]; `key` and `snapshot` are thin clients of the admin
+//! port that print its answers for people (or as JSON with `--json`); `check-config` loads the
+//! file.
 //! Errors come back as one [`Error`], which `main` turns into the exit code.
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::cli::{Command, KeyAction};
+use crate::cli::{Command, KeyAction, SnapshotAction};
 use crate::client::{self, ClientError};
 use crate::config::{Config, ConfigError};
 use crate::server::{self, ServeError};
@@ -29,6 +31,11 @@ pub enum Error {
         message: String,
     },
     Output(io::Error),
+    /// A file named on the command line cannot be sent.
+    Input {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -41,6 +48,7 @@ impl fmt::Display for Error {
                 write!(f, "the admin port refused ({status} {code}): {message}")
             }
             Self::Output(e) => write!(f, "cannot write the output: {e}"),
+            Self::Input { path, reason } => write!(f, "{}: {reason}", path.display()),
         }
     }
 }
@@ -67,6 +75,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             server::serve(config).map_err(Error::Serve)
         }
         Command::Key { action, config, json } => key(action, &config, json),
+        Command::Snapshot { action, config, json } => snapshot(&action, &config, json),
     }
 }
 
@@ -112,6 +121,110 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
             show_new_key(shown, action)
         }
     }
+}
+
+/// How long the CLI waits for an import: the server validates the whole file before it answers.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Error> {
+    let config = Config::load(config).map_err(Error::Config)?;
+    let addr = config.admin.listen;
+    let answer = match action {
+        SnapshotAction::Import { file, date } => {
+            let input = |reason: String| Error::Input { path: file.clone(), reason };
+            let mut opened = File::open(file).map_err(|e| input(format!("cannot open: {e}")))?;
+            let len = opened.metadata().map_err(|e| input(format!("cannot read: {e}")))?.len();
+            let limit = config.admin.limits.max_body_bytes;
+            if len > limit {
+                return Err(input(format!(
+                    "{len} bytes is more than the admin port accepts (admin.max_body_bytes is \
+                     {limit}): raise it in the configuration and restart the server"
+                )));
+            }
+            let path = format!("/snapshots/{date}");
+            client::call(addr, "PUT", &path, &mut opened, len, IMPORT_TIMEOUT)
+        }
+        SnapshotAction::List => {
+            client::call(addr, "GET", "/snapshots", &mut io::empty(), 0, Duration::from_secs(30))
+        }
+        SnapshotAction::Delete { date } => {
+            let path = format!("/snapshots/{date}");
+            client::call(addr, "DELETE", &path, &mut io::empty(), 0, Duration::from_secs(30))
+        }
+    }
+    .map_err(Error::Client)?;
+    if !(200..300).contains(&answer.status) {
+        return Err(refused(answer.status, &answer.body));
+    }
+    if json {
+        let mut out = io::stdout().lock();
+        return out
+            .write_all(&answer.body)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(Error::Output);
+    }
+    let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    print(&match action {
+        SnapshotAction::Import { .. } => describe_import(&body),
+        SnapshotAction::List => describe_list(&body),
+        SnapshotAction::Delete { .. } => describe_delete(&body),
+    })
+}
+
+fn count(value: &Value, name: &str) -> u64 {
+    value.get(name).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn describe_import(body: &Value) -> String {
+    let snapshot = &body["snapshot"];
+    format!(
+        "{} the snapshot of {}: {} applications, {} modules, {} findings, analysed {}; \
+         served from now on\n",
+        if field(body, "result") == "replaced" { "replaced" } else { "imported" },
+        field(snapshot, "date"),
+        count(snapshot, "applications"),
+        count(snapshot, "modules"),
+        count(snapshot, "findings"),
+        field(snapshot, "last_analyzed_on"),
+    )
+}
+
+fn describe_list(body: &Value) -> String {
+    let snapshots = body["snapshots"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut text = String::new();
+    if snapshots.is_empty() {
+        text.push_str("no snapshot is served: import one with aims-api snapshot import\n");
+    } else {
+        text.push_str("DATE        LAST ANALYZED ON          APPLICATIONS  MODULES  FINDINGS\n");
+    }
+    for (i, s) in snapshots.iter().enumerate() {
+        text.push_str(&format!(
+            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}{}\n",
+            field(s, "date"),
+            field(s, "last_analyzed_on"),
+            count(s, "applications"),
+            count(s, "modules"),
+            count(s, "findings"),
+            if i == 0 { "  (newest: answers requests without Date)" } else { "" },
+        ));
+    }
+    for refused in body["refused"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        text.push_str(&format!(
+            "not served: {}.json was refused at start: {}\n",
+            field(refused, "date"),
+            field(refused, "reason"),
+        ));
+    }
+    text
+}
+
+fn describe_delete(body: &Value) -> String {
+    let mut text = format!("deleted the snapshot of {}", field(body, "date"));
+    match body.get("newest").and_then(Value::as_str) {
+        Some(newest) => text.push_str(&format!("; the newest is now {newest}\n")),
+        None => text.push_str("; no snapshot is left: the API answers 404 until one is imported\n"),
+    }
+    text
 }
 
 fn refused(status: u16, body: &[u8]) -> Error {

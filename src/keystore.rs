@@ -286,7 +286,7 @@ fn prepare_folder(dir: &Path) -> Result<(), StoreError> {
 
 /// Narrows a file's permissions to `mode` if they are wider, saying so. The store holds only a
 /// hash, but a hash of a weak secret is a guessing target, so nobody else should read it.
-fn tighten_mode(path: &Path, mode: u32) {
+pub(crate) fn tighten_mode(path: &Path, mode: u32) {
     let Ok(meta) = fs::metadata(path) else { return };
     let current = meta.permissions().mode() & 0o777;
     if current & !mode != 0 {

@@ -3,8 +3,9 @@
 //!
 //! Data flows one way: [`config`] → [`server`] (listeners, workers, timeouts) → [`http`]
 //! (parse, limits, respond) → [`gate`] (credentials) → [`api`] and [`admin`] (handlers) →
-//! [`keystore`] (the RON file, its lock, atomic writes) and [`key`] (generate, checksum,
-//! hash). [`tls`], [`peer`] (uid of a loopback client), [`hardening`] and [`log`] serve them.
+//! [`snapshot`] (the dated analysis data, validated and pre-rendered), [`keystore`] (the RON
+//! file, its lock, atomic writes) and [`key`] (generate, checksum, hash). [`tls`], [`peer`]
+//! (uid of a loopback client), [`hardening`] and [`log`] serve them.
 //! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
 
 pub mod admin;
@@ -23,5 +24,6 @@ pub mod log;
 pub mod metrics;
 pub mod peer;
 pub mod server;
+pub mod snapshot;
 pub mod systemd;
 pub mod tls;

@@ -54,29 +54,6 @@ impl ApiRoute {
             Self::Invalid => "invalid",
         }
     }
-
-    /// The route of an authenticated request, by the last segment of its path (the API's
-    /// method names are fixed by the specification; matched as the API matches them, without
-    /// regard to case or a trailing slash).
-    pub fn of_path(path: &str) -> Self {
-        let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-        let is = |name: &str| last.eq_ignore_ascii_case(name);
-        if is("TechnicalDebt_Application") {
-            Self::Application
-        } else if is("TechnicalDebt_Category") {
-            Self::Category
-        } else if is("TechnicalDebt_Level") {
-            Self::Level
-        } else if is("TechnicalDebt_Team") {
-            Self::Team
-        } else if is("TechnicalDebt_LastAnalysisDate") {
-            Self::LastAnalysisDate
-        } else if is("swagger.json") {
-            Self::Swagger
-        } else {
-            Self::Other
-        }
-    }
 }
 
 /// What a request on the admin port was.
@@ -449,17 +426,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_are_recognised_like_the_api_matches_them() {
-        assert_eq!(
-            ApiRoute::of_path("/ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level"),
-            ApiRoute::Level
-        );
-        assert_eq!(
-            ApiRoute::of_path("/aimentorstudioapi/rest/v1/technicaldebt_application/"),
-            ApiRoute::Application
-        );
-        assert_eq!(ApiRoute::of_path("/x/swagger.json"), ApiRoute::Swagger);
-        assert_eq!(ApiRoute::of_path("/"), ApiRoute::Other);
+    fn admin_routes_are_recognised() {
         assert_eq!(AdminRoute::of_path("/snapshots/2024-01-01"), AdminRoute::Snapshots);
         assert_eq!(AdminRoute::of_path("/keys"), AdminRoute::Other);
     }

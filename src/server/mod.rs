@@ -1,8 +1,9 @@
 //! `serve`: from a checked configuration to two listening ports.
 //!
 //! Start-up is ordered so that nothing listens before everything it needs is ready: harden the
-//! process, take the key store's lock and read it, load or make the certificate, bind both
-//! ports, and only then start the workers. Any failure on the way stops the start with a
+//! process, take the key store's lock and read it, load the snapshots (a bad one is logged and
+//! skipped, never fatal: the others still deserve to be served), load or make the certificate,
+//! bind both ports, and only then start the workers. Any failure on the way stops the start with a
 //! [`ServeError`] that names what failed and on what.
 
 pub mod admin_port;
@@ -23,6 +24,8 @@ use crate::app::App;
 use crate::config::Config;
 use crate::hardening;
 use crate::keystore::{KeyStore, StoreError};
+use crate::snapshot::Snapshots;
+use crate::snapshot::store::OpenError;
 use crate::systemd;
 use crate::tls::{self, TlsError};
 
@@ -32,6 +35,7 @@ const LISTEN_BACKLOG: i32 = 1024;
 #[derive(Debug)]
 pub enum ServeError {
     Store(StoreError),
+    Snapshots(OpenError),
     Tls(TlsError),
     Bind { port: &'static str, addr: SocketAddr, source: io::Error },
     Activation(io::Error),
@@ -43,6 +47,7 @@ impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Store(e) => e.fmt(f),
+            Self::Snapshots(e) => e.fmt(f),
             Self::Tls(e) => e.fmt(f),
             Self::Bind { port, addr, source } => {
                 write!(f, "cannot listen on {addr} for the {port} port: {source}")
@@ -66,6 +71,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         record.state().as_str(),
         record.generation
     );
+    // After the store's lock: no other server works in this state folder while we read it.
+    let snapshots = Snapshots::open(&config.state_dir, config.activation_code.as_str())
+        .map_err(ServeError::Snapshots)?;
+    match snapshots.catalog().newest() {
+        Some(newest) => log::info!("serving the snapshot of {} by default", newest.date()),
+        None => log::warn!(
+            "no snapshot loaded: the API answers 404 until one is imported \
+             (aims-api snapshot import FILE --date YYYY-MM-DD)"
+        ),
+    }
     let (tls_config, cert) = tls::load(&config, None).map_err(ServeError::Tls)?;
     log::info!(
         "certificate {} sha256={}{}",
@@ -85,7 +100,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
     check_file_limit(&config);
     let mut signals = supervisor::Signals::install().map_err(ServeError::Signals)?;
-    let app = Arc::new(App::new(config, KeyManager::new(store, record), (tls_config, cert)));
+    let keys = KeyManager::new(store, record);
+    let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert)));
 
     for id in 0..app.config.admin.workers {
         let listener = admin_listener.try_clone().map_err(ServeError::Thread)?;

@@ -595,5 +595,5 @@ fn respond(
     if response.status == Status::INTERNAL_SERVER_ERROR {
         log::error!("api answered 500 to {} {}", peer.ip(), request.path);
     }
-    (response, ApiRoute::of_path(request.path))
+    (response, api::metrics_route(request.path))
 }

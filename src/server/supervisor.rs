@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::app::App;
+use crate::app::{App, ReloadError, Reloaded};
 use crate::systemd;
 
 /// The signals the server acts on, as flags plus a wake-up socket.
@@ -79,15 +79,17 @@ pub fn supervise(app: &App, signals: &mut Signals) {
 }
 
 /// Reloads the certificate (SIGHUP or the admin port), logging the outcome.
-pub fn reload(app: &App, trigger: &str) -> Result<crate::app::Reloaded, crate::tls::TlsError> {
+pub fn reload(app: &App, trigger: &str) -> Result<Reloaded, ReloadError> {
     systemd::reloading();
     let outcome = app.reload();
     match &outcome {
         Ok(done) => log::info!(
-            "reload ({trigger}): certificate {} sha256={}{}",
+            "reload ({trigger}): certificate {} sha256={}{}; snapshots served={} refused={}",
             done.cert.cert_path.display(),
             done.cert.sha256,
-            if done.cert_changed { " (new)" } else { " (unchanged)" }
+            if done.cert_changed { " (new)" } else { " (unchanged)" },
+            done.snapshots.served,
+            done.snapshots.refused,
         ),
         Err(e) => log::error!("reload ({trigger}) refused, the certificate in service stays: {e}"),
     }

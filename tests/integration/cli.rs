@@ -15,8 +15,13 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn help_and_version_on_every_command_and_usage_errors_exit_2() {
-    for args in [&["--help"][..], &["serve", "--help"], &["key", "-h"], &["check-config", "--help"]]
-    {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["key", "-h"],
+        &["snapshot", "--help"],
+        &["check-config", "--help"],
+    ] {
         let (code, out, _) = run(args);
         assert_eq!(code, 0, "{args:?}");
         assert!(out.contains("usage: aims-api"), "{args:?}: {out}");
@@ -31,7 +36,16 @@ fn help_and_version_on_every_command_and_usage_errors_exit_2() {
             "{args:?}"
         );
     }
-    for args in [&[][..], &["frobnicate"], &["key"], &["key", "rotate"], &["serve", "--bogus"]] {
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["key"],
+        &["key", "rotate"],
+        &["serve", "--bogus"],
+        &["snapshot"],
+        &["snapshot", "import", "x.json"],
+        &["snapshot", "delete", "May 14"],
+    ] {
         let (code, _, err) = run(args);
         assert_eq!(code, 2, "{args:?}");
         assert!(err.contains("usage:"), "{args:?}: {err}");

@@ -6,9 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod api;
 mod cli;
 mod gate;
 mod http;
 mod keystore;
 mod ops;
+mod snapshots;
 mod util;

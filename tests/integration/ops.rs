@@ -299,3 +299,28 @@ fn metrics_parse_as_prometheus_text_and_move() {
     // No label carries a path or an address.
     assert!(after.iter().all(|(s, _)| !s.contains("TechnicalDebt") && !s.contains("127.0.0.1")));
 }
+
+#[test]
+fn a_reload_picks_up_snapshot_files_placed_by_hand_and_keeps_a_date_whose_file_broke() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let level = "/ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level";
+    assert_eq!(server.get_with_key(level, &key).status, 404, "no data yet");
+    let folder = server.state_dir().join("snapshots");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/snapshot-2024-05-14.json");
+    std::fs::copy(example, folder.join("2024-05-14.json")).unwrap();
+    let (status, body) = server.admin("POST", "/reload");
+    assert_eq!((status, body["snapshots"]["served"].as_u64()), (200, Some(1)), "{body}");
+    let served = server.get_with_key(level, &key);
+    assert_eq!(served.status, 200);
+    let metrics = scrape(&server);
+    assert_eq!(value(&metrics, "aims_snapshots"), 1.0);
+    assert!(value(&metrics, "aims_snapshot_newest_analysis_timestamp_seconds") > 1.7e9);
+
+    // The file breaks on disk: SIGHUP reports it, and the date keeps its data.
+    std::fs::write(folder.join("2024-05-14.json"), "{ not json").unwrap();
+    server.signal(Signal::HUP);
+    let log = server.wait_for_log("keeping the version already served");
+    assert!(log.contains("snapshots served=1 refused=1"), "{log}");
+    assert_eq!(server.get_with_key(level, &key).body, served.body);
+}

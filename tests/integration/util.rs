@@ -381,3 +381,136 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 pub fn is_root() -> bool {
     rustix::process::getuid().is_root()
 }
+
+/// The other base path, as the official client writes it.
+pub const CLIENT_BASE: &str = "/AIMentorStudioAPI/rest/v1";
+
+/// The sample snapshot shipped in `examples/`.
+pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/snapshot-2024-05-14.json");
+
+impl Server {
+    /// `PUT /snapshots/<date>` with `body` on the admin port; returns status and JSON body.
+    pub fn put_snapshot(&self, date: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        let mut request = format!(
+            "PUT /snapshots/{date} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        let response = raw_exchange(self.admin, &request);
+        let parsed = Response::parse(&response).expect("admin answered HTTP");
+        let json = serde_json::from_slice(&parsed.body).unwrap_or(serde_json::Value::Null);
+        (parsed.status, json)
+    }
+
+    /// Imports `snapshot` for `date`, asserting it was accepted.
+    pub fn import(&self, date: &str, snapshot: &serde_json::Value) {
+        let (status, body) = self.put_snapshot(date, snapshot.to_string().as_bytes());
+        assert!(status == 201 || status == 200, "{status} {body}");
+    }
+}
+
+/// Names with repeats and mixed case, so that ordering by name, then GUID, is exercised.
+const NAMES: [&str; 9] = [
+    "Sales Portal",
+    "billing",
+    "Billing",
+    "HR Self-Service",
+    "claims",
+    "Zeta",
+    "alpha",
+    "Alpha",
+    "CRM",
+];
+
+/// A valid snapshot of `apps` applications (a few modules and findings each, three teams),
+/// deterministic for a given `apps` and `seed`.
+pub fn snapshot_json(apps: usize, seed: u64, analyzed_on: &str) -> serde_json::Value {
+    use serde_json::json;
+    let levels: Vec<_> = ["Low", "Medium", "High"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| json!({"GUID": format!("lvl-{i}-{seed}"), "Name": name}))
+        .collect();
+    let categories: Vec<_> = ["Architecture", "Performance", "Security"]
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            let patterns: Vec<_> = (0..3)
+                .map(
+                    |p| json!({"GUID": format!("pat-{c}-{p}"), "Name": format!("{name} rule {p}")}),
+                )
+                .collect();
+            json!({"GUID": format!("cat-{c}"), "Name": name, "Patterns": patterns})
+        })
+        .collect();
+    let finding = |k: usize, count: u64| {
+        let (c, p) = (k % 3, (k / 3) % 3);
+        let (category, pattern) = (format!("cat-{c}"), format!("pat-{c}-{p}"));
+        json!({"CategoryGUID": category, "PatternGUID": pattern, "Count": count})
+    };
+    let applications: Vec<_> = (0..apps)
+        .map(|i| {
+            let scrambled = (i as u64).wrapping_mul(2_654_435_761) % 0xffff_ffff;
+            let name = NAMES[i % NAMES.len()];
+            let modules: Vec<_> = (0..i % 4)
+                .map(|m| {
+                    let findings: Vec<_> = (0..(i + m) % 3)
+                        .map(|k| finding(k + m, seed + (i * 10 + m) as u64))
+                        .collect();
+                    json!({
+                        "GUID": format!("{scrambled:08x}-m{m}"),
+                        "Name": format!("{}_M{m}", name.replace(' ', "")),
+                        "LevelGUID": format!("lvl-{}-{seed}", (i + m) % 3),
+                        "Findings": findings,
+                    })
+                })
+                .collect();
+            let findings: Vec<_> = (0..i % 5).map(|k| finding(k, seed + i as u64)).collect();
+            json!({
+                "GUID": format!("{scrambled:08x}-0000-4000-8000-{i:012}"),
+                "Name": name,
+                "LevelGUID": format!("lvl-{}-{seed}", i % 3),
+                "Findings": findings,
+                "Modules": modules,
+            })
+        })
+        .collect();
+    let teams: Vec<_> = (0..3)
+        .map(|t| {
+            let members: Vec<_> = applications
+                .iter()
+                .skip(t)
+                .step_by(3)
+                .map(|a| json!({"GUID": a["GUID"]}))
+                .collect();
+            let (id, name) = (format!("team-{t}"), format!("Team {}", 3 - t));
+            json!({"ExternalId": id, "Name": name, "Applications": members})
+        })
+        .collect();
+    json!({
+        "LastAnalyzedOn": analyzed_on,
+        "Levels": levels,
+        "Categories": categories,
+        "Teams": teams,
+        "Applications": applications,
+    })
+}
+
+/// The application GUIDs of `snapshot` in the documented serving order: name ignoring case,
+/// then exact name, then GUID ignoring case.
+pub fn serving_order(snapshot: &serde_json::Value) -> Vec<String> {
+    let mut apps: Vec<(String, String, String)> = snapshot["Applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let name = a["Name"].as_str().unwrap();
+            let guid = a["GUID"].as_str().unwrap();
+            (name.to_lowercase(), name.to_owned(), guid.to_owned())
+        })
+        .collect();
+    apps.sort_by(|a, b| (&a.0, &a.1, a.2.to_lowercase()).cmp(&(&b.0, &b.1, b.2.to_lowercase())));
+    apps.into_iter().map(|(_, _, guid)| guid).collect()
+}

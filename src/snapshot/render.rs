@@ -1,0 +1,469 @@
+//! The served form of a snapshot: the API's JSON, rendered once at load, plus the indexes that
+//! find a piece of it.
+//!
+//! Answers are assembled, never serialized per request. The Level, Category, Team and
+//! LastAnalysisDate answers are whole bodies behind an `Arc`, shared by every response. The
+//! applications are rendered back to back in serving order into one buffer, each with the
+//! offsets of its modules, so a page is the concatenation of up to 200 slices, and "the parent
+//! application with just this module" is a head, a module and a tail. The parsed file is
+//! dropped after rendering: what stays in memory is close to the size of the JSON it serves.
+//!
+//! Serving order, documented in docs/snapshot-format.md: applications, modules and teams by
+//! `Name` (letter case ignored, then exact), then by identifier; findings in the order of their
+//! patterns in `Categories`; a team's applications in application order. Levels and
+//! categories keep the file's order, which is meaningful (Low before High).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::Date;
+use super::file::{Application, Finding, SnapshotFile};
+
+/// Sizes, for the admin port's listing and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub applications: usize,
+    pub modules: usize,
+    /// `PatternFinding` entries, application and module level together.
+    pub findings: usize,
+    /// The size of the file it was loaded from.
+    pub file_bytes: usize,
+    /// The size of the rendered JSON it holds in memory.
+    pub rendered_bytes: usize,
+}
+
+pub struct Snapshot {
+    date: Date,
+    analyzed_on: SystemTime,
+    stats: Stats,
+    /// `{"ActivationCode":…,"LastAnalyzedOn":…}`: the LastAnalysisDate answer, and the value of
+    /// `InfrastructureInfo` in every other one.
+    infrastructure: Arc<[u8]>,
+    levels: Arc<[u8]>,
+    categories: Arc<[u8]>,
+    teams: Arc<[u8]>,
+    /// Each team's object, back to back, for the `Team` filter.
+    team_json: Box<[u8]>,
+    team_spans: Box<[Range<usize>]>,
+    /// Lower-case `ExternalId` → team position.
+    team_index: HashMap<Box<str>, usize>,
+    /// Each application's object, back to back, in serving order.
+    app_json: Box<[u8]>,
+    apps: Box<[AppSpan]>,
+    /// Every module's object inside `app_json`; an application's are contiguous.
+    module_spans: Box<[Range<usize>]>,
+    /// Lower-case GUID → application position.
+    app_index: HashMap<Box<str>, usize>,
+    /// Lower-case GUID → (application position, module position within it).
+    module_index: HashMap<Box<str>, (usize, usize)>,
+}
+
+struct AppSpan {
+    /// The whole object in `app_json`.
+    json: Range<usize>,
+    /// Just past `"Modules":[`: the head of an answer that keeps only some modules.
+    modules_at: usize,
+    /// Its modules, in `module_spans`.
+    modules: Range<usize>,
+}
+
+/// What closes an application object after its module list.
+const APP_TAIL: &[u8] = b"]}";
+
+impl Snapshot {
+    pub fn date(&self) -> Date {
+        self.date
+    }
+
+    pub fn analyzed_on(&self) -> SystemTime {
+        self.analyzed_on
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The bare `InfrastructureInfo` object.
+    pub fn infrastructure(&self) -> &Arc<[u8]> {
+        &self.infrastructure
+    }
+
+    pub fn levels(&self) -> &Arc<[u8]> {
+        &self.levels
+    }
+
+    pub fn categories(&self) -> &Arc<[u8]> {
+        &self.categories
+    }
+
+    /// The whole `/TechnicalDebt_Team` answer.
+    pub fn teams(&self) -> &Arc<[u8]> {
+        &self.teams
+    }
+
+    /// One team's object, by `ExternalId` (letter case ignored).
+    pub fn team(&self, external_id: &str) -> Option<&[u8]> {
+        let position = *self.team_index.get(external_id.to_ascii_lowercase().as_str())?;
+        self.team_json.get(self.team_spans.get(position)?.clone())
+    }
+
+    pub fn application_count(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// The applications at `positions` in serving order, each a whole JSON object.
+    pub fn applications(&self, positions: Range<usize>) -> impl Iterator<Item = &[u8]> {
+        let spans = self.apps.get(positions).unwrap_or_default();
+        spans.iter().map(|span| self.app_json.get(span.json.clone()).unwrap_or_default())
+    }
+
+    /// The position of the application with this GUID (letter case ignored).
+    pub fn application_position(&self, guid: &str) -> Option<usize> {
+        self.app_index.get(guid.to_ascii_lowercase().as_str()).copied()
+    }
+
+    /// The (application position, module position) of the module with this GUID.
+    pub fn module_position(&self, guid: &str) -> Option<(usize, usize)> {
+        self.module_index.get(guid.to_ascii_lowercase().as_str()).copied()
+    }
+
+    /// The application at `app` holding only its module at `module`, as three slices to write
+    /// one after the other.
+    pub fn application_with_module(&self, app: usize, module: usize) -> Option<[&[u8]; 3]> {
+        let span = self.apps.get(app)?;
+        let head = self.app_json.get(span.json.start..span.modules_at)?;
+        let module = self.module_spans.get(span.modules.start + module)?;
+        Some([head, self.app_json.get(module.clone())?, APP_TAIL])
+    }
+}
+
+/// Renders a checked snapshot.
+pub fn render(
+    file: &SnapshotFile<'_>,
+    date: Date,
+    analyzed_on: SystemTime,
+    activation_code: &str,
+    file_bytes: usize,
+) -> Snapshot {
+    let mut infrastructure = Vec::with_capacity(128);
+    infrastructure.extend_from_slice(b"{\"ActivationCode\":");
+    string(&mut infrastructure, activation_code);
+    let stamp = humantime::format_rfc3339_millis(analyzed_on).to_string();
+    infrastructure.extend_from_slice(b",\"LastAnalyzedOn\":");
+    string(&mut infrastructure, &stamp);
+    infrastructure.push(b'}');
+
+    let refs = Refs::new(file);
+    let order = serving_order(&file.applications);
+    let apps = render_applications(file, &order, &refs);
+    let (teams, team_json, team_spans, team_index) = render_teams(file, &order, &infrastructure);
+    let levels = render_levels(file, &infrastructure);
+    let categories = render_categories(file, &infrastructure);
+
+    let modules = apps.module_spans.len();
+    let findings = file
+        .applications
+        .iter()
+        .map(|a| a.findings.len() + a.modules.iter().map(|m| m.findings.len()).sum::<usize>())
+        .sum();
+    let rendered_bytes = infrastructure.len()
+        + levels.len()
+        + categories.len()
+        + teams.len()
+        + team_json.len()
+        + apps.json.len();
+    Snapshot {
+        date,
+        analyzed_on,
+        stats: Stats { applications: order.len(), modules, findings, file_bytes, rendered_bytes },
+        infrastructure: infrastructure.into(),
+        levels: levels.into(),
+        categories: categories.into(),
+        teams: teams.into(),
+        team_json: team_json.into(),
+        team_spans: team_spans.into(),
+        team_index,
+        app_json: apps.json.into(),
+        apps: apps.spans.into(),
+        module_spans: apps.module_spans.into(),
+        app_index: apps.app_index,
+        module_index: apps.module_index,
+    }
+}
+
+/// The JSON fragments every application repeats, escaped once instead of per use.
+struct Refs {
+    /// `"LevelGUID":"…"` per level.
+    levels: Vec<Vec<u8>>,
+    /// `{"CategoryGUID":"…","PatternGUID":"…","Count":` per (category, pattern).
+    findings: Vec<Vec<Vec<u8>>>,
+}
+
+impl Refs {
+    fn new(file: &SnapshotFile<'_>) -> Self {
+        let levels = file
+            .levels
+            .iter()
+            .map(|level| {
+                let mut out = b"\"LevelGUID\":".to_vec();
+                string(&mut out, &level.guid);
+                out
+            })
+            .collect();
+        let findings = file
+            .categories
+            .iter()
+            .map(|category| {
+                category
+                    .patterns
+                    .iter()
+                    .map(|pattern| {
+                        let mut out = b"{\"CategoryGUID\":".to_vec();
+                        string(&mut out, &category.guid);
+                        out.extend_from_slice(b",\"PatternGUID\":");
+                        string(&mut out, &pattern.guid);
+                        out.extend_from_slice(b",\"Count\":");
+                        out
+                    })
+                    .collect()
+            })
+            .collect();
+        Self { levels, findings }
+    }
+
+    fn level(&self, level: u32) -> &[u8] {
+        self.levels.get(level as usize).map_or(&[], Vec::as_slice)
+    }
+
+    fn finding(&self, (category, pattern): (u32, u32)) -> &[u8] {
+        self.findings
+            .get(category as usize)
+            .and_then(|patterns| patterns.get(pattern as usize))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Indexes into `apps`, in serving order.
+fn serving_order(apps: &[Application<'_>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..apps.len()).collect();
+    order.sort_by_cached_key(|&i| name_key(&apps[i].name, &apps[i].guid));
+    order
+}
+
+/// Sorts by name ignoring case, then by exact name, then by identifier (unique ignoring ASCII
+/// case, so the order is total).
+fn name_key<'s>(name: &'s str, id: &str) -> (String, &'s str, String) {
+    (name.to_lowercase(), name, id.to_ascii_lowercase())
+}
+
+struct RenderedApps {
+    json: Vec<u8>,
+    spans: Vec<AppSpan>,
+    module_spans: Vec<Range<usize>>,
+    app_index: HashMap<Box<str>, usize>,
+    module_index: HashMap<Box<str>, (usize, usize)>,
+}
+
+fn render_applications(file: &SnapshotFile<'_>, order: &[usize], refs: &Refs) -> RenderedApps {
+    let apps = &file.applications;
+    let module_count = apps.iter().map(|a| a.modules.len()).sum();
+    let mut out = RenderedApps {
+        json: Vec::with_capacity(estimate(apps)),
+        spans: Vec::with_capacity(order.len()),
+        module_spans: Vec::with_capacity(module_count),
+        app_index: HashMap::with_capacity(order.len()),
+        module_index: HashMap::with_capacity(module_count),
+    };
+    for (position, &i) in order.iter().enumerate() {
+        let app = &apps[i];
+        let start = out.json.len();
+        let json = &mut out.json;
+        json.extend_from_slice(b"{\"GUID\":");
+        string(json, &app.guid);
+        json.extend_from_slice(b",\"Name\":");
+        string(json, &app.name);
+        json.push(b',');
+        json.extend_from_slice(refs.level(app.level));
+        json.extend_from_slice(b",\"Findings\":");
+        findings(json, &app.findings, refs);
+        json.extend_from_slice(b",\"Modules\":[");
+        let modules_at = json.len();
+
+        let mut modules: Vec<usize> = (0..app.modules.len()).collect();
+        modules.sort_by_cached_key(|&m| name_key(&app.modules[m].name, &app.modules[m].guid));
+        let first_module = out.module_spans.len();
+        for (m_position, &m) in modules.iter().enumerate() {
+            let module = &app.modules[m];
+            let json = &mut out.json;
+            if m_position > 0 {
+                json.push(b',');
+            }
+            let module_start = json.len();
+            json.extend_from_slice(b"{\"GUID\":");
+            string(json, &module.guid);
+            json.extend_from_slice(b",\"Name\":");
+            string(json, &module.name);
+            json.push(b',');
+            json.extend_from_slice(refs.level(module.level));
+            json.extend_from_slice(b",\"Findings\":");
+            findings(json, &module.findings, refs);
+            json.push(b'}');
+            out.module_spans.push(module_start..json.len());
+            out.module_index.insert(lower(&module.guid), (position, m_position));
+        }
+        out.json.extend_from_slice(APP_TAIL);
+        out.spans.push(AppSpan {
+            json: start..out.json.len(),
+            modules_at,
+            modules: first_module..out.module_spans.len(),
+        });
+        out.app_index.insert(lower(&app.guid), position);
+    }
+    out
+}
+
+/// A guess at the rendered size, to allocate the buffer once.
+fn estimate(apps: &[Application<'_>]) -> usize {
+    const PER_FINDING: usize = 110;
+    const PER_ENTITY: usize = 160;
+    apps.iter()
+        .map(|a| {
+            let findings: usize =
+                a.findings.len() + a.modules.iter().map(|m| m.findings.len()).sum::<usize>();
+            (1 + a.modules.len()) * PER_ENTITY + findings * PER_FINDING
+        })
+        .sum()
+}
+
+/// A `Findings` array in pattern order.
+fn findings(out: &mut Vec<u8>, findings: &[Finding<'_>], refs: &Refs) {
+    let mut order: Vec<&Finding<'_>> = findings.iter().collect();
+    // Patterns are unique within a list (checked), so the order is total.
+    order.sort_unstable_by_key(|f| f.pattern);
+    out.push(b'[');
+    for (i, finding) in order.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(refs.finding(finding.pattern));
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{}}}", finding.count);
+    }
+    out.push(b']');
+}
+
+type RenderedTeams = (Vec<u8>, Vec<u8>, Vec<Range<usize>>, HashMap<Box<str>, usize>);
+
+/// The whole Team answer, and each team's object for the filter.
+fn render_teams(file: &SnapshotFile<'_>, app_order: &[usize], infra: &[u8]) -> RenderedTeams {
+    let mut position_of = vec![0usize; app_order.len()];
+    for (position, &i) in app_order.iter().enumerate() {
+        position_of[i] = position;
+    }
+    let teams = &file.teams;
+    let mut order: Vec<usize> = (0..teams.len()).collect();
+    order.sort_by_cached_key(|&t| name_key(&teams[t].name, &teams[t].external_id));
+
+    let mut json = Vec::new();
+    let mut spans = Vec::with_capacity(order.len());
+    let mut index = HashMap::with_capacity(order.len());
+    for (position, &t) in order.iter().enumerate() {
+        let team = &teams[t];
+        let start = json.len();
+        json.extend_from_slice(b"{\"ExternalId\":");
+        string(&mut json, &team.external_id);
+        json.extend_from_slice(b",\"Name\":");
+        string(&mut json, &team.name);
+        json.extend_from_slice(b",\"Applications\":[");
+        let mut members: Vec<usize> =
+            team.applications.iter().map(|m| position_of[m.app as usize]).collect();
+        members.sort_unstable();
+        for (i, &position) in members.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            let guid = app_order.get(position).map_or("", |&a| &*file.applications[a].guid);
+            json.extend_from_slice(b"{\"GUID\":");
+            string(&mut json, guid);
+            json.push(b'}');
+        }
+        json.extend_from_slice(b"]}");
+        spans.push(start..json.len());
+        index.insert(lower(&team.external_id), position);
+    }
+    let mut body = envelope(infra, "Teams", json.len() + order.len());
+    for (i, span) in spans.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&json[span.clone()]);
+    }
+    body.extend_from_slice(b"]}");
+    (body, json, spans, index)
+}
+
+fn render_levels(file: &SnapshotFile<'_>, infra: &[u8]) -> Vec<u8> {
+    let mut body = envelope(infra, "Levels", 128 * file.levels.len());
+    for (i, level) in file.levels.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        named(&mut body, &level.guid, &level.name);
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+fn render_categories(file: &SnapshotFile<'_>, infra: &[u8]) -> Vec<u8> {
+    let mut body = envelope(infra, "Categories", 1024 * file.categories.len());
+    for (i, category) in file.categories.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        named(&mut body, &category.guid, &category.name);
+        body.extend_from_slice(b",\"Patterns\":[");
+        for (p, pattern) in category.patterns.iter().enumerate() {
+            if p > 0 {
+                body.push(b',');
+            }
+            named(&mut body, &pattern.guid, &pattern.name);
+            body.push(b'}');
+        }
+        body.extend_from_slice(b"]}");
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// `{"InfrastructureInfo":{…},"<list>":[`, to be closed with `]}`.
+fn envelope(infra: &[u8], list: &str, capacity: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(capacity + infra.len() + 48);
+    body.extend_from_slice(b"{\"InfrastructureInfo\":");
+    body.extend_from_slice(infra);
+    body.extend_from_slice(b",\"");
+    body.extend_from_slice(list.as_bytes());
+    body.extend_from_slice(b"\":[");
+    body
+}
+
+/// `{"GUID":…,"Name":…`, left open.
+fn named(out: &mut Vec<u8>, guid: &str, name: &str) {
+    out.extend_from_slice(b"{\"GUID\":");
+    string(out, guid);
+    out.extend_from_slice(b",\"Name\":");
+    string(out, name);
+}
+
+/// A JSON string, escaped as RFC 8259 §7 requires.
+fn string(out: &mut Vec<u8>, text: &str) {
+    // Serializing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn lower(id: &str) -> Box<str> {
+    id.to_ascii_lowercase().into_boxed_str()
+}

@@ -1,0 +1,457 @@
+//! The snapshot folder, `<state_dir>/snapshots/`, and the set of snapshots the API serves.
+//!
+//! The folder holds one `<YYYY-MM-DD>.json` per analysis date (mode 0600, folder 0700). At
+//! start every such file is loaded, on all cores; a file that fails to load is logged with its
+//! path, JSON path and reason, listed as refused, and skipped, but never deleted or changed:
+//! it may be the operator's only copy. Leftover temporary files of an interrupted import are
+//! removed; any other file is left alone with a warning.
+//!
+//! The served set is a [`Catalog`] behind an `RwLock<Arc<…>>`. Readers clone the `Arc` and let
+//! go of the lock at once; an import or delete builds a new catalog and swaps it in whole. So
+//! an API request never waits for an import (only for a pointer swap) and sees the old set or
+//! the new one, never a mix. An import streams the body to a temporary file in the same
+//! folder, fsyncs it, loads it from disk (so what is served is what was made durable), and
+//! only then renames it into place, fsyncs the folder and swaps. Imports and deletes take one
+//! commit lock for their rename-and-swap step, so two of them cannot lose each other's change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Date, Invalid, Snapshot, Stats, load};
+use crate::keystore::tighten_mode;
+
+const FOLDER: &str = "snapshots";
+/// Temporary files are `.<date>.json.<pid>.<n>.tmp`: hidden, and never a snapshot name.
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// The snapshots being served, by date, and the files at start that could not be.
+#[derive(Clone, Default)]
+pub struct Catalog {
+    by_date: BTreeMap<Date, Arc<Snapshot>>,
+    /// Files found at start that failed to load, with the reason; until imported or deleted.
+    refused: BTreeMap<Date, Arc<str>>,
+}
+
+impl Catalog {
+    /// A catalog of these snapshots (for tests and benchmarks; `serve` loads a folder).
+    pub fn of(snapshots: impl IntoIterator<Item = Snapshot>) -> Self {
+        let by_date = snapshots.into_iter().map(|s| (s.date(), Arc::new(s))).collect();
+        Self { by_date, refused: BTreeMap::new() }
+    }
+
+    /// The snapshot that answers requests without `Date`.
+    pub fn newest(&self) -> Option<&Arc<Snapshot>> {
+        self.by_date.values().next_back()
+    }
+
+    pub fn on(&self, date: Date) -> Option<&Arc<Snapshot>> {
+        self.by_date.get(&date)
+    }
+
+    /// Served snapshots, newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &Arc<Snapshot>> {
+        self.by_date.values().rev()
+    }
+
+    /// Files that failed to load at start, with why.
+    pub fn refused(&self) -> impl Iterator<Item = (Date, &str)> {
+        self.refused.iter().map(|(date, reason)| (*date, &**reason))
+    }
+}
+
+/// The folder and the live catalog.
+pub struct Snapshots {
+    dir: PathBuf,
+    activation_code: String,
+    live: RwLock<Arc<Catalog>>,
+    /// Held for the rename-and-swap of an import and for a delete.
+    commit: Mutex<()>,
+    temp_counter: AtomicU64,
+}
+
+/// An import that is live.
+pub struct Imported {
+    pub snapshot: Arc<Snapshot>,
+    /// A file for that date was already there (and is now replaced).
+    pub replaced: bool,
+    /// From the first byte received to live.
+    pub took: Duration,
+}
+
+/// What a reload of the folder found.
+#[derive(Debug, Clone, Copy)]
+pub struct Reloaded {
+    pub served: usize,
+    /// Files that did not load (their dates are still served if they were before).
+    pub refused: usize,
+}
+
+/// A delete that happened.
+pub struct Deleted {
+    /// What was being served for the date, if anything (a refused file is not served).
+    pub served: Option<Stats>,
+}
+
+/// Why the folder could not be used at start.
+#[derive(Debug)]
+pub struct OpenError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot use the snapshot folder {}: {}", self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Why an import did not happen (or, for `NotDurable`, happened without the last fsync).
+#[derive(Debug)]
+pub enum ImportError {
+    /// The request had no body.
+    Empty,
+    /// The body could not be read from the client.
+    Body(io::Error),
+    Invalid(Invalid),
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Live and renamed into place, but the folder's fsync failed: a power loss could undo it.
+    NotDurable {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str(
+                "the request has no body: send the snapshot JSON (curl --data-binary @FILE)",
+            ),
+            Self::Body(e) => write!(f, "the request body could not be read: {e}"),
+            Self::Invalid(e) => write!(f, "the snapshot is invalid, nothing changed: {e}"),
+            Self::Io { step, path, source } => {
+                write!(f, "cannot {step} {}: {source}; nothing changed", path.display())
+            }
+            Self::NotDurable { path, source } => write!(
+                f,
+                "{} is in place and served, but its folder could not be fsync'd ({source}): \
+                 a power loss could undo the change",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+#[derive(Debug)]
+pub enum DeleteError {
+    NotFound,
+    Io { step: &'static str, path: PathBuf, source: io::Error },
+    NotDurable { path: PathBuf, source: io::Error },
+}
+
+impl fmt::Display for DeleteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("no snapshot has that date"),
+            Self::Io { step, path, source } => {
+                write!(f, "cannot {step} {}: {source}; nothing changed", path.display())
+            }
+            Self::NotDurable { path, source } => write!(
+                f,
+                "{} is removed and no longer served, but its folder could not be fsync'd \
+                 ({source}): a power loss could bring it back",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DeleteError {}
+
+impl Snapshots {
+    /// Prepares `<state_dir>/snapshots/` and loads every snapshot in it.
+    pub fn open(state_dir: &Path, activation_code: &str) -> Result<Self, OpenError> {
+        let dir = state_dir.join(FOLDER);
+        let fail = |source| OpenError { path: dir.clone(), source };
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(fail)?;
+        tighten_mode(&dir, 0o700);
+        let files = scan(&dir).map_err(fail)?;
+        let started = Instant::now();
+        let count = files.len();
+        let catalog = load_all(files, activation_code);
+        if count > 0 {
+            log::info!(
+                "snapshots: {} of {count} loaded from {} in {} ms",
+                catalog.by_date.len(),
+                dir.display(),
+                started.elapsed().as_millis()
+            );
+        }
+        Ok(Self {
+            dir,
+            activation_code: activation_code.to_owned(),
+            live: RwLock::new(Arc::new(catalog)),
+            commit: Mutex::new(()),
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The catalog in force now. Cheap: one `Arc` clone under a read lock.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.live.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_of(&self, date: Date) -> PathBuf {
+        self.dir.join(format!("{date}.json"))
+    }
+
+    /// Imports the snapshot in `body` for `date`, replacing the one of that date if any.
+    pub fn import(&self, date: Date, body: &mut dyn Read) -> Result<Imported, ImportError> {
+        let started = Instant::now();
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let name = format!(".{date}.json.{}.{n}{TEMP_SUFFIX}", std::process::id());
+        let temp = Temp::new(self.dir.join(name));
+        receive(body, &temp.path)?;
+        let bytes = fs::read(&temp.path).map_err(io_error("read back", &temp.path))?;
+        let snapshot = load(&bytes, date, &self.activation_code).map_err(ImportError::Invalid)?;
+        drop(bytes);
+        let snapshot = Arc::new(snapshot);
+
+        let _commit = self.lock_commit();
+        let path = self.path_of(date);
+        let replaced = path.try_exists().map_err(io_error("look for", &path))?;
+        fs::rename(&temp.path, &path).map_err(io_error("rename into place", &path))?;
+        temp.disarm();
+        let durable = sync_folder(&self.dir);
+        self.swap(|catalog| {
+            catalog.by_date.insert(date, Arc::clone(&snapshot));
+            catalog.refused.remove(&date);
+        });
+        durable.map_err(|source| ImportError::NotDurable { path: path.clone(), source })?;
+        Ok(Imported { snapshot, replaced, took: started.elapsed() })
+    }
+
+    /// Stops serving the snapshot of `date` and removes its file. A file refused at start can
+    /// be deleted the same way.
+    pub fn delete(&self, date: Date) -> Result<Deleted, DeleteError> {
+        let _commit = self.lock_commit();
+        let path = self.path_of(date);
+        let served = self.catalog().on(date).map(|s| s.stats());
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            // Removed by hand while served: stop serving it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && served.is_some() => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DeleteError::NotFound),
+            Err(source) => return Err(DeleteError::Io { step: "remove", path, source }),
+        }
+        let durable = sync_folder(&self.dir);
+        self.swap(|catalog| {
+            catalog.by_date.remove(&date);
+            catalog.refused.remove(&date);
+        });
+        durable.map_err(|source| DeleteError::NotDurable { path, source })?;
+        Ok(Deleted { served })
+    }
+
+    /// Re-reads the folder (SIGHUP or `POST /reload`), for files an operator placed by hand.
+    /// New and changed files are loaded, removed ones stop being served, and a date whose file
+    /// no longer loads keeps being served from memory: a bad file never takes data away.
+    pub fn reload(&self) -> Result<Reloaded, OpenError> {
+        let _commit = self.lock_commit();
+        let files =
+            scan(&self.dir).map_err(|source| OpenError { path: self.dir.clone(), source })?;
+        let mut fresh = load_all(files, &self.activation_code);
+        let current = self.catalog();
+        for date in fresh.refused.keys() {
+            if let Some(kept) = current.on(*date) {
+                log::warn!("snapshot {date}: keeping the version already served");
+                fresh.by_date.insert(*date, Arc::clone(kept));
+            }
+        }
+        let reloaded = Reloaded { served: fresh.by_date.len(), refused: fresh.refused.len() };
+        let fresh = Arc::new(fresh);
+        match self.live.write() {
+            Ok(mut guard) => *guard = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(reloaded)
+    }
+
+    fn lock_commit(&self) -> MutexGuard<'_, ()> {
+        // The guard protects no data, only the order of renames and swaps.
+        self.commit.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replaces the catalog by a changed copy. Called only under the commit lock.
+    fn swap(&self, change: impl FnOnce(&mut Catalog)) {
+        let mut next = (*self.catalog()).clone();
+        change(&mut next);
+        let next = Arc::new(next);
+        match self.live.write() {
+            Ok(mut guard) => *guard = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
+
+/// A temporary file, removed on drop unless it was renamed into place.
+struct Temp {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Temp {
+    fn new(path: PathBuf) -> Self {
+        Self { path, armed: true }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn io_error(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImportError {
+    let path = path.to_owned();
+    move |source| ImportError::Io { step, path, source }
+}
+
+/// Streams `body` into a new file at `temp` (mode 0600) and fsyncs it.
+fn receive(body: &mut dyn Read, temp: &Path) -> Result<(), ImportError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(temp)
+        .map_err(io_error("create", temp))?;
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match body.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ImportError::Body(e)),
+        };
+        file.write_all(&chunk[..n]).map_err(io_error("write", temp))?;
+        total += n as u64;
+    }
+    if total == 0 {
+        return Err(ImportError::Empty);
+    }
+    file.sync_all().map_err(io_error("fsync", temp))
+}
+
+fn sync_folder(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|dir| dir.sync_all())
+}
+
+/// The snapshot files in the folder, after removing leftover temporary files.
+fn scan(dir: &Path) -> io::Result<Vec<(Date, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            log::warn!("snapshots: ignoring {}: not a snapshot file name", path.display());
+            continue;
+        };
+        if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+            // Only an import interrupted by a crash leaves one; its snapshot never went live.
+            match fs::remove_file(&path) {
+                Ok(()) => log::info!("snapshots: removed {}, left by an interrupted import", name),
+                Err(e) => log::warn!("snapshots: cannot remove {}: {e}", path.display()),
+            }
+            continue;
+        }
+        match name.strip_suffix(".json").map(Date::parse) {
+            Some(Ok(date)) if entry.file_type()?.is_file() => files.push((date, path)),
+            _ => log::warn!(
+                "snapshots: ignoring {}: snapshot files are named YYYY-MM-DD.json",
+                path.display()
+            ),
+        }
+    }
+    Ok(files)
+}
+
+/// Loads `files` on every core. Failures are logged and listed, never fatal.
+fn load_all(files: Vec<(Date, PathBuf)>, activation_code: &str) -> Catalog {
+    let next = AtomicUsize::new(0);
+    let loaded = Mutex::new(Catalog::default());
+    let work = || {
+        while let Some((date, path)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let outcome = load_file(*date, path, activation_code);
+            let mut catalog = loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match outcome {
+                Ok(snapshot) => {
+                    catalog.by_date.insert(*date, Arc::new(snapshot));
+                }
+                Err(reason) => {
+                    log::error!(
+                        "snapshot {}: {reason}; not served, and left as it is: fix it and \
+                         restart, re-import that date, or delete it",
+                        path.display()
+                    );
+                    catalog.refused.insert(*date, reason.into());
+                }
+            }
+        }
+    };
+    let threads = thread::available_parallelism().map_or(1, usize::from).min(files.len());
+    thread::scope(|scope| {
+        for _ in 1..threads {
+            // A thread that cannot start leaves its share to the others and to this one.
+            let _ = thread::Builder::new().name("snapshot-load".into()).spawn_scoped(scope, work);
+        }
+        work();
+    });
+    loaded.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn load_file(date: Date, path: &Path, activation_code: &str) -> Result<Snapshot, String> {
+    tighten_mode(path, 0o600);
+    let started = Instant::now();
+    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let snapshot = load(&bytes, date, activation_code).map_err(|e| e.to_string())?;
+    let stats = snapshot.stats();
+    log::info!(
+        "snapshot {date}: {} applications, {} modules, {} findings, loaded in {} ms",
+        stats.applications,
+        stats.modules,
+        stats.findings,
+        started.elapsed().as_millis()
+    );
+    Ok(snapshot)
+}

@@ -11,8 +11,8 @@
 //! Errors are the API's `Exception` body, `{"Errors":["…"],"StatusCode":N}`, which the
 //! official clients parse on every non-200 answer; `ApiError` is the one place that decides
 //! each status. The behaviours the documentation leaves open (pagination edges, combined
-//! filters, unknown parameters, ordering) are decided in docs/api-walkthrough.md and in the
-//! Swagger document served at `<base>/swagger.json`.
+//! filters, unknown parameters, ordering) are decided in the README ("How the API behaves
+//! where the documentation is silent") and in the Swagger document at `<base>/swagger.json`.
 
 mod applications;
 mod query;

@@ -8,6 +8,8 @@
 mod admin;
 mod cli;
 mod gate;
+mod hostile;
 mod http;
 mod keystore;
+mod properties;
 mod util;

@@ -7,9 +7,12 @@
 
 mod admin;
 mod cli;
+mod crash;
 mod gate;
 mod hostile;
 mod http;
 mod keystore;
 mod properties;
+mod races;
 mod util;
+mod workload;

@@ -20,8 +20,8 @@ mod workload;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use util::Server;
-use workload::{CrashSettings, RaceSettings};
+use util::{Options, Server};
+use workload::{CrashSettings, FloodSettings, RaceSettings};
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; anything else names a phase.
@@ -47,6 +47,24 @@ fn main() -> ExitCode {
             println!("  FAILED: {failure}");
         }
         ok &= report.failures.is_empty();
+    }
+    if wants("flood") {
+        util::raise_file_limit();
+        // Long deadlines: every slow connection is still held when the last probe is timed.
+        let server = Server::start_with(&Options {
+            api: "handshake_timeout_secs: 120, header_timeout_secs: 120,".into(),
+            ..Options::default()
+        });
+        let key = server.generate_key();
+        let report = workload::slowloris(
+            &server,
+            &key,
+            &FloodSettings { slow: 1000, hold: Duration::from_secs(10) },
+        );
+        println!("{report}");
+        ok &= report.probe_failures == 0
+            && report.slow_open_at_end == report.slow_opened
+            && report.probe_worst < Duration::from_secs(1);
     }
     if ok {
         println!("stress: every property held");

@@ -9,9 +9,10 @@
 //!
 //! Every connection has one deadline, set by its stage: the handshake timeout from accept, the
 //! header timeout from a request's first byte (never extended by a trickle), the idle timeout
-//! between requests or while the client does not read. At `max_connections` the longest-idle
-//! keep-alive connection is closed to make room; if none is idle, new clients wait in the
-//! listen backlog. Plain HTTP on this port gets one `400` in plain HTTP and the connection is
+//! between requests or while the client does not read. At `max_connections` the quietest
+//! connection that owes nobody an answer (idle between requests, or still in its handshake) is
+//! closed to make room; if every connection is mid-request, new clients wait in the listen
+//! backlog. Plain HTTP on this port gets one `400` in plain HTTP and the connection is
 //! closed before anything else is read.
 
 use std::io::{self, Read, Write};
@@ -73,7 +74,8 @@ struct Conn {
     /// Plaintext received and not yet answered.
     inbuf: Vec<u8>,
     deadline: Instant,
-    /// When the connection last became idle, for choosing whom to close at the cap.
+    /// When the connection was accepted or last became idle, for choosing whom to close at
+    /// the cap.
     idle_since: Instant,
     write_interest: bool,
 }
@@ -142,13 +144,23 @@ impl Worker {
 
     fn accept(&mut self) {
         loop {
-            if self.at_capacity() && !self.evict_longest_idle() {
+            if self.at_capacity() && self.quietest().is_none() {
                 // Everyone is busy: leave the rest in the backlog until a slot frees.
                 self.accept_paused = true;
                 return;
             }
             match self.listener.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer),
+                Ok((socket, peer)) => {
+                    // Only now, with a client really waiting, is a slot worth freeing: making
+                    // room before the accept would close a connection whenever the cap is
+                    // merely reached, the just-admitted one included.
+                    if self.at_capacity()
+                        && let Some(key) = self.quietest()
+                    {
+                        self.evict(key);
+                    }
+                    self.admit(socket, peer);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -167,22 +179,25 @@ impl Worker {
         self.app.open_connections.load(Ordering::Relaxed) >= self.app.config.api.max_connections
     }
 
-    /// Closes this worker's longest-idle keep-alive connection. Such a client loses nothing: it
-    /// reconnects, as it would after the idle timeout.
-    fn evict_longest_idle(&mut self) -> bool {
-        let victim = self
-            .conns
+    /// This worker's quietest connection that owes nobody an answer: a keep-alive connection
+    /// between requests, or one still in its handshake, whichever has waited longest (since it
+    /// went idle, or since it was accepted). Closing it costs its client nothing but a
+    /// reconnect, as its timeout would. Counting handshakes matters: otherwise a few thousand
+    /// half-open connections, which cost an attacker nothing, would hold every slot until the
+    /// handshake timeout while real clients waited in the backlog.
+    fn quietest(&self) -> Option<usize> {
+        self.conns
             .iter()
-            .filter(|(_, c)| c.stage == Stage::Idle)
+            .filter(|(_, c)| matches!(c.stage, Stage::Sniff | Stage::Handshake | Stage::Idle))
             .min_by_key(|(_, c)| c.idle_since)
-            .map(|(key, _)| key);
-        match victim {
-            Some(key) => {
-                self.close(key);
-                true
-            }
-            None => false,
+            .map(|(key, _)| key)
+    }
+
+    fn evict(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get(key) {
+            log::debug!("closing {} ({:?}) to make room at the cap", conn.peer, conn.stage);
         }
+        self.discard(key);
     }
 
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
@@ -210,13 +225,18 @@ impl Worker {
         self.drive(key);
     }
 
+    /// Closes a connection and, if new clients were left waiting for a slot, takes them in.
     fn close(&mut self, key: usize) {
+        self.discard(key);
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    fn discard(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.socket);
             self.app.open_connections.fetch_sub(1, Ordering::Relaxed);
-        }
-        if self.accept_paused {
-            self.accept();
         }
     }
 
@@ -284,10 +304,14 @@ fn step(
     }
     loop {
         let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
-        flush(tls, &mut conn.socket)?;
+        let wrote = flush(tls, &mut conn.socket)?;
         if tls.wants_write() {
-            // The client is not reading: wait, but not forever.
-            conn.deadline = Instant::now() + limits.idle_timeout;
+            // The client is not reading: wait, but not forever. Only a write it takes buys it
+            // more time; bytes it keeps sending while taking none do not (a slow reader that
+            // trickles requests would otherwise hold its slot for ever).
+            if wrote {
+                conn.deadline = Instant::now() + limits.idle_timeout;
+            }
             return Ok(());
         }
         if conn.stage == Stage::Closing {
@@ -352,16 +376,18 @@ fn linger(conn: &mut Conn) -> Result<(), End> {
     }
 }
 
-fn flush(tls: &mut ServerConnection, socket: &mut TcpStream) -> Result<(), End> {
+/// Writes what rustls has queued until the socket takes no more. Returns whether it took any.
+fn flush(tls: &mut ServerConnection, socket: &mut TcpStream) -> Result<bool, End> {
+    let mut wrote = false;
     while tls.wants_write() {
         match tls.write_tls(socket) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Ok(n) => wrote |= n > 0,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(wrote),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(End::Now),
         }
     }
-    Ok(())
+    Ok(wrote)
 }
 
 enum Received {

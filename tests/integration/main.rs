@@ -8,6 +8,7 @@
 mod admin;
 mod cli;
 mod crash;
+mod floods;
 mod gate;
 mod hostile;
 mod http;

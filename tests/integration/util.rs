@@ -411,3 +411,14 @@ impl Server {
         read_until_close(&mut stream, started, patience)
     }
 }
+/// Raises this process's soft open-file limit to its hard limit (flood tests open many
+/// sockets; a fresh machine's soft limit may be 1024). Returns the limit now in force.
+pub fn raise_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}

@@ -581,3 +581,146 @@ fn check_server_after_restart(
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Floods.
+
+/// The first bytes of a ClientHello: a record header promising more than ever comes.
+pub const HELLO_START: &[u8] = &[22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3];
+
+/// A connection that sends as little as it can: a TLS handshake or a request head, a byte at
+/// a time.
+pub enum Slow {
+    /// Handshake done; a request head is trickling in (the server's header deadline runs).
+    Head(Box<TlsStream>),
+    /// A ClientHello is trickling in (the server's handshake deadline runs).
+    Hello(TcpStream),
+}
+
+impl Slow {
+    pub fn head(server: &Server) -> Option<Self> {
+        let mut stream = tls_stream(server.api, server.tls_config())?;
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).ok()?;
+        }
+        stream.write_all(b"GET /slow HTTP/1.1\r\n").ok()?;
+        Some(Self::Head(Box::new(stream)))
+    }
+
+    pub fn hello(server: &Server) -> Option<Self> {
+        let mut socket = TcpStream::connect(server.api).ok()?;
+        socket.write_all(HELLO_START).ok()?;
+        Some(Self::Hello(socket))
+    }
+
+    /// Sends one more byte; false once the server has closed the connection.
+    pub fn drip(&mut self) -> bool {
+        match self {
+            Self::Head(stream) => stream.write_all(b"a").and_then(|()| stream.flush()).is_ok(),
+            Self::Hello(socket) => socket.write_all(&[0]).is_ok(),
+        }
+    }
+
+    /// Whether the server still holds the connection open (no EOF, no reset).
+    pub fn is_open(&self) -> bool {
+        let socket = match self {
+            Self::Head(stream) => &stream.sock,
+            Self::Hello(socket) => socket,
+        };
+        let _ = socket.set_nonblocking(true);
+        let mut probe = [0u8; 64];
+        // Pending bytes (a TLS session ticket, say) or nothing yet: open. EOF or reset: closed.
+        let open = match socket.peek(&mut probe) {
+            Ok(n) => n > 0,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        };
+        let _ = socket.set_nonblocking(false);
+        open
+    }
+}
+
+pub struct FloodSettings {
+    /// Slow connections, half of each kind.
+    pub slow: usize,
+    /// How long they are held while legitimate clients are timed.
+    pub hold: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct FloodReport {
+    pub slow_opened: usize,
+    pub slow_open_at_end: usize,
+    pub probes: usize,
+    pub probe_failures: usize,
+    pub probe_median: Duration,
+    pub probe_worst: Duration,
+    pub admin_worst: Duration,
+}
+
+impl std::fmt::Display for FloodReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "slowloris: {} slow connections opened, {} still open at the end; {} legitimate \
+             requests on new TLS connections meanwhile ({} failed): median {:.1?}, worst {:.1?}; \
+             admin port worst {:.1?}",
+            self.slow_opened,
+            self.slow_open_at_end,
+            self.probes,
+            self.probe_failures,
+            self.probe_median,
+            self.probe_worst,
+            self.admin_worst
+        )
+    }
+}
+
+/// Holds `slow` connections open a byte a second while a legitimate client (with `key`) makes
+/// a request on a fresh TLS connection every 100 ms, and the admin port is asked for /health.
+pub fn slowloris(server: &Server, key: &str, settings: &FloodSettings) -> FloodReport {
+    let mut slow: Vec<Slow> = (0..settings.slow)
+        .filter_map(|i| if i % 2 == 0 { Slow::head(server) } else { Slow::hello(server) })
+        .collect();
+    let mut report = FloodReport { slow_opened: slow.len(), ..FloodReport::default() };
+    let stop = Arc::new(AtomicBool::new(false));
+    let dripper = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for connection in &mut slow {
+                    connection.drip();
+                }
+                for _ in 0..10 {
+                    if !stop.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+            slow
+        })
+    };
+    let mut times = Vec::new();
+    let until = Instant::now() + settings.hold;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let status = server.get_with_key("/flood/probe", key).status;
+        times.push(started.elapsed());
+        if status != 404 {
+            report.probe_failures += 1;
+        }
+        let started = Instant::now();
+        if server.admin("GET", "/health").0 != 200 {
+            report.probe_failures += 1;
+        }
+        report.admin_worst = report.admin_worst.max(started.elapsed());
+        thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let slow = dripper.join().unwrap();
+    report.slow_open_at_end = slow.iter().filter(|c| c.is_open()).count();
+    times.sort();
+    report.probes = times.len();
+    report.probe_median = times.get(times.len() / 2).copied().unwrap_or_default();
+    report.probe_worst = times.last().copied().unwrap_or_default();
+    report
+}

@@ -245,16 +245,17 @@ fn status_json(record: &KeyRecord, persisted: bool) -> String {
 
 fn generate(app: &App, client: &Client) -> Response {
     let outcome = app.keys.generate(&app.gate);
-    key_shown_once(Status::CREATED, "key.generate", outcome, client)
+    key_shown_once(app, Status::CREATED, "key.generate", outcome, client)
 }
 
 fn replace(app: &App, client: &Client) -> Response {
     let outcome = app.keys.replace(&app.gate);
-    key_shown_once(Status::OK, "key.replace", outcome, client)
+    key_shown_once(app, Status::OK, "key.replace", outcome, client)
 }
 
 /// The response that shows a new key: its only appearance anywhere.
 fn key_shown_once(
+    app: &App,
     status: Status,
     action: &str,
     outcome: Result<Installed, ChangeError>,
@@ -262,7 +263,7 @@ fn key_shown_once(
 ) -> Response {
     let Installed { key, record, previous } = match outcome {
         Ok(installed) => installed,
-        Err(e) => return change_failed(action, e, client),
+        Err(e) => return change_failed(app, action, e, client),
     };
     let Some(stored) = record.key.as_ref() else {
         return error(Status::INTERNAL_SERVER_ERROR, "internal", "the new key was not recorded");
@@ -302,30 +303,38 @@ fn revoke(app: &App, client: &Client) -> Response {
             );
             Response::json(Status::OK, status_json(&record, true).into_bytes())
         }
-        Err(e) => change_failed(action, e, client),
+        Err(e) => change_failed(app, action, e, client),
     }
 }
 
-fn change_failed(action: &str, e: ChangeError, client: &Client) -> Response {
+/// Answers a change that did not happen (or happened only in memory). Its audit line has the
+/// same fields as a successful one, naming the key and generation in force afterwards.
+fn change_failed(app: &App, action: &str, e: ChangeError, client: &Client) -> Response {
     let uid = client.uid;
+    let (record, _) = app.keys.status();
+    let fingerprint = record.key.as_ref().map_or("-", |k| k.fingerprint.as_str());
+    let generation = record.generation;
+    let audit = format!(
+        "audit action={action} client=uid:{uid} fingerprint={fingerprint} generation={generation}"
+    );
     match e {
         ChangeError::Conflict(c) => {
-            log::info!("audit action={action} client=uid:{uid} result=conflict");
+            log::info!("{audit} result=conflict");
             error(Status::CONFLICT, "conflict", &c.to_string())
         }
         ChangeError::Random(e) => {
-            log::error!("audit action={action} client=uid:{uid} result=error cause=\"{e}\"");
+            log::error!("{audit} result=error cause=\"{e}\"");
             error(Status::INTERNAL_SERVER_ERROR, "random", &e.to_string())
         }
         ChangeError::Store(e) => {
-            log::error!("audit action={action} client=uid:{uid} result=error cause=\"{e}\"");
+            log::error!("{audit} result=error cause=\"{e}\"");
             let message = format!("nothing changed: {e}");
             error(Status::INTERNAL_SERVER_ERROR, "store_write", &message)
         }
         ChangeError::RevokedInMemoryOnly(e) => {
             log::error!(
-                "audit action={action} client=uid:{uid} result=memory-only cause=\"{e}\" \
-                 (the key is refused until restart; the store still holds it as active)"
+                "{audit} result=memory-only cause=\"{e}\" note=\"the key is refused until \
+                 restart; the store still holds it as active\""
             );
             let message = format!(
                 "the key is refused from now on, but the store could not be updated ({e}): \

@@ -1,12 +1,11 @@
 //! The appliance's live state, shared by every thread of `serve`.
 //!
 //! Built once at start from the configuration and handed to the listeners as an `Arc`. Only
-//! three things in it change while the server runs: the gate's key state (by the admin port),
-//! the TLS configuration (by a reload), and the counters.
+//! these change while the server runs: the gate's key state (by the admin port), the TLS
+//! configuration (by a reload), the counters, and the refusal records (log and throttle).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::ServerConfig;
 
@@ -14,6 +13,7 @@ use crate::admin::KeyManager;
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::log::RefusalLog;
+use crate::throttle::Throttle;
 use crate::tls::CertInfo;
 
 pub struct App {
@@ -22,6 +22,8 @@ pub struct App {
     pub keys: KeyManager,
     pub tls: RwLock<(Arc<ServerConfig>, CertInfo)>,
     pub refusals: RefusalLog,
+    /// Failed-auth counts per client address, for 429s.
+    pub throttle: Throttle,
     /// Open connections on the public port, against `api.max_connections`.
     pub open_connections: AtomicUsize,
     /// Set once: stop accepting, finish what is in flight, exit.
@@ -31,12 +33,15 @@ pub struct App {
 impl App {
     pub fn new(config: Config, keys: KeyManager, tls: (Arc<ServerConfig>, CertInfo)) -> Self {
         let gate = Gate::new(&config.activation_code, &keys.record());
+        let refusals = RefusalLog::new(config.refusal_log.window, config.refusal_log.lines);
+        let throttle = Throttle::new(config.api.throttle);
         Self {
             config,
             gate,
             keys,
             tls: RwLock::new(tls),
-            refusals: RefusalLog::new(Duration::from_secs(10), 20),
+            refusals,
+            throttle,
             open_connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
         }

@@ -4,7 +4,8 @@
 //! Data flows one way: [`config`] → [`server`] (listeners, workers, timeouts) → [`http`]
 //! (parse, limits, respond) → [`gate`] (credentials) → [`api`] and [`admin`] (handlers) →
 //! [`keystore`] (the RON file, its lock, atomic writes) and [`key`] (generate, checksum,
-//! hash). [`tls`], [`peer`] (uid of a loopback client), [`hardening`] and [`log`] serve them.
+//! hash). [`tls`], [`peer`] (uid of a loopback client), [`hardening`], [`throttle`] (failed-auth
+//! limits per address) and [`log`] (with the audit lines) serve them.
 //! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
 
 pub mod admin;
@@ -22,4 +23,5 @@ pub mod keystore;
 pub mod log;
 pub mod peer;
 pub mod server;
+pub mod throttle;
 pub mod tls;

@@ -18,6 +18,7 @@ use crate::admin::{self, Client};
 use crate::app::App;
 use crate::config::HttpLimits;
 use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
+use crate::log::{Peer, Refused};
 use crate::peer;
 
 /// Serves admin connections on `listener` until shutdown.
@@ -62,7 +63,13 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
         }
     };
     if uid != own_uid && !app.config.admin.allowed_uids.contains(&uid) {
-        app.refusals.refused("admin", peer.ip(), &format!("uid {uid} not allowed"), 403);
+        app.refusals.refused(Refused {
+            port: "admin",
+            peer: Peer::Uid(uid),
+            reason: &format!("uid {uid} not allowed"),
+            status: 403,
+            fingerprint: None,
+        });
         let message = format!(
             "uid {uid} may not use the admin port: run the command as root, or add the uid to \
              admin.allowed_uids"

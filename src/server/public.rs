@@ -29,7 +29,10 @@ use slab::Slab;
 use crate::api;
 use crate::app::App;
 use crate::config::HttpLimits;
+use crate::gate;
 use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
+use crate::log::{Peer, Refused};
+use crate::throttle::Verdict;
 
 const LISTENER: Token = Token(usize::MAX);
 /// The first byte of every TLS handshake record (RFC 8446 §5.1, `handshake(22)`).
@@ -345,7 +348,13 @@ fn sniff(conn: &mut Conn, app: &App) -> Result<(), End> {
         Ok(_) => {
             // Plain HTTP (or anything else) on the TLS port: say so once, in the clear, and
             // close. Nothing of the request is parsed or reaches a handler.
-            app.refusals.refused("api", conn.peer.ip(), "plain HTTP on the HTTPS port", 400);
+            app.refusals.refused(Refused {
+                port: "api",
+                peer: Peer::Address(conn.peer.ip()),
+                reason: "plain HTTP on the HTTPS port",
+                status: 400,
+                fingerprint: None,
+            });
             let mut out = Vec::with_capacity(256);
             let response = api::error(Status::BAD_REQUEST, PLAIN_HTTP_MESSAGE);
             response.write_to(
@@ -499,7 +508,13 @@ fn answer_buffered(
                 head_len + body_len
             }
             Err(e) => {
-                app.refusals.refused("api", conn.peer.ip(), e.code(), e.status().0);
+                app.refusals.refused(Refused {
+                    port: "api",
+                    peer: Peer::Address(conn.peer.ip()),
+                    reason: e.code(),
+                    status: e.status().0,
+                    fingerprint: None,
+                });
                 api::error(e.status(), &e.to_string()).write_to(out, date.now(), false, false);
                 close = true;
                 buf.len()
@@ -532,16 +547,39 @@ fn answer_buffered(
     Ok(true)
 }
 
-/// Gate, then route.
+/// Gate, then route. A refused request is counted against its address, and past the limit
+/// answered 429 instead (see [`crate::throttle`]); valid credentials are never throttled.
 fn respond(app: &App, request: &http::Request<'_>, peer: SocketAddr) -> Response {
     if let Err(refusal) = app.gate.check(request) {
-        let status = refusal.status();
-        app.refusals.refused("api", peer.ip(), refusal.reason(), status.0);
-        return api::error(status, &refusal.client_message());
+        let verdict = app.throttle.refused(peer.ip(), Instant::now());
+        let response = match verdict {
+            Verdict::Refuse => api::error(refusal.status(), &refusal.client_message()),
+            Verdict::Throttle { retry_after_secs } => throttled(retry_after_secs),
+        };
+        app.refusals.refused(Refused {
+            port: "api",
+            peer: Peer::Address(peer.ip()),
+            reason: refusal.reason(),
+            status: response.status.0,
+            fingerprint: gate::presented_fingerprint(request),
+        });
+        return response;
     }
     let response = api::route(app, request);
     if response.status == Status::INTERNAL_SERVER_ERROR {
         log::error!("api answered 500 to {} {}", peer.ip(), request.path);
     }
     response
+}
+
+/// The 429 for a throttled address. It closes the connection, so each further guess costs the
+/// guesser a TLS handshake too.
+fn throttled(retry_after_secs: u64) -> Response {
+    let message = format!(
+        "too many refused requests from this address: retry after {retry_after_secs} seconds \
+         (requests with a valid API key and activation code are not affected)"
+    );
+    api::error(Status::TOO_MANY_REQUESTS, &message)
+        .header("retry-after", retry_after_secs.to_string())
+        .closing()
 }

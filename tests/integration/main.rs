@@ -15,5 +15,6 @@ mod http;
 mod keystore;
 mod properties;
 mod races;
+mod refusals;
 mod util;
 mod workload;

@@ -422,3 +422,36 @@ pub fn raise_file_limit() -> u64 {
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
+
+impl Server {
+    /// Opens a TLS connection to the API port from `source` (any 127.0.0.0/8 address works on
+    /// Linux loopback, so tests can play many clients).
+    pub fn connect_from(&self, source: std::net::IpAddr) -> TlsStream {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(self.api), Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+        socket.connect(&self.api.into()).unwrap();
+        let socket: TcpStream = socket.into();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = ClientConnection::new(self.tls_config(), name).unwrap();
+        StreamOwned::new(conn, socket)
+    }
+
+    /// One API GET from `source` with `headers`, on a fresh connection.
+    pub fn get_from(
+        &self,
+        source: std::net::IpAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut stream = self.connect_from(source);
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        read_response(&mut stream).expect("a whole response")
+    }
+}

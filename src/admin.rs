@@ -278,15 +278,26 @@ fn key_shown_once(
     );
     // Built by hand rather than through serde_json so that the only copies of the key are
     // this body and the ApiKey, both wiped on drop. Every part is plain ASCII without quotes.
-    let body = format!(
-        "{{\"api_key\":\"{}\",\"fingerprint\":\"{}\",\"created_at\":\"{}\",\"generation\":{},\
-         \"warning\":\"this key is shown once and cannot be shown again: store it now\"}}",
-        key.expose(),
-        stored.fingerprint,
-        rfc3339(stored.created_at),
-        record.generation
-    );
-    let mut response = Response::json(status, body.into_bytes());
+    // The buffer is sized once, up front: a buffer that grew would leave the key behind in
+    // the memory it gave back, unwiped.
+    let created_at = rfc3339(stored.created_at);
+    let generation = record.generation.to_string();
+    let parts: [&[u8]; 9] = [
+        b"{\"api_key\":\"",
+        key.expose().as_bytes(),
+        b"\",\"fingerprint\":\"",
+        stored.fingerprint.as_str().as_bytes(),
+        b"\",\"created_at\":\"",
+        created_at.as_bytes(),
+        b"\",\"generation\":",
+        generation.as_bytes(),
+        b",\"warning\":\"this key is shown once and cannot be shown again: store it now\"}",
+    ];
+    let mut body = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        body.extend_from_slice(part);
+    }
+    let mut response = Response::json(status, body);
     response.secret = true;
     response
 }

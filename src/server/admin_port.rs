@@ -234,7 +234,9 @@ fn send(
     head_only: bool,
     keep_alive: bool,
 ) {
-    let mut out = Vec::with_capacity(512 + response.body().len());
+    // Room for the whole answer up front: a secret body copied into a buffer that then grew
+    // would be left behind, unwiped, in the memory the buffer gave back.
+    let mut out = Vec::with_capacity(response.encoded_len_bound());
     response.write_to(&mut out, date.now(), head_only, keep_alive);
     let _ = stream.write_all(&out);
     if response.secret {

@@ -25,6 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustls::ServerConnection;
 use slab::Slab;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::api;
 use crate::app::App;
@@ -74,8 +75,9 @@ struct Conn {
     peer: SocketAddr,
     stage: Stage,
     tls: Option<Box<ServerConnection>>,
-    /// Plaintext received and not yet answered.
-    inbuf: Vec<u8>,
+    /// Plaintext received and not yet answered. It holds the API key of every request, so it is
+    /// wiped as requests are consumed, when it grows, and when the connection goes.
+    inbuf: Zeroizing<Vec<u8>>,
     deadline: Instant,
     /// When the connection was accepted or last became idle, for choosing whom to close at
     /// the cap.
@@ -217,7 +219,7 @@ impl Worker {
             peer,
             stage: Stage::Sniff,
             tls: None,
-            inbuf: Vec::new(),
+            inbuf: Zeroizing::new(Vec::new()),
             deadline: now + self.app.config.api.handshake_timeout,
             idle_since: now,
             write_interest: false,
@@ -408,7 +410,7 @@ enum Received {
 fn receive(
     tls: &mut ServerConnection,
     socket: &mut TcpStream,
-    inbuf: &mut Vec<u8>,
+    inbuf: &mut Zeroizing<Vec<u8>>,
     limits: &HttpLimits,
 ) -> Result<Received, End> {
     // Leave room for one whole request; the parser refuses anything larger before this fills.
@@ -438,17 +440,17 @@ fn receive(
 /// Moves decrypted bytes into `inbuf`, up to `cap`. Returns whether any moved.
 fn drain_plaintext(
     tls: &mut ServerConnection,
-    inbuf: &mut Vec<u8>,
+    inbuf: &mut Zeroizing<Vec<u8>>,
     cap: usize,
 ) -> Result<bool, End> {
     let mut moved = false;
-    let mut chunk = [0u8; 4096];
+    let mut chunk = Zeroizing::new([0u8; 4096]);
     while inbuf.len() < cap {
         let room = (cap - inbuf.len()).min(chunk.len());
         match tls.reader().read(&mut chunk[..room]) {
             Ok(0) => return if moved { Ok(true) } else { Err(End::Now) },
             Ok(n) => {
-                inbuf.extend_from_slice(&chunk[..n]);
+                extend_wiping(inbuf, &chunk[..n]);
                 moved = true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -456,6 +458,32 @@ fn drain_plaintext(
         }
     }
     Ok(moved)
+}
+
+/// Appends to a buffer of secrets without leaving a copy behind: where `extend_from_slice`
+/// would reallocate (and free the old bytes unwiped), the bytes move to a new buffer and the
+/// old one is wiped as it drops. The first allocation takes a typical request whole.
+fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
+    let needed = buf.len() + data.len();
+    if needed > buf.capacity() {
+        let mut bigger =
+            Zeroizing::new(Vec::with_capacity(needed.max(buf.capacity() * 2).max(4096)));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(data);
+}
+
+/// Removes the first `consumed` bytes, wiping them and the stale copies that shifting the rest
+/// down leaves past the new end.
+fn consume_wiping(buf: &mut Zeroizing<Vec<u8>>, consumed: usize) {
+    let old_len = buf.len();
+    buf[..consumed].zeroize();
+    buf.drain(..consumed);
+    let new_len = buf.len();
+    // Within capacity: zeros over the stale tail, no reallocation.
+    buf.resize(old_len, 0);
+    buf.truncate(new_len);
 }
 
 /// After bytes arrive: the handshake may be done, or a request may have begun.
@@ -530,7 +558,7 @@ fn answer_buffered(
     if consumed == 0 {
         return Ok(false);
     }
-    conn.inbuf.drain(..consumed);
+    consume_wiping(&mut conn.inbuf, consumed);
     let now = Instant::now();
     if close {
         tls.send_close_notify();
@@ -582,4 +610,31 @@ fn throttled(retry_after_secs: u64) -> Response {
     api::error(Status::TOO_MANY_REQUESTS, &message)
         .header("retry-after", retry_after_secs.to_string())
         .closing()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consuming_keeps_the_rest_in_place() {
+        let mut buf = Zeroizing::new(Vec::new());
+        extend_wiping(&mut buf, b"first-request|second");
+        let capacity = buf.capacity();
+        consume_wiping(&mut buf, 14);
+        assert_eq!(&buf[..], b"second");
+        // No reallocation (which would free the old bytes unwiped). That the spare capacity
+        // holds zeros cannot be read back without unsafe code, which this crate forbids.
+        assert_eq!(buf.capacity(), capacity);
+    }
+
+    #[test]
+    fn growing_keeps_every_byte() {
+        let mut buf = Zeroizing::new(Vec::new());
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        for piece in data.chunks(700) {
+            extend_wiping(&mut buf, piece);
+        }
+        assert_eq!(&buf[..], &data[..]);
+    }
 }

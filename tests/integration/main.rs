@@ -16,5 +16,6 @@ mod keystore;
 mod properties;
 mod races;
 mod refusals;
+mod secrets;
 mod util;
 mod workload;

@@ -313,8 +313,9 @@ fn step(
         if tls.wants_write() {
             // The client is not reading: wait, but not forever. Only a write it takes buys it
             // more time; bytes it keeps sending while taking none do not (a slow reader that
-            // trickles requests would otherwise hold its slot for ever).
-            if wrote {
+            // trickles requests would otherwise hold its slot for ever). A handshake keeps the
+            // deadline it was given at accept, however its flights go.
+            if wrote && conn.stage != Stage::Handshake {
                 conn.deadline = Instant::now() + limits.idle_timeout;
             }
             return Ok(());

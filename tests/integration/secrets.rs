@@ -105,7 +105,8 @@ fn no_log_line_file_or_answer_of_a_full_run_holds_a_key() {
         &tcp_exchange(server.api, plain.as_bytes(), Duration::from_secs(5)).raw,
     ));
     let admin = format!(
-        "POST /key/{second} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {second}\r\nConnection: close\r\n\r\n"
+        "POST /key/{second} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {second}\r\n\
+         Connection: close\r\n\r\n"
     );
     answers.push_str(&String::from_utf8_lossy(
         &tcp_exchange(server.admin, admin.as_bytes(), Duration::from_secs(5)).raw,

@@ -272,14 +272,14 @@ fn status_json(record: &KeyRecord, persisted: bool) -> String {
 
 fn generate(app: &App, client: &Client) -> Response {
     let outcome = app.keys.generate(&app.gate);
-    let response = key_shown_once(Status::CREATED, "key.generate", outcome, client);
+    let response = key_shown_once(app, Status::CREATED, "key.generate", outcome, client);
     systemd::status(&app.status_line());
     response
 }
 
 fn replace(app: &App, client: &Client) -> Response {
     let outcome = app.keys.replace(&app.gate);
-    let response = key_shown_once(Status::OK, "key.replace", outcome, client);
+    let response = key_shown_once(app, Status::OK, "key.replace", outcome, client);
     systemd::status(&app.status_line());
     response
 }
@@ -323,6 +323,7 @@ fn reload(app: &App, client: &Client) -> Response {
 
 /// The response that shows a new key: its only appearance anywhere.
 fn key_shown_once(
+    app: &App,
     status: Status,
     action: &str,
     outcome: Result<Installed, ChangeError>,
@@ -330,7 +331,7 @@ fn key_shown_once(
 ) -> Response {
     let Installed { key, record, previous } = match outcome {
         Ok(installed) => installed,
-        Err(e) => return change_failed(action, e, client),
+        Err(e) => return change_failed(app, action, e, client),
     };
     let Some(stored) = record.key.as_ref() else {
         return error(Status::INTERNAL_SERVER_ERROR, "internal", "the new key was not recorded");
@@ -345,15 +346,26 @@ fn key_shown_once(
     );
     // Built by hand rather than through serde_json so that the only copies of the key are
     // this body and the ApiKey, both wiped on drop. Every part is plain ASCII without quotes.
-    let body = format!(
-        "{{\"api_key\":\"{}\",\"fingerprint\":\"{}\",\"created_at\":\"{}\",\"generation\":{},\
-         \"warning\":\"this key is shown once and cannot be shown again: store it now\"}}",
-        key.expose(),
-        stored.fingerprint,
-        rfc3339(stored.created_at),
-        record.generation
-    );
-    let mut response = Response::json(status, body.into_bytes());
+    // The buffer is sized once, up front: a buffer that grew would leave the key behind in
+    // the memory it gave back, unwiped.
+    let created_at = rfc3339(stored.created_at);
+    let generation = record.generation.to_string();
+    let parts: [&[u8]; 9] = [
+        b"{\"api_key\":\"",
+        key.expose().as_bytes(),
+        b"\",\"fingerprint\":\"",
+        stored.fingerprint.as_str().as_bytes(),
+        b"\",\"created_at\":\"",
+        created_at.as_bytes(),
+        b"\",\"generation\":",
+        generation.as_bytes(),
+        b",\"warning\":\"this key is shown once and cannot be shown again: store it now\"}",
+    ];
+    let mut body = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        body.extend_from_slice(part);
+    }
+    let mut response = Response::json(status, body);
     response.secret = true;
     response
 }
@@ -372,30 +384,38 @@ fn revoke(app: &App, client: &Client) -> Response {
             );
             Response::json(Status::OK, status_json(&record, true).into_bytes())
         }
-        Err(e) => change_failed(action, e, client),
+        Err(e) => change_failed(app, action, e, client),
     }
 }
 
-fn change_failed(action: &str, e: ChangeError, client: &Client) -> Response {
+/// Answers a change that did not happen (or happened only in memory). Its audit line has the
+/// same fields as a successful one, naming the key and generation in force afterwards.
+fn change_failed(app: &App, action: &str, e: ChangeError, client: &Client) -> Response {
     let uid = client.uid;
+    let (record, _) = app.keys.status();
+    let fingerprint = record.key.as_ref().map_or("-", |k| k.fingerprint.as_str());
+    let generation = record.generation;
+    let audit = format!(
+        "audit action={action} client=uid:{uid} fingerprint={fingerprint} generation={generation}"
+    );
     match e {
         ChangeError::Conflict(c) => {
-            log::info!("audit action={action} client=uid:{uid} result=conflict");
+            log::info!("{audit} result=conflict");
             error(Status::CONFLICT, "conflict", &c.to_string())
         }
         ChangeError::Random(e) => {
-            log::error!("audit action={action} client=uid:{uid} result=error cause=\"{e}\"");
+            log::error!("{audit} result=error cause=\"{e}\"");
             error(Status::INTERNAL_SERVER_ERROR, "random", &e.to_string())
         }
         ChangeError::Store(e) => {
-            log::error!("audit action={action} client=uid:{uid} result=error cause=\"{e}\"");
+            log::error!("{audit} result=error cause=\"{e}\"");
             let message = format!("nothing changed: {e}");
             error(Status::INTERNAL_SERVER_ERROR, "store_write", &message)
         }
         ChangeError::RevokedInMemoryOnly(e) => {
             log::error!(
-                "audit action={action} client=uid:{uid} result=memory-only cause=\"{e}\" \
-                 (the key is refused until restart; the store still holds it as active)"
+                "{audit} result=memory-only cause=\"{e}\" note=\"the key is refused until \
+                 restart; the store still holds it as active\""
             );
             let message = format!(
                 "the key is refused from now on, but the store could not be updated ({e}): \

@@ -1,9 +1,9 @@
 //! The appliance's live state, shared by every thread of `serve`.
 //!
-//! Built once at start from the configuration and handed to the listeners as an `Arc`. Only a
-//! few things in it change while the server runs: the gate's key state and the set of served
-//! snapshots (both by the admin port), the TLS configuration (by a reload), the workers'
-//! heartbeats and the counters.
+//! Built once at start from the configuration and handed to the listeners as an `Arc`. Only
+//! these change while the server runs: the gate's key state and the set of served snapshots
+//! (both by the admin port), the TLS configuration (by a reload), the workers' heartbeats, the
+//! counters, and the refusal records (log and throttle).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +18,7 @@ use crate::gate::Gate;
 use crate::log::RefusalLog;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshots, store};
+use crate::throttle::Throttle;
 use crate::tls::{self, CertInfo, TlsError};
 
 pub struct App {
@@ -29,6 +30,8 @@ pub struct App {
     tls: RwLock<(Arc<ServerConfig>, CertInfo)>,
     pub refusals: RefusalLog,
     pub metrics: Metrics,
+    /// Failed-auth counts per client address, for 429s.
+    pub throttle: Throttle,
     /// Open connections on the public port, against `api.max_connections`.
     pub open_connections: AtomicUsize,
     /// Set once: stop accepting, finish what is in flight, exit.
@@ -74,13 +77,16 @@ impl App {
         let gate = Gate::new(&config.activation_code, &keys.record());
         let heartbeats = (0..config.api.workers).map(|_| AtomicU64::new(0)).collect();
         let metrics = Metrics::new(config.api.workers);
+        let refusals = RefusalLog::new(config.refusal_log.window, config.refusal_log.lines);
+        let throttle = Throttle::new(config.api.throttle);
         Self {
             config,
             gate,
             keys,
             snapshots,
             tls: RwLock::new(tls),
-            refusals: RefusalLog::new(Duration::from_secs(10), 20),
+            refusals,
+            throttle,
             metrics,
             open_connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),

@@ -69,9 +69,31 @@ pub fn call(
     );
     stream.write_all(head.as_bytes()).map_err(exchange)?;
     io::copy(&mut body.take(body_len), &mut stream).map_err(exchange)?;
-    let mut raw = Zeroizing::new(Vec::new());
-    stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw).map_err(exchange)?;
+    let raw = read_wiping(&mut stream.take(MAX_RESPONSE_BYTES)).map_err(exchange)?;
     parse_answer(&raw).ok_or(ClientError::Malformed { addr })
+}
+
+/// Reads to the end into a buffer that is wiped on drop, and that grows by copying into a new
+/// wiped buffer: `read_to_end` would grow it in place, and a reallocation leaves the old bytes
+/// (the key, in an answer to generate or replace) in freed memory.
+fn read_wiping(reader: &mut impl Read) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(vec![0u8; 16 * 1024]);
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            let mut bigger = Zeroizing::new(vec![0u8; buf.len() * 2]);
+            bigger[..len].copy_from_slice(&buf[..len]);
+            buf = bigger;
+        }
+        match reader.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 fn parse_answer(raw: &[u8]) -> Option<Answer> {
@@ -96,6 +118,13 @@ fn parse_answer(raw: &[u8]) -> Option<Answer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_wiping_keeps_every_byte_across_growth() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        let read = read_wiping(&mut &data[..]).unwrap();
+        assert_eq!(&read[..], &data[..]);
+    }
 
     #[test]
     fn answers_parse_and_truncation_is_caught() {

@@ -84,6 +84,8 @@ fn print(text: &str) -> Result<(), Error> {
 }
 
 fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
+    // This process is about to hold a key in clear: no core dump may carry it off.
+    crate::hardening::no_core_dumps();
     let config = Config::load(config).map_err(Error::Config)?;
     let (method, path) = match action {
         KeyAction::Status => ("GET", "/key"),
@@ -252,18 +254,21 @@ fn describe_status(value: &Value) -> String {
     text
 }
 
-/// The admin port's answer to generate and replace.
+/// The admin port's answer to generate and replace. The key is borrowed from the answer's
+/// buffer (which is wiped on drop), never copied into a string of its own.
 #[derive(serde::Deserialize)]
-struct NewKey {
-    api_key: String,
+struct NewKey<'a> {
+    api_key: &'a str,
     fingerprint: String,
     created_at: String,
 }
 
 /// The key goes alone on stdout (so `KEY=$(aims-api key generate)` works); the warning and
 /// the details go to stderr, where a person sees them and a pipe does not take them.
-fn show_new_key(shown: NewKey, action: KeyAction) -> Result<(), Error> {
-    let mut line = Zeroizing::new(shown.api_key);
+fn show_new_key(shown: NewKey<'_>, action: KeyAction) -> Result<(), Error> {
+    // Sized once: a string that grew would leave a copy of the key in the memory it gave back.
+    let mut line = Zeroizing::new(String::with_capacity(shown.api_key.len() + 1));
+    line.push_str(shown.api_key);
     line.push('\n');
     let verb = match action {
         KeyAction::Replace => "replaced the key; the old one is refused from now on",

@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+pub use crate::throttle::ThrottleSettings;
+
 /// Where `serve` and the CLI look for the configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/aims-api/config.ron";
 
@@ -25,8 +27,17 @@ pub struct Config {
     pub activation_code: ActivationCode,
     pub state_dir: PathBuf,
     pub log_level: LogLevel,
+    pub refusal_log: RefusalLogSettings,
     pub api: Api,
     pub admin: Admin,
+}
+
+/// How refused requests are logged: one line each up to `lines` per `window`, then only
+/// counted, with one audit line per client and window (see `docs/audit.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalLogSettings {
+    pub lines: u32,
+    pub window: Duration,
 }
 
 /// The public HTTPS port.
@@ -42,6 +53,7 @@ pub struct Api {
     /// On SIGTERM, how long requests in flight may take to finish.
     pub shutdown_timeout: Duration,
     pub limits: HttpLimits,
+    pub throttle: ThrottleSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +183,10 @@ impl Config {
             activation_code: file.activation_code,
             state_dir: resolve(&file.state_dir),
             log_level: file.log_level,
+            refusal_log: RefusalLogSettings {
+                lines: file.refusal_log_lines.0 as u32,
+                window: secs(file.refusal_log_window_secs),
+            },
             api: Api {
                 listen: api.listen,
                 tls,
@@ -184,6 +200,11 @@ impl Config {
                     max_body_bytes: api.max_body_bytes.0,
                     header_timeout: secs(api.header_timeout_secs),
                     idle_timeout: secs(api.idle_timeout_secs),
+                },
+                throttle: ThrottleSettings {
+                    max_refusals: api.max_refusals_per_address.0 as u32,
+                    window: secs(api.refusal_window_secs),
+                    max_addresses: api.throttle_addresses.0,
                 },
             },
             admin: Admin {
@@ -215,6 +236,10 @@ struct File {
     state_dir: PathBuf,
     #[serde(default = "default_log_level")]
     log_level: LogLevel,
+    #[serde(default = "Bounded::default_refusal_log_lines")]
+    refusal_log_lines: Bounded<0, 100_000>,
+    #[serde(default = "Bounded::ten")]
+    refusal_log_window_secs: Bounded<1, 3600>,
     api: ApiFile,
     admin: AdminFile,
 }
@@ -251,6 +276,12 @@ struct ApiFields {
     max_headers: Bounded<8, { crate::http::MAX_HEADERS }>,
     #[serde(default = "BoundedU64::default_api_body")]
     max_body_bytes: BoundedU64<0, 1_073_741_824>,
+    #[serde(default = "Bounded::default_max_refusals")]
+    max_refusals_per_address: Bounded<1, 1_000_000>,
+    #[serde(default = "Bounded::default_refusal_window")]
+    refusal_window_secs: Bounded<1, 3600>,
+    #[serde(default = "Bounded::default_throttle_addresses")]
+    throttle_addresses: Bounded<16, 1_000_000>,
 }
 
 impl TryFrom<ApiFields> for ApiFile {
@@ -339,6 +370,18 @@ impl<const MIN: usize, const MAX: usize> Bounded<MIN, MAX> {
     fn default_headers() -> Self {
         Self(64)
     }
+    fn default_max_refusals() -> Self {
+        Self(20)
+    }
+    fn default_refusal_window() -> Self {
+        Self(60)
+    }
+    fn default_throttle_addresses() -> Self {
+        Self(4096)
+    }
+    fn default_refusal_log_lines() -> Self {
+        Self(20)
+    }
 }
 
 impl<'de, const MIN: usize, const MAX: usize> Deserialize<'de> for Bounded<MIN, MAX> {
@@ -407,6 +450,10 @@ mod tests {
         assert_eq!(c.api.limits.max_header_bytes, 8192);
         assert_eq!(c.admin.limits.max_body_bytes, 256 * 1024 * 1024);
         assert_eq!(c.log_level, LogLevel(log::LevelFilter::Info));
+        assert_eq!(c.api.throttle.max_refusals, 20);
+        assert_eq!(c.api.throttle.window, Duration::from_secs(60));
+        assert_eq!(c.api.throttle.max_addresses, 4096);
+        assert_eq!((c.refusal_log.lines, c.refusal_log.window), (20, Duration::from_secs(10)));
         assert!(c.api.tls.is_none());
         assert!(c.api.workers >= 1);
     }

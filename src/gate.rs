@@ -12,7 +12,7 @@ use std::sync::RwLock;
 
 use crate::config::ActivationCode;
 use crate::http::{HeaderValue, Request, Status};
-use crate::key::{self, FormatError, KeyHash};
+use crate::key::{self, Fingerprint, FormatError, KeyHash};
 use crate::keystore::KeyRecord;
 use crate::metrics::Reason;
 
@@ -163,6 +163,15 @@ impl Gate {
             Live::Active(_) if !code_ok => Err(Refusal::WrongActivationCode),
             Live::Active(_) => Ok(()),
         }
+    }
+}
+
+/// The fingerprint of the key a request presented, if it presented one well-formed key: what
+/// the refusal log may say about it.
+pub fn presented_fingerprint(request: &Request<'_>) -> Option<Fingerprint> {
+    match request.header(KEY_HEADER) {
+        HeaderValue::One(key) => Fingerprint::of_presented(key),
+        _ => None,
     }
 }
 

@@ -206,6 +206,14 @@ impl Fingerprint {
         Self(format!("{PREFIX}...{tail}"))
     }
 
+    /// The fingerprint of a key a client presented, if it is well-formed (checksum included):
+    /// such a key can only be one this kind of appliance issued, and its fingerprint is safe
+    /// to log. Anything else is not named at all.
+    pub fn of_presented(presented: &[u8]) -> Option<Self> {
+        check_format(presented).ok()?;
+        std::str::from_utf8(presented).ok().map(Self::of)
+    }
+
     /// Accepts a fingerprint read back from the store if it has the shape this module writes.
     pub fn parse(text: &str) -> Option<Self> {
         let tail = text.strip_prefix(PREFIX)?.strip_prefix("...")?;

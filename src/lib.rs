@@ -5,7 +5,8 @@
 //! (parse, limits, respond) → [`gate`] (credentials) → [`api`] and [`admin`] (handlers) →
 //! [`snapshot`] (the dated analysis data, validated and pre-rendered), [`keystore`] (the RON
 //! file, its lock, atomic writes) and [`key`] (generate, checksum, hash). [`tls`], [`peer`]
-//! (uid of a loopback client), [`hardening`] and [`log`] serve them.
+//! (uid of a loopback client), [`hardening`], [`throttle`] (failed-auth limits per address),
+//! [`metrics`] and [`log`] (with the audit lines) serve them.
 //! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
 
 pub mod admin;
@@ -26,4 +27,5 @@ pub mod peer;
 pub mod server;
 pub mod snapshot;
 pub mod systemd;
+pub mod throttle;
 pub mod tls;

@@ -171,6 +171,8 @@ impl fmt::Display for ParseError {
     }
 }
 
+const NON_ASCII_VALUE: &str = "a header value has a byte outside ASCII";
+
 /// Parses one request head from the start of `buf` into `headers` (whose length, at most
 /// [`super::MAX_HEADERS`], is the header-count limit). Call again with more bytes on `Partial`.
 pub fn parse<'b>(
@@ -179,14 +181,15 @@ pub fn parse<'b>(
     limits: &HttpLimits,
 ) -> Result<Parsed<'b>, ParseError> {
     let window = &buf[..buf.len().min(limits.max_header_bytes)];
+    let count = limits.max_headers.min(headers.len());
     let Some(head_len) = head_end(window)? else {
+        reject_early(window, count)?;
         return if buf.len() >= limits.max_header_bytes {
             Err(ParseError::HeadTooLarge)
         } else {
             Ok(Parsed::Partial)
         };
     };
-    let count = limits.max_headers.min(headers.len());
     let mut raw = httparse::Request::new(&mut headers[..count]);
     match raw.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -202,6 +205,19 @@ pub fn parse<'b>(
     let headers: &'b [Header<'b>] = raw.headers;
     let request = build(Method::parse(method), target, version, headers, limits)?;
     Ok(Parsed::Complete(request, head_len))
+}
+
+/// Refuses an unfinished head that can already never become a request, so that an HTTP/0.9
+/// line, a TLS record or other garbage gets its answer now rather than at the header timeout.
+/// httparse reports an error only where the bytes so far break the grammar, so a prefix of a
+/// valid request is never refused here (the property tests hold it to that).
+fn reject_early(window: &[u8], count: usize) -> Result<(), ParseError> {
+    let mut scratch = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
+    let mut raw = httparse::Request::new(&mut scratch[..count]);
+    match raw.parse(window) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(map_httparse(e)),
+    }
 }
 
 /// Finds the end of the head (just past the blank line), refusing bare LFs on the way.
@@ -244,6 +260,12 @@ fn build<'b>(
     // asterisk-form only means something to OPTIONS, which nothing here serves.
     if !target.starts_with('/') || target.contains('#') {
         return Err(ParseError::NotOriginForm);
+    }
+    // httparse lets obs-text (bytes 0x80 to 0xFF) through in field values, as RFC 9110 §5.5
+    // allows; no client of this API sends any, and bytes that two parts of a system could
+    // decode differently are where header confusion starts, so they are refused.
+    if headers.iter().any(|h| !h.value.is_ascii()) {
+        return Err(ParseError::Malformed(NON_ASCII_VALUE));
     }
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -410,13 +432,37 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_header_values_are_kept_as_bytes() {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
+    fn non_ascii_header_values_are_refused() {
         let bytes = b"GET / HTTP/1.1\r\nHost: h\r\nX-Api-Key: \xfe\xff\r\n\r\n";
-        let Parsed::Complete(r, _) = parse(bytes, &mut headers, &LIMITS).unwrap() else {
-            panic!("partial")
-        };
-        assert_eq!(r.header("x-api-key"), HeaderValue::One(b"\xfe\xff"));
+        assert_eq!(error(bytes), ParseError::Malformed(NON_ASCII_VALUE));
+        let utf8 = "GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: caf\u{e9}\r\n\r\n";
+        assert_eq!(error(utf8.as_bytes()), ParseError::Malformed(NON_ASCII_VALUE));
+    }
+
+    #[test]
+    fn a_head_that_cannot_become_a_request_is_refused_before_it_ends() {
+        let cases: &[(&[u8], ParseError)] = &[
+            // HTTP/0.9: no version, no blank line; it would otherwise wait for the timeout.
+            (b"GET /\r\n", ParseError::Malformed("malformed request line")),
+            // A TLS ClientHello on a plain-HTTP port.
+            (b"\x16\x03\x01\x02\x00\x01", ParseError::Malformed("malformed request line")),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0",
+                ParseError::Malformed("invalid byte in a header value"),
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let got = parse(bytes, &mut headers, &LIMITS).map(|_| ());
+            assert_eq!(got, Err(*expected), "{}", String::from_utf8_lossy(bytes));
+        }
+        // Every prefix of a good request is only unfinished.
+        let good = b"GET /a?b HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n";
+        for end in 0..good.len() {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let r = parse(&good[..end], &mut headers, &LIMITS);
+            assert!(matches!(r, Ok(Parsed::Partial)), "prefix {end}: {r:?}");
+        }
     }
 
     #[test]

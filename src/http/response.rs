@@ -124,6 +124,13 @@ impl Response {
         self.body.as_slice()
     }
 
+    /// At least as many bytes as [`Response::write_to`] writes: the fixed head is under 300
+    /// bytes with the longest status line, date and content type.
+    pub fn encoded_len_bound(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        512 + self.content_type.len() + headers + self.body.as_slice().len()
+    }
+
     /// Serializes the response onto `out`. `head_only` answers a HEAD: the same headers,
     /// `Content-Length` included (RFC 9110 §9.3.2), and no body.
     pub fn write_to(&self, out: &mut Vec<u8>, date: &str, head_only: bool, keep_alive: bool) {
@@ -198,5 +205,17 @@ mod tests {
         let text = String::from_utf8(head).unwrap();
         assert!(text.contains("content-length: 2\r\n"));
         assert!(text.ends_with("connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_length_bound_holds_so_a_secret_buffer_never_grows() {
+        let mut r = Response::json(Status::HTTP_VERSION_NOT_SUPPORTED, vec![b'x'; 300])
+            .header("retry-after", "3600")
+            .header("allow", "GET, HEAD, POST, DELETE");
+        r.secret = true;
+        let mut out = Vec::with_capacity(r.encoded_len_bound());
+        let capacity = out.capacity();
+        r.write_to(&mut out, "Sun, 29 Nov 2026 03:59:21 GMT", false, false);
+        assert!(out.len() <= capacity && out.capacity() == capacity);
     }
 }

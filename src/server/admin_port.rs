@@ -18,6 +18,7 @@ use crate::admin::{self, Client};
 use crate::app::App;
 use crate::config::HttpLimits;
 use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
+use crate::log::{Peer, Refused};
 use crate::metrics::{AdminRoute, Reason};
 use crate::peer;
 
@@ -64,7 +65,13 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
         }
     };
     if uid != own_uid && !app.config.admin.allowed_uids.contains(&uid) {
-        app.refusals.refused("admin", peer.ip(), &format!("uid {uid} not allowed"), 403);
+        app.refusals.refused(Refused {
+            port: "admin",
+            peer: Peer::Uid(uid),
+            reason: &format!("uid {uid} not allowed"),
+            status: 403,
+            fingerprint: None,
+        });
         count_refusal(app, Reason::AdminUid);
         let message = format!(
             "uid {uid} may not use the admin port: run the command as root, or add the uid to \
@@ -242,7 +249,9 @@ fn send(
     head_only: bool,
     keep_alive: bool,
 ) {
-    let mut out = Vec::with_capacity(512 + response.body().len());
+    // Room for the whole answer up front: a secret body copied into a buffer that then grew
+    // would be left behind, unwiped, in the memory the buffer gave back.
+    let mut out = Vec::with_capacity(response.encoded_len_bound());
     response.write_to(&mut out, date.now(), head_only, keep_alive);
     let _ = stream.write_all(&out);
     if response.secret {

@@ -9,9 +9,10 @@
 //!
 //! Every connection has one deadline, set by its stage: the handshake timeout from accept, the
 //! header timeout from a request's first byte (never extended by a trickle), the idle timeout
-//! between requests or while the client does not read. At `max_connections` the longest-idle
-//! keep-alive connection is closed to make room; if none is idle, new clients wait in the
-//! listen backlog. Plain HTTP on this port gets one `400` in plain HTTP and the connection is
+//! between requests or while the client does not read. At `max_connections` the quietest
+//! connection that owes nobody an answer (idle between requests, or still in its handshake) is
+//! closed to make room; if every connection is mid-request, new clients wait in the listen
+//! backlog. Plain HTTP on this port gets one `400` in plain HTTP and the connection is
 //! closed before anything else is read.
 
 use std::io::{self, Read, Write};
@@ -24,12 +25,16 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustls::{HandshakeKind, ServerConnection};
 use slab::Slab;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::api;
 use crate::app::App;
 use crate::config::HttpLimits;
+use crate::gate;
 use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
+use crate::log::{Peer, Refused};
 use crate::metrics::{ApiRoute, Reason, Shard};
+use crate::throttle::Verdict;
 
 const LISTENER: Token = Token(usize::MAX);
 /// The first byte of every TLS handshake record (RFC 8446 §5.1, `handshake(22)`).
@@ -71,10 +76,12 @@ struct Conn {
     peer: SocketAddr,
     stage: Stage,
     tls: Option<Box<ServerConnection>>,
-    /// Plaintext received and not yet answered.
-    inbuf: Vec<u8>,
+    /// Plaintext received and not yet answered. It holds the API key of every request, so it is
+    /// wiped as requests are consumed, when it grows, and when the connection goes.
+    inbuf: Zeroizing<Vec<u8>>,
     deadline: Instant,
-    /// When the connection last became idle, for choosing whom to close at the cap.
+    /// When the connection was accepted or last became idle, for choosing whom to close at
+    /// the cap.
     idle_since: Instant,
     write_interest: bool,
 }
@@ -187,14 +194,24 @@ impl Worker {
             if self.listener.is_none() {
                 return;
             }
-            if self.at_capacity() && !self.evict_longest_idle() {
+            if self.at_capacity() && self.quietest().is_none() {
                 // Everyone is busy: leave the rest in the backlog until a slot frees.
                 self.accept_paused = true;
                 return;
             }
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer),
+                Ok((socket, peer)) => {
+                    // Only now, with a client really waiting, is a slot worth freeing: making
+                    // room before the accept would close a connection whenever the cap is
+                    // merely reached, the just-admitted one included.
+                    if self.at_capacity()
+                        && let Some(key) = self.quietest()
+                    {
+                        self.evict(key);
+                    }
+                    self.admit(socket, peer);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -213,22 +230,25 @@ impl Worker {
         self.app.open_connections.load(Ordering::Relaxed) >= self.app.config.api.max_connections
     }
 
-    /// Closes this worker's longest-idle keep-alive connection. Such a client loses nothing: it
-    /// reconnects, as it would after the idle timeout.
-    fn evict_longest_idle(&mut self) -> bool {
-        let victim = self
-            .conns
+    /// This worker's quietest connection that owes nobody an answer: a keep-alive connection
+    /// between requests, or one still in its handshake, whichever has waited longest (since it
+    /// went idle, or since it was accepted). Closing it costs its client nothing but a
+    /// reconnect, as its timeout would. Counting handshakes matters: otherwise a few thousand
+    /// half-open connections, which cost an attacker nothing, would hold every slot until the
+    /// handshake timeout while real clients waited in the backlog.
+    fn quietest(&self) -> Option<usize> {
+        self.conns
             .iter()
-            .filter(|(_, c)| c.stage == Stage::Idle)
+            .filter(|(_, c)| matches!(c.stage, Stage::Sniff | Stage::Handshake | Stage::Idle))
             .min_by_key(|(_, c)| c.idle_since)
-            .map(|(key, _)| key);
-        match victim {
-            Some(key) => {
-                self.close(key);
-                true
-            }
-            None => false,
+            .map(|(key, _)| key)
+    }
+
+    fn evict(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get(key) {
+            log::debug!("closing {} ({:?}) to make room at the cap", conn.peer, conn.stage);
         }
+        self.discard(key);
     }
 
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
@@ -245,7 +265,7 @@ impl Worker {
             peer,
             stage: Stage::Sniff,
             tls: None,
-            inbuf: Vec::new(),
+            inbuf: Zeroizing::new(Vec::new()),
             deadline: now + self.app.config.api.handshake_timeout,
             idle_since: now,
             write_interest: false,
@@ -256,7 +276,15 @@ impl Worker {
         self.drive(key);
     }
 
+    /// Closes a connection and, if new clients were left waiting for a slot, takes them in.
     fn close(&mut self, key: usize) {
+        self.discard(key);
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    fn discard(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             // Errors, timeouts and clients giving up all end a handshake here.
             if conn.stage == Stage::Handshake {
@@ -264,9 +292,6 @@ impl Worker {
             }
             let _ = self.poll.registry().deregister(&mut conn.socket);
             self.app.open_connections.fetch_sub(1, Ordering::Relaxed);
-        }
-        if self.accept_paused {
-            self.accept();
         }
     }
 
@@ -347,10 +372,15 @@ fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
     }
     loop {
         let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
-        flush(tls, &mut conn.socket)?;
+        let wrote = flush(tls, &mut conn.socket)?;
         if tls.wants_write() {
-            // The client is not reading: wait, but not forever.
-            conn.deadline = Instant::now() + limits.idle_timeout;
+            // The client is not reading: wait, but not forever. Only a write it takes buys it
+            // more time; bytes it keeps sending while taking none do not (a slow reader that
+            // trickles requests would otherwise hold its slot for ever). A handshake keeps the
+            // deadline it was given at accept, however its flights go.
+            if wrote && conn.stage != Stage::Handshake {
+                conn.deadline = Instant::now() + limits.idle_timeout;
+            }
             return Ok(());
         }
         if conn.stage == Stage::Closing {
@@ -385,7 +415,13 @@ fn sniff(conn: &mut Conn, turn: &Turn<'_>) -> Result<(), End> {
         Ok(_) => {
             // Plain HTTP (or anything else) on the TLS port: say so once, in the clear, and
             // close. Nothing of the request is parsed or reaches a handler.
-            app.refusals.refused("api", conn.peer.ip(), "plain HTTP on the HTTPS port", 400);
+            app.refusals.refused(Refused {
+                port: "api",
+                peer: Peer::Address(conn.peer.ip()),
+                reason: "plain HTTP on the HTTPS port",
+                status: 400,
+                fingerprint: None,
+            });
             turn.shard.refusal(Reason::PlainHttp);
             turn.shard.api_request(ApiRoute::Invalid, 400, Duration::ZERO);
             let mut out = Vec::with_capacity(256);
@@ -418,16 +454,18 @@ fn linger(conn: &mut Conn) -> Result<(), End> {
     }
 }
 
-fn flush(tls: &mut ServerConnection, socket: &mut TcpStream) -> Result<(), End> {
+/// Writes what rustls has queued until the socket takes no more. Returns whether it took any.
+fn flush(tls: &mut ServerConnection, socket: &mut TcpStream) -> Result<bool, End> {
+    let mut wrote = false;
     while tls.wants_write() {
         match tls.write_tls(socket) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Ok(n) => wrote |= n > 0,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(wrote),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Err(End::Now),
         }
     }
-    Ok(())
+    Ok(wrote)
 }
 
 enum Received {
@@ -439,7 +477,7 @@ enum Received {
 fn receive(
     tls: &mut ServerConnection,
     socket: &mut TcpStream,
-    inbuf: &mut Vec<u8>,
+    inbuf: &mut Zeroizing<Vec<u8>>,
     limits: &HttpLimits,
 ) -> Result<Received, End> {
     // Leave room for one whole request; the parser refuses anything larger before this fills.
@@ -469,17 +507,17 @@ fn receive(
 /// Moves decrypted bytes into `inbuf`, up to `cap`. Returns whether any moved.
 fn drain_plaintext(
     tls: &mut ServerConnection,
-    inbuf: &mut Vec<u8>,
+    inbuf: &mut Zeroizing<Vec<u8>>,
     cap: usize,
 ) -> Result<bool, End> {
     let mut moved = false;
-    let mut chunk = [0u8; 4096];
+    let mut chunk = Zeroizing::new([0u8; 4096]);
     while inbuf.len() < cap {
         let room = (cap - inbuf.len()).min(chunk.len());
         match tls.reader().read(&mut chunk[..room]) {
             Ok(0) => return if moved { Ok(true) } else { Err(End::Now) },
             Ok(n) => {
-                inbuf.extend_from_slice(&chunk[..n]);
+                extend_wiping(inbuf, &chunk[..n]);
                 moved = true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -487,6 +525,32 @@ fn drain_plaintext(
         }
     }
     Ok(moved)
+}
+
+/// Appends to a buffer of secrets without leaving a copy behind: where `extend_from_slice`
+/// would reallocate (and free the old bytes unwiped), the bytes move to a new buffer and the
+/// old one is wiped as it drops. The first allocation takes a typical request whole.
+fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
+    let needed = buf.len() + data.len();
+    if needed > buf.capacity() {
+        let mut bigger =
+            Zeroizing::new(Vec::with_capacity(needed.max(buf.capacity() * 2).max(4096)));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(data);
+}
+
+/// Removes the first `consumed` bytes, wiping them and the stale copies that shifting the rest
+/// down leaves past the new end.
+fn consume_wiping(buf: &mut Zeroizing<Vec<u8>>, consumed: usize) {
+    let old_len = buf.len();
+    buf[..consumed].zeroize();
+    buf.drain(..consumed);
+    let new_len = buf.len();
+    // Within capacity: zeros over the stale tail, no reallocation.
+    buf.resize(old_len, 0);
+    buf.truncate(new_len);
 }
 
 /// After bytes arrive: the handshake may be done, or a request may have begun.
@@ -543,7 +607,13 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
                 head_len + body_len
             }
             Err(e) => {
-                app.refusals.refused("api", conn.peer.ip(), e.code(), e.status().0);
+                app.refusals.refused(Refused {
+                    port: "api",
+                    peer: Peer::Address(conn.peer.ip()),
+                    reason: e.code(),
+                    status: e.status().0,
+                    fingerprint: None,
+                });
                 turn.shard.refusal(Reason::BadRequest);
                 turn.shard.api_request(ApiRoute::Invalid, e.status().0, Duration::ZERO);
                 api::error(e.status(), &e.to_string()).write_to(out, turn.date.now(), false, false);
@@ -561,7 +631,7 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
     if consumed == 0 {
         return Ok(false);
     }
-    conn.inbuf.drain(..consumed);
+    consume_wiping(&mut conn.inbuf, consumed);
     let now = Instant::now();
     if close {
         tls.send_close_notify();
@@ -578,7 +648,8 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
     Ok(true)
 }
 
-/// Gate, then route.
+/// Gate, then route. A refused request is counted against its address, and past the limit
+/// answered 429 instead (see [`crate::throttle`]); valid credentials are never throttled.
 fn respond(
     app: &App,
     shard: &Shard,
@@ -586,14 +657,66 @@ fn respond(
     peer: SocketAddr,
 ) -> (Response, ApiRoute) {
     if let Err(refusal) = app.gate.check(request) {
-        let status = refusal.status();
-        app.refusals.refused("api", peer.ip(), refusal.reason(), status.0);
+        let verdict = app.throttle.refused(peer.ip(), Instant::now());
+        let response = match verdict {
+            Verdict::Refuse => api::error(refusal.status(), &refusal.client_message()),
+            Verdict::Throttle { retry_after_secs } => {
+                shard.refusal(Reason::Throttled);
+                throttled(retry_after_secs)
+            }
+        };
+        app.refusals.refused(Refused {
+            port: "api",
+            peer: Peer::Address(peer.ip()),
+            reason: refusal.reason(),
+            status: response.status.0,
+            fingerprint: gate::presented_fingerprint(request),
+        });
         shard.refusal(Reason::from(refusal));
-        return (api::error(status, &refusal.client_message()), ApiRoute::Refused);
+        return (response, ApiRoute::Refused);
     }
     let response = api::route(app, request);
     if response.status == Status::INTERNAL_SERVER_ERROR {
         log::error!("api answered 500 to {} {}", peer.ip(), request.path);
     }
     (response, api::metrics_route(request.path))
+}
+
+/// The 429 for a throttled address. It closes the connection, so each further guess costs the
+/// guesser a TLS handshake too.
+fn throttled(retry_after_secs: u64) -> Response {
+    let message = format!(
+        "too many refused requests from this address: retry after {retry_after_secs} seconds \
+         (requests with a valid API key and activation code are not affected)"
+    );
+    api::error(Status::TOO_MANY_REQUESTS, &message)
+        .header("retry-after", retry_after_secs.to_string())
+        .closing()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consuming_keeps_the_rest_in_place() {
+        let mut buf = Zeroizing::new(Vec::new());
+        extend_wiping(&mut buf, b"first-request|second");
+        let capacity = buf.capacity();
+        consume_wiping(&mut buf, 14);
+        assert_eq!(&buf[..], b"second");
+        // No reallocation (which would free the old bytes unwiped). That the spare capacity
+        // holds zeros cannot be read back without unsafe code, which this crate forbids.
+        assert_eq!(buf.capacity(), capacity);
+    }
+
+    #[test]
+    fn growing_keeps_every_byte() {
+        let mut buf = Zeroizing::new(Vec::new());
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        for piece in data.chunks(700) {
+            extend_wiping(&mut buf, piece);
+        }
+        assert_eq!(&buf[..], &data[..]);
+    }
 }

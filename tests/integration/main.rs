@@ -8,9 +8,17 @@
 mod admin;
 mod api;
 mod cli;
+mod crash;
+mod floods;
 mod gate;
+mod hostile;
 mod http;
 mod keystore;
 mod ops;
+mod properties;
+mod races;
+mod refusals;
+mod secrets;
 mod snapshots;
 mod util;
+mod workload;

@@ -4,7 +4,7 @@
 //! Servers listen on port 0 and the test learns the ports from the server's own "listening"
 //! log lines, so tests never race each other for a port. Every server is killed on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -513,4 +513,130 @@ pub fn serving_order(snapshot: &serde_json::Value) -> Vec<String> {
         .collect();
     apps.sort_by(|a, b| (&a.0, &a.1, a.2.to_lowercase()).cmp(&(&b.0, &b.1, b.2.to_lowercase())));
     apps.into_iter().map(|(_, _, guid)| guid).collect()
+}
+
+impl Server {
+    /// Whether the server process is still running (it has not crashed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The two credential header lines for `key`, CRLF-terminated.
+    pub fn credentials(key: &str) -> String {
+        format!("x-api-key: {key}\r\nx-activation-code: {ACTIVATION_CODE}\r\n")
+    }
+}
+
+/// What a connection received before it closed or fell silent.
+#[derive(Debug)]
+pub struct Exchange {
+    pub raw: Vec<u8>,
+    /// The server closed the connection (EOF, TLS close or reset) rather than falling silent.
+    pub closed: bool,
+    /// From the first byte sent to the close (or to the silence that ended the wait).
+    pub elapsed: Duration,
+}
+
+impl Exchange {
+    /// Every whole response in `raw`, in order.
+    pub fn responses(&self) -> Vec<Response> {
+        let mut out = Vec::new();
+        let mut rest = &self.raw[..];
+        while let Some((response, used)) = Response::parse_prefix(rest, false) {
+            out.push(response);
+            rest = &rest[used..];
+        }
+        out
+    }
+}
+
+/// Reads until the peer closes or nothing arrives for `patience`.
+fn read_until_close(stream: &mut impl Read, started: Instant, patience: Duration) -> Exchange {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = started + patience;
+    let closed = loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if Instant::now() >= deadline {
+                    break false;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // A reset, or a TLS connection cut without close_notify: closed all the same.
+            Err(_) => break true,
+        }
+    };
+    Exchange { raw, closed, elapsed: started.elapsed() }
+}
+
+/// Sends `bytes` on a plain TCP connection and reads until the server closes (or `patience`).
+pub fn tcp_exchange(addr: SocketAddr, bytes: &[u8], patience: Duration) -> Exchange {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let started = Instant::now();
+    // The server may close before taking everything (an oversized head): that is its answer.
+    let _ = socket.write_all(bytes);
+    read_until_close(&mut socket, started, patience)
+}
+
+impl Server {
+    /// Sends `bytes` as plaintext inside a TLS connection and reads until the server closes.
+    pub fn tls_exchange(&self, bytes: &[u8], patience: Duration) -> Exchange {
+        let mut stream = self.connect();
+        stream.sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        // Finish the handshake first, so its time is not counted against the request.
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).unwrap();
+        }
+        let started = Instant::now();
+        let _ = stream.write_all(bytes).and_then(|()| stream.flush());
+        read_until_close(&mut stream, started, patience)
+    }
+}
+/// Raises this process's soft open-file limit to its hard limit (flood tests open many
+/// sockets; a fresh machine's soft limit may be 1024). Returns the limit now in force.
+pub fn raise_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+impl Server {
+    /// Opens a TLS connection to the API port from `source` (any 127.0.0.0/8 address works on
+    /// Linux loopback, so tests can play many clients).
+    pub fn connect_from(&self, source: std::net::IpAddr) -> TlsStream {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(self.api), Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+        socket.connect(&self.api.into()).unwrap();
+        let socket: TcpStream = socket.into();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = ClientConnection::new(self.tls_config(), name).unwrap();
+        StreamOwned::new(conn, socket)
+    }
+
+    /// One API GET from `source` with `headers`, on a fresh connection.
+    pub fn get_from(
+        &self,
+        source: std::net::IpAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut stream = self.connect_from(source);
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        read_response(&mut stream).expect("a whole response")
+    }
 }

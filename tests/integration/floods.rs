@@ -1,0 +1,118 @@
+//! Floods: the connection cap, slow clients by the hundred, failed-auth throttling.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::{Options, Server, TlsStream, raise_file_limit};
+use crate::workload::{FloodSettings, HELLO_START, Slow, slowloris};
+
+/// What "promptly" means here: far below every timeout in play, with room for a loaded CI box.
+const PROMPT: Duration = Duration::from_millis(1500);
+
+fn timed_get(server: &Server, key: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let status = server.get_with_key("/flood/probe", key).status;
+    (status, started.elapsed())
+}
+
+fn timed_health(server: &Server) -> Duration {
+    let started = Instant::now();
+    assert_eq!(server.admin("GET", "/health").0, 200);
+    started.elapsed()
+}
+
+fn idle_tls(server: &Server) -> TlsStream {
+    let mut stream = server.connect();
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    stream
+}
+
+fn is_closed(stream: &mut TlsStream) -> bool {
+    stream.sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    match stream.read(&mut [0u8; 16]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => {
+            !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        }
+    }
+}
+
+#[test]
+fn at_the_connection_cap_new_clients_are_served_promptly() {
+    const CAP: usize = 24;
+    let server = Server::start_with(&Options {
+        api: "max_connections: 24, handshake_timeout_secs: 6, header_timeout_secs: 4, \
+              idle_timeout_secs: 60,"
+            .into(),
+        ..Options::default()
+    });
+    let key = server.generate_key();
+
+    // Every slot held by an idle keep-alive connection: the quietest makes room.
+    let mut idle: Vec<TlsStream> = (0..CAP).map(|_| idle_tls(&server)).collect();
+    thread::sleep(Duration::from_millis(100));
+    let (status, took) = timed_get(&server, &key);
+    assert_eq!(status, 404);
+    assert!(took < PROMPT, "idle connections at the cap: served after {took:?}");
+    let closed = idle.iter_mut().map(is_closed).filter(|&c| c).count();
+    assert!((1..=2).contains(&closed), "{closed} idle connections were closed to make room for 1");
+    assert!(timed_health(&server) < PROMPT);
+    drop(idle);
+    thread::sleep(Duration::from_millis(300));
+
+    // Every slot held by a half-open connection (nothing sent, or half a ClientHello): they
+    // owe nobody an answer either, and must not hold the door until the handshake timeout.
+    let half_open: Vec<TcpStream> = (0..CAP)
+        .map(|i| {
+            let mut socket = TcpStream::connect(server.api).unwrap();
+            if i % 2 == 0 {
+                socket.write_all(HELLO_START).unwrap();
+            }
+            socket
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let (status, took) = timed_get(&server, &key);
+    assert_eq!(status, 404);
+    assert!(took < PROMPT, "half-open handshakes at the cap: served after {took:?}");
+    assert!(timed_health(&server) < PROMPT);
+    drop(half_open);
+    thread::sleep(Duration::from_millis(300));
+
+    // Every slot mid-request: nothing may be dropped, so a new client waits in the backlog
+    // until a header deadline frees a slot, and is then served; the admin port answers at once.
+    let busy: Vec<Slow> = (0..CAP)
+        .map(|_| Slow::head(&server).unwrap_or_else(|| panic!("{}", server.log())))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    assert!(timed_health(&server) < PROMPT, "the admin port answers at the cap");
+    let (status, took) = timed_get(&server, &key);
+    assert_eq!(status, 404, "the waiting client is served, not refused");
+    assert!(
+        took > Duration::from_secs(2) && took < Duration::from_secs(4) + PROMPT,
+        "a client behind {CAP} requests in progress waits for the 4 s header deadline: {took:?}"
+    );
+    drop(busy);
+}
+
+#[test]
+fn slow_connections_do_not_starve_a_legitimate_client() {
+    raise_file_limit();
+    let server = Server::start_with(&Options {
+        api: "handshake_timeout_secs: 60, header_timeout_secs: 60,".into(),
+        ..Options::default()
+    });
+    let key = server.generate_key();
+    let report =
+        slowloris(&server, &key, &FloodSettings { slow: 200, hold: Duration::from_secs(3) });
+    eprintln!("{report}");
+    assert_eq!(report.slow_open_at_end, report.slow_opened, "every slow connection was held");
+    assert_eq!(report.probe_failures, 0, "{report}");
+    assert!(report.probes >= 5, "{report}");
+    assert!(report.probe_worst < PROMPT, "{report}");
+}

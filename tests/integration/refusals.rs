@@ -1,0 +1,118 @@
+//! Refused requests: failed-auth throttling per address, and the rate-limited refusal log with
+//! its audit lines.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::util::{ACTIVATION_CODE, Options, Server};
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn a_throttled_address_gets_429_and_the_valid_key_is_still_served() {
+    let server = Server::start_with(&Options {
+        api: "max_refusals_per_address: 3, refusal_window_secs: 30,".into(),
+        ..Options::default()
+    });
+    let key = server.generate_key();
+    let other_key = Server::start().generate_key();
+    let wrong = [("x-api-key", other_key.as_str()), ("x-activation-code", ACTIVATION_CODE)];
+    let valid = [("x-api-key", key.as_str()), ("x-activation-code", ACTIVATION_CODE)];
+    let (noisy, quiet) = (ip("127.0.0.2"), ip("127.0.0.3"));
+    for _ in 0..3 {
+        assert_eq!(server.get_from(noisy, "/t", &wrong).status, 401);
+    }
+    // The fourth refusal, and every one after it in the window, wrong key or no key.
+    for headers in [&wrong[..], &[]] {
+        let answer = server.get_from(noisy, "/t", headers);
+        assert_eq!(answer.status, 429, "{}", String::from_utf8_lossy(&answer.body));
+        let retry_after: u64 = answer.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=30).contains(&retry_after), "{retry_after}");
+        assert!(answer.exception().contains("too many refused requests"), "{:?}", answer.body);
+        assert_eq!(answer.header("connection"), Some("close"));
+    }
+    // The valid key and code are always served from the throttled address, and serving them
+    // does not lift the throttle for the guesser behind the same address.
+    for _ in 0..5 {
+        assert_eq!(server.get_from(noisy, "/t", &valid).status, 404);
+    }
+    assert_eq!(server.get_from(noisy, "/t", &wrong).status, 429);
+    // Other addresses are judged on their own.
+    assert_eq!(server.get_from(quiet, "/t", &wrong).status, 401);
+    assert_eq!(server.get_from(quiet, "/t", &valid).status, 404);
+    let log = server.wait_for_log("status=429");
+    assert!(log.contains("refused port=api client=127.0.0.2 status=429"), "{log}");
+}
+
+/// Sums the `count=` of every audit line about refusals for `client`.
+fn audited(log: &str, client: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("audit action=refused") && l.contains(&format!(" client={client} ")))
+        .map(|l| {
+            l.split(" count=").nth(1).unwrap().split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn refusals_are_logged_within_a_budget_and_every_one_is_audited() {
+    let server = Server::start_with(&Options {
+        top: "refusal_log_lines: 5, refusal_log_window_secs: 2,".into(),
+        api: "max_refusals_per_address: 1000000,".into(),
+        ..Options::default()
+    });
+    let key = server.generate_key();
+    let other_key = Server::start().generate_key();
+    let wrong = [("x-api-key", other_key.as_str()), ("x-activation-code", ACTIVATION_CODE)];
+    // 40 refusals from one address, 10 from another with a well-formed wrong key, and one
+    // each from 70 more: more clients than one window keeps apart.
+    let started = Instant::now();
+    for _ in 0..40 {
+        assert_eq!(server.get_from(ip("127.0.0.2"), "/r", &[]).status, 400);
+    }
+    for _ in 0..10 {
+        assert_eq!(server.get_from(ip("127.0.0.3"), "/r", &wrong).status, 401);
+    }
+    for i in 0..70 {
+        assert_eq!(server.get_from(ip(&format!("127.0.1.{}", i + 1)), "/r", &[]).status, 400);
+    }
+    let sending = started.elapsed();
+    // Every refusal is in an audit line once its window has ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = server.log();
+        let total = audited(&log, "127.0.0.2")
+            + audited(&log, "127.0.0.3")
+            + (1..=70).map(|i| audited(&log, &format!("127.0.1.{i}"))).sum::<u64>()
+            + audited(&log, "*");
+        if total == 120 || Instant::now() > deadline {
+            assert_eq!(total, 120, "every refusal is counted in an audit line:\n{log}");
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(audited(&log, "127.0.0.2"), 40);
+    assert_eq!(audited(&log, "127.0.0.3"), 10);
+    let fingerprint = format!("fingerprint=aims_...{}", &other_key[other_key.len() - 4..]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("audit action=refused port=api client=127.0.0.3 "))
+        .unwrap();
+    assert!(line.contains(&fingerprint) && line.contains("reason=\"wrong key\""), "{line}");
+    assert!(
+        line.contains("status=401") && line.contains(" first=") && line.contains(" last="),
+        "{line}"
+    );
+    // The per-request lines stayed within the budget of each window the run touched.
+    let windows = (sending.as_secs() / 2 + 2) as usize;
+    let lines = log.lines().filter(|l| l.contains(" refused port=api ")).count();
+    assert!(lines <= 5 * windows, "{lines} refusal lines in {windows} windows");
+    let audit_lines = log.lines().filter(|l| l.contains("audit action=refused")).count();
+    assert!(audit_lines <= 65 * windows, "{audit_lines} audit lines in {windows} windows");
+    if audit_lines - usize::from(log.contains("client=* ")) <= 64 {
+        assert!(log.contains("audit action=refused port=* client=* "), "an overflow line:\n{log}");
+    }
+    assert!(!log.contains(&other_key) && !log.contains(&key));
+}

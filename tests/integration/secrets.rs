@@ -1,0 +1,223 @@
+//! Secrets: no key, key hash or piece of a key in any log line, file, error answer or CLI
+//! message of a full run; and no core dump of the server.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{ACTIVATION_CODE, BIN, Options, Server, config_text, is_root, tcp_exchange};
+
+fn sha256_hex(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every way `text` could betray `key`: the key, its SHA-256 in either case, and any eight
+/// characters of its secret part (the fingerprint shows only `aims_...` and the last four).
+fn leaks(text: &str, key: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let hash = sha256_hex(key);
+    for needle in [key.to_owned(), hash.clone(), hash.to_ascii_uppercase()] {
+        if text.contains(&needle) {
+            found.push(needle);
+        }
+    }
+    let secret = &key[5..];
+    for start in 0..=secret.len() - 8 {
+        let piece = &secret[start..start + 8];
+        if text.contains(piece) {
+            found.push(piece.to_owned());
+        }
+    }
+    found
+}
+
+fn assert_no_leak(what: &str, text: &str, keys: &[&str]) {
+    for key in keys {
+        let found = leaks(text, key);
+        assert!(found.is_empty(), "{what} leaks {found:?} of a key:\n{text}");
+    }
+}
+
+/// The key a CLI `generate` or `replace` printed on stdout (alone on its line).
+fn cli_key(server: &Server, action: &str) -> (String, String) {
+    let output = server.cli(&["key", action]);
+    assert!(output.status.success(), "{output:?}");
+    let key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    (key, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn no_log_line_file_or_answer_of_a_full_run_holds_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.ron");
+    let options = Options {
+        top: "refusal_log_lines: 1000, refusal_log_window_secs: 1,".into(),
+        ..Options::default()
+    };
+    // The most talkative level the server has.
+    let text =
+        config_text(dir.path(), &options).replace("log_level: \"debug\"", "log_level: \"trace\"");
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start_in(dir, config).unwrap();
+    let mut answers = String::new();
+    let mut cli_messages = String::new();
+
+    let first = server.generate_key();
+    let probe = |key: &str| server.get_with_key("/secrets/probe", key);
+    assert_eq!(probe(&first).status, 404);
+    let (second, stderr) = cli_key(&server, "replace");
+    cli_messages.push_str(&stderr);
+    assert_eq!(probe(&second).status, 404);
+    let mut typo = second.clone().into_bytes();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    // Every refusal, every malformed request and every odd place a key can be put.
+    let code = ACTIVATION_CODE;
+    let refused = [
+        server.get_with_key("/secrets/probe", &first),
+        server.get_with_key("/secrets/probe", &typo),
+        server.get_with_key("/secrets/probe", &second[..40]),
+        server.get("/secrets/probe", &[("x-api-key", &second), ("x-activation-code", "WRONG")]),
+        server.get("/secrets/probe", &[("x-api-key", &second), ("X-Api-Key", &second)]),
+        server.get("/secrets/probe", &[("x-api-key", &second)]),
+        server.get(&format!("/secrets/{second}?key={second}"), &[("x-activation-code", code)]),
+        server.get("/secrets/probe", &[("authorization", &format!("Bearer {second}"))]),
+    ];
+    for answer in &refused {
+        assert!(matches!(answer.status, 400 | 401), "{answer:?}");
+        answers.push_str(&String::from_utf8_lossy(&answer.body));
+    }
+    let long = "x".repeat(9000);
+    for raw in [
+        format!("GET /{second} HTTP/1.1\nHost: localhost\nx-api-key: {second}\n\n"),
+        format!("GET / HTTP/1.1\r\nHost: localhost\r\nx-api-key: {second}\u{e9}\r\n\r\n"),
+        format!("GET / HTTP/1.1\r\nHost: localhost\r\nx-api-key: {second}\r\nX: {long}\r\n\r\n"),
+        format!("GET /{second} HTTP/1.1\r\nx-api-key: {second}\r\n\r\n"),
+    ] {
+        let got = server.tls_exchange(raw.as_bytes(), Duration::from_secs(5));
+        answers.push_str(&String::from_utf8_lossy(&got.raw));
+    }
+    let plain = format!("GET /{second} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {second}\r\n\r\n");
+    answers.push_str(&String::from_utf8_lossy(
+        &tcp_exchange(server.api, plain.as_bytes(), Duration::from_secs(5)).raw,
+    ));
+    let admin = format!(
+        "POST /key/{second} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {second}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    answers.push_str(&String::from_utf8_lossy(
+        &tcp_exchange(server.admin, admin.as_bytes(), Duration::from_secs(5)).raw,
+    ));
+
+    let status = server.cli(&["key", "status"]);
+    cli_messages.push_str(&String::from_utf8_lossy(&status.stdout));
+    cli_messages.push_str(&String::from_utf8_lossy(&status.stderr));
+    let revoke = server.cli(&["key", "revoke"]);
+    assert!(revoke.status.success(), "{revoke:?}");
+    cli_messages.push_str(&String::from_utf8_lossy(&revoke.stdout));
+    assert_eq!(probe(&second).status, 401);
+    let (third, stderr) = cli_key(&server, "generate");
+    cli_messages.push_str(&stderr);
+    assert_eq!(probe(&third).status, 404);
+    let (_, body) = server.admin("POST", "/key/replace");
+    let fourth = body["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(probe(&third).status, 401);
+
+    // Wait for the refusal window to end, so its audit lines are in the log too.
+    let log = server.wait_for_log("audit action=refused");
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = server.log() + &log;
+    assert!(log.contains("audit action=key.replace"), "{log}");
+    let keys = [first.as_str(), second.as_str(), third.as_str(), fourth.as_str(), typo.as_str()];
+    assert_no_leak("the log", &log, &keys);
+    assert_no_leak("an error answer", &answers, &keys);
+    assert_no_leak("a CLI message", &cli_messages, &keys);
+    for file in walk(&server.state_dir()) {
+        let content = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        // The store holds the current key's hash on purpose, and nothing else of any key.
+        let content = content.replace(&sha256_hex(&fourth), "");
+        assert_no_leak(&file.display().to_string(), &content, &keys);
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The uid owning `/proc/<pid>/status` (and `mem`, `maps`, ...): the process's own uid,
+/// unless the process is not dumpable, in which case the kernel gives the files to root
+/// (proc(5), PR_SET_DUMPABLE), so that not even its own uid can read its memory.
+fn proc_owner(pid: u32) -> u32 {
+    std::fs::metadata(format!("/proc/{pid}/status")).unwrap().uid()
+}
+
+#[test]
+fn the_server_cannot_dump_core_or_be_read_by_its_own_uid() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED the_server_cannot_dump_core: the tests are not root, so the server cannot be \
+             started as another uid to observe /proc ownership"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    let config = dir.path().join("config.ron");
+    std::fs::write(&config, config_text(dir.path(), &Options::default())).unwrap();
+    let as_nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut server = Command::new("setpriv")
+        .args(as_nobody)
+        .arg(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = String::new();
+    while !log.contains("api listening on") {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => log.push_str(&(line + "\n")),
+            Err(_) => {
+                let _ = server.kill();
+                panic!("the server did not start as uid 65534:\n{log}");
+            }
+        }
+    }
+    // A control: the same uid's ordinary process owns its /proc entry.
+    let mut control =
+        Command::new("setpriv").args(as_nobody).args(["sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let control_owner = proc_owner(control.id());
+    let server_owner = proc_owner(server.id());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.id())).unwrap();
+    let _ = (control.kill(), server.kill());
+    let _ = (control.wait(), server.wait());
+    assert_eq!(control_owner, 65534, "the control process owns its /proc files");
+    assert_eq!(server_owner, 0, "the server is not dumpable, so root owns its /proc files");
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], &["0", "0"], "{core}");
+    assert!(!log.contains("cannot turn core dumps off"), "{log}");
+}

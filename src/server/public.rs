@@ -15,7 +15,7 @@
 //! backlog. Plain HTTP on this port gets one `400` in plain HTTP and the connection is
 //! closed before anything else is read.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -84,6 +84,11 @@ struct Conn {
     /// the cap.
     idle_since: Instant,
     write_interest: bool,
+    /// Whether the socket may hold bytes not yet read. Readiness is edge-triggered: a read
+    /// that came back short (or would block) drained the socket, and anything arriving later
+    /// raises a new event, so until then another read would only return `EAGAIN`. Skipping
+    /// it saves a system call per request.
+    unread: bool,
 }
 
 /// Why a connection ends.
@@ -143,7 +148,16 @@ impl Worker {
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
-                    Token(key) => self.drive(key),
+                    Token(key) => {
+                        // A peer's FIN may have come with the data that a short read took: then
+                        // the event says so, and the next read must happen to see the EOF.
+                        if let Some(conn) = self.conns.get_mut(key)
+                            && (event.is_readable() || event.is_read_closed() || event.is_error())
+                        {
+                            conn.unread = true;
+                        }
+                        self.drive(key);
+                    }
                 }
             }
             let now = Instant::now();
@@ -269,6 +283,7 @@ impl Worker {
             deadline: now + self.app.config.api.handshake_timeout,
             idle_since: now,
             write_interest: false,
+            unread: true,
         });
         self.app.open_connections.fetch_add(1, Ordering::Relaxed);
         // The client may have written already; with edge-triggered readiness that first edge
@@ -390,7 +405,7 @@ fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
             continue;
         }
         let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
-        match receive(tls, &mut conn.socket, &mut conn.inbuf, limits)? {
+        match receive(tls, &mut conn.socket, &mut conn.unread, &mut conn.inbuf, limits)? {
             Received::Nothing => return Ok(()),
             Received::Data => note_progress(conn, turn),
         }
@@ -477,6 +492,7 @@ enum Received {
 fn receive(
     tls: &mut ServerConnection,
     socket: &mut TcpStream,
+    unread: &mut bool,
     inbuf: &mut Zeroizing<Vec<u8>>,
     limits: &HttpLimits,
 ) -> Result<Received, End> {
@@ -486,7 +502,15 @@ fn receive(
     if drain_plaintext(tls, inbuf, cap)? {
         return Ok(Received::Data);
     }
-    match tls.read_tls(socket) {
+    if !*unread {
+        return Ok(Received::Nothing);
+    }
+    let mut source = ShortReads { socket, short: false };
+    let read = tls.read_tls(&mut source);
+    if source.short {
+        *unread = false;
+    }
+    match read {
         Ok(0) => Err(End::Now),
         Ok(_) => {
             if let Err(e) = tls.process_new_packets() {
@@ -498,38 +522,53 @@ fn receive(
             drain_plaintext(tls, inbuf, cap)?;
             Ok(Received::Data)
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::Nothing),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *unread = false;
+            Ok(Received::Nothing)
+        }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Received::Data),
         Err(_) => Err(End::Now),
     }
 }
 
-/// Moves decrypted bytes into `inbuf`, up to `cap`. Returns whether any moved.
+/// The socket, noting whether its last read returned less than asked (so it is drained).
+struct ShortReads<'s> {
+    socket: &'s mut TcpStream,
+    short: bool,
+}
+
+impl Read for ShortReads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
+}
+
+/// Moves decrypted bytes into `inbuf`, up to `cap`, straight from rustls' own buffer (no
+/// intermediate copy). Returns whether any moved.
 fn drain_plaintext(
     tls: &mut ServerConnection,
     inbuf: &mut Zeroizing<Vec<u8>>,
     cap: usize,
 ) -> Result<bool, End> {
     let mut moved = false;
-    let mut chunk = Zeroizing::new([0u8; 4096]);
     while inbuf.len() < cap {
-        let room = (cap - inbuf.len()).min(chunk.len());
-        match tls.reader().read(&mut chunk[..room]) {
-            Ok(0) => return if moved { Ok(true) } else { Err(End::Now) },
-            Ok(n) => {
-                extend_wiping(inbuf, &chunk[..n]);
-                moved = true;
-            }
+        let mut reader = tls.reader();
+        let chunk = match reader.fill_buf() {
+            Ok([]) => return if moved { Ok(true) } else { Err(End::Now) },
+            Ok(chunk) => chunk,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(_) => return Err(End::Now),
-        }
+        };
+        let n = chunk.len().min(cap - inbuf.len());
+        extend_wiping(inbuf, &chunk[..n]);
+        reader.consume(n);
+        moved = true;
     }
     Ok(moved)
 }
 
-/// Appends to a buffer of secrets without leaving a copy behind: where `extend_from_slice`
-/// would reallocate (and free the old bytes unwiped), the bytes move to a new buffer and the
-/// old one is wiped as it drops. The first allocation takes a typical request whole.
 fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
     let needed = buf.len() + data.len();
     if needed > buf.capacity() {
@@ -544,6 +583,13 @@ fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
 /// Removes the first `consumed` bytes, wiping them and the stale copies that shifting the rest
 /// down leaves past the new end.
 fn consume_wiping(buf: &mut Zeroizing<Vec<u8>>, consumed: usize) {
+    if consumed == buf.len() {
+        // The usual case (no pipelined bytes behind): nothing to shift. Only the bytes in
+        // use: the spare capacity holds nothing (every shift below wipes what it leaves).
+        buf.as_mut_slice().zeroize();
+        buf.clear();
+        return;
+    }
     let old_len = buf.len();
     buf[..consumed].zeroize();
     buf.drain(..consumed);

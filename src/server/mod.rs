@@ -120,6 +120,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     // The workers hold the only other copies: when they let go at shutdown, the port closes
     // and new clients are refused at once instead of queueing for a server that is leaving.
+    // One socket shared by all workers, not one each with SO_REUSEPORT: measured here (bench/run
+    // on 2 cores), the kernel's even spread of connections over per-worker sockets wakes every
+    // worker for a few events each and cost 10% more CPU per request, while a shared socket
+    // lets a busy worker take a whole burst, as nginx's workers do.
     drop(api_listener);
     log::info!("admin listening on http://{admin_addr}");
     log::info!("api listening on https://{api_addr} ({} workers)", app.config.api.workers);

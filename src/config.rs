@@ -465,6 +465,27 @@ mod tests {
         assert_eq!(packaged.state_dir, Path::new("/var/lib/aims-api"));
     }
 
+    /// The packaged config is the development one with a server's values: every field and
+    /// comment of one is in the other, so a field added to one cannot be forgotten in the other.
+    #[test]
+    fn the_packaged_config_differs_only_in_its_server_values() {
+        let dev: Vec<&str> = include_str!("../config.ron").lines().collect();
+        let packaged: Vec<&str> = include_str!("../packaging/config.ron").lines().collect();
+        let only_in = |a: &[&str], b: &[&str]| -> Vec<String> {
+            a.iter().filter(|l| !b.contains(l)).map(|l| l.trim().to_owned()).collect()
+        };
+        assert_eq!(
+            only_in(&dev, &packaged),
+            [
+                "// aims-api configuration: a working local default.",
+                "activation_code: \"LOCAL-DEV-ACTIVATION-CODE\",",
+                "state_dir: \"var\",",
+                "listen: \"127.0.0.1:8443\",",
+            ]
+        );
+        assert_eq!(only_in(&packaged, &dev).len(), 8, "{:?}", only_in(&packaged, &dev));
+    }
+
     #[test]
     fn unknown_field_names_line_and_column() {
         let text = MINIMAL.replace("state_dir", "stat_dir");

@@ -102,16 +102,7 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
         Duration::from_secs(30),
     )
     .map_err(Error::Client)?;
-    if !(200..300).contains(&answer.status) {
-        return Err(refused(answer.status, &answer.body));
-    }
-    if json {
-        let mut out = io::stdout().lock();
-        return out
-            .write_all(&answer.body)
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(Error::Output);
-    }
+    let Some(answer) = accepted(answer, json)? else { return Ok(()) };
     match action {
         KeyAction::Status | KeyAction::Revoke => {
             let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
@@ -155,16 +146,7 @@ fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Er
         }
     }
     .map_err(Error::Client)?;
-    if !(200..300).contains(&answer.status) {
-        return Err(refused(answer.status, &answer.body));
-    }
-    if json {
-        let mut out = io::stdout().lock();
-        return out
-            .write_all(&answer.body)
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(Error::Output);
-    }
+    let Some(answer) = accepted(answer, json)? else { return Ok(()) };
     let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     print(&match action {
         SnapshotAction::Import { .. } => describe_import(&body),
@@ -227,6 +209,20 @@ fn describe_delete(body: &Value) -> String {
         None => text.push_str("; no snapshot is left: the API answers 404 until one is imported\n"),
     }
     text
+}
+
+/// The admin port's answer if it is a success left to describe: a refusal becomes the error,
+/// and with `--json` the answer is printed as it came and there is nothing left to do.
+fn accepted(answer: client::Answer, json: bool) -> Result<Option<client::Answer>, Error> {
+    if !(200..300).contains(&answer.status) {
+        return Err(refused(answer.status, &answer.body));
+    }
+    if json {
+        let mut out = io::stdout().lock();
+        out.write_all(&answer.body).and_then(|()| out.write_all(b"\n")).map_err(Error::Output)?;
+        return Ok(None);
+    }
+    Ok(Some(answer))
 }
 
 fn refused(status: u16, body: &[u8]) -> Error {

@@ -25,7 +25,7 @@ pub struct SnapshotFile<'a> {
     #[serde(rename = "LastAnalyzedOn", borrow)]
     pub last_analyzed_on: Cow<'a, str>,
     #[serde(rename = "Levels", borrow)]
-    pub levels: Vec<Level<'a>>,
+    pub levels: Vec<Named<'a>>,
     #[serde(rename = "Categories", borrow)]
     pub categories: Vec<Category<'a>>,
     #[serde(rename = "Teams", default, borrow)]
@@ -34,9 +34,10 @@ pub struct SnapshotFile<'a> {
     pub applications: Vec<Application<'a>>,
 }
 
+/// A level or a pattern: the file gives both as just a GUID and a name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Level<'a> {
+pub struct Named<'a> {
     #[serde(rename = "GUID", borrow)]
     pub guid: Cow<'a, str>,
     #[serde(rename = "Name", borrow)]
@@ -51,16 +52,7 @@ pub struct Category<'a> {
     #[serde(rename = "Name", borrow)]
     pub name: Cow<'a, str>,
     #[serde(rename = "Patterns", default, borrow)]
-    pub patterns: Vec<Pattern<'a>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pattern<'a> {
-    #[serde(rename = "GUID", borrow)]
-    pub guid: Cow<'a, str>,
-    #[serde(rename = "Name", borrow)]
-    pub name: Cow<'a, str>,
+    pub patterns: Vec<Named<'a>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Date;
-use super::file::{Application, Finding, SnapshotFile};
+use super::file::{Application, Finding, Named, SnapshotFile};
 
 /// Sizes, for the admin port's listing and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,15 +407,20 @@ fn render_teams(file: &SnapshotFile<'_>, app_order: &[usize], infra: &[u8]) -> R
 
 fn render_levels(file: &SnapshotFile<'_>, infra: &[u8]) -> Vec<u8> {
     let mut body = envelope(infra, "Levels", 128 * file.levels.len());
-    for (i, level) in file.levels.iter().enumerate() {
+    named_items(&mut body, &file.levels);
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// `{"GUID":…,"Name":…},…`: the items of a level or pattern list.
+fn named_items(body: &mut Vec<u8>, items: &[Named<'_>]) {
+    for (i, item) in items.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        named(&mut body, &level.guid, &level.name);
+        named(body, &item.guid, &item.name);
         body.push(b'}');
     }
-    body.extend_from_slice(b"]}");
-    body
 }
 
 fn render_categories(file: &SnapshotFile<'_>, infra: &[u8]) -> Vec<u8> {
@@ -426,13 +431,7 @@ fn render_categories(file: &SnapshotFile<'_>, infra: &[u8]) -> Vec<u8> {
         }
         named(&mut body, &category.guid, &category.name);
         body.extend_from_slice(b",\"Patterns\":[");
-        for (p, pattern) in category.patterns.iter().enumerate() {
-            if p > 0 {
-                body.push(b',');
-            }
-            named(&mut body, &pattern.guid, &pattern.name);
-            body.push(b'}');
-        }
+        named_items(&mut body, &category.patterns);
         body.extend_from_slice(b"]}");
     }
     body.extend_from_slice(b"]}");

@@ -281,14 +281,7 @@ fn render_applications(file: &SnapshotFile<'_>, order: &[usize], refs: &Refs) ->
         let app = &apps[i];
         let start = out.json.len();
         let json = &mut out.json;
-        json.extend_from_slice(b"{\"GUID\":");
-        string(json, &app.guid);
-        json.extend_from_slice(b",\"Name\":");
-        string(json, &app.name);
-        json.push(b',');
-        json.extend_from_slice(refs.level(app.level));
-        json.extend_from_slice(b",\"Findings\":");
-        findings(json, &app.findings, refs);
+        graded(json, &app.guid, &app.name, app.level, &app.findings, refs);
         json.extend_from_slice(b",\"Modules\":[");
         let modules_at = json.len();
 
@@ -302,14 +295,7 @@ fn render_applications(file: &SnapshotFile<'_>, order: &[usize], refs: &Refs) ->
                 json.push(b',');
             }
             let module_start = json.len();
-            json.extend_from_slice(b"{\"GUID\":");
-            string(json, &module.guid);
-            json.extend_from_slice(b",\"Name\":");
-            string(json, &module.name);
-            json.push(b',');
-            json.extend_from_slice(refs.level(module.level));
-            json.extend_from_slice(b",\"Findings\":");
-            findings(json, &module.findings, refs);
+            graded(json, &module.guid, &module.name, module.level, &module.findings, refs);
             json.push(b'}');
             out.module_spans.push(module_start..json.len());
             out.module_index.insert(lower(&module.guid), (position, m_position));
@@ -450,6 +436,23 @@ fn envelope(infra: &[u8], list: &str, capacity: usize) -> Vec<u8> {
 }
 
 /// `{"GUID":…,"Name":…`, left open.
+/// `{"GUID":…,"Name":…,"LevelGUID":…,"Findings":[…]`, unclosed: the part an application and
+/// a module share.
+fn graded(
+    out: &mut Vec<u8>,
+    guid: &str,
+    name: &str,
+    level: u32,
+    found: &[Finding<'_>],
+    refs: &Refs,
+) {
+    named(out, guid, name);
+    out.push(b',');
+    out.extend_from_slice(refs.level(level));
+    out.extend_from_slice(b",\"Findings\":");
+    findings(out, found, refs);
+}
+
 fn named(out: &mut Vec<u8>, guid: &str, name: &str) {
     out.extend_from_slice(b"{\"GUID\":");
     string(out, guid);

@@ -103,13 +103,6 @@ impl App {
         }
     }
 
-    pub fn cert(&self) -> CertInfo {
-        match self.tls.read() {
-            Ok(guard) => guard.1.clone(),
-            Err(poisoned) => poisoned.into_inner().1.clone(),
-        }
-    }
-
     /// Re-reads the certificate and key, then the snapshot folder. New connections get the
     /// new certificate; open connections keep theirs. A certificate that does not load
     /// changes nothing at all.

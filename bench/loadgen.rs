@@ -236,10 +236,10 @@ fn hold(args: &Args) {
 
 fn auth() {
     use aims_api::config::Config;
-    use aims_api::gate::Gate;
     use aims_api::http::{Parsed, parse};
     use aims_api::key::ApiKey;
-    use aims_api::keystore::KeyRecord;
+    use aims_api::keys::KeyManager;
+    use aims_api::keystore::{KeyRecord, KeyStore};
 
     let config = Config::parse(
         Path::new("bench.ron"),
@@ -248,7 +248,11 @@ fn auth() {
     .unwrap();
     let key = ApiKey::generate(&ring::rand::SystemRandom::new()).unwrap();
     let record = KeyRecord::default().generated(&key, SystemTime::now()).unwrap();
-    let gate = Gate::new(&config.activation_code, &record);
+    // The gate is reached through the key manager, as the API port reaches it; its store sits
+    // in a temporary folder and is never written.
+    let state = tempfile::tempdir().unwrap();
+    let (store, _) = KeyStore::open(state.path()).unwrap();
+    let gate = KeyManager::new(store, record, &config.activation_code);
     let bytes = format!(
         "GET /ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level HTTP/1.1\r\nHost: localhost\r\n\
          User-Agent: bench\r\nAccept: */*\r\nx-api-key: {}\r\nx-activation-code: BENCH-CODE\r\n\r\n",

@@ -1,37 +1,35 @@
-//! The admin port's handlers, and the one place the key changes.
+//! The admin port's policy: who may use it, what each request means, and what it answered.
 //!
-//! [`KeyManager`] serializes every change under one mutex and keeps the order that makes a
-//! change safe: for generate and replace, write the store durably, then switch the gate, then
-//! answer; for revoke, disable the key in the gate first (fail closed), then write, then
-//! answer. So no request is admitted by a key after the response that replaced or revoked it,
-//! and a failed write never leaves a key that the store does not know about.
-//!
-//! The snapshot routes (import, list, delete) are in `snapshots`; they share this module's
-//! error body and browser refusal.
-//!
-//! Every admin action is logged as one `audit` line with the client's uid and the fingerprint.
-//! Browsers are kept out entirely: a request with an `Origin` or `Sec-Fetch-*` header, or with
-//! a `Host` that is not a loopback name, is refused, so no web page can drive this port.
+//! The port ([`crate::server`]) only moves bytes and finds the caller's uid; everything else is
+//! decided here. A caller whose uid is not allowed, a request it cannot parse, and anything
+//! browser-shaped (an `Origin` or `Sec-Fetch-*` header, or a `Host` that is not a loopback name,
+//! so no web page can drive this port) are refused through the same rate-limited refusal log
+//! as the API port's refusals, each counted under its own status. The rest is routed once:
+//! `/health`, `/key` and `/key/replace` (changes go through [`crate::keys::KeyManager`], which
+//! keeps the order that makes them safe), `/reload`, `/metrics`, and the snapshot routes in
+//! `snapshots`. Every failure is an [`AdminError`], whose `status` and `code` are this port's
+//! one mapping to what the client sees, and every change writes one [`crate::audit`] line.
 
 mod snapshots;
 
+use std::fmt;
+use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
 
-use ring::rand::SystemRandom;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::App;
-use crate::gate::Gate;
-use crate::http::{HeaderValue, Method, Request, Response, Status};
-use crate::key::{ApiKey, Fingerprint, KeyError};
-use crate::keystore::{Conflict, KeyRecord, KeyStore, StoreError, rfc3339};
-use crate::metrics::{Gauges, Reason};
-use crate::server::admin_port::Body;
-use crate::server::supervisor;
-use crate::systemd;
+use crate::app::{App, ReloadError};
+use crate::audit::{self, KeyAction, KeyOutcome};
+use crate::http::{HeaderValue, Method, ParseError, Request, Response, Status};
+use crate::keys::{ChangeError, Installed};
+use crate::keystore::{KeyRecord, rfc3339};
+use crate::metrics::{AdminRoute, Gauges, Reason};
+use crate::peer::PeerError;
+use crate::refusals::{Peer, Refused};
+use crate::snapshot::Date;
+use crate::snapshot::store::{DeleteError, ImportError};
 
 /// Who is calling, as the socket table says.
 #[derive(Debug, Clone, Copy)]
@@ -39,183 +37,286 @@ pub struct Client {
     pub uid: u32,
 }
 
-/// The key store and the in-memory record, changed only under the lock.
-pub struct KeyManager {
-    state: Mutex<Keys>,
-    rng: SystemRandom,
+/// The admin resources, resolved once from the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'p> {
+    Health,
+    Key,
+    KeyReplace,
+    Reload,
+    Metrics,
+    Snapshots,
+    Snapshot(&'p str),
+    Unknown,
 }
 
-struct Keys {
-    store: KeyStore,
-    /// What the store file holds.
-    record: KeyRecord,
-    /// A revoke that is in force in memory but could not be written: the store still names
-    /// the key as active, and another `DELETE /key` retries the write.
-    unwritten_revoke: Option<KeyRecord>,
-}
+impl<'p> Route<'p> {
+    fn of(path: &'p str) -> Self {
+        match path {
+            "/health" => Self::Health,
+            "/key" => Self::Key,
+            "/key/replace" => Self::KeyReplace,
+            "/reload" => Self::Reload,
+            "/metrics" => Self::Metrics,
+            "/snapshots" => Self::Snapshots,
+            p => p.strip_prefix("/snapshots/").map_or(Self::Unknown, Self::Snapshot),
+        }
+    }
 
-impl Keys {
-    /// The state in force: an unwritten revoke counts.
-    fn effective(&self) -> &KeyRecord {
-        self.unwritten_revoke.as_ref().unwrap_or(&self.record)
+    /// The `route` label of the metrics.
+    fn label(self) -> AdminRoute {
+        match self {
+            Self::Health => AdminRoute::Health,
+            Self::Key => AdminRoute::Key,
+            Self::KeyReplace => AdminRoute::KeyReplace,
+            Self::Reload => AdminRoute::Reload,
+            Self::Metrics => AdminRoute::Metrics,
+            Self::Snapshots | Self::Snapshot(_) => AdminRoute::Snapshots,
+            Self::Unknown => AdminRoute::Other,
+        }
     }
 }
 
-/// A key just made, the record that now holds it, and the key it replaced.
-pub struct Installed {
-    pub key: ApiKey,
-    pub record: KeyRecord,
-    pub previous: Option<Fingerprint>,
-}
-
-/// Why a key change did not happen (or happened only in memory).
+/// Every way an admin request can fail. [`AdminError::status`] and [`AdminError::code`] are the
+/// port's one mapping to what the client sees; both are exhaustive, so a new failure cannot
+/// slip through as a silent 500.
 #[derive(Debug)]
-pub enum ChangeError {
-    Conflict(Conflict),
-    Random(KeyError),
-    Store(StoreError),
-    /// The key is refused from now on, but the store could not record it.
-    RevokedInMemoryOnly(StoreError),
+pub enum AdminError {
+    /// The socket table does not say who the caller is.
+    UnknownUid(PeerError),
+    /// The caller's uid may not use the port.
+    UidNotAllowed(u32),
+    /// A request the HTTP layer refused.
+    Malformed(ParseError),
+    /// Anything a browser could send.
+    BrowserShaped(&'static str),
+    NotFound,
+    MethodNotAllowed(&'static str),
+    KeyChange(ChangeError),
+    /// A new key was installed but is missing from its own record (a bug).
+    KeyNotRecorded,
+    Reload(ReloadError),
+    BadDate {
+        text: String,
+        reason: String,
+    },
+    Import(Date, ImportError),
+    Delete(Date, DeleteError),
 }
 
-impl KeyManager {
-    pub fn new(store: KeyStore, record: KeyRecord) -> Self {
-        Self {
-            state: Mutex::new(Keys { store, record, unwritten_revoke: None }),
-            rng: SystemRandom::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Keys> {
-        // A panic under this lock cannot leave `Keys` half-changed: each field is replaced
-        // whole, after the store write it mirrors.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The state in force, and whether the store agrees with it.
-    pub fn status(&self) -> (KeyRecord, bool) {
-        let keys = self.lock();
-        (keys.effective().clone(), keys.unwritten_revoke.is_none())
-    }
-
-    pub fn record(&self) -> KeyRecord {
-        self.lock().effective().clone()
-    }
-
-    /// Waits for a key change in progress to finish (at shutdown).
-    pub fn quiesce(&self) {
-        drop(self.lock());
-    }
-
-    pub fn generate(&self, gate: &Gate) -> Result<Installed, ChangeError> {
-        self.install(gate, KeyRecord::generated)
-    }
-
-    pub fn replace(&self, gate: &Gate) -> Result<Installed, ChangeError> {
-        self.install(gate, KeyRecord::replaced)
-    }
-
-    fn install(
-        &self,
-        gate: &Gate,
-        next: fn(&KeyRecord, &ApiKey, SystemTime) -> Result<KeyRecord, Conflict>,
-    ) -> Result<Installed, ChangeError> {
-        let mut keys = self.lock();
-        let key = ApiKey::generate(&self.rng).map_err(ChangeError::Random)?;
-        let current = keys.effective();
-        let previous = current.key.as_ref().map(|k| k.fingerprint.clone());
-        let record = next(current, &key, SystemTime::now()).map_err(ChangeError::Conflict)?;
-        keys.store.write(&record).map_err(ChangeError::Store)?;
-        gate.switch(&record);
-        keys.record = record.clone();
-        keys.unwritten_revoke = None;
-        Ok(Installed { key, record, previous })
-    }
-
-    pub fn revoke(&self, gate: &Gate) -> Result<KeyRecord, ChangeError> {
-        let mut keys = self.lock();
-        let record = match keys.unwritten_revoke.take() {
-            Some(pending) => pending,
-            None => keys.record.revoked(SystemTime::now()).map_err(ChangeError::Conflict)?,
-        };
-        gate.disable();
-        match keys.store.write(&record) {
-            Ok(()) => {
-                gate.switch(&record);
-                keys.record = record.clone();
-                Ok(record)
+impl AdminError {
+    pub fn status(&self) -> Status {
+        match self {
+            Self::UnknownUid(_) | Self::UidNotAllowed(_) | Self::BrowserShaped(_) => {
+                Status::FORBIDDEN
             }
-            Err(e) => {
-                keys.unwritten_revoke = Some(record);
-                Err(ChangeError::RevokedInMemoryOnly(e))
+            Self::Malformed(e) => e.status(),
+            Self::NotFound | Self::Delete(_, DeleteError::NotFound) => Status::NOT_FOUND,
+            Self::MethodNotAllowed(_) => Status::METHOD_NOT_ALLOWED,
+            Self::KeyChange(ChangeError::Conflict(_)) => Status::CONFLICT,
+            Self::KeyChange(
+                ChangeError::Random(_)
+                | ChangeError::Store(_)
+                | ChangeError::RevokedInMemoryOnly(_),
+            )
+            | Self::KeyNotRecorded
+            | Self::Import(_, ImportError::Write(_))
+            | Self::Delete(_, DeleteError::Write(_)) => Status::INTERNAL_SERVER_ERROR,
+            Self::Reload(_) | Self::Import(_, ImportError::Invalid(_)) => Status::UNPROCESSABLE,
+            Self::BadDate { .. } | Self::Import(_, ImportError::Empty | ImportError::Body(_)) => {
+                Status::BAD_REQUEST
             }
         }
     }
-}
 
-/// Answers one admin request. `body` is the request body, unread.
-pub fn handle(app: &App, request: &Request<'_>, body: &mut Body<'_>, client: &Client) -> Response {
-    if let Err(response) = refuse_browsers(request) {
-        log::warn!("admin: refused a browser-shaped request from uid {}", client.uid);
-        app.metrics.admin().refusal(Reason::AdminBrowser);
-        return response;
-    }
-    match (request.path, request.method) {
-        ("/health", Method::Get | Method::Head) => {
-            Response::json(Status::OK, br#"{"status":"ok"}"#.to_vec())
+    /// The `error` field of the body: a stable word a script can match.
+    pub fn code(&self) -> &'static str {
+        use crate::durable::WriteError::{Io, NotDurable};
+        match self {
+            Self::UnknownUid(_) | Self::UidNotAllowed(_) | Self::BrowserShaped(_) => "forbidden",
+            Self::Malformed(e) => e.code(),
+            Self::NotFound | Self::Delete(_, DeleteError::NotFound) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::KeyChange(ChangeError::Conflict(_)) => "conflict",
+            Self::KeyChange(ChangeError::Random(_)) => "random",
+            Self::KeyChange(ChangeError::Store(_) | ChangeError::RevokedInMemoryOnly(_)) => {
+                "store_write"
+            }
+            Self::KeyNotRecorded => "internal",
+            Self::Reload(_) => "reload_refused",
+            Self::BadDate { .. } => "invalid_date",
+            Self::Import(_, ImportError::Empty) => "empty_body",
+            Self::Import(_, ImportError::Body(_)) => "body",
+            Self::Import(_, ImportError::Invalid(_)) => "invalid_snapshot",
+            Self::Import(_, ImportError::Write(Io { .. }))
+            | Self::Delete(_, DeleteError::Write(Io { .. })) => "storage",
+            Self::Import(_, ImportError::Write(NotDurable { .. }))
+            | Self::Delete(_, DeleteError::Write(NotDurable { .. })) => "not_durable",
         }
-        ("/health", _) => method_not_allowed("GET, HEAD"),
-        ("/key", Method::Get | Method::Head) => key_status(app),
-        ("/key", Method::Post) => generate(app, client),
-        ("/key", Method::Delete) => revoke(app, client),
-        ("/key", _) => method_not_allowed("GET, HEAD, POST, DELETE"),
-        ("/key/replace", Method::Post) => replace(app, client),
-        ("/key/replace", _) => method_not_allowed("POST"),
-        ("/reload", Method::Post) => reload(app, client),
-        ("/reload", _) => method_not_allowed("POST"),
-        ("/metrics", Method::Get | Method::Head) => metrics(app),
-        ("/metrics", _) => method_not_allowed("GET, HEAD"),
-        ("/snapshots", Method::Get | Method::Head) => snapshots::list(app),
-        ("/snapshots", _) => method_not_allowed("GET, HEAD"),
-        (path, method) if path.starts_with("/snapshots/") => {
-            let date = &path["/snapshots/".len()..];
-            snapshots::one(app, date, method, body, client)
+    }
+
+    /// The answer: `{"error":"<code>","message":"…"}`, plus where an invalid snapshot is wrong.
+    fn response(&self) -> Response {
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        if let Self::Import(_, ImportError::Invalid(invalid)) = self {
+            let (line, column) = invalid.problem.line_column().unzip();
+            body["path"] = json!(invalid.path);
+            body["reason"] = json!(invalid.problem.to_string());
+            body["line"] = json!(line);
+            body["column"] = json!(column);
         }
-        _ => error(
-            Status::NOT_FOUND,
-            "not_found",
-            "no such admin resource (there are /health, /key, /key/replace, /reload, /metrics, /snapshots)",
-        ),
+        let response = Response::json(self.status(), body.to_string().into_bytes());
+        match self {
+            Self::MethodNotAllowed(allow) => response.header("allow", *allow),
+            _ => response,
+        }
     }
 }
 
-/// The admin port's error body: `{"error":"<code>","message":"…"}`.
-pub fn error(status: Status, code: &str, message: &str) -> Response {
-    let body = json!({ "error": code, "message": message });
-    Response::json(status, body.to_string().into_bytes())
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownUid(_) => f.write_str("the client's uid could not be determined"),
+            Self::UidNotAllowed(uid) => write!(
+                f,
+                "uid {uid} may not use the admin port: run the command as root, or add the uid \
+                 to admin.allowed_uids"
+            ),
+            Self::Malformed(e) => e.fmt(f),
+            Self::BrowserShaped(why) => f.write_str(why),
+            Self::NotFound => f.write_str(
+                "no such admin resource (there are /health, /key, /key/replace, /reload, \
+                 /metrics, /snapshots)",
+            ),
+            Self::MethodNotAllowed(allow) => write!(f, "allowed methods: {allow}"),
+            Self::KeyChange(e) => e.fmt(f),
+            Self::KeyNotRecorded => f.write_str("the new key was not recorded"),
+            Self::Reload(e) => write!(f, "{e}; the certificate in service is unchanged"),
+            Self::BadDate { text, reason } => write!(
+                f,
+                "`{text}` is not a date ({reason}): snapshots are named by their date, YYYY-MM-DD"
+            ),
+            Self::Import(date, ImportError::Invalid(invalid)) => {
+                write!(f, "the snapshot for {date} is invalid, nothing changed: {invalid}")
+            }
+            Self::Import(_, e) => e.fmt(f),
+            Self::Delete(date, DeleteError::NotFound) => write!(f, "no snapshot for {date}"),
+            Self::Delete(_, e) => e.fmt(f),
+        }
+    }
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
-    error(Status::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("allowed methods: {allow}"))
-        .header("allow", allow)
+/// Answers one admin request from an allowed `client`. `body` is the request body, unread.
+pub fn handle(app: &App, request: &Request<'_>, body: &mut dyn Read, client: Client) -> Response {
+    let route = Route::of(request.path);
+    let (response, label) = match refuse_browsers(request) {
+        Err(e) => {
+            (refused(app, Peer::Uid(client.uid), e, Reason::AdminBrowser), AdminRoute::Refused)
+        }
+        Ok(()) => {
+            let response =
+                dispatch(app, route, request, body, client).unwrap_or_else(|e| e.response());
+            (response, route.label())
+        }
+    };
+    app.metrics.admin().admin_request(label, response.status.0);
+    response
+}
+
+/// The answer to a caller whose uid the socket table does not give. Fails closed.
+pub fn refuse_unknown_uid(app: &App, peer: SocketAddr, e: PeerError) -> Response {
+    let response =
+        refused(app, Peer::Address(peer.ip()), AdminError::UnknownUid(e), Reason::AdminUid);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response
+}
+
+/// The answer to a caller whose uid may not use the port.
+pub fn refuse_uid(app: &App, uid: u32) -> Response {
+    let response = refused(app, Peer::Uid(uid), AdminError::UidNotAllowed(uid), Reason::AdminUid);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response
+}
+
+/// The answer to a request from `client` that the HTTP layer refused; the connection closes.
+pub fn refuse_malformed(app: &App, client: Client, e: ParseError) -> Response {
+    let response =
+        refused(app, Peer::Uid(client.uid), AdminError::Malformed(e), Reason::BadRequest);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response.closing()
+}
+
+/// Logs (within the refusal log's budget) and counts a refusal, and answers it.
+fn refused(app: &App, peer: Peer, e: AdminError, reason: Reason) -> Response {
+    let detail = match &e {
+        AdminError::UnknownUid(cause) => cause.to_string(),
+        AdminError::UidNotAllowed(uid) => format!("uid {uid} not allowed"),
+        other => other.to_string(),
+    };
+    let response = e.response();
+    app.refusals.refused(Refused {
+        port: "admin",
+        peer,
+        reason: &detail,
+        status: response.status.0,
+        fingerprint: None,
+    });
+    app.metrics.admin().refusal(reason);
+    response
+}
+
+fn dispatch(
+    app: &App,
+    route: Route<'_>,
+    request: &Request<'_>,
+    body: &mut dyn Read,
+    client: Client,
+) -> Result<Response, AdminError> {
+    let method = request.method;
+    let read = matches!(method, Method::Get | Method::Head);
+    match route {
+        Route::Health if read => Ok(Response::json(Status::OK, br#"{"status":"ok"}"#.to_vec())),
+        Route::Metrics if read => Ok(metrics(app)),
+        Route::Snapshots if read => Ok(snapshots::list(app)),
+        Route::Health | Route::Metrics | Route::Snapshots => {
+            Err(AdminError::MethodNotAllowed("GET, HEAD"))
+        }
+        Route::Key if read => Ok(key_status(app)),
+        Route::Key if method == Method::Post => generate(app, client),
+        Route::Key if method == Method::Delete => revoke(app, client),
+        Route::Key => Err(AdminError::MethodNotAllowed("GET, HEAD, POST, DELETE")),
+        Route::KeyReplace if method == Method::Post => replace(app, client),
+        Route::KeyReplace => Err(AdminError::MethodNotAllowed("POST")),
+        Route::Reload if method == Method::Post => reload(app, client),
+        Route::Reload => Err(AdminError::MethodNotAllowed("POST")),
+        Route::Snapshot(date) => {
+            snapshots::one(app, date, method, request.content_length, body, client)
+        }
+        Route::Unknown => Err(AdminError::NotFound),
+    }
 }
 
 /// Refuses anything a browser could send: a DNS-rebinding page would carry a foreign Host,
 /// and any cross-origin fetch carries Origin or Sec-Fetch-* headers. curl sends none of them.
-fn refuse_browsers(request: &Request<'_>) -> Result<(), Response> {
-    let forbidden = |message: &str| Err(error(Status::FORBIDDEN, "forbidden", message));
+fn refuse_browsers(request: &Request<'_>) -> Result<(), AdminError> {
     if request.has_header("origin")
         || request
             .headers
             .iter()
             .any(|h| h.name.len() > 10 && h.name[..10].eq_ignore_ascii_case("sec-fetch-"))
     {
-        return forbidden("browser requests are not accepted on the admin port");
+        return Err(AdminError::BrowserShaped(
+            "browser requests are not accepted on the admin port",
+        ));
     }
     match request.header("host") {
         HeaderValue::One(host) if is_loopback_host(host) => Ok(()),
-        HeaderValue::One(_) => forbidden("the Host header must name a loopback address"),
-        _ => forbidden("a Host header naming a loopback address is required"),
+        HeaderValue::One(_) => {
+            Err(AdminError::BrowserShaped("the Host header must name a loopback address"))
+        }
+        HeaderValue::Absent | HeaderValue::Repeated => {
+            Err(AdminError::BrowserShaped("a Host header naming a loopback address is required"))
+        }
     }
 }
 
@@ -270,18 +371,29 @@ fn status_json(record: &KeyRecord, persisted: bool) -> String {
     serde_json::to_string(&status).unwrap_or_default()
 }
 
-fn generate(app: &App, client: &Client) -> Response {
-    let outcome = app.keys.generate(&app.gate);
-    let response = key_shown_once(app, Status::CREATED, "key.generate", outcome, client);
-    systemd::status(&app.status_line());
-    response
+fn generate(app: &App, client: Client) -> Result<Response, AdminError> {
+    let outcome = app.keys.generate();
+    app.announce_key_state();
+    key_shown_once(app, Status::CREATED, KeyAction::Generate, outcome, client)
 }
 
-fn replace(app: &App, client: &Client) -> Response {
-    let outcome = app.keys.replace(&app.gate);
-    let response = key_shown_once(app, Status::OK, "key.replace", outcome, client);
-    systemd::status(&app.status_line());
-    response
+fn replace(app: &App, client: Client) -> Result<Response, AdminError> {
+    let outcome = app.keys.replace();
+    app.announce_key_state();
+    key_shown_once(app, Status::OK, KeyAction::Replace, outcome, client)
+}
+
+fn revoke(app: &App, client: Client) -> Result<Response, AdminError> {
+    let outcome = app.keys.revoke();
+    app.announce_key_state();
+    match outcome {
+        Ok(record) => {
+            let done = KeyOutcome::Done { previous: None };
+            audit::key_change(KeyAction::Revoke, client.uid, &record, done).emit();
+            Ok(Response::json(Status::OK, status_json(&record, true).into_bytes()))
+        }
+        Err(e) => Err(change_failed(app, KeyAction::Revoke, e, client)),
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -299,24 +411,22 @@ fn metrics(app: &App) -> Response {
     response
 }
 
-/// `POST /reload`: re-read the certificate, as SIGHUP does.
-fn reload(app: &App, client: &Client) -> Response {
-    let trigger = format!("admin uid:{}", client.uid);
-    match supervisor::reload(app, &trigger) {
+/// `POST /reload`: re-read the certificate and the snapshots, as SIGHUP does.
+fn reload(app: &App, client: Client) -> Result<Response, AdminError> {
+    match app.reload(&format!("admin uid:{}", client.uid)) {
         Ok(done) => {
-            log::info!("audit action=reload client=uid:{} result=ok", client.uid);
+            audit::reload(client.uid, None).emit();
             let body = json!({
                 "certificate": done.cert.cert_path.display().to_string(),
                 "sha256": done.cert.sha256,
                 "changed": done.cert_changed,
                 "snapshots": { "served": done.snapshots.served, "refused": done.snapshots.refused },
             });
-            Response::json(Status::OK, body.to_string().into_bytes())
+            Ok(Response::json(Status::OK, body.to_string().into_bytes()))
         }
         Err(e) => {
-            log::info!("audit action=reload client=uid:{} result=refused", client.uid);
-            let message = format!("{e}; the certificate in service is unchanged");
-            error(Status::UNPROCESSABLE, "reload_refused", &message)
+            audit::reload(client.uid, Some(&e)).emit();
+            Err(AdminError::Reload(e))
         }
     }
 }
@@ -325,25 +435,19 @@ fn reload(app: &App, client: &Client) -> Response {
 fn key_shown_once(
     app: &App,
     status: Status,
-    action: &str,
+    action: KeyAction,
     outcome: Result<Installed, ChangeError>,
-    client: &Client,
-) -> Response {
+    client: Client,
+) -> Result<Response, AdminError> {
     let Installed { key, record, previous } = match outcome {
         Ok(installed) => installed,
-        Err(e) => return change_failed(app, action, e, client),
+        Err(e) => return Err(change_failed(app, action, e, client)),
     };
     let Some(stored) = record.key.as_ref() else {
-        return error(Status::INTERNAL_SERVER_ERROR, "internal", "the new key was not recorded");
+        return Err(AdminError::KeyNotRecorded);
     };
-    let previous = previous.as_ref().map_or("-", Fingerprint::as_str);
-    log::info!(
-        "audit action={action} client=uid:{} fingerprint={} previous={previous} generation={} \
-         result=ok",
-        client.uid,
-        stored.fingerprint,
-        record.generation
-    );
+    let done = KeyOutcome::Done { previous: previous.as_ref() };
+    audit::key_change(action, client.uid, &record, done).emit();
     // Built by hand rather than through serde_json so that the only copies of the key are
     // this body and the ApiKey, both wiped on drop. Every part is plain ASCII without quotes.
     // The buffer is sized once, up front: a buffer that grew would leave the key behind in
@@ -367,63 +471,21 @@ fn key_shown_once(
     }
     let mut response = Response::json(status, body);
     response.secret = true;
-    response
+    Ok(response)
 }
 
-fn revoke(app: &App, client: &Client) -> Response {
-    let action = "key.revoke";
-    let outcome = app.keys.revoke(&app.gate);
-    systemd::status(&app.status_line());
-    match outcome {
-        Ok(record) => {
-            let fingerprint = record.key.as_ref().map(|k| k.fingerprint.as_str()).unwrap_or("-");
-            log::info!(
-                "audit action={action} client=uid:{} fingerprint={fingerprint} generation={} result=ok",
-                client.uid,
-                record.generation
-            );
-            Response::json(Status::OK, status_json(&record, true).into_bytes())
-        }
-        Err(e) => change_failed(app, action, e, client),
-    }
-}
-
-/// Answers a change that did not happen (or happened only in memory). Its audit line has the
-/// same fields as a successful one, naming the key and generation in force afterwards.
-fn change_failed(app: &App, action: &str, e: ChangeError, client: &Client) -> Response {
-    let uid = client.uid;
+/// A change that did not happen (or happened only in memory): its audit line names the key
+/// and generation in force afterwards.
+fn change_failed(app: &App, action: KeyAction, e: ChangeError, client: Client) -> AdminError {
     let (record, _) = app.keys.status();
-    let fingerprint = record.key.as_ref().map_or("-", |k| k.fingerprint.as_str());
-    let generation = record.generation;
-    let audit = format!(
-        "audit action={action} client=uid:{uid} fingerprint={fingerprint} generation={generation}"
-    );
-    match e {
-        ChangeError::Conflict(c) => {
-            log::info!("{audit} result=conflict");
-            error(Status::CONFLICT, "conflict", &c.to_string())
-        }
-        ChangeError::Random(e) => {
-            log::error!("{audit} result=error cause=\"{e}\"");
-            error(Status::INTERNAL_SERVER_ERROR, "random", &e.to_string())
-        }
-        ChangeError::Store(e) => {
-            log::error!("{audit} result=error cause=\"{e}\"");
-            let message = format!("nothing changed: {e}");
-            error(Status::INTERNAL_SERVER_ERROR, "store_write", &message)
-        }
-        ChangeError::RevokedInMemoryOnly(e) => {
-            log::error!(
-                "{audit} result=memory-only cause=\"{e}\" note=\"the key is refused until \
-                 restart; the store still holds it as active\""
-            );
-            let message = format!(
-                "the key is refused from now on, but the store could not be updated ({e}): \
-                 it would be accepted again after a restart; fix the cause and revoke again"
-            );
-            error(Status::INTERNAL_SERVER_ERROR, "store_write", &message)
-        }
-    }
+    let outcome = match &e {
+        ChangeError::Conflict(_) => KeyOutcome::Conflict,
+        ChangeError::Random(cause) => KeyOutcome::Failed(cause),
+        ChangeError::Store(cause) => KeyOutcome::Failed(cause),
+        ChangeError::RevokedInMemoryOnly(cause) => KeyOutcome::MemoryOnly(cause),
+    };
+    audit::key_change(action, client.uid, &record, outcome).emit();
+    AdminError::KeyChange(e)
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
-//! The AI Mentor Studio API, version 1, behind the gate.
+//! The API port's policy, and the AI Mentor Studio API, version 1, behind the gate.
 //!
-//! Requests reach this module only with valid credentials. [`route`] finds the method under
+//! The port ([`crate::server`]) only moves bytes: it hands every parsed request to [`handle`],
+//! and every request it cannot parse, or plain HTTP, to [`refuse_malformed`] and
+//! [`refuse_plain_http`]. What a request means is decided here: the credentials (the gate, in
+//! [`crate::keys`]), failed-auth throttling, the refusal log, the counters, and the answer.
+//!
+//! Only requests with valid credentials are routed. [`answer`] finds the method under
 //! either base path (`/ArchitectureDashboardAPI/rest/V1`, the documented one, and
 //! `/AIMentorStudioAPI/rest/v1`, the official client's), ignoring letter case and one trailing
 //! slash; only `GET` and `HEAD` are served. Every answer comes from one [`Catalog`] taken at the
@@ -19,14 +24,19 @@ mod query;
 mod swagger;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::json;
 
 use crate::app::App;
-use crate::http::{Method, Request, Response, Status};
-use crate::metrics::ApiRoute;
+use crate::http::{Method, ParseError, Request, Response, Status};
+use crate::keys::{self, Refusal};
+use crate::metrics::{ApiRoute, Reason, Shard};
+use crate::refusals::{Peer, Refused};
 use crate::snapshot::{Catalog, Date, Snapshot};
+use crate::throttle::Verdict;
 use query::{Param, Query, QueryError};
 
 /// The base paths, canonical spelling. Index 0 is the documented one.
@@ -52,35 +62,140 @@ const ENDPOINTS: [(&str, Endpoint); 6] = [
     ("/swagger.json", Endpoint::Swagger),
 ];
 
-/// The `route` label of an authenticated request, for the metrics: routed as [`route`] does.
-pub fn metrics_route(path: &str) -> ApiRoute {
-    match resolve(path) {
-        Some((_, Endpoint::Application)) => ApiRoute::Application,
-        Some((_, Endpoint::Category)) => ApiRoute::Category,
-        Some((_, Endpoint::LastAnalysisDate)) => ApiRoute::LastAnalysisDate,
-        Some((_, Endpoint::Level)) => ApiRoute::Level,
-        Some((_, Endpoint::Team)) => ApiRoute::Team,
-        Some((_, Endpoint::Swagger)) => ApiRoute::Swagger,
-        None => ApiRoute::Other,
+impl Endpoint {
+    /// The `route` label of the metrics.
+    fn metrics_route(self) -> ApiRoute {
+        match self {
+            Self::Application => ApiRoute::Application,
+            Self::Category => ApiRoute::Category,
+            Self::LastAnalysisDate => ApiRoute::LastAnalysisDate,
+            Self::Level => ApiRoute::Level,
+            Self::Team => ApiRoute::Team,
+            Self::Swagger => ApiRoute::Swagger,
+        }
     }
 }
 
-/// Routes an authenticated request.
-pub fn route(app: &App, request: &Request<'_>) -> Response {
-    answer(&app.snapshots.catalog(), request)
+/// What plain HTTP on the HTTPS port is told, in the clear, before the connection closes.
+const PLAIN_HTTP_MESSAGE: &str = "this port speaks HTTPS only: send the request with https://";
+
+/// Answers one request on the API port: gate, then route; counted in `shard`. A refused request
+/// is counted against its address, and past the limit answered 429 instead (see
+/// [`crate::throttle`]); valid credentials are never throttled.
+pub fn handle(app: &App, shard: &Shard, request: &Request<'_>, peer: SocketAddr) -> Response {
+    let started = Instant::now();
+    let (response, route) = match app.keys.check(request) {
+        Err(refusal) => (refuse(app, shard, request, peer, refusal), ApiRoute::Refused),
+        Ok(()) => route(&app.snapshots.catalog(), request),
+    };
+    if response.status == Status::INTERNAL_SERVER_ERROR {
+        log::error!("api answered 500 to {} {}", peer.ip(), request.path);
+    }
+    shard.api_request(route, response.status.0, started.elapsed());
+    response
 }
 
-/// Answers `request` from `catalog`. Public so benchmarks and tests reach it without a server.
-pub fn answer(catalog: &Catalog, request: &Request<'_>) -> Response {
-    let Some((base, endpoint)) = resolve(request.path) else {
-        return error(
-            Status::NOT_FOUND,
-            &format!(
-                "no API method at {}; the methods are listed in {}/swagger.json",
-                request.path, BASES[0]
-            ),
-        );
+/// The answer to a request the HTTP layer refused (malformed, oversized, unsupported). The
+/// connection closes after it.
+pub fn refuse_malformed(app: &App, shard: &Shard, peer: SocketAddr, e: ParseError) -> Response {
+    let status = e.status();
+    app.refusals.refused(Refused {
+        port: "api",
+        peer: Peer::Address(peer.ip()),
+        reason: e.code(),
+        status: status.0,
+        fingerprint: None,
+    });
+    shard.refusal(Reason::BadRequest);
+    shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
+    error(status, &e.to_string()).closing()
+}
+
+/// The answer to plain HTTP on the HTTPS port, sent in the clear before the connection closes.
+/// Nothing of the request is parsed or reaches a handler.
+pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr) -> Response {
+    let status = Status::BAD_REQUEST;
+    app.refusals.refused(Refused {
+        port: "api",
+        peer: Peer::Address(peer.ip()),
+        reason: "plain HTTP on the HTTPS port",
+        status: status.0,
+        fingerprint: None,
+    });
+    shard.refusal(Reason::PlainHttp);
+    shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
+    error(status, PLAIN_HTTP_MESSAGE).closing()
+}
+
+fn refuse(
+    app: &App,
+    shard: &Shard,
+    request: &Request<'_>,
+    peer: SocketAddr,
+    refusal: Refusal,
+) -> Response {
+    let response = match app.throttle.refused(peer.ip(), Instant::now()) {
+        Verdict::Refuse => error(refusal.status(), &refusal.client_message()),
+        Verdict::Throttle { retry_after_secs } => {
+            shard.refusal(Reason::Throttled);
+            throttled(retry_after_secs)
+        }
     };
+    app.refusals.refused(Refused {
+        port: "api",
+        peer: Peer::Address(peer.ip()),
+        reason: refusal.reason(),
+        status: response.status.0,
+        fingerprint: keys::presented_fingerprint(request),
+    });
+    shard.refusal(Reason::from(refusal));
+    response
+}
+
+/// The 429 for a throttled address. It closes the connection, so each further guess costs the
+/// guesser a TLS handshake too.
+fn throttled(retry_after_secs: u64) -> Response {
+    let message = format!(
+        "too many refused requests from this address: retry after {retry_after_secs} seconds \
+         (requests with a valid API key and activation code are not affected)"
+    );
+    error(Status::TOO_MANY_REQUESTS, &message)
+        .header("retry-after", retry_after_secs.to_string())
+        .closing()
+}
+
+/// Answers an authenticated `request` from `catalog`. Public so benchmarks and tests reach it
+/// without a server.
+pub fn answer(catalog: &Catalog, request: &Request<'_>) -> Response {
+    route(catalog, request).0
+}
+
+/// Resolves the method once, and answers it: the answer and its `route` label.
+fn route(catalog: &Catalog, request: &Request<'_>) -> (Response, ApiRoute) {
+    match resolve(request.path) {
+        Some((base, endpoint)) => {
+            (answer_endpoint(catalog, request, base, endpoint), endpoint.metrics_route())
+        }
+        None => (no_such_method(request), ApiRoute::Other),
+    }
+}
+
+fn no_such_method(request: &Request<'_>) -> Response {
+    error(
+        Status::NOT_FOUND,
+        &format!(
+            "no API method at {}; the methods are listed in {}/swagger.json",
+            request.path, BASES[0]
+        ),
+    )
+}
+
+fn answer_endpoint(
+    catalog: &Catalog,
+    request: &Request<'_>,
+    base: usize,
+    endpoint: Endpoint,
+) -> Response {
     if !matches!(request.method, Method::Get | Method::Head) {
         return error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
             .header("allow", "GET, HEAD");

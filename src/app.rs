@@ -1,9 +1,11 @@
 //! The appliance's live state, shared by every thread of `serve`.
 //!
-//! Built once at start from the configuration and handed to the listeners as an `Arc`. Only
-//! these change while the server runs: the gate's key state and the set of served snapshots
-//! (both by the admin port), the TLS configuration (by a reload), the workers' heartbeats, the
-//! counters, and the refusal records (log and throttle).
+//! Built once at start from the configuration and handed to the listeners as an `Arc`; the
+//! handlers ([`crate::api`], [`crate::admin`]) read and change it, and it names none of them:
+//! it only holds the domain types and the operations that span more than one (a reload). Only
+//! these change while the server runs: the key (through [`KeyManager`], which owns the gate),
+//! the set of served snapshots, the TLS configuration (by a reload), the workers' heartbeats,
+//! the counters, and the refusal records (log and throttle).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -12,18 +14,19 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
-use crate::admin::KeyManager;
 use crate::config::Config;
-use crate::gate::Gate;
-use crate::log::RefusalLog;
+use crate::keys::KeyManager;
+use crate::locks;
 use crate::metrics::Metrics;
+use crate::refusals::RefusalLog;
 use crate::snapshot::{Snapshots, store};
+use crate::systemd;
 use crate::throttle::Throttle;
 use crate::tls::{self, CertInfo, TlsError};
 
 pub struct App {
     pub config: Config,
-    pub gate: Gate,
+    /// The key store and the gate, changed together.
     pub keys: KeyManager,
     /// The dated snapshots on disk and the set the API serves, swapped whole on a change.
     pub snapshots: Snapshots,
@@ -74,14 +77,12 @@ impl App {
         snapshots: Snapshots,
         tls: (Arc<ServerConfig>, CertInfo),
     ) -> Self {
-        let gate = Gate::new(&config.activation_code, &keys.record());
         let heartbeats = (0..config.api.workers).map(|_| AtomicU64::new(0)).collect();
         let metrics = Metrics::new(config.api.workers);
         let refusals = RefusalLog::new(config.refusal_log.window, config.refusal_log.lines);
         let throttle = Throttle::new(config.api.throttle);
         Self {
             config,
-            gate,
             keys,
             snapshots,
             tls: RwLock::new(tls),
@@ -97,26 +98,48 @@ impl App {
 
     /// The TLS configuration for a new connection.
     pub fn tls_config(&self) -> Arc<ServerConfig> {
-        match self.tls.read() {
-            Ok(guard) => Arc::clone(&guard.0),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner().0),
-        }
+        Arc::clone(&locks::read(&self.tls).0)
     }
 
-    /// Re-reads the certificate and key, then the snapshot folder. New connections get the
-    /// new certificate; open connections keep theirs. A certificate that does not load
-    /// changes nothing at all.
-    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+    /// Re-reads the certificate and key, then the snapshot folder (SIGHUP, `POST /reload`),
+    /// telling systemd and the log. New connections get the new certificate; open connections
+    /// keep theirs. A certificate that does not load changes nothing at all.
+    pub fn reload(&self, trigger: &str) -> Result<Reloaded, ReloadError> {
+        systemd::reloading();
+        let outcome = self.reload_quietly();
+        match &outcome {
+            Ok(done) => log::info!(
+                "reload ({trigger}): certificate {} sha256={}{}; snapshots served={} refused={}",
+                done.cert.cert_path.display(),
+                done.cert.sha256,
+                if done.cert_changed { " (new)" } else { " (unchanged)" },
+                done.snapshots.served,
+                done.snapshots.refused,
+            ),
+            Err(e) => {
+                log::error!("reload ({trigger}) refused, the certificate in service stays: {e}")
+            }
+        }
+        systemd::ready(&self.status_line());
+        outcome
+    }
+
+    fn reload_quietly(&self) -> Result<Reloaded, ReloadError> {
         let current = self.tls_config();
         let (config, cert) = tls::load(&self.config, Some(&current)).map_err(ReloadError::Tls)?;
         let cert_changed = {
-            let mut guard = self.tls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = locks::write(&self.tls);
             let changed = guard.1.sha256 != cert.sha256;
             *guard = (config, cert.clone());
             changed
         };
         let snapshots = self.snapshots.reload().map_err(ReloadError::Snapshots)?;
         Ok(Reloaded { cert, cert_changed, snapshots })
+    }
+
+    /// Tells systemd (`STATUS=`) the key's state, after it changed.
+    pub fn announce_key_state(&self) {
+        systemd::status(&self.status_line());
     }
 
     /// Worker `id` is alive: called at every turn of its loop.

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use crate::admin_client::{self, ClientError};
 use crate::cli::{Command, KeyAction, SnapshotAction};
-use crate::client::{self, ClientError};
 use crate::config::{Config, ConfigError};
 use crate::server::{self, ServeError};
 
@@ -66,7 +66,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::Serve { config } => {
             let config = Config::load(&config).map_err(Error::Config)?;
-            crate::log::init(config.log_level.0);
+            crate::logging::init(config.log_level.0);
             log::info!(
                 "aims-api {} starting with {}",
                 env!("CARGO_PKG_VERSION"),
@@ -93,7 +93,7 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
         KeyAction::Replace => ("POST", "/key/replace"),
         KeyAction::Revoke => ("DELETE", "/key"),
     };
-    let answer = client::call(
+    let answer = admin_client::call(
         config.admin.listen,
         method,
         path,
@@ -135,14 +135,19 @@ fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Er
                 )));
             }
             let path = format!("/snapshots/{date}");
-            client::call(addr, "PUT", &path, &mut opened, len, IMPORT_TIMEOUT)
+            admin_client::call(addr, "PUT", &path, &mut opened, len, IMPORT_TIMEOUT)
         }
-        SnapshotAction::List => {
-            client::call(addr, "GET", "/snapshots", &mut io::empty(), 0, Duration::from_secs(30))
-        }
+        SnapshotAction::List => admin_client::call(
+            addr,
+            "GET",
+            "/snapshots",
+            &mut io::empty(),
+            0,
+            Duration::from_secs(30),
+        ),
         SnapshotAction::Delete { date } => {
             let path = format!("/snapshots/{date}");
-            client::call(addr, "DELETE", &path, &mut io::empty(), 0, Duration::from_secs(30))
+            admin_client::call(addr, "DELETE", &path, &mut io::empty(), 0, Duration::from_secs(30))
         }
     }
     .map_err(Error::Client)?;
@@ -213,7 +218,10 @@ fn describe_delete(body: &Value) -> String {
 
 /// The admin port's answer if it is a success left to describe: a refusal becomes the error,
 /// and with `--json` the answer is printed as it came and there is nothing left to do.
-fn accepted(answer: client::Answer, json: bool) -> Result<Option<client::Answer>, Error> {
+fn accepted(
+    answer: admin_client::Answer,
+    json: bool,
+) -> Result<Option<admin_client::Answer>, Error> {
     if !(200..300).contains(&answer.status) {
         return Err(refused(answer.status, &answer.body));
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+pub use crate::http::HttpLimits;
 pub use crate::throttle::ThrottleSettings;
 
 /// Where `serve` and the CLI look for the configuration when `--config` is not given.
@@ -69,19 +70,6 @@ pub struct Admin {
     pub allowed_uids: Vec<u32>,
     pub workers: usize,
     pub limits: HttpLimits,
-}
-
-/// The bounds on one connection's requests, for either port.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub max_body_bytes: u64,
-    /// From the first byte of a request to the end of its head (and body): a slow sender is cut
-    /// off here however steadily it trickles.
-    pub header_timeout: Duration,
-    /// How long a keep-alive connection may wait for its next request.
-    pub idle_timeout: Duration,
 }
 
 /// The infrastructure's activation code, as clients send it in `x-activation-code`.

@@ -18,11 +18,12 @@ use std::time::SystemTime;
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{self, WriteError};
 use crate::key::{ApiKey, Fingerprint, KeyHash};
 
 const STORE_FILE: &str = "key.ron";
 const LOCK_FILE: &str = "key.lock";
-const TEMP_FILE: &str = "key.ron.tmp";
+const LEGACY_TEMP_FILE: &str = "key.ron.tmp";
 const FORMAT_VERSION: u32 = 1;
 const HEADER: &str = "// aims-api key store, written by `aims-api serve`: change it with `aims-api key`.\n\
                       // It holds the SHA-256 of the API key, never the key itself.\n";
@@ -161,11 +162,7 @@ pub enum StoreError {
         column: usize,
         message: String,
     },
-    Write {
-        step: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Write(WriteError),
 }
 
 impl fmt::Display for StoreError {
@@ -191,9 +188,7 @@ impl fmt::Display for StoreError {
                  restore it from a backup, or move it away to start with no key",
                 path.display()
             ),
-            Self::Write { step, path, source } => {
-                write!(f, "cannot {step} {}: {source}", path.display())
-            }
+            Self::Write(e) => e.fmt(f),
         }
     }
 }
@@ -218,8 +213,10 @@ impl KeyStore {
         let store =
             Self { dir: state_dir.to_owned(), path: state_dir.join(STORE_FILE), _lock: lock };
         // A temporary file can only be left by a crash between its creation and the rename;
-        // the store itself is still the old, whole one.
-        let _ = fs::remove_file(store.dir.join(TEMP_FILE));
+        // the store itself is still the old, whole one. (`key.ron.tmp` is the name releases
+        // before the shared durable write used.)
+        durable::remove_leftovers(&store.path);
+        let _ = fs::remove_file(store.dir.join(LEGACY_TEMP_FILE));
         let record = store.read()?;
         Ok((store, record))
     }
@@ -245,35 +242,7 @@ impl KeyStore {
 
     /// Replaces the store with `record`, durably, or leaves it as it was.
     pub fn write(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let text = render(record);
-        let temp = self.dir.join(TEMP_FILE);
-        let fail = |step, path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Write { step, path, source }
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(fail("create", &temp))?;
-        let written = file
-            .write_all(text.as_bytes())
-            .map_err(fail("write", &temp))
-            .and_then(|()| file.sync_all().map_err(fail("fsync", &temp)));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(e);
-        }
-        drop(file);
-        if let Err(e) = fs::rename(&temp, &self.path) {
-            let _ = fs::remove_file(&temp);
-            return Err(fail("rename into place", &self.path)(e));
-        }
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(fail("fsync the folder of", &self.path))
+        durable::write(&self.path, render(record).as_bytes(), 0o600).map_err(StoreError::Write)
     }
 }
 
@@ -549,9 +518,15 @@ mod tests {
         let k = key();
         let record = KeyRecord::default().generated(&k, SystemTime::now()).unwrap();
         KeyStore::open(dir.path()).unwrap().0.write(&record).unwrap();
-        fs::write(dir.path().join(TEMP_FILE), "torn").unwrap();
+        // One left by a crash of this release, and one by a crash of an older one.
+        let leftovers = [".key.ron.4242.0.tmp", LEGACY_TEMP_FILE];
+        for name in leftovers {
+            fs::write(dir.path().join(name), "torn").unwrap();
+        }
         let (_s, reread) = KeyStore::open(dir.path()).unwrap();
         assert_eq!(reread.active_hash(), Some(k.hash()));
-        assert!(!dir.path().join(TEMP_FILE).exists());
+        for name in leftovers {
+            assert!(!dir.path().join(name).exists(), "{name} is removed");
+        }
     }
 }

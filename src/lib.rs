@@ -1,29 +1,43 @@
 //! aims-api: an on-premises appliance that serves the AI Mentor Studio API over HTTPS, guarded
 //! by one API key, with a root-only admin port on loopback to generate, replace and revoke it.
 //!
-//! Data flows one way: [`config`] → [`server`] (listeners, workers, timeouts) → [`http`]
-//! (parse, limits, respond) → [`gate`] (credentials) → [`api`] and [`admin`] (handlers) →
-//! [`snapshot`] (the dated analysis data, validated and pre-rendered), [`keystore`] (the RON
-//! file, its lock, atomic writes) and [`key`] (generate, checksum, hash). [`tls`], [`peer`]
-//! (uid of a loopback client), [`hardening`], [`throttle`] (failed-auth limits per address),
-//! [`metrics`] and [`log`] (with the audit lines) serve them.
-//! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
+//! Data flows one way, and no module names one above it (`.ci/run` checks the graph):
+//!
+//! ```text
+//! main → commands → server → {api, admin} → app → domain modules
+//! ```
+//!
+//! - [`commands`] runs what [`cli`] parsed: `serve` hands over to [`server`]; the key and
+//!   snapshot commands are thin clients of the admin port ([`admin_client`]).
+//! - [`server`] moves bytes: listeners, workers, TLS connections, timeouts, signals.
+//! - [`api`] and [`admin`] are each port's policy: what a request means, who may make it, and
+//!   what is logged ([`audit`], [`refusals`]) and counted ([`metrics`]).
+//! - [`app`] is the live state they share, built from [`config`].
+//! - The domain: [`keys`] (the key store and the gate, changed together) over [`keystore`]
+//!   (the RON file and its lock) and [`key`] (generate, checksum, hash); [`snapshot`] (the dated
+//!   analysis data); [`tls`]; [`throttle`]; [`http`] (the wire format); [`peer`] (uid of a
+//!   loopback client); [`durable`] (the one way a state file is written); [`locks`];
+//!   [`hardening`], [`systemd`] and [`logging`].
 
 pub mod admin;
+pub mod admin_client;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cli;
-pub mod client;
 pub mod commands;
 pub mod config;
-pub mod gate;
+pub mod durable;
 pub mod hardening;
 pub mod http;
 pub mod key;
+pub mod keys;
 pub mod keystore;
-pub mod log;
+pub mod locks;
+pub mod logging;
 pub mod metrics;
 pub mod peer;
+pub mod refusals;
 pub mod server;
 pub mod snapshot;
 pub mod systemd;

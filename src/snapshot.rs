@@ -158,6 +158,20 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// Where in the file the problem is, when the parser could say (a syntax or shape error).
+    pub fn line_column(&self) -> Option<(usize, usize)> {
+        match self {
+            Self::Syntax { line, column, .. } => Some((*line, *column)),
+            Self::FormatVersion(_)
+            | Self::Timestamp { .. }
+            | Self::EmptyIdentifier
+            | Self::Duplicate { .. }
+            | Self::Unresolved { .. }
+            | Self::WrongCategory { .. }
+            | Self::NegativeCount(_) => None,
+        }
+    }
+
     fn syntax(error: &serde_json::Error) -> Self {
         let (line, column) = (error.line(), error.column());
         let text = error.to_string();

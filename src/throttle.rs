@@ -20,6 +20,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::locks;
+
 /// Limits, from `api` in the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottleSettings {
@@ -82,8 +84,8 @@ impl Throttle {
 
     /// Counts one refused request from `ip` at `now` and says how to answer it.
     pub fn refused(&self, ip: IpAddr, now: Instant) -> Verdict {
-        // A poisoned lock still holds a whole table: entries are plain values written whole.
-        let mut table = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Entries are plain values written whole: see `locks`.
+        let mut table = locks::lock(&self.table);
         let source = Source::of(ip);
         if !table.contains_key(&source) && table.len() >= self.settings.max_addresses {
             self.make_room(&mut table, now);

@@ -8,9 +8,9 @@
 //! expensive half of the handshake.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +21,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
+use crate::durable::{self, WriteError};
 
 /// Sessions remembered for resumption by id (TLS 1.2). Each costs a few hundred bytes.
 const SESSION_CACHE_ENTRIES: usize = 4096;
@@ -41,7 +42,8 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     Rejected { cert: PathBuf, key: PathBuf, source: rustls::Error },
     Generate(rcgen::Error),
-    Write { path: PathBuf, source: io::Error },
+    Folder { path: PathBuf, source: io::Error },
+    Write(WriteError),
     Provider(rustls::Error),
 }
 
@@ -61,7 +63,10 @@ impl fmt::Display for TlsError {
                 key.display()
             ),
             Self::Generate(e) => write!(f, "cannot make a self-signed certificate: {e}"),
-            Self::Write { path, source } => write!(f, "cannot write {}: {source}", path.display()),
+            Self::Folder { path, source } => {
+                write!(f, "cannot create the folder {}: {source}", path.display())
+            }
+            Self::Write(e) => e.fmt(f),
             Self::Provider(e) => write!(f, "cannot set up TLS: {e}"),
         }
     }
@@ -149,25 +154,11 @@ fn make_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(),
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| TlsError::Write { path: dir.to_owned(), source })?;
+        .map_err(|source| TlsError::Folder { path: dir.to_owned(), source })?;
     // The key first: a crash between the two leaves no certificate, and the next start makes
     // a fresh pair rather than pairing a new certificate with a stale key.
-    write_atomically(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_atomically(cert_path, cert.pem().as_bytes(), 0o644)
-}
-
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let write_error = |source| TlsError::Write { path: path.to_owned(), source };
-    let temp = path.with_extension("pem.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temp)
-        .map_err(write_error)?;
-    file.write_all(contents).and_then(|()| file.sync_all()).map_err(write_error)?;
-    fs::rename(&temp, path).map_err(write_error)
+    durable::write(key_path, key.serialize_pem().as_bytes(), 0o600).map_err(TlsError::Write)?;
+    durable::write(cert_path, cert.pem().as_bytes(), 0o644).map_err(TlsError::Write)
 }
 
 fn fingerprint(cert: &CertificateDer<'_>) -> String {

@@ -3,19 +3,21 @@
 //! Thin handlers over [`crate::snapshot::store`]: they parse the date in the path, hand the
 //! request body over as a stream, and turn the outcome into the admin port's JSON and one
 //! `audit` line for each import or delete, whatever its result. An invalid snapshot is a 422
-//! whose body names the JSON path and the reason, so a script can show the operator exactly
-//! what to fix; nothing served changes.
+//! whose body names the JSON path and the reason (see [`super::AdminError`]), so a script can
+//! show the operator exactly what to fix; nothing served changes.
+
+use std::io::Read;
 
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Client, error, method_not_allowed};
+use super::{AdminError, Client};
 use crate::app::App;
+use crate::audit::{self, DeleteOutcome, ImportOutcome};
 use crate::http::{Method, Response, Status};
 use crate::keystore::rfc3339;
-use crate::server::admin_port::Body;
 use crate::snapshot::store::{DeleteError, ImportError, Imported};
-use crate::snapshot::{Date, Problem, Snapshot};
+use crate::snapshot::{Date, Snapshot};
 
 /// One served snapshot as `GET /snapshots` and `PUT` show it.
 #[derive(Serialize)]
@@ -60,125 +62,88 @@ pub(super) fn list(app: &App) -> Response {
     Response::json(Status::OK, body.to_string().into_bytes())
 }
 
-/// `/snapshots/<date>`.
+/// `/snapshots/<date>`. `bytes` is the body's announced length.
 pub(super) fn one(
     app: &App,
     date_text: &str,
     method: Method,
-    body: &mut Body<'_>,
-    client: &Client,
-) -> Response {
-    let date = match Date::parse(date_text) {
-        Ok(date) => date,
-        Err(reason) => {
-            let message = format!(
-                "`{}` is not a date ({reason}): snapshots are named by their date, YYYY-MM-DD",
-                date_text.chars().take(40).collect::<String>()
-            );
-            return error(Status::BAD_REQUEST, "invalid_date", &message);
-        }
-    };
+    bytes: u64,
+    body: &mut dyn Read,
+    client: Client,
+) -> Result<Response, AdminError> {
+    let date = Date::parse(date_text).map_err(|reason| AdminError::BadDate {
+        text: date_text.chars().take(40).collect(),
+        reason: reason.to_string(),
+    })?;
     match method {
-        Method::Put => import(app, date, body, client),
+        Method::Put => import(app, date, bytes, body, client),
         Method::Delete => delete(app, date, client),
-        _ => method_not_allowed("PUT, DELETE"),
+        _ => Err(AdminError::MethodNotAllowed("PUT, DELETE")),
     }
 }
 
-fn import(app: &App, date: Date, body: &mut Body<'_>, client: &Client) -> Response {
-    let action = "snapshot.import";
+fn import(
+    app: &App,
+    date: Date,
+    bytes: u64,
+    body: &mut dyn Read,
+    client: Client,
+) -> Result<Response, AdminError> {
     let uid = client.uid;
-    let bytes = body.remaining();
     match app.snapshots.import(date, body) {
-        Ok(imported) => imported_response(&imported, action, uid),
-        Err(ImportError::Invalid(invalid)) => {
-            log::info!(
-                "audit action={action} client=uid:{uid} date={date} bytes={bytes} result=invalid \
-                 reason={:?}",
-                invalid.to_string()
-            );
-            let (line, column) = match &invalid.problem {
-                Problem::Syntax { line, column, .. } => (Some(*line), Some(*column)),
-                _ => (None, None),
-            };
-            let message = format!("the snapshot for {date} is invalid, nothing changed: {invalid}");
-            let body = json!({
-                "error": "invalid_snapshot",
-                "message": message,
-                "path": invalid.path,
-                "reason": invalid.problem.to_string(),
-                "line": line,
-                "column": column,
-            });
-            Response::json(Status::UNPROCESSABLE, body.to_string().into_bytes())
-        }
+        Ok(imported) => Ok(imported_response(&imported, uid)),
         Err(e) => {
-            let (status, code) = match &e {
-                ImportError::Empty => (Status::BAD_REQUEST, "empty_body"),
-                ImportError::Body(_) => (Status::BAD_REQUEST, "body"),
-                ImportError::NotDurable { .. } => (Status::INTERNAL_SERVER_ERROR, "not_durable"),
-                _ => (Status::INTERNAL_SERVER_ERROR, "storage"),
+            let failure = AdminError::Import(date, e);
+            let outcome = match &failure {
+                AdminError::Import(_, ImportError::Invalid(invalid)) => {
+                    ImportOutcome::Invalid { bytes, reason: invalid }
+                }
+                other => ImportOutcome::Failed {
+                    code: other.code(),
+                    server_fault: other.status().is_server_error(),
+                    cause: other,
+                },
             };
-            let level = if status.is_server_error() { log::Level::Error } else { log::Level::Info };
-            log::log!(
-                level,
-                "audit action={action} client=uid:{uid} date={date} result={code} cause={:?}",
-                e.to_string()
-            );
-            error(status, code, &e.to_string())
+            audit::snapshot_import(uid, date, outcome).emit();
+            Err(failure)
         }
     }
 }
 
-fn imported_response(imported: &Imported, action: &str, uid: u32) -> Response {
-    let entry = Entry::of(&imported.snapshot);
+fn imported_response(imported: &Imported, uid: u32) -> Response {
+    let stats = imported.snapshot.stats();
+    let took_ms = imported.took.as_millis();
+    let outcome = ImportOutcome::Live { replaced: imported.replaced, stats: &stats, took_ms };
+    audit::snapshot_import(uid, imported.snapshot.date(), outcome).emit();
     let (status, result) =
         if imported.replaced { (Status::OK, "replaced") } else { (Status::CREATED, "created") };
-    let took_ms = imported.took.as_millis();
-    log::info!(
-        "audit action={action} client=uid:{uid} date={} result={result} applications={} \
-         modules={} findings={} bytes={} ms={took_ms}",
-        entry.date,
-        entry.applications,
-        entry.modules,
-        entry.findings,
-        entry.file_bytes
-    );
+    let entry = Entry::of(&imported.snapshot);
     let body = json!({ "result": result, "snapshot": entry, "took_ms": took_ms });
     Response::json(status, body.to_string().into_bytes())
 }
 
-fn delete(app: &App, date: Date, client: &Client) -> Response {
-    let action = "snapshot.delete";
+fn delete(app: &App, date: Date, client: Client) -> Result<Response, AdminError> {
     let uid = client.uid;
     match app.snapshots.delete(date) {
         Ok(deleted) => {
-            log::info!(
-                "audit action={action} client=uid:{uid} date={date} result=deleted was_served={}",
-                deleted.served.is_some()
-            );
+            let was_served = deleted.served.is_some();
+            audit::snapshot_delete(uid, date, DeleteOutcome::Deleted { was_served }).emit();
             let body = json!({
                 "result": "deleted",
                 "date": date.to_string(),
-                "was_served": deleted.served.is_some(),
+                "was_served": was_served,
                 "newest": app.snapshots.catalog().newest().map(|s| s.date().to_string()),
             });
-            Response::json(Status::OK, body.to_string().into_bytes())
-        }
-        Err(DeleteError::NotFound) => {
-            log::info!("audit action={action} client=uid:{uid} date={date} result=not_found");
-            error(Status::NOT_FOUND, "not_found", &format!("no snapshot for {date}"))
+            Ok(Response::json(Status::OK, body.to_string().into_bytes()))
         }
         Err(e) => {
-            let code = match e {
-                DeleteError::NotDurable { .. } => "not_durable",
-                _ => "storage",
+            let failure = AdminError::Delete(date, e);
+            let outcome = match &failure {
+                AdminError::Delete(_, DeleteError::NotFound) => DeleteOutcome::NotFound,
+                other => DeleteOutcome::Failed { code: other.code(), cause: other },
             };
-            log::error!(
-                "audit action={action} client=uid:{uid} date={date} result={code} cause={:?}",
-                e.to_string()
-            );
-            error(Status::INTERNAL_SERVER_ERROR, code, &e.to_string())
+            audit::snapshot_delete(uid, date, outcome).emit();
+            Err(failure)
         }
     }
 }

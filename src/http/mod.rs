@@ -12,6 +12,21 @@ mod response;
 pub use request::{HeaderValue, Method, ParseError, Parsed, Request, Version, parse};
 pub use response::{DateCache, Response, Status};
 
+use std::time::Duration;
+
 /// The most headers a request may carry, whatever the configuration says (it may say fewer):
 /// the parser's header table lives on the stack.
 pub const MAX_HEADERS: usize = 100;
+
+/// The bounds on one connection's requests, for either port.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    /// From the first byte of a request to the end of its head (and body): a slow sender is cut
+    /// off here however steadily it trickles.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+}

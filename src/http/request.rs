@@ -9,8 +9,7 @@ use std::fmt;
 
 use httparse::Header;
 
-use super::Status;
-use crate::config::HttpLimits;
+use super::{HttpLimits, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -116,6 +115,7 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// The one mapping from a refusal to its status (both ports use it).
     pub fn status(self) -> Status {
         match self {
             Self::HeadTooLarge | Self::TooManyHeaders => Status::HEADER_FIELDS_TOO_LARGE,
@@ -123,7 +123,14 @@ impl ParseError {
             Self::TransferEncoding => Status::NOT_IMPLEMENTED,
             Self::Version => Status::HTTP_VERSION_NOT_SUPPORTED,
             Self::UnsupportedExpectation => Status::EXPECTATION_FAILED,
-            _ => Status::BAD_REQUEST,
+            Self::BareLf
+            | Self::Malformed(_)
+            | Self::NotOriginForm
+            | Self::MissingHost
+            | Self::RepeatedHost
+            | Self::InvalidContentLength
+            | Self::RepeatedContentLength
+            | Self::TransferEncodingWithLength => Status::BAD_REQUEST,
         }
     }
 

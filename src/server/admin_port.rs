@@ -2,9 +2,11 @@
 //!
 //! Admin traffic is rare and its handlers block on fsync, so a handful of threads each
 //! accepting and serving one connection at a time is the simplest design that cannot be starved
-//! by the public port: it shares no thread, queue or connection cap with it. Before a byte of
-//! the request is read, the client socket's owner is looked up ([`crate::peer`]); anyone not in
-//! `allowed_uids` (plus the server's own uid) gets one `403` and is gone.
+//! by the API port: it shares no thread, queue or connection cap with it. Before a byte of the
+//! request is read, the client socket's owner is looked up ([`crate::peer`]); anyone not in
+//! `allowed_uids` (plus the server's own uid) gets one `403` and is gone. This file only moves
+//! bytes: what a request means, and every refusal's answer, log line and count, is
+//! [`crate::admin`]'s.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,10 +18,7 @@ use zeroize::Zeroize;
 
 use crate::admin::{self, Client};
 use crate::app::App;
-use crate::config::HttpLimits;
-use crate::http::{self, DateCache, MAX_HEADERS, Method, Parsed, Response, Status};
-use crate::log::{Peer, Refused};
-use crate::metrics::{AdminRoute, Reason};
+use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
 use crate::peer;
 
 /// Serves admin connections on `listener` until shutdown.
@@ -53,42 +52,17 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
     let uid = match peer::uid_of(peer, local) {
         Ok(uid) => uid,
         Err(e) => {
-            log::warn!("admin: refusing {peer}: {e}");
-            count_refusal(app, Reason::AdminUid);
-            let response = admin::error(
-                Status::FORBIDDEN,
-                "forbidden",
-                "the client's uid could not be determined",
-            );
-            send(&mut stream, &response, date, false, false);
+            send(&mut stream, &admin::refuse_unknown_uid(app, peer, e), date, false, false);
             return;
         }
     };
     if uid != own_uid && !app.config.admin.allowed_uids.contains(&uid) {
-        app.refusals.refused(Refused {
-            port: "admin",
-            peer: Peer::Uid(uid),
-            reason: &format!("uid {uid} not allowed"),
-            status: 403,
-            fingerprint: None,
-        });
-        count_refusal(app, Reason::AdminUid);
-        let message = format!(
-            "uid {uid} may not use the admin port: run the command as root, or add the uid to \
-             admin.allowed_uids"
-        );
-        send(
-            &mut stream,
-            &admin::error(Status::FORBIDDEN, "forbidden", &message),
-            date,
-            false,
-            false,
-        );
+        send(&mut stream, &admin::refuse_uid(app, uid), date, false, false);
         return;
     }
     let client = Client { uid };
     let mut conn = Conn { stream, buf: Vec::with_capacity(4096), limits };
-    while let Ok(true) = conn.serve_one(app, &client, date) {}
+    while let Ok(true) = conn.serve_one(app, client, date) {}
 }
 
 struct Conn {
@@ -99,13 +73,12 @@ struct Conn {
 
 impl Conn {
     /// Reads, answers and consumes one request. `Ok(true)`: the connection stays open.
-    fn serve_one(&mut self, app: &App, client: &Client, date: &mut DateCache) -> io::Result<bool> {
+    fn serve_one(&mut self, app: &App, client: Client, date: &mut DateCache) -> io::Result<bool> {
         let head_len = match self.read_head()? {
             Head::Complete(n) => n,
             Head::Closed => return Ok(false),
             Head::Invalid(e) => {
-                count_refusal(app, Reason::BadRequest);
-                let response = admin::error(e.status(), e.code(), &e.to_string());
+                let response = admin::refuse_malformed(app, client, e);
                 send(&mut self.stream, &response, date, false, false);
                 return Ok(false);
             }
@@ -121,18 +94,13 @@ impl Conn {
             self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         let _ = self.stream.set_read_timeout(Some(self.limits.idle_timeout));
-        let mut body = Body {
+        let mut body = RequestBody {
             prefix: rest,
             prefix_used: 0,
             stream: &mut self.stream,
             remaining: request.content_length,
         };
         let response = admin::handle(app, &request, &mut body, client);
-        let route = match response.status {
-            Status::FORBIDDEN => AdminRoute::Refused,
-            _ => AdminRoute::of_path(request.path),
-        };
-        app.metrics.admin().admin_request(route, response.status.0);
         let drained = body.drain_small();
         let (prefix_used, body_left) = (body.prefix_used, body.remaining);
         let keep_alive = request.keep_alive && !response.close && drained && body_left == 0;
@@ -180,12 +148,6 @@ impl Conn {
     }
 }
 
-/// Counts a request refused before routing (uid, malformed head).
-fn count_refusal(app: &App, reason: Reason) {
-    app.metrics.admin().refusal(reason);
-    app.metrics.admin().admin_request(AdminRoute::Refused, 403);
-}
-
 enum Head {
     Complete(usize),
     Closed,
@@ -193,18 +155,14 @@ enum Head {
 }
 
 /// A request body: what was read past the head, then the socket, `Content-Length` in all.
-pub struct Body<'a> {
+struct RequestBody<'a> {
     prefix: &'a [u8],
     prefix_used: usize,
     stream: &'a mut TcpStream,
     remaining: u64,
 }
 
-impl Body<'_> {
-    pub fn remaining(&self) -> u64 {
-        self.remaining
-    }
-
+impl RequestBody<'_> {
     /// Reads and drops what the handler left of a small body, so the connection can carry the
     /// next request. A large leftover is not worth reading: the connection closes instead.
     fn drain_small(&mut self) -> bool {
@@ -215,7 +173,7 @@ impl Body<'_> {
     }
 }
 
-impl Read for Body<'_> {
+impl Read for RequestBody<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let want = out.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         if want == 0 {

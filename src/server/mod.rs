@@ -1,4 +1,8 @@
-//! `serve`: from a checked configuration to two listening ports.
+//! `serve`: from a checked configuration to two listening ports; the transport of both.
+//!
+//! Everything under `server` moves bytes: sockets, TLS, timeouts, the connection cap, signals.
+//! What a request means is decided by the handlers it calls, [`crate::api`] and
+//! [`crate::admin`], which change the shared [`App`]; nothing below this module names it.
 //!
 //! Start-up is ordered so that nothing listens before everything it needs is ready: harden the
 //! process, take the key store's lock and read it, load the snapshots (a bad one is logged and
@@ -6,9 +10,10 @@
 //! bind both ports, and only then start the workers. Any failure on the way stops the start with a
 //! [`ServeError`] that names what failed and on what.
 
-pub mod admin_port;
-mod public;
-pub mod supervisor;
+mod admin_port;
+mod api_conn;
+mod api_port;
+mod supervisor;
 
 use std::fmt;
 use std::io;
@@ -19,10 +24,10 @@ use std::thread;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::admin::KeyManager;
 use crate::app::App;
 use crate::config::Config;
 use crate::hardening;
+use crate::keys::KeyManager;
 use crate::keystore::{KeyStore, StoreError};
 use crate::snapshot::Snapshots;
 use crate::snapshot::store::OpenError;
@@ -100,7 +105,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
     check_file_limit(&config);
     let mut signals = supervisor::Signals::install().map_err(ServeError::Signals)?;
-    let keys = KeyManager::new(store, record);
+    let keys = KeyManager::new(store, record, &config.activation_code);
     let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert)));
 
     for id in 0..app.config.admin.workers {
@@ -113,7 +118,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let listener = api_listener.try_clone().map_err(ServeError::Thread)?;
         let app = Arc::clone(&app);
         api_workers.push(spawn(format!("api-{id}"), move || {
-            if let Err(e) = public::run_worker(app, listener, id) {
+            if let Err(e) = api_port::run_worker(app, listener, id) {
                 log::error!("api worker {id} stopped: {e}");
             }
         })?);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::app::{App, ReloadError, Reloaded};
+use crate::app::App;
 use crate::systemd;
 
 /// The signals the server acts on, as flags plus a wake-up socket.
@@ -64,7 +64,7 @@ pub fn supervise(app: &App, signals: &mut Signals) {
         }
         if signals.reload.swap(false, Ordering::SeqCst) {
             // The outcome is logged inside; a refused reload keeps the old certificate.
-            let _ = reload(app, "SIGHUP");
+            let _ = app.reload("SIGHUP");
         }
         if let Some(interval) = watchdog {
             if app.workers_alive(interval) {
@@ -76,23 +76,4 @@ pub fn supervise(app: &App, signals: &mut Signals) {
             }
         }
     }
-}
-
-/// Reloads the certificate (SIGHUP or the admin port), logging the outcome.
-pub fn reload(app: &App, trigger: &str) -> Result<Reloaded, ReloadError> {
-    systemd::reloading();
-    let outcome = app.reload();
-    match &outcome {
-        Ok(done) => log::info!(
-            "reload ({trigger}): certificate {} sha256={}{}; snapshots served={} refused={}",
-            done.cert.cert_path.display(),
-            done.cert.sha256,
-            if done.cert_changed { " (new)" } else { " (unchanged)" },
-            done.snapshots.served,
-            done.snapshots.refused,
-        ),
-        Err(e) => log::error!("reload ({trigger}) refused, the certificate in service stays: {e}"),
-    }
-    systemd::ready(&app.status_line());
-    outcome
 }

@@ -16,21 +16,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{Date, Invalid, Snapshot, Stats, load};
+use crate::durable::{self, Staged, WriteError};
 use crate::keystore::tighten_mode;
+use crate::locks;
 
 const FOLDER: &str = "snapshots";
-/// Temporary files are `.<date>.json.<pid>.<n>.tmp`: hidden, and never a snapshot name.
-const TEMP_SUFFIX: &str = ".tmp";
 
 /// The snapshots being served, by date, and the files at start that could not be.
 #[derive(Clone, Default)]
@@ -74,7 +74,6 @@ pub struct Snapshots {
     live: RwLock<Arc<Catalog>>,
     /// Held for the rename-and-swap of an import and for a delete.
     commit: Mutex<()>,
-    temp_counter: AtomicU64,
 }
 
 /// An import that is live.
@@ -123,16 +122,8 @@ pub enum ImportError {
     /// The body could not be read from the client.
     Body(io::Error),
     Invalid(Invalid),
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    /// Live and renamed into place, but the folder's fsync failed: a power loss could undo it.
-    NotDurable {
-        path: PathBuf,
-        source: io::Error,
-    },
+    /// Writing the file failed (nothing changed), or its last fsync did (it is served).
+    Write(WriteError),
 }
 
 impl fmt::Display for ImportError {
@@ -143,15 +134,8 @@ impl fmt::Display for ImportError {
             ),
             Self::Body(e) => write!(f, "the request body could not be read: {e}"),
             Self::Invalid(e) => write!(f, "the snapshot is invalid, nothing changed: {e}"),
-            Self::Io { step, path, source } => {
-                write!(f, "cannot {step} {}: {source}; nothing changed", path.display())
-            }
-            Self::NotDurable { path, source } => write!(
-                f,
-                "{} is in place and served, but its folder could not be fsync'd ({source}): \
-                 a power loss could undo the change",
-                path.display()
-            ),
+            Self::Write(e @ WriteError::Io { .. }) => write!(f, "{e}; nothing changed"),
+            Self::Write(e) => write!(f, "{e}; the new snapshot is served"),
         }
     }
 }
@@ -161,23 +145,16 @@ impl std::error::Error for ImportError {}
 #[derive(Debug)]
 pub enum DeleteError {
     NotFound,
-    Io { step: &'static str, path: PathBuf, source: io::Error },
-    NotDurable { path: PathBuf, source: io::Error },
+    /// Removing the file failed (nothing changed), or its folder's fsync did (it is gone).
+    Write(WriteError),
 }
 
 impl fmt::Display for DeleteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotFound => f.write_str("no snapshot has that date"),
-            Self::Io { step, path, source } => {
-                write!(f, "cannot {step} {}: {source}; nothing changed", path.display())
-            }
-            Self::NotDurable { path, source } => write!(
-                f,
-                "{} is removed and no longer served, but its folder could not be fsync'd \
-                 ({source}): a power loss could bring it back",
-                path.display()
-            ),
+            Self::Write(e @ WriteError::Io { .. }) => write!(f, "{e}; nothing changed"),
+            Self::Write(e) => write!(f, "{e}; the snapshot is no longer served"),
         }
     }
 }
@@ -208,16 +185,12 @@ impl Snapshots {
             activation_code: activation_code.to_owned(),
             live: RwLock::new(Arc::new(catalog)),
             commit: Mutex::new(()),
-            temp_counter: AtomicU64::new(0),
         })
     }
 
     /// The catalog in force now. Cheap: one `Arc` clone under a read lock.
     pub fn catalog(&self) -> Arc<Catalog> {
-        match self.live.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        Arc::clone(&locks::read(&self.live))
     }
 
     pub fn dir(&self) -> &Path {
@@ -231,26 +204,33 @@ impl Snapshots {
     /// Imports the snapshot in `body` for `date`, replacing the one of that date if any.
     pub fn import(&self, date: Date, body: &mut dyn Read) -> Result<Imported, ImportError> {
         let started = Instant::now();
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let name = format!(".{date}.json.{}.{n}{TEMP_SUFFIX}", std::process::id());
-        let temp = Temp::new(self.dir.join(name));
-        receive(body, &temp.path)?;
-        let bytes = fs::read(&temp.path).map_err(io_error("read back", &temp.path))?;
+        let path = self.path_of(date);
+        let mut staged = Staged::create(&path, 0o600).map_err(ImportError::Write)?;
+        receive(body, &mut staged)?;
+        staged.sync().map_err(ImportError::Write)?;
+        let temp = staged.temp_path();
+        let bytes = fs::read(temp).map_err(|source| {
+            ImportError::Write(WriteError::Io { step: "read back", path: temp.to_owned(), source })
+        })?;
         let snapshot = load(&bytes, date, &self.activation_code).map_err(ImportError::Invalid)?;
         drop(bytes);
         let snapshot = Arc::new(snapshot);
 
         let _commit = self.lock_commit();
-        let path = self.path_of(date);
-        let replaced = path.try_exists().map_err(io_error("look for", &path))?;
-        fs::rename(&temp.path, &path).map_err(io_error("rename into place", &path))?;
-        temp.disarm();
-        let durable = sync_folder(&self.dir);
+        let replaced = path.try_exists().map_err(|source| {
+            ImportError::Write(WriteError::Io { step: "look for", path: path.clone(), source })
+        })?;
+        let durable = match staged.commit() {
+            Ok(()) => Ok(()),
+            // In place: it is what the next start serves, so it is what we serve now.
+            Err(e @ WriteError::NotDurable { .. }) => Err(ImportError::Write(e)),
+            Err(e) => return Err(ImportError::Write(e)),
+        };
         self.swap(|catalog| {
             catalog.by_date.insert(date, Arc::clone(&snapshot));
             catalog.refused.remove(&date);
         });
-        durable.map_err(|source| ImportError::NotDurable { path: path.clone(), source })?;
+        durable?;
         Ok(Imported { snapshot, replaced, took: started.elapsed() })
     }
 
@@ -260,19 +240,20 @@ impl Snapshots {
         let _commit = self.lock_commit();
         let path = self.path_of(date);
         let served = self.catalog().on(date).map(|s| s.stats());
-        match fs::remove_file(&path) {
-            Ok(()) => {}
+        let durable = match durable::remove(&path) {
+            Ok(true) => Ok(()),
             // Removed by hand while served: stop serving it.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && served.is_some() => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DeleteError::NotFound),
-            Err(source) => return Err(DeleteError::Io { step: "remove", path, source }),
-        }
-        let durable = sync_folder(&self.dir);
+            Ok(false) if served.is_some() => Ok(()),
+            Ok(false) => return Err(DeleteError::NotFound),
+            // Gone from the folder: the next start would not serve it, so neither do we.
+            Err(e @ WriteError::NotDurable { .. }) => Err(DeleteError::Write(e)),
+            Err(e) => return Err(DeleteError::Write(e)),
+        };
         self.swap(|catalog| {
             catalog.by_date.remove(&date);
             catalog.refused.remove(&date);
         });
-        durable.map_err(|source| DeleteError::NotDurable { path, source })?;
+        durable?;
         Ok(Deleted { served })
     }
 
@@ -293,16 +274,13 @@ impl Snapshots {
         }
         let reloaded = Reloaded { served: fresh.by_date.len(), refused: fresh.refused.len() };
         let fresh = Arc::new(fresh);
-        match self.live.write() {
-            Ok(mut guard) => *guard = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
-        }
+        *locks::write(&self.live) = fresh;
         Ok(reloaded)
     }
 
     fn lock_commit(&self) -> MutexGuard<'_, ()> {
         // The guard protects no data, only the order of renames and swaps.
-        self.commit.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        locks::lock(&self.commit)
     }
 
     /// Replaces the catalog by a changed copy. Called only under the commit lock.
@@ -310,50 +288,12 @@ impl Snapshots {
         let mut next = (*self.catalog()).clone();
         change(&mut next);
         let next = Arc::new(next);
-        match self.live.write() {
-            Ok(mut guard) => *guard = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        *locks::write(&self.live) = next;
     }
 }
 
-/// A temporary file, removed on drop unless it was renamed into place.
-struct Temp {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl Temp {
-    fn new(path: PathBuf) -> Self {
-        Self { path, armed: true }
-    }
-
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-fn io_error(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImportError {
-    let path = path.to_owned();
-    move |source| ImportError::Io { step, path, source }
-}
-
-/// Streams `body` into a new file at `temp` (mode 0600) and fsyncs it.
-fn receive(body: &mut dyn Read, temp: &Path) -> Result<(), ImportError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(temp)
-        .map_err(io_error("create", temp))?;
+/// Streams `body` into the staged file.
+fn receive(body: &mut dyn Read, staged: &mut Staged) -> Result<(), ImportError> {
     let mut chunk = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
@@ -363,17 +303,13 @@ fn receive(body: &mut dyn Read, temp: &Path) -> Result<(), ImportError> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ImportError::Body(e)),
         };
-        file.write_all(&chunk[..n]).map_err(io_error("write", temp))?;
+        staged.write_all(&chunk[..n]).map_err(ImportError::Write)?;
         total += n as u64;
     }
     if total == 0 {
         return Err(ImportError::Empty);
     }
-    file.sync_all().map_err(io_error("fsync", temp))
-}
-
-fn sync_folder(dir: &Path) -> io::Result<()> {
-    File::open(dir).and_then(|dir| dir.sync_all())
+    Ok(())
 }
 
 /// The snapshot files in the folder, after removing leftover temporary files.
@@ -387,7 +323,7 @@ fn scan(dir: &Path) -> io::Result<Vec<(Date, PathBuf)>> {
             log::warn!("snapshots: ignoring {}: not a snapshot file name", path.display());
             continue;
         };
-        if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+        if durable::is_temp_name(name) {
             // Only an import interrupted by a crash leaves one; its snapshot never went live.
             match fs::remove_file(&path) {
                 Ok(()) => log::info!("snapshots: removed {}, left by an interrupted import", name),
@@ -413,7 +349,7 @@ fn load_all(files: Vec<(Date, PathBuf)>, activation_code: &str) -> Catalog {
     let work = || {
         while let Some((date, path)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
             let outcome = load_file(*date, path, activation_code);
-            let mut catalog = loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut catalog = locks::lock(&loaded);
             match outcome {
                 Ok(snapshot) => {
                     catalog.by_date.insert(*date, Arc::new(snapshot));
@@ -437,7 +373,7 @@ fn load_all(files: Vec<(Date, PathBuf)>, activation_code: &str) -> Catalog {
         }
         work();
     });
-    loaded.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+    locks::into_inner(loaded)
 }
 
 fn load_file(date: Date, path: &Path, activation_code: &str) -> Result<Snapshot, String> {

@@ -1,67 +1,17 @@
-//! Logging: `log` over `env_logger`, to stderr, and the rate limit on refusal lines.
+//! Refused requests, logged so that a flood cannot fill the disk and none goes uncounted.
 //!
-//! Under systemd (`JOURNAL_STREAM` set) each line starts with its syslog priority (`<3>` ...
-//! `<7>`) so journald records levels and adds its own timestamp; elsewhere each line carries an
-//! RFC 3339 timestamp and the level. `RUST_LOG` overrides the configured level.
-//!
-//! Lines are plain `key=value` text so an operator can grep or ship them; the ones that start
-//! with `audit ` form the audit trail, documented in `docs/audit.md`. Nothing here ever
-//! receives a key or a key hash: callers pass fingerprints and reasons.
+//! Both ports send every refusal here: bad credentials, unparseable requests and plain HTTP on
+//! the API port; a uid that may not use it, browser-shaped requests and unparseable requests on
+//! the admin port. A window writes a bounded number of lines whatever comes in (see
+//! [`RefusalLog`]), and its bursts become `audit action=refused` lines through [`crate::audit`].
 
-use std::fmt;
-use std::io::Write;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use crate::audit::Peer;
+use crate::audit::{self, RefusedBurst};
 use crate::key::Fingerprint;
-
-/// Starts the logger. Safe to call more than once (later calls do nothing).
-pub fn init(level: log::LevelFilter) {
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    // Connection-level chatter from rustls stays out unless asked for by RUST_LOG.
-    builder.filter_module("rustls", log::LevelFilter::Warn);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder.target(env_logger::Target::Stderr);
-    builder.format(move |out, record| {
-        if journald {
-            writeln!(out, "<{}>{}", syslog_priority(record.level()), record.args())
-        } else {
-            let now = humantime::format_rfc3339_millis(SystemTime::now());
-            writeln!(out, "{now} {:<5} {}", record.level(), record.args())
-        }
-    });
-    let _ = builder.try_init();
-}
-
-fn syslog_priority(level: log::Level) -> u8 {
-    match level {
-        log::Level::Error => 3,
-        log::Level::Warn => 4,
-        log::Level::Info => 6,
-        log::Level::Debug | log::Level::Trace => 7,
-    }
-}
-
-/// Who was refused, as audit lines name them: an address, or a local uid on the admin port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
-    Address(IpAddr),
-    Uid(u32),
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Address(ip) => ip.fmt(f),
-            Self::Uid(uid) => write!(f, "uid:{uid}"),
-        }
-    }
-}
+use crate::locks;
 
 /// Clients whose refusals one window keeps apart; the rest share one overflow line.
 pub const MAX_BURSTS_PER_WINDOW: usize = 64;
@@ -127,7 +77,7 @@ impl RefusalLog {
 
     /// Records one refused request.
     pub fn refused(&self, refusal: Refused<'_>) {
-        let Ok(mut state) = self.state.lock() else { return };
+        let mut state = locks::lock(&self.state);
         self.roll(&mut state);
         let fingerprint = refusal.fingerprint.as_ref().map_or("-", Fingerprint::as_str);
         if state.logged < self.budget {
@@ -156,9 +106,7 @@ impl RefusalLog {
 
     /// Emits the audit lines of a finished window, if one is due. Called from housekeeping.
     pub fn flush(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            self.roll(&mut state);
-        }
+        self.roll(&mut locks::lock(&self.state));
     }
 
     fn roll(&self, state: &mut WindowState) {
@@ -205,18 +153,17 @@ impl Burst {
     }
 
     fn audit(&self) {
-        let client = self.peer.map_or_else(|| "*".to_owned(), |p| p.to_string());
-        let port = if self.peer.is_some() { self.port } else { "*" };
-        log::warn!(
-            "audit action=refused port={port} client={client} count={} throttled={} first={} \
-             last={} status={} reason=\"{}\" fingerprint={}",
-            self.count,
-            self.throttled,
-            humantime::format_rfc3339_millis(self.first),
-            humantime::format_rfc3339_millis(self.last),
-            self.status,
-            self.reason,
-            self.fingerprint.as_ref().map_or("-", Fingerprint::as_str),
-        );
+        audit::refused(&RefusedBurst {
+            port: self.port,
+            peer: self.peer,
+            count: self.count,
+            throttled: self.throttled,
+            first: self.first,
+            last: self.last,
+            status: self.status,
+            reason: &self.reason,
+            fingerprint: self.fingerprint.as_ref(),
+        })
+        .emit();
     }
 }

@@ -1,11 +1,12 @@
-//! The gate: whether a request on the public port carries valid credentials.
+//! The gate: whether a request on the API port carries valid credentials.
 //!
 //! Every API request passes here before routing, so an unknown path without credentials is a
 //! 400 or 401, never a 404 that would map the API for a stranger. The gate holds the live key
-//! state that the admin port switches; a switch is visible to every request parsed after it,
-//! which is what makes a replace or revoke take effect "from this response on". It compares
-//! the key's SHA-256 and the activation code's SHA-256 in constant time and tells the client
-//! only "invalid", keeping the precise reason for the log.
+//! state; only its parent, [`super::KeyManager`], switches it, in the order that makes a change
+//! safe. A switch is visible to every request parsed after it, which is what makes a replace or
+//! revoke take effect "from this response on". It compares the key's SHA-256 and the activation
+//! code's SHA-256 in constant time and tells the client only "invalid", keeping the precise
+//! reason for the log.
 
 use std::fmt;
 use std::sync::RwLock;
@@ -14,6 +15,7 @@ use crate::config::ActivationCode;
 use crate::http::{HeaderValue, Request, Status};
 use crate::key::{self, Fingerprint, FormatError, KeyHash};
 use crate::keystore::KeyRecord;
+use crate::locks;
 use crate::metrics::Reason;
 
 pub const KEY_HEADER: &str = "x-api-key";
@@ -57,10 +59,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The one mapping from a refusal to its status.
     pub fn status(self) -> Status {
         match self {
             Self::Missing(_) | Self::Empty(_) | Self::Repeated(_) => Status::BAD_REQUEST,
-            _ => Status::UNAUTHORIZED,
+            Self::MalformedKey(_)
+            | Self::WrongKey
+            | Self::WrongActivationCode
+            | Self::NoKey
+            | Self::RevokedKey => Status::UNAUTHORIZED,
         }
     }
 
@@ -71,7 +78,11 @@ impl Refusal {
             Self::Missing(h) => format!("the {h} header is required"),
             Self::Empty(h) => format!("the {h} header is empty"),
             Self::Repeated(h) => format!("the {h} header must be sent once"),
-            _ => "the API key or the activation code is not valid".to_owned(),
+            Self::MalformedKey(_)
+            | Self::WrongKey
+            | Self::WrongActivationCode
+            | Self::NoKey
+            | Self::RevokedKey => "the API key or the activation code is not valid".to_owned(),
         }
     }
 
@@ -123,21 +134,14 @@ impl Gate {
     }
 
     /// Switches to `record`'s key state. Returns once every later [`Gate::check`] sees it.
-    pub fn switch(&self, record: &KeyRecord) {
-        let live = Live::from(record);
-        match self.live.write() {
-            Ok(mut guard) => *guard = live,
-            Err(poisoned) => *poisoned.into_inner() = live,
-        }
+    pub(super) fn switch(&self, record: &KeyRecord) {
+        *locks::write(&self.live) = Live::from(record);
     }
 
     /// Disables whatever key is active, without touching the store: the fail-closed half of a
     /// revoke whose write failed.
-    pub fn disable(&self) {
-        let mut guard = match self.live.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+    pub(super) fn disable(&self) {
+        let mut guard = locks::write(&self.live);
         if let Live::Active(hash) = *guard {
             *guard = Live::Revoked(hash);
         }
@@ -150,11 +154,8 @@ impl Gate {
         key::check_format(presented_key).map_err(Refusal::MalformedKey)?;
         let key_hash = KeyHash::of(presented_key);
         let code_ok = KeyHash::of(presented_code).ct_eq(&self.activation_code);
-        // A poisoned lock still holds a whole `Live` (it is Copy and written in one store).
-        let live = match self.live.read() {
-            Ok(guard) => *guard,
-            Err(poisoned) => *poisoned.into_inner(),
-        };
+        // `Live` is Copy and written in one store: see `locks`.
+        let live = *locks::read(&self.live);
         match live {
             Live::NoKey => Err(Refusal::NoKey),
             Live::Revoked(hash) if hash.ct_eq(&key_hash) => Err(Refusal::RevokedKey),
@@ -208,7 +209,7 @@ mod tests {
     fn judge(gate: &Gate, extra: &str) -> Result<(), Refusal> {
         let bytes = format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
         let mut headers = [httparse::EMPTY_HEADER; 16];
-        let limits = crate::config::HttpLimits {
+        let limits = crate::http::HttpLimits {
             max_header_bytes: 4096,
             max_headers: 16,
             max_body_bytes: 0,

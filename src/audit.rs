@@ -1,0 +1,429 @@
+//! The audit trail: every `audit …` log line, rendered by one type.
+//!
+//! An operator greps these lines and a log shipper parses them, so their shape is a contract,
+//! written down in `docs/audit.md`. Each action has one constructor here that takes typed data,
+//! and each action's fields come out in the order of one table ([`Action::fields`]), whatever
+//! order a caller supplies them in: a field cannot drift from its documented place, and a test
+//! checks the table against the document. Values are single words, or quoted (with `"` and `\`
+//! escaped, so a crafted reason cannot forge a field) when they may hold spaces.
+//!
+//! Nothing here ever receives a key or a key hash: callers pass fingerprints and reasons.
+
+use std::fmt::{self, Display, Write};
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use crate::key::Fingerprint;
+use crate::keystore::KeyRecord;
+use crate::snapshot::{Date, Stats};
+
+/// Every action the audit trail records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    KeyGenerate,
+    KeyReplace,
+    KeyRevoke,
+    Reload,
+    SnapshotImport,
+    SnapshotDelete,
+    Refused,
+}
+
+impl Action {
+    pub const ALL: [Self; 7] = [
+        Self::KeyGenerate,
+        Self::KeyReplace,
+        Self::KeyRevoke,
+        Self::Reload,
+        Self::SnapshotImport,
+        Self::SnapshotDelete,
+        Self::Refused,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KeyGenerate => "key.generate",
+            Self::KeyReplace => "key.replace",
+            Self::KeyRevoke => "key.revoke",
+            Self::Reload => "reload",
+            Self::SnapshotImport => "snapshot.import",
+            Self::SnapshotDelete => "snapshot.delete",
+            Self::Refused => "refused",
+        }
+    }
+
+    /// The fields this action's lines carry after `action=`, in order. Optional fields are
+    /// left out of a line that has no value for them. `docs/audit.md` lists the same.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Self::KeyGenerate | Self::KeyReplace | Self::KeyRevoke => {
+                &["client", "fingerprint", "previous", "generation", "result", "cause", "note"]
+            }
+            Self::Reload => &["client", "result", "cause"],
+            Self::SnapshotImport => &[
+                "client",
+                "date",
+                "result",
+                "applications",
+                "modules",
+                "findings",
+                "bytes",
+                "ms",
+                "reason",
+                "cause",
+            ],
+            Self::SnapshotDelete => &["client", "date", "result", "was_served", "cause"],
+            Self::Refused => &[
+                "port",
+                "client",
+                "count",
+                "throttled",
+                "first",
+                "last",
+                "status",
+                "reason",
+                "fingerprint",
+            ],
+        }
+    }
+}
+
+/// Who a line is about: an address on the API port, a local uid on the admin port, or
+/// everyone else at once (the overflow line of a refusal window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Address(IpAddr),
+    Uid(u32),
+}
+
+impl Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Address(ip) => ip.fmt(f),
+            Self::Uid(uid) => write!(f, "uid:{uid}"),
+        }
+    }
+}
+
+/// One audit line, ready to be logged.
+#[derive(Debug)]
+pub struct Record {
+    action: Action,
+    level: log::Level,
+    /// By field name; rendered in the order of [`Action::fields`].
+    fields: Vec<(&'static str, String)>,
+}
+
+impl Record {
+    fn new(action: Action, level: log::Level) -> Self {
+        Self { action, level, fields: Vec::with_capacity(8) }
+    }
+
+    /// A value that is one word (a number, a date, a fingerprint, a result).
+    fn word(mut self, name: &'static str, value: impl Display) -> Self {
+        debug_assert!(self.action.fields().contains(&name), "{name} is not a field of this action");
+        self.fields.push((name, value.to_string()));
+        self
+    }
+
+    /// A value that may hold spaces or quotes: quoted, with `"` and `\` escaped.
+    fn quoted(self, name: &'static str, value: impl Display) -> Self {
+        let text = value.to_string();
+        self.word(name, format!("{text:?}"))
+    }
+
+    pub fn level(&self) -> log::Level {
+        self.level
+    }
+
+    /// Writes the line to the log.
+    pub fn emit(self) {
+        log::log!(self.level, "{self}");
+    }
+}
+
+impl Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "audit action={}", self.action.name())?;
+        for name in self.action.fields() {
+            if let Some((_, value)) = self.fields.iter().find(|(n, _)| n == name) {
+                write!(f, " {name}={value}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key change requested on the admin port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAction {
+    Generate,
+    Replace,
+    Revoke,
+}
+
+/// How a key change ended.
+pub enum KeyOutcome<'a> {
+    /// Done. `previous` is the key that was active before (generate and replace only).
+    Done { previous: Option<&'a Fingerprint> },
+    /// The change does not apply to the current state (409).
+    Conflict,
+    /// Nothing changed (500).
+    Failed(&'a dyn Display),
+    /// A revoke in force but not written (500).
+    MemoryOnly(&'a dyn Display),
+}
+
+/// `key.generate`, `key.replace`, `key.revoke`: one line per request, whatever its result.
+/// `in_force` is the key state after it.
+pub fn key_change(
+    action: KeyAction,
+    uid: u32,
+    in_force: &KeyRecord,
+    outcome: KeyOutcome<'_>,
+) -> Record {
+    let (name, shows_previous) = match action {
+        KeyAction::Generate => (Action::KeyGenerate, true),
+        KeyAction::Replace => (Action::KeyReplace, true),
+        KeyAction::Revoke => (Action::KeyRevoke, false),
+    };
+    let level = match outcome {
+        KeyOutcome::Done { .. } | KeyOutcome::Conflict => log::Level::Info,
+        KeyOutcome::Failed(_) | KeyOutcome::MemoryOnly(_) => log::Level::Error,
+    };
+    let fingerprint = in_force.key.as_ref().map_or("-", |k| k.fingerprint.as_str());
+    let record = Record::new(name, level)
+        .word("client", Peer::Uid(uid))
+        .word("fingerprint", fingerprint)
+        .word("generation", in_force.generation);
+    match outcome {
+        KeyOutcome::Done { previous } if shows_previous => {
+            record.word("previous", previous.map_or("-", Fingerprint::as_str)).word("result", "ok")
+        }
+        KeyOutcome::Done { .. } => record.word("result", "ok"),
+        KeyOutcome::Conflict => record.word("result", "conflict"),
+        KeyOutcome::Failed(cause) => record.word("result", "error").quoted("cause", cause),
+        KeyOutcome::MemoryOnly(cause) => record
+            .word("result", "memory-only")
+            .quoted("cause", cause)
+            .quoted("note", "the key is refused until restart; the store still holds it as active"),
+    }
+}
+
+/// `reload` requested on the admin port (`POST /reload`).
+pub fn reload(uid: u32, refused: Option<&dyn Display>) -> Record {
+    let record = Record::new(Action::Reload, log::Level::Info).word("client", Peer::Uid(uid));
+    match refused {
+        None => record.word("result", "ok"),
+        Some(cause) => record.word("result", "refused").quoted("cause", cause),
+    }
+}
+
+/// How a snapshot import ended.
+pub enum ImportOutcome<'a> {
+    /// Served from now on.
+    Live { replaced: bool, stats: &'a Stats, took_ms: u128 },
+    /// The body was not a valid snapshot (422); nothing changed.
+    Invalid { bytes: u64, reason: &'a dyn Display },
+    /// It could not be done; `code` is the error code of the answer.
+    Failed { code: &'a str, server_fault: bool, cause: &'a dyn Display },
+}
+
+/// `snapshot.import`: one line per `PUT /snapshots/<date>`.
+pub fn snapshot_import(uid: u32, date: Date, outcome: ImportOutcome<'_>) -> Record {
+    let level = match outcome {
+        ImportOutcome::Failed { server_fault: true, .. } => log::Level::Error,
+        ImportOutcome::Live { .. }
+        | ImportOutcome::Invalid { .. }
+        | ImportOutcome::Failed { server_fault: false, .. } => log::Level::Info,
+    };
+    let record = Record::new(Action::SnapshotImport, level)
+        .word("client", Peer::Uid(uid))
+        .word("date", date);
+    match outcome {
+        ImportOutcome::Live { replaced, stats, took_ms } => record
+            .word("result", if replaced { "replaced" } else { "created" })
+            .word("applications", stats.applications)
+            .word("modules", stats.modules)
+            .word("findings", stats.findings)
+            .word("bytes", stats.file_bytes)
+            .word("ms", took_ms),
+        ImportOutcome::Invalid { bytes, reason } => {
+            record.word("result", "invalid").word("bytes", bytes).quoted("reason", reason)
+        }
+        ImportOutcome::Failed { code, cause, .. } => {
+            record.word("result", code).quoted("cause", cause)
+        }
+    }
+}
+
+/// How a snapshot delete ended.
+pub enum DeleteOutcome<'a> {
+    Deleted { was_served: bool },
+    NotFound,
+    Failed { code: &'a str, cause: &'a dyn Display },
+}
+
+/// `snapshot.delete`: one line per `DELETE /snapshots/<date>`.
+pub fn snapshot_delete(uid: u32, date: Date, outcome: DeleteOutcome<'_>) -> Record {
+    let level = match outcome {
+        DeleteOutcome::Failed { .. } => log::Level::Error,
+        DeleteOutcome::Deleted { .. } | DeleteOutcome::NotFound => log::Level::Info,
+    };
+    let record = Record::new(Action::SnapshotDelete, level)
+        .word("client", Peer::Uid(uid))
+        .word("date", date);
+    match outcome {
+        DeleteOutcome::Deleted { was_served } => {
+            record.word("result", "deleted").word("was_served", was_served)
+        }
+        DeleteOutcome::NotFound => record.word("result", "not_found"),
+        DeleteOutcome::Failed { code, cause } => record.word("result", code).quoted("cause", cause),
+    }
+}
+
+/// One client's refused requests in one window of the refusal log.
+pub struct RefusedBurst<'a> {
+    pub port: &'static str,
+    /// `None`: the overflow line that sums every client past the window's limit.
+    pub peer: Option<Peer>,
+    pub count: u64,
+    pub throttled: u64,
+    pub first: SystemTime,
+    pub last: SystemTime,
+    pub status: u16,
+    pub reason: &'a str,
+    pub fingerprint: Option<&'a Fingerprint>,
+}
+
+/// `refused`: one line per burst of refused requests.
+pub fn refused(burst: &RefusedBurst<'_>) -> Record {
+    let (port, client) = match burst.peer {
+        Some(peer) => (burst.port, peer.to_string()),
+        None => ("*", "*".to_owned()),
+    };
+    Record::new(Action::Refused, log::Level::Warn)
+        .word("port", port)
+        .word("client", client)
+        .word("count", burst.count)
+        .word("throttled", burst.throttled)
+        .word("first", humantime::format_rfc3339_millis(burst.first))
+        .word("last", humantime::format_rfc3339_millis(burst.last))
+        .word("status", burst.status)
+        .quoted("reason", burst.reason)
+        .word("fingerprint", burst.fingerprint.map_or("-", Fingerprint::as_str))
+}
+
+/// Renders `record` for a test or a caller that needs the text itself.
+pub fn render(record: &Record) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{record}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::snapshot::Stats;
+
+    /// Every action table of `docs/audit.md`: the actions its `action` row names, and the
+    /// fields of its rows in order.
+    fn documented() -> Vec<(Vec<String>, Vec<String>)> {
+        let text = include_str!("../docs/audit.md");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+        };
+        let mut tables = Vec::new();
+        let (mut actions, mut fields) = (Vec::new(), Vec::new());
+        for line in text.lines().chain([""]) {
+            if !line.starts_with('|') {
+                if !actions.is_empty() {
+                    tables.push((std::mem::take(&mut actions), std::mem::take(&mut fields)));
+                }
+                fields.clear();
+                continue;
+            }
+            let mut cells = line.split('|').skip(1);
+            let (Some(names), Some(meaning)) = (cells.next(), cells.next()) else { continue };
+            for name in ticked(names) {
+                if name == "action" {
+                    actions = ticked(meaning);
+                } else {
+                    fields.push(name);
+                }
+            }
+        }
+        tables
+    }
+
+    #[test]
+    fn the_document_lists_every_action_with_its_fields_in_order() {
+        let documented = documented();
+        let mut seen = BTreeMap::new();
+        for (actions, fields) in &documented {
+            for action in actions {
+                seen.insert(action.clone(), fields.clone());
+            }
+        }
+        for action in Action::ALL {
+            let fields = seen.remove(action.name()).unwrap_or_else(|| {
+                panic!("docs/audit.md does not document action {}", action.name())
+            });
+            assert_eq!(fields, action.fields(), "the fields of {} in docs/audit.md", action.name());
+        }
+        assert!(seen.is_empty(), "docs/audit.md documents actions that do not exist: {seen:?}");
+    }
+
+    #[test]
+    fn fields_come_out_in_the_documented_order_whatever_order_they_went_in() {
+        let line = Record::new(Action::SnapshotDelete, log::Level::Info)
+            .word("was_served", true)
+            .word("result", "deleted")
+            .word("date", "2024-05-14")
+            .word("client", Peer::Uid(0));
+        assert_eq!(
+            render(&line),
+            "audit action=snapshot.delete client=uid:0 date=2024-05-14 result=deleted \
+             was_served=true"
+        );
+    }
+
+    #[test]
+    fn a_quoted_value_cannot_forge_a_field() {
+        let line = reload(0, Some(&"bad\" result=ok"));
+        assert_eq!(
+            render(&line),
+            r#"audit action=reload client=uid:0 result=refused cause="bad\" result=ok""#
+        );
+    }
+
+    #[test]
+    fn a_key_change_line_reads_as_documented() {
+        let record = KeyRecord::default();
+        let line = key_change(KeyAction::Revoke, 0, &record, KeyOutcome::MemoryOnly(&"disk full"));
+        assert_eq!(line.level(), log::Level::Error);
+        assert_eq!(
+            render(&line),
+            "audit action=key.revoke client=uid:0 fingerprint=- generation=0 \
+             result=memory-only cause=\"disk full\" note=\"the key is refused until restart; \
+             the store still holds it as active\""
+        );
+        let line = key_change(KeyAction::Generate, 7, &record, KeyOutcome::Done { previous: None });
+        assert_eq!(
+            render(&line),
+            "audit action=key.generate client=uid:7 fingerprint=- previous=- generation=0 \
+             result=ok"
+        );
+        let stats =
+            Stats { applications: 1, modules: 2, findings: 3, file_bytes: 4, rendered_bytes: 5 };
+        let date = Date::parse("2024-05-14").unwrap();
+        let live = ImportOutcome::Live { replaced: false, stats: &stats, took_ms: 9 };
+        assert_eq!(
+            render(&snapshot_import(0, date, live)),
+            "audit action=snapshot.import client=uid:0 date=2024-05-14 result=created \
+             applications=1 modules=2 findings=3 bytes=4 ms=9"
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! One API-port connection: TLS through rustls, requests through [`crate::http`], answers
+//! from [`crate::api`].
+//!
+//! A connection is a small state machine ([`Stage`]) driven by its worker whenever its socket
+//! is ready, until it would block. Every connection has one deadline, set by its stage: the
+//! handshake timeout from accept, the header timeout from a request's first byte (never
+//! extended by a trickle), the idle timeout between requests or while the client does not read.
+//! Plain HTTP on this port gets one `400` in plain HTTP and the connection is closed before
+//! anything else is read. This file moves bytes only: every request, refused or not, is judged,
+//! logged and counted by [`crate::api`].
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use rustls::{HandshakeKind, ServerConnection};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::api;
+use crate::app::App;
+use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed};
+use crate::metrics::Shard;
+
+/// The first byte of every TLS handshake record (RFC 8446 §5.1, `handshake(22)`).
+const TLS_HANDSHAKE: u8 = 0x16;
+/// Stop answering pipelined requests while this much output waits for the client.
+const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Accepted; waiting for the first byte to tell TLS from plain HTTP.
+    Sniff,
+    Handshake,
+    /// Between requests on a keep-alive connection.
+    Idle,
+    /// Part of a request has arrived.
+    Request,
+    /// The last response is going out; then the write side is shut.
+    Closing,
+    /// Write side shut; reading and discarding until EOF or the deadline.
+    Lingering,
+}
+
+pub(super) struct Conn {
+    pub(super) socket: TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) stage: Stage,
+    pub(super) tls: Option<Box<ServerConnection>>,
+    /// Plaintext received and not yet answered. It holds the API key of every request, so it is
+    /// wiped as requests are consumed, when it grows, and when the connection goes.
+    pub(super) inbuf: Zeroizing<Vec<u8>>,
+    pub(super) deadline: Instant,
+    /// When the connection was accepted or last became idle, for choosing whom to close at
+    /// the cap.
+    pub(super) idle_since: Instant,
+    pub(super) write_interest: bool,
+    /// Whether the socket may hold bytes not yet read. Readiness is edge-triggered: a read
+    /// that came back short (or would block) drained the socket, and anything arriving later
+    /// raises a new event, so until then another read would only return `EAGAIN`. Skipping
+    /// it saves a system call per request.
+    pub(super) unread: bool,
+}
+
+/// Why a connection ends.
+pub(super) enum End {
+    /// Drop it now (errors, timeouts, EOF).
+    Now,
+    /// Shut the write side and linger.
+    Linger,
+}
+
+impl Conn {
+    /// A connection just accepted, to be sniffed for TLS until `deadline`.
+    pub(super) fn new(socket: TcpStream, peer: SocketAddr, deadline: Instant) -> Self {
+        let now = Instant::now();
+        Self {
+            socket,
+            peer,
+            stage: Stage::Sniff,
+            tls: None,
+            inbuf: Zeroizing::new(Vec::new()),
+            deadline,
+            idle_since: now,
+            write_interest: false,
+            unread: true,
+        }
+    }
+
+    /// Whether rustls has output queued for the client.
+    pub(super) fn wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Whether closing it now would cost its client nothing but a reconnect: it owes nobody
+    /// an answer (between requests, or not yet through its handshake).
+    pub(super) fn is_quiet(&self) -> bool {
+        matches!(self.stage, Stage::Sniff | Stage::Handshake | Stage::Idle)
+    }
+}
+
+/// What a worker lends a connection for one turn.
+pub(super) struct Turn<'w> {
+    pub(super) app: &'w App,
+    pub(super) shard: &'w Shard,
+    pub(super) limits: &'w HttpLimits,
+    pub(super) date: &'w mut DateCache,
+    pub(super) out: &'w mut Vec<u8>,
+}
+
+/// One connection's work until it would block. `Ok` keeps it open.
+pub(super) fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
+    let limits = turn.limits;
+    match conn.stage {
+        Stage::Sniff => sniff(conn, turn)?,
+        Stage::Lingering => return linger(conn),
+        _ => {}
+    }
+    loop {
+        let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
+        let wrote = flush(tls, &mut conn.socket)?;
+        if tls.wants_write() {
+            // The client is not reading: wait, but not forever. Only a write it takes buys it
+            // more time; bytes it keeps sending while taking none do not (a slow reader that
+            // trickles requests would otherwise hold its slot for ever). A handshake keeps the
+            // deadline it was given at accept, however its flights go.
+            if wrote && conn.stage != Stage::Handshake {
+                conn.deadline = Instant::now() + limits.idle_timeout;
+            }
+            return Ok(());
+        }
+        if conn.stage == Stage::Closing {
+            return Err(End::Linger);
+        }
+        if answer_buffered(conn, turn)? {
+            continue;
+        }
+        let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
+        match receive(tls, &mut conn.socket, &mut conn.unread, &mut conn.inbuf, limits)? {
+            Received::Nothing => return Ok(()),
+            Received::Data => note_progress(conn, turn),
+        }
+    }
+}
+
+fn sniff(conn: &mut Conn, turn: &Turn<'_>) -> Result<(), End> {
+    let mut first = [0u8; 1];
+    match conn.socket.peek(&mut first) {
+        Ok(0) => Err(End::Now),
+        Ok(_) if first[0] == TLS_HANDSHAKE => {
+            let tls = ServerConnection::new(turn.app.tls_config()).map_err(|_| End::Now)?;
+            let mut tls = Box::new(tls);
+            // Output is bounded by when requests are answered, not by rustls' buffer limit,
+            // so a large response is queued whole and written out as the client reads.
+            tls.set_buffer_limit(None);
+            conn.tls = Some(tls);
+            conn.stage = Stage::Handshake;
+            Ok(())
+        }
+        Ok(_) => {
+            // Plain HTTP (or anything else) on the TLS port: say so once, in the clear, and
+            // close. Nothing of the request is parsed or reaches a handler.
+            let response = api::refuse_plain_http(turn.app, turn.shard, conn.peer);
+            let mut out = Vec::with_capacity(256);
+            response.write_to(
+                &mut out,
+                &httpdate::fmt_http_date(std::time::SystemTime::now()),
+                false,
+                false,
+            );
+            // One small write into an empty socket buffer; if even that fails, the client is
+            // gone and there is nobody to tell.
+            let _ = conn.socket.write(&out);
+            Err(End::Linger)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(_) => Err(End::Now),
+    }
+}
+
+fn linger(conn: &mut Conn) -> Result<(), End> {
+    let mut sink = [0u8; 4096];
+    loop {
+        match conn.socket.read(&mut sink) {
+            Ok(0) => return Err(End::Now),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => return Err(End::Now),
+        }
+    }
+}
+
+/// Writes what rustls has queued until the socket takes no more. Returns whether it took any.
+fn flush(tls: &mut ServerConnection, socket: &mut TcpStream) -> Result<bool, End> {
+    let mut wrote = false;
+    while tls.wants_write() {
+        match tls.write_tls(socket) {
+            Ok(n) => wrote |= n > 0,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(wrote),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(End::Now),
+        }
+    }
+    Ok(wrote)
+}
+
+enum Received {
+    Nothing,
+    Data,
+}
+
+/// Reads what the socket has into rustls and what rustls decrypted into `inbuf`.
+fn receive(
+    tls: &mut ServerConnection,
+    socket: &mut TcpStream,
+    unread: &mut bool,
+    inbuf: &mut Zeroizing<Vec<u8>>,
+    limits: &HttpLimits,
+) -> Result<Received, End> {
+    // Leave room for one whole request; the parser refuses anything larger before this fills.
+    let cap =
+        limits.max_header_bytes + usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    if drain_plaintext(tls, inbuf, cap)? {
+        return Ok(Received::Data);
+    }
+    if !*unread {
+        return Ok(Received::Nothing);
+    }
+    let mut source = ShortReads { socket, short: false };
+    let read = tls.read_tls(&mut source);
+    if source.short {
+        *unread = false;
+    }
+    match read {
+        Ok(0) => Err(End::Now),
+        Ok(_) => {
+            if let Err(e) = tls.process_new_packets() {
+                log::debug!("tls error: {e}");
+                // rustls queued an alert saying why; send it, then go.
+                let _ = tls.write_tls(socket);
+                return Err(End::Now);
+            }
+            drain_plaintext(tls, inbuf, cap)?;
+            Ok(Received::Data)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *unread = false;
+            Ok(Received::Nothing)
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Received::Data),
+        Err(_) => Err(End::Now),
+    }
+}
+
+/// The socket, noting whether its last read returned less than asked (so it is drained).
+struct ShortReads<'s> {
+    socket: &'s mut TcpStream,
+    short: bool,
+}
+
+impl Read for ShortReads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
+    }
+}
+
+/// Moves decrypted bytes into `inbuf`, up to `cap`, straight from rustls' own buffer (no
+/// intermediate copy). Returns whether any moved.
+fn drain_plaintext(
+    tls: &mut ServerConnection,
+    inbuf: &mut Zeroizing<Vec<u8>>,
+    cap: usize,
+) -> Result<bool, End> {
+    let mut moved = false;
+    while inbuf.len() < cap {
+        let mut reader = tls.reader();
+        let chunk = match reader.fill_buf() {
+            Ok([]) => return if moved { Ok(true) } else { Err(End::Now) },
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => return Err(End::Now),
+        };
+        let n = chunk.len().min(cap - inbuf.len());
+        extend_wiping(inbuf, &chunk[..n]);
+        reader.consume(n);
+        moved = true;
+    }
+    Ok(moved)
+}
+
+fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
+    let needed = buf.len() + data.len();
+    if needed > buf.capacity() {
+        let mut bigger =
+            Zeroizing::new(Vec::with_capacity(needed.max(buf.capacity() * 2).max(4096)));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(data);
+}
+
+/// Removes the first `consumed` bytes, wiping them and the stale copies that shifting the rest
+/// down leaves past the new end.
+fn consume_wiping(buf: &mut Zeroizing<Vec<u8>>, consumed: usize) {
+    if consumed == buf.len() {
+        // The usual case (no pipelined bytes behind): nothing to shift. Only the bytes in
+        // use: the spare capacity holds nothing (every shift below wipes what it leaves).
+        buf.as_mut_slice().zeroize();
+        buf.clear();
+        return;
+    }
+    let old_len = buf.len();
+    buf[..consumed].zeroize();
+    buf.drain(..consumed);
+    let new_len = buf.len();
+    // Within capacity: zeros over the stale tail, no reallocation.
+    buf.resize(old_len, 0);
+    buf.truncate(new_len);
+}
+
+/// After bytes arrive: the handshake may be done, or a request may have begun.
+fn note_progress(conn: &mut Conn, turn: &Turn<'_>) {
+    let limits = turn.limits;
+    let now = Instant::now();
+    let handshaken = conn.tls.as_ref().filter(|t| !t.is_handshaking());
+    if let (Stage::Handshake, Some(tls)) = (conn.stage, handshaken) {
+        turn.shard.handshake(tls.handshake_kind() == Some(HandshakeKind::Resumed));
+        conn.stage = Stage::Idle;
+        conn.idle_since = now;
+        conn.deadline = now + limits.idle_timeout;
+    }
+    if conn.stage == Stage::Idle && !conn.inbuf.is_empty() {
+        conn.stage = Stage::Request;
+        conn.deadline = now + limits.header_timeout;
+    }
+}
+
+/// Answers every whole request in the buffer (pipelining), in order, until the output queued
+/// for this client reaches [`MAX_PENDING_OUTPUT`]. Returns whether anything was answered.
+fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
+    let (app, limits) = (turn.app, turn.limits);
+    if !matches!(conn.stage, Stage::Idle | Stage::Request) {
+        return Ok(false);
+    }
+    let Some(tls) = conn.tls.as_deref_mut() else { return Ok(false) };
+    let mut consumed = 0;
+    let mut queued = 0;
+    let mut close = false;
+    while consumed < conn.inbuf.len() && queued < MAX_PENDING_OUTPUT {
+        let buf = &conn.inbuf[consumed..];
+        // The header table borrows the buffer it indexes, so each parse takes a fresh one;
+        // 100 empty entries cost less to fill than a request costs to answer.
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let out = &mut *turn.out;
+        out.clear();
+        let used = match http::parse(buf, &mut headers, limits) {
+            Ok(Parsed::Partial) => break,
+            Ok(Parsed::Complete(request, head_len)) => {
+                let body_len = usize::try_from(request.content_length).unwrap_or(usize::MAX);
+                if buf.len() - head_len < body_len {
+                    break; // the body is still on its way
+                }
+                let response = api::handle(app, turn.shard, &request, conn.peer);
+                let keep_alive = request.keep_alive
+                    && !response.close
+                    && !app.shutting_down.load(Ordering::Relaxed);
+                let head_only = request.method == Method::Head;
+                response.write_to(out, turn.date.now(), head_only, keep_alive);
+                close = !keep_alive;
+                head_len + body_len
+            }
+            Err(e) => {
+                let response = api::refuse_malformed(app, turn.shard, conn.peer, e);
+                response.write_to(out, turn.date.now(), false, false);
+                close = true;
+                buf.len()
+            }
+        };
+        tls.writer().write_all(out).map_err(|_| End::Now)?;
+        queued += out.len();
+        consumed += used;
+        if close {
+            break;
+        }
+    }
+    if consumed == 0 {
+        return Ok(false);
+    }
+    consume_wiping(&mut conn.inbuf, consumed);
+    let now = Instant::now();
+    if close {
+        tls.send_close_notify();
+        conn.stage = Stage::Closing;
+    } else if conn.inbuf.is_empty() {
+        conn.stage = Stage::Idle;
+        conn.idle_since = now;
+        conn.deadline = now + limits.idle_timeout;
+    } else {
+        // The next request has begun: its clock starts now.
+        conn.stage = Stage::Request;
+        conn.deadline = now + limits.header_timeout;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consuming_keeps_the_rest_in_place() {
+        let mut buf = Zeroizing::new(Vec::new());
+        extend_wiping(&mut buf, b"first-request|second");
+        let capacity = buf.capacity();
+        consume_wiping(&mut buf, 14);
+        assert_eq!(&buf[..], b"second");
+        // No reallocation (which would free the old bytes unwiped). That the spare capacity
+        // holds zeros cannot be read back without unsafe code, which this crate forbids.
+        assert_eq!(buf.capacity(), capacity);
+    }
+
+    #[test]
+    fn growing_keeps_every_byte() {
+        let mut buf = Zeroizing::new(Vec::new());
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        for piece in data.chunks(700) {
+            extend_wiping(&mut buf, piece);
+        }
+        assert_eq!(&buf[..], &data[..]);
+    }
+}

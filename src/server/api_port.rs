@@ -1,0 +1,295 @@
+//! The API port's workers: a readiness-based event loop per thread, HTTPS only.
+//!
+//! Each worker owns a `mio` poll, a clone of the listening socket and the connections it
+//! accepted ([`super::api_conn`] drives each one), and runs every connection to completion on
+//! its own thread. Handlers are in-memory and short, so no hand-off is needed, and an idle
+//! connection costs its buffers, not a thread; that is how 1,000 idle TLS clients fit in a few
+//! tens of MiB and how a slowloris client costs nothing but a slot until its deadline.
+//!
+//! This file owns the slots: accepting, the deadlines sweep, the drain at shutdown, and the cap.
+//! At `max_connections` the quietest connection that owes nobody an answer (idle between
+//! requests, or still in its handshake) is closed to make room; if every connection is
+//! mid-request, new clients wait in the listen backlog.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::api_conn::{Conn, End, Stage, Turn, step};
+use crate::app::App;
+use crate::http::{DateCache, HttpLimits};
+
+const LISTENER: Token = Token(usize::MAX);
+/// How long to drain a closing connection so the kernel does not reset it under the last
+/// response (a "lingering close").
+const LINGER: Duration = Duration::from_secs(2);
+/// How often deadlines are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs one worker until the server shuts down.
+pub fn run_worker(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<()> {
+    let mut worker = Worker::new(app, listener, id)?;
+    log::debug!("api worker {id} running");
+    worker.run()
+}
+
+struct Worker {
+    id: usize,
+    app: Arc<App>,
+    poll: Poll,
+    /// `None` once draining: the port is closed to new clients.
+    listener: Option<TcpListener>,
+    /// Set when shutdown began: the time by which in-flight requests must be done.
+    drain_deadline: Option<Instant>,
+    conns: Slab<Conn>,
+    date: DateCache,
+    out: Vec<u8>,
+    accept_paused: bool,
+    limits: HttpLimits,
+}
+
+impl Worker {
+    fn new(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let limits = app.config.api.limits;
+        Ok(Self {
+            id,
+            app,
+            poll,
+            listener: Some(listener),
+            drain_deadline: None,
+            conns: Slab::with_capacity(64),
+            date: DateCache::default(),
+            out: Vec::with_capacity(16 * 1024),
+            accept_paused: false,
+            limits,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        loop {
+            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    Token(key) => {
+                        // A peer's FIN may have come with the data that a short read took: then
+                        // the event says so, and the next read must happen to see the EOF.
+                        if let Some(conn) = self.conns.get_mut(key)
+                            && (event.is_readable() || event.is_read_closed() || event.is_error())
+                        {
+                            conn.unread = true;
+                        }
+                        self.drive(key);
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+            self.app.heartbeat(self.id);
+            if self.drain_deadline.is_none() && self.app.shutting_down.load(Ordering::Relaxed) {
+                self.begin_drain(now);
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.conns.is_empty() {
+                    return Ok(());
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "api worker {}: {} connection(s) still busy at the shutdown deadline",
+                        self.id,
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Stops accepting and closes every connection with no request in flight. The rest
+    /// finish their current request, answered with `Connection: close`.
+    fn begin_drain(&mut self, now: Instant) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.drain_deadline = Some(now + self.app.config.api.shutdown_timeout);
+        let idle: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.is_quiet()).map(|(key, _)| key).collect();
+        for key in idle {
+            self.close(key);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            if self.listener.is_none() {
+                return;
+            }
+            if self.at_capacity() && self.quietest().is_none() {
+                // Everyone is busy: leave the rest in the backlog until a slot frees.
+                self.accept_paused = true;
+                return;
+            }
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((socket, peer)) => {
+                    // Only now, with a client really waiting, is a slot worth freeing: making
+                    // room before the accept would close a connection whenever the cap is
+                    // merely reached, the just-admitted one included.
+                    if self.at_capacity()
+                        && let Some(key) = self.quietest()
+                    {
+                        self.evict(key);
+                    }
+                    self.admit(socket, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the backlog keeps the client; try again on the next
+                    // sweep rather than spin.
+                    log::warn!("accept on the api port failed: {e}");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+        self.accept_paused = false;
+    }
+
+    fn at_capacity(&self) -> bool {
+        self.app.open_connections.load(Ordering::Relaxed) >= self.app.config.api.max_connections
+    }
+
+    /// This worker's quietest connection that owes nobody an answer: a keep-alive connection
+    /// between requests, or one still in its handshake, whichever has waited longest (since it
+    /// went idle, or since it was accepted). Closing it costs its client nothing but a
+    /// reconnect, as its timeout would. Counting handshakes matters: otherwise a few thousand
+    /// half-open connections, which cost an attacker nothing, would hold every slot until the
+    /// handshake timeout while real clients waited in the backlog.
+    fn quietest(&self) -> Option<usize> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.is_quiet())
+            .min_by_key(|(_, c)| c.idle_since)
+            .map(|(key, _)| key)
+    }
+
+    fn evict(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get(key) {
+            log::debug!("closing {} ({:?}) to make room at the cap", conn.peer, conn.stage);
+        }
+        self.discard(key);
+    }
+
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+        let _ = socket.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut socket, Token(key), Interest::READABLE) {
+            log::warn!("cannot watch a connection from {peer}: {e}");
+            return;
+        }
+        let deadline = Instant::now() + self.app.config.api.handshake_timeout;
+        entry.insert(Conn::new(socket, peer, deadline));
+        self.app.open_connections.fetch_add(1, Ordering::Relaxed);
+        // The client may have written already; with edge-triggered readiness that first edge
+        // could predate the registration, so look now.
+        self.drive(key);
+    }
+
+    /// Closes a connection and, if new clients were left waiting for a slot, takes them in.
+    fn close(&mut self, key: usize) {
+        self.discard(key);
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    fn discard(&mut self, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            // Errors, timeouts and clients giving up all end a handshake here.
+            if conn.stage == Stage::Handshake {
+                self.app.metrics.api(self.id).handshake_failure();
+            }
+            let _ = self.poll.registry().deregister(&mut conn.socket);
+            self.app.open_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.deadline <= now).map(|(key, _)| key).collect();
+        for key in expired {
+            if let Some(conn) = self.conns.get(key) {
+                log::debug!("closing {} at its {:?} deadline", conn.peer, conn.stage);
+            }
+            self.close(key);
+        }
+        self.app.refusals.flush();
+        if self.accept_paused {
+            self.accept();
+        }
+    }
+
+    /// Moves one connection as far as it can go without blocking.
+    fn drive(&mut self, key: usize) {
+        let outcome = match self.conns.get_mut(key) {
+            Some(conn) => {
+                let mut turn = Turn {
+                    app: &self.app,
+                    shard: self.app.metrics.api(self.id),
+                    limits: &self.limits,
+                    date: &mut self.date,
+                    out: &mut self.out,
+                };
+                step(conn, &mut turn)
+            }
+            None => return,
+        };
+        match outcome {
+            Ok(()) => self.update_interest(key),
+            Err(End::Now) => self.close(key),
+            Err(End::Linger) => {
+                let Some(conn) = self.conns.get_mut(key) else { return };
+                let _ = conn.socket.shutdown(Shutdown::Write);
+                conn.stage = Stage::Lingering;
+                conn.deadline = Instant::now() + LINGER;
+                self.drive(key);
+            }
+        }
+    }
+
+    fn update_interest(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let wants_write = conn.wants_write();
+        if wants_write == conn.write_interest {
+            return;
+        }
+        let interest =
+            if wants_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        conn.write_interest = wants_write;
+        if self.poll.registry().reregister(&mut conn.socket, Token(key), interest).is_err() {
+            self.close(key);
+        }
+    }
+}

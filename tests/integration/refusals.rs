@@ -116,3 +116,83 @@ fn refusals_are_logged_within_a_budget_and_every_one_is_audited() {
     }
     assert!(!log.contains(&other_key) && !log.contains(&key));
 }
+
+/// Sends `count` copies of `request` (a head without a body) on one admin connection, the last
+/// one asking to close, and returns how many answers had `status`.
+fn pipeline_admin(server: &Server, request: &str, count: usize, status: u16) -> usize {
+    let keep = request.replace("\r\n\r\n", "\r\nConnection: keep-alive\r\n\r\n");
+    let last = request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    let mut bytes = keep.repeat(count - 1);
+    bytes.push_str(&last);
+    let raw = crate::util::raw_exchange(server.admin, bytes.as_bytes());
+    let text = String::from_utf8_lossy(&raw);
+    text.matches(&format!("HTTP/1.1 {status} ")).count()
+}
+
+/// The value of one metrics line, exactly as written, or 0 when the series is absent.
+fn metric(server: &Server, series: &str) -> u64 {
+    let (status, _) = server.admin("GET", "/health");
+    assert_eq!(status, 200);
+    let raw = crate::util::raw_exchange(
+        server.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn admin_refusals_share_the_refusal_log_and_count_under_their_own_status() {
+    let server = Server::start_with(&Options {
+        top: "refusal_log_lines: 5, refusal_log_window_secs: 2,".into(),
+        ..Options::default()
+    });
+    // A flood of browser-shaped requests: 2,000 with Origin, 1,000 with a foreign Host.
+    let started = Instant::now();
+    let origin = "GET /key HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n\r\n";
+    let foreign = "GET /key HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+    let mut answered = 0;
+    for _ in 0..20 {
+        answered += pipeline_admin(&server, origin, 100, 403);
+    }
+    for _ in 0..10 {
+        answered += pipeline_admin(&server, foreign, 100, 403);
+    }
+    assert_eq!(answered, 3000, "every browser-shaped request gets its 403");
+    // One request the HTTP layer refuses (a Content-Length that is not digits): 400, counted
+    // as a 400, not as a 403. (A head sent whole, so the server reads all of it.)
+    let bad =
+        "PUT /snapshots/2024-01-01 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 12x\r\n\r\n";
+    let raw = crate::util::raw_exchange(server.admin, bad.as_bytes());
+    assert!(raw.starts_with(b"HTTP/1.1 400 "), "{}", String::from_utf8_lossy(&raw));
+    let sending = started.elapsed();
+
+    // Every refusal is in an audit line of its burst once its window has ended, under uid 0
+    // (the tests' own uid: the server's, so allowed).
+    let uid = rustix::process::getuid().as_raw();
+    let client = format!("uid:{uid}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = server.log();
+        let total = audited(&log, &client);
+        if total == 3001 || Instant::now() > deadline {
+            assert_eq!(total, 3001, "every admin refusal is counted in an audit line:\n{log}");
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The per-request lines stayed within the budget of each window the flood touched.
+    let windows = (sending.as_secs() / 2 + 2) as usize;
+    let lines = log.lines().filter(|l| l.contains(" refused port=admin ")).count();
+    assert!(lines <= 5 * windows, "{lines} refusal lines in {windows} windows:\n{log}");
+    assert!(!log.contains("browser-shaped request from"), "no unbudgeted line per request");
+
+    // Each refusal counted once, under its own status and reason.
+    let series = |route_status: &str| {
+        metric(&server, &format!("aims_requests_total{{port=\"admin\",{route_status}}}"))
+    };
+    assert_eq!(series("route=\"refused\",status=\"403\""), 3000);
+    assert_eq!(series("route=\"refused\",status=\"400\""), 1);
+    assert_eq!(metric(&server, "aims_refusals_total{reason=\"admin_browser\"}"), 3000);
+    assert_eq!(metric(&server, "aims_refusals_total{reason=\"bad_request\"}"), 1);
+}

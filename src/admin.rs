@@ -37,43 +37,20 @@ pub struct Client {
     pub uid: u32,
 }
 
-/// The admin resources, resolved once from the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route<'p> {
-    Health,
-    Key,
-    KeyReplace,
-    Reload,
-    Metrics,
-    Snapshots,
-    Snapshot(&'p str),
-    Unknown,
-}
-
-impl<'p> Route<'p> {
-    fn of(path: &'p str) -> Self {
-        match path {
-            "/health" => Self::Health,
-            "/key" => Self::Key,
-            "/key/replace" => Self::KeyReplace,
-            "/reload" => Self::Reload,
-            "/metrics" => Self::Metrics,
-            "/snapshots" => Self::Snapshots,
-            p => p.strip_prefix("/snapshots/").map_or(Self::Unknown, Self::Snapshot),
-        }
-    }
-
-    /// The `route` label of the metrics.
-    fn label(self) -> AdminRoute {
-        match self {
-            Self::Health => AdminRoute::Health,
-            Self::Key => AdminRoute::Key,
-            Self::KeyReplace => AdminRoute::KeyReplace,
-            Self::Reload => AdminRoute::Reload,
-            Self::Metrics => AdminRoute::Metrics,
-            Self::Snapshots | Self::Snapshot(_) => AdminRoute::Snapshots,
-            Self::Unknown => AdminRoute::Other,
-        }
+/// Resolves the path once: the resource (also the metrics' `route` label), and for
+/// `/snapshots/<date>` the date as written.
+fn resolve(path: &str) -> (AdminRoute, Option<&str>) {
+    match path {
+        "/health" => (AdminRoute::Health, None),
+        "/key" => (AdminRoute::Key, None),
+        "/key/replace" => (AdminRoute::KeyReplace, None),
+        "/reload" => (AdminRoute::Reload, None),
+        "/metrics" => (AdminRoute::Metrics, None),
+        "/snapshots" => (AdminRoute::Snapshots, None),
+        p => match p.strip_prefix("/snapshots/") {
+            Some(date) => (AdminRoute::Snapshots, Some(date)),
+            None => (AdminRoute::Other, None),
+        },
     }
 }
 
@@ -208,15 +185,15 @@ impl fmt::Display for AdminError {
 
 /// Answers one admin request from an allowed `client`. `body` is the request body, unread.
 pub fn handle(app: &App, request: &Request<'_>, body: &mut dyn Read, client: Client) -> Response {
-    let route = Route::of(request.path);
+    let (route, date) = resolve(request.path);
     let (response, label) = match refuse_browsers(request) {
         Err(e) => {
             (refused(app, Peer::Uid(client.uid), e, Reason::AdminBrowser), AdminRoute::Refused)
         }
         Ok(()) => {
-            let response =
-                dispatch(app, route, request, body, client).unwrap_or_else(|e| e.response());
-            (response, route.label())
+            let response = dispatch(app, (route, date), request, body, client)
+                .unwrap_or_else(|e| e.response());
+            (response, route)
         }
     };
     app.metrics.admin().admin_request(label, response.status.0);
@@ -267,7 +244,7 @@ fn refused(app: &App, peer: Peer, e: AdminError, reason: Reason) -> Response {
 
 fn dispatch(
     app: &App,
-    route: Route<'_>,
+    route: (AdminRoute, Option<&str>),
     request: &Request<'_>,
     body: &mut dyn Read,
     client: Client,
@@ -275,24 +252,26 @@ fn dispatch(
     let method = request.method;
     let read = matches!(method, Method::Get | Method::Head);
     match route {
-        Route::Health if read => Ok(Response::json(Status::OK, br#"{"status":"ok"}"#.to_vec())),
-        Route::Metrics if read => Ok(metrics(app)),
-        Route::Snapshots if read => Ok(snapshots::list(app)),
-        Route::Health | Route::Metrics | Route::Snapshots => {
-            Err(AdminError::MethodNotAllowed("GET, HEAD"))
-        }
-        Route::Key if read => Ok(key_status(app)),
-        Route::Key if method == Method::Post => generate(app, client),
-        Route::Key if method == Method::Delete => revoke(app, client),
-        Route::Key => Err(AdminError::MethodNotAllowed("GET, HEAD, POST, DELETE")),
-        Route::KeyReplace if method == Method::Post => replace(app, client),
-        Route::KeyReplace => Err(AdminError::MethodNotAllowed("POST")),
-        Route::Reload if method == Method::Post => reload(app, client),
-        Route::Reload => Err(AdminError::MethodNotAllowed("POST")),
-        Route::Snapshot(date) => {
+        (AdminRoute::Snapshots, Some(date)) => {
             snapshots::one(app, date, method, request.content_length, body, client)
         }
-        Route::Unknown => Err(AdminError::NotFound),
+        (AdminRoute::Health, _) if read => {
+            Ok(Response::json(Status::OK, br#"{"status":"ok"}"#.to_vec()))
+        }
+        (AdminRoute::Metrics, _) if read => Ok(metrics(app)),
+        (AdminRoute::Snapshots, _) if read => Ok(snapshots::list(app)),
+        (AdminRoute::Health | AdminRoute::Metrics | AdminRoute::Snapshots, _) => {
+            Err(AdminError::MethodNotAllowed("GET, HEAD"))
+        }
+        (AdminRoute::Key, _) if read => Ok(key_status(app)),
+        (AdminRoute::Key, _) if method == Method::Post => generate(app, client),
+        (AdminRoute::Key, _) if method == Method::Delete => revoke(app, client),
+        (AdminRoute::Key, _) => Err(AdminError::MethodNotAllowed("GET, HEAD, POST, DELETE")),
+        (AdminRoute::KeyReplace, _) if method == Method::Post => replace(app, client),
+        (AdminRoute::KeyReplace, _) => Err(AdminError::MethodNotAllowed("POST")),
+        (AdminRoute::Reload, _) if method == Method::Post => reload(app, client),
+        (AdminRoute::Reload, _) => Err(AdminError::MethodNotAllowed("POST")),
+        (AdminRoute::Other | AdminRoute::Refused, _) => Err(AdminError::NotFound),
     }
 }
 

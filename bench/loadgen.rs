@@ -239,7 +239,7 @@ fn auth() {
     use aims_api::http::{Parsed, parse};
     use aims_api::key::ApiKey;
     use aims_api::keys::KeyManager;
-    use aims_api::keystore::{KeyRecord, KeyStore};
+    use aims_api::keystore::{KeyRecord, KeyStore, Terms};
 
     let config = Config::parse(
         Path::new("bench.ron"),
@@ -247,12 +247,15 @@ fn auth() {
     )
     .unwrap();
     let key = ApiKey::generate(&ring::rand::SystemRandom::new()).unwrap();
-    let record = KeyRecord::default().generated(&key, SystemTime::now()).unwrap();
+    let record = KeyRecord::default().generated(&key, SystemTime::now(), Terms::default()).unwrap();
     // The gate is reached through the key manager, as the API port reaches it; its store sits
     // in a temporary folder and is never written.
     let state = tempfile::tempdir().unwrap();
     let (store, _) = KeyStore::open(state.path()).unwrap();
-    let gate = KeyManager::new(store, record, &config.activation_code);
+    let usage = aims_api::keys::usage::Usage::load(state.path(), 20, Duration::from_secs(10));
+    let gate = KeyManager::new(store, record, &config.activation_code, usage, None);
+    // Every decision is counted against this address, as the API port counts it.
+    let from = std::net::IpAddr::from([127, 0, 0, 1]);
     let bytes = format!(
         "GET /ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level HTTP/1.1\r\nHost: localhost\r\n\
          User-Agent: bench\r\nAccept: */*\r\nx-api-key: {}\r\nx-activation-code: BENCH-CODE\r\n\r\n",
@@ -264,13 +267,13 @@ fn auth() {
     else {
         panic!("the benchmark request does not parse")
     };
-    assert!(gate.check(&request).is_ok());
+    assert!(gate.check(&request, from).is_ok());
     const BATCH: u32 = 200_000;
     let mut per_decision = Vec::new();
     for _ in 0..9 {
         let started = Instant::now();
         for _ in 0..BATCH {
-            std::hint::black_box(gate.check(std::hint::black_box(&request))).unwrap();
+            std::hint::black_box(gate.check(std::hint::black_box(&request), from)).unwrap();
         }
         per_decision.push(started.elapsed().as_nanos() as f64 / f64::from(BATCH));
     }

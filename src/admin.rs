@@ -5,9 +5,9 @@
 //! browser-shaped (an `Origin` or `Sec-Fetch-*` header, or a `Host` that is not a loopback name,
 //! so no web page can drive this port) are refused through the same rate-limited refusal log
 //! as the API port's refusals, each counted under its own status. The rest is routed once:
-//! `/health`, `/key` and `/key/replace` (changes go through [`crate::keys::KeyManager`], which
-//! keeps the order that makes them safe), `/reload`, `/metrics`, and the snapshot routes in
-//! `snapshots`. Every failure is an [`AdminError`], whose `status` and `code` are this port's
+//! `/health`, `/key`, `/key/replace`, `/key/clients` and `/key/check` (changes go through
+//! [`crate::keys::KeyManager`], which keeps the order that makes them safe), `/reload`,
+//! `/metrics`, and the snapshot routes in `snapshots`. Every failure is an [`AdminError`], whose `status` and `code` are this port's
 //! one mapping to what the client sees, and every change writes one [`crate::audit`] line.
 
 mod snapshots;
@@ -16,14 +16,17 @@ use std::fmt;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::app::{App, ReloadError};
 use crate::audit::{self, KeyAction, KeyOutcome};
 use crate::http::{HeaderValue, Method, ParseError, Request, Response, Status};
-use crate::keys::{ChangeError, Installed};
+use crate::keys::usage::MAX_CLIENTS;
+use crate::keys::{Asked, ChangeError, Installed, KeyCheck};
 use crate::keystore::{KeyRecord, rfc3339};
 use crate::metrics::{AdminRoute, Gauges, Reason};
 use crate::peer::PeerError;
@@ -44,6 +47,8 @@ fn resolve(path: &str) -> (AdminRoute, Option<&str>) {
         "/health" => (AdminRoute::Health, None),
         "/key" => (AdminRoute::Key, None),
         "/key/replace" => (AdminRoute::KeyReplace, None),
+        "/key/clients" => (AdminRoute::KeyClients, None),
+        "/key/check" => (AdminRoute::KeyCheck, None),
         "/reload" => (AdminRoute::Reload, None),
         "/metrics" => (AdminRoute::Metrics, None),
         "/snapshots" => (AdminRoute::Snapshots, None),
@@ -69,6 +74,12 @@ pub enum AdminError {
     BrowserShaped(&'static str),
     NotFound,
     MethodNotAllowed(&'static str),
+    /// A request body that is not what the route takes.
+    BadBody(String),
+    /// A request body longer than the route takes.
+    BodyTooLarge {
+        limit: u64,
+    },
     KeyChange(ChangeError),
     /// A new key was installed but is missing from its own record (a bug).
     KeyNotRecorded,
@@ -90,6 +101,11 @@ impl AdminError {
             Self::Malformed(e) => e.status(),
             Self::NotFound | Self::Delete(_, DeleteError::NotFound) => Status::NOT_FOUND,
             Self::MethodNotAllowed(_) => Status::METHOD_NOT_ALLOWED,
+            Self::BadBody(_)
+            | Self::KeyChange(ChangeError::LifetimeTooLong { .. } | ChangeError::GraceTooLong(_)) => {
+                Status::BAD_REQUEST
+            }
+            Self::BodyTooLarge { .. } => Status::PAYLOAD_TOO_LARGE,
             Self::KeyChange(ChangeError::Conflict(_)) => Status::CONFLICT,
             Self::KeyChange(
                 ChangeError::Random(_)
@@ -114,6 +130,10 @@ impl AdminError {
             Self::Malformed(e) => e.code(),
             Self::NotFound | Self::Delete(_, DeleteError::NotFound) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::BadBody(_) => "invalid_body",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::KeyChange(ChangeError::LifetimeTooLong { .. }) => "lifetime_too_long",
+            Self::KeyChange(ChangeError::GraceTooLong(_)) => "grace_too_long",
             Self::KeyChange(ChangeError::Conflict(_)) => "conflict",
             Self::KeyChange(ChangeError::Random(_)) => "random",
             Self::KeyChange(ChangeError::Store(_) | ChangeError::RevokedInMemoryOnly(_)) => {
@@ -162,10 +182,14 @@ impl fmt::Display for AdminError {
             Self::Malformed(e) => e.fmt(f),
             Self::BrowserShaped(why) => f.write_str(why),
             Self::NotFound => f.write_str(
-                "no such admin resource (there are /health, /key, /key/replace, /reload, \
-                 /metrics, /snapshots)",
+                "no such admin resource (there are /health, /key, /key/replace, /key/clients, \
+                 /key/check, /reload, /metrics, /snapshots)",
             ),
             Self::MethodNotAllowed(allow) => write!(f, "allowed methods: {allow}"),
+            Self::BadBody(why) => f.write_str(why),
+            Self::BodyTooLarge { limit } => {
+                write!(f, "the request body is larger than this route takes ({limit} bytes)")
+            }
             Self::KeyChange(e) => e.fmt(f),
             Self::KeyNotRecorded => f.write_str("the new key was not recorded"),
             Self::Reload(e) => write!(f, "{e}; the certificate in service is unchanged"),
@@ -252,6 +276,7 @@ fn dispatch(
     let method = request.method;
     let read = matches!(method, Method::Get | Method::Head);
     match route {
+        (AdminRoute::KeyCheck, _) if method == Method::Post => check_key(app, request, body),
         (AdminRoute::Snapshots, Some(date)) => {
             snapshots::one(app, date, method, request.content_length, body, client)
         }
@@ -264,11 +289,17 @@ fn dispatch(
             Err(AdminError::MethodNotAllowed("GET, HEAD"))
         }
         (AdminRoute::Key, _) if read => Ok(key_status(app)),
-        (AdminRoute::Key, _) if method == Method::Post => generate(app, client),
+        (AdminRoute::Key, _) if method == Method::Post => generate(app, request, body, client),
         (AdminRoute::Key, _) if method == Method::Delete => revoke(app, client),
         (AdminRoute::Key, _) => Err(AdminError::MethodNotAllowed("GET, HEAD, POST, DELETE")),
-        (AdminRoute::KeyReplace, _) if method == Method::Post => replace(app, client),
-        (AdminRoute::KeyReplace, _) => Err(AdminError::MethodNotAllowed("POST")),
+        (AdminRoute::KeyReplace, _) if method == Method::Post => {
+            replace(app, request, body, client)
+        }
+        (AdminRoute::KeyReplace | AdminRoute::KeyCheck, _) => {
+            Err(AdminError::MethodNotAllowed("POST"))
+        }
+        (AdminRoute::KeyClients, _) if read => Ok(key_clients(app)),
+        (AdminRoute::KeyClients, _) => Err(AdminError::MethodNotAllowed("GET, HEAD")),
         (AdminRoute::Reload, _) if method == Method::Post => reload(app, client),
         (AdminRoute::Reload, _) => Err(AdminError::MethodNotAllowed("POST")),
         (AdminRoute::Other | AdminRoute::Refused, _) => Err(AdminError::NotFound),
@@ -322,7 +353,26 @@ fn valid_port(text: &str) -> bool {
 
 fn key_status(app: &App) -> Response {
     let (record, persisted) = app.keys.status();
-    Response::json(Status::OK, status_json(&record, persisted).into_bytes())
+    Response::json(Status::OK, status_json(app, &record, persisted).into_bytes())
+}
+
+/// How a key has been used, as `GET /key` shows it.
+#[derive(Serialize)]
+struct Use {
+    last_used_at: Option<String>,
+    last_used_from: Option<String>,
+    admitted: u64,
+}
+
+impl Use {
+    fn of(app: &App, generation: u64) -> Self {
+        let usage = app.keys.usage_of(generation);
+        Self {
+            last_used_at: usage.last_used.map(|(at, _)| rfc3339(at)),
+            last_used_from: usage.last_used.map(|(_, from)| from.to_string()),
+            admitted: usage.admitted,
+        }
+    }
 }
 
 /// The key's state as `GET /key` and `DELETE /key` show it, fields in this order.
@@ -332,32 +382,162 @@ struct KeyStatus<'r> {
     fingerprint: Option<&'r str>,
     created_at: Option<String>,
     revoked_at: Option<String>,
+    expires_at: Option<String>,
     generation: u64,
     /// False while a revoke is in force in memory but not yet in the store.
     persisted: bool,
+    #[serde(flatten)]
+    usage: Use,
+    /// The replaced key while its grace lasts.
+    previous: Option<PreviousStatus<'r>>,
+    /// The key seen in clear text (until it is replaced).
+    exposed: Option<serde_json::Value>,
 }
 
-fn status_json(record: &KeyRecord, persisted: bool) -> String {
+#[derive(Serialize)]
+struct PreviousStatus<'r> {
+    fingerprint: &'r str,
+    generation: u64,
+    valid_until: String,
+    #[serde(flatten)]
+    usage: Use,
+}
+
+fn status_json(app: &App, record: &KeyRecord, persisted: bool) -> String {
     let key = record.key.as_ref();
+    let previous = record.grace_at(SystemTime::now()).map(|g| PreviousStatus {
+        fingerprint: g.fingerprint.as_str(),
+        generation: g.generation,
+        valid_until: rfc3339(g.valid_until),
+        usage: Use::of(app, g.generation),
+    });
+    let exposed = app.keys.exposure().map(
+        |e| json!({ "at": rfc3339(e.at), "from": e.from.to_string(), "generation": e.generation }),
+    );
     let status = KeyStatus {
         state: record.state().as_str(),
         fingerprint: key.map(|k| k.fingerprint.as_str()),
         created_at: key.map(|k| rfc3339(k.created_at)),
         revoked_at: key.and_then(|k| k.revoked_at).map(rfc3339),
+        expires_at: key.and_then(|k| k.expires_at).map(rfc3339),
         generation: record.generation,
         persisted,
+        usage: key.map_or(Use { last_used_at: None, last_used_from: None, admitted: 0 }, |k| {
+            Use::of(app, k.generation)
+        }),
+        previous,
+        exposed,
     };
     serde_json::to_string(&status).unwrap_or_default()
 }
 
-fn generate(app: &App, client: Client) -> Result<Response, AdminError> {
-    let outcome = app.keys.generate();
+/// `GET /key/clients`: the addresses that used the current key, most recent first.
+fn key_clients(app: &App) -> Response {
+    let record = app.keys.record();
+    let usage = record.key.as_ref().map(|k| (k, app.keys.usage_of(k.generation)));
+    let clients: Vec<serde_json::Value> = usage
+        .as_ref()
+        .map(|(_, usage)| usage.clients())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "address": c.address.to_string(),
+                "first_seen": rfc3339(c.first_seen),
+                "last_seen": rfc3339(c.last_seen),
+                "admitted": c.admitted,
+            })
+        })
+        .collect();
+    let body = json!({
+        "fingerprint": usage.as_ref().map(|(k, _)| k.fingerprint.as_str()),
+        "generation": usage.as_ref().map(|(k, _)| k.generation),
+        "clients": clients,
+        "limit": MAX_CLIENTS,
+        "dropped": usage.as_ref().map_or(0, |(_, u)| u.dropped),
+        "note": format!(
+            "at most {MAX_CLIENTS} addresses are kept, the least recently seen dropped first; \
+             usage is saved once a minute, so a crash loses at most the last minute"
+        ),
+    });
+    Response::json(Status::OK, body.to_string().into_bytes())
+}
+
+/// The longest body of `POST /key`, `/key/replace` and `/key/check`.
+const MAX_SMALL_BODY: u64 = 4096;
+
+/// Reads a small request body whole, into a buffer wiped on drop (it may hold a key).
+fn read_small_body(
+    request: &Request<'_>,
+    body: &mut dyn Read,
+) -> Result<Zeroizing<Vec<u8>>, AdminError> {
+    if request.content_length > MAX_SMALL_BODY {
+        return Err(AdminError::BodyTooLarge { limit: MAX_SMALL_BODY });
+    }
+    // Sized once: a buffer that grew would leave a copy of a key in the memory it gave back.
+    let mut bytes = Zeroizing::new(vec![0u8; request.content_length as usize]);
+    body.read_exact(&mut bytes)
+        .map_err(|e| AdminError::BadBody(format!("the request body could not be read: {e}")))?;
+    Ok(bytes)
+}
+
+/// The optional JSON body of `POST /key` and `POST /key/replace`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TermsBody {
+    #[serde(default)]
+    grace_secs: Option<u64>,
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
+}
+
+/// What the operator asked of a new key. `replace` says whether a grace may be asked for.
+fn asked(request: &Request<'_>, body: &mut dyn Read, replace: bool) -> Result<Asked, AdminError> {
+    let bytes = read_small_body(request, body)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Asked::default());
+    }
+    let terms: TermsBody = serde_json::from_slice(&bytes).map_err(|e| {
+        let fields = if replace { "grace_secs, expires_in_secs" } else { "expires_in_secs" };
+        AdminError::BadBody(format!(
+            "the body must be a JSON object with the optional fields {fields}: {e}"
+        ))
+    })?;
+    if terms.grace_secs.is_some() && !replace {
+        return Err(AdminError::BadBody(
+            "grace_secs is for POST /key/replace: a new key has no previous key to keep valid"
+                .to_owned(),
+        ));
+    }
+    if terms.expires_in_secs == Some(0) {
+        return Err(AdminError::BadBody("expires_in_secs must be at least 1".to_owned()));
+    }
+    Ok(Asked {
+        expires_in: terms.expires_in_secs.map(Duration::from_secs),
+        grace: Duration::from_secs(terms.grace_secs.unwrap_or(0)),
+    })
+}
+
+fn generate(
+    app: &App,
+    request: &Request<'_>,
+    body: &mut dyn Read,
+    client: Client,
+) -> Result<Response, AdminError> {
+    let asked = asked(request, body, false)?;
+    let outcome = app.keys.generate(asked);
     app.announce_key_state();
     key_shown_once(app, Status::CREATED, KeyAction::Generate, outcome, client)
 }
 
-fn replace(app: &App, client: Client) -> Result<Response, AdminError> {
-    let outcome = app.keys.replace();
+fn replace(
+    app: &App,
+    request: &Request<'_>,
+    body: &mut dyn Read,
+    client: Client,
+) -> Result<Response, AdminError> {
+    let asked = asked(request, body, true)?;
+    let outcome = app.keys.replace(asked);
     app.announce_key_state();
     key_shown_once(app, Status::OK, KeyAction::Replace, outcome, client)
 }
@@ -368,19 +548,59 @@ fn revoke(app: &App, client: Client) -> Result<Response, AdminError> {
     match outcome {
         Ok(record) => {
             let done = KeyOutcome::Done { previous: None };
-            audit::key_change(KeyAction::Revoke, client.uid, &record, done).emit();
-            Ok(Response::json(Status::OK, status_json(&record, true).into_bytes()))
+            audit::key_change(KeyAction::Revoke, Peer::Uid(client.uid), &record, done).emit();
+            Ok(Response::json(Status::OK, status_json(app, &record, true).into_bytes()))
         }
         Err(e) => Err(change_failed(app, KeyAction::Revoke, e, client)),
     }
+}
+
+/// `POST /key/check`: what a key (the body) is to this server. The answer names the key by its
+/// fingerprint only, never the key or its hash.
+fn check_key(
+    app: &App,
+    request: &Request<'_>,
+    body: &mut dyn Read,
+) -> Result<Response, AdminError> {
+    let bytes = read_small_body(request, body)?;
+    let presented = bytes.trim_ascii();
+    let answer = match app.keys.check_key(presented) {
+        KeyCheck::Malformed(e) => json!({ "status": "malformed", "reason": e.as_str() }),
+        KeyCheck::Live { fingerprint, generation, expires_at } => json!({
+            "status": "live",
+            "fingerprint": fingerprint.as_str(),
+            "generation": generation,
+            "expires_at": expires_at.map(rfc3339),
+        }),
+        KeyCheck::Grace { fingerprint, generation, valid_until } => json!({
+            "status": "grace",
+            "fingerprint": fingerprint.as_str(),
+            "generation": generation,
+            "valid_until": rfc3339(valid_until),
+        }),
+        KeyCheck::Retired(retired) => json!({
+            "status": "retired",
+            "fingerprint": retired.fingerprint.as_str(),
+            "generation": retired.generation,
+            "how": retired.how.as_str(),
+            "retired_at": rfc3339(retired.retired_at),
+        }),
+        KeyCheck::Unknown { fingerprint } => {
+            json!({ "status": "unknown", "fingerprint": fingerprint.as_str() })
+        }
+    };
+    Ok(Response::json(Status::OK, answer.to_string().into_bytes()))
 }
 
 /// `GET /metrics`: Prometheus text format.
 fn metrics(app: &App) -> Response {
     let record = app.keys.record();
     let catalog = app.snapshots.catalog();
+    let last_used = record.key.as_ref().and_then(|k| app.keys.usage_of(k.generation).last_used);
     let gauges = Gauges {
         key: &record,
+        key_last_used: last_used.map(|(at, _)| at),
+        key_exposures: app.keys.exposures_total(),
         open_connections: app.open_connections.load(Ordering::Relaxed),
         snapshots: catalog.newest_first().count(),
         newest_analysis: catalog.newest().map(|s| s.analyzed_on()),
@@ -426,22 +646,37 @@ fn key_shown_once(
         return Err(AdminError::KeyNotRecorded);
     };
     let done = KeyOutcome::Done { previous: previous.as_ref() };
-    audit::key_change(action, client.uid, &record, done).emit();
+    audit::key_change(action, Peer::Uid(client.uid), &record, done).emit();
     // Built by hand rather than through serde_json so that the only copies of the key are
     // this body and the ApiKey, both wiped on drop. Every part is plain ASCII without quotes.
     // The buffer is sized once, up front: a buffer that grew would leave the key behind in
     // the memory it gave back, unwiped.
     let created_at = rfc3339(stored.created_at);
     let generation = record.generation.to_string();
-    let parts: [&[u8]; 9] = [
+    // JSON values made of ASCII without quotes or backslashes (timestamps, fingerprints).
+    let quoted = |text: String| format!("\"{text}\"");
+    let expires_at = stored.expires_at.map(rfc3339).map_or("null".to_owned(), quoted);
+    let grace = record.grace_at(SystemTime::now()).map_or("null".to_owned(), |g| {
+        format!(
+            "{{\"fingerprint\":\"{}\",\"generation\":{},\"valid_until\":\"{}\"}}",
+            g.fingerprint,
+            g.generation,
+            rfc3339(g.valid_until)
+        )
+    });
+    let parts: [&[u8]; 13] = [
         b"{\"api_key\":\"",
         key.expose().as_bytes(),
         b"\",\"fingerprint\":\"",
         stored.fingerprint.as_str().as_bytes(),
         b"\",\"created_at\":\"",
         created_at.as_bytes(),
-        b"\",\"generation\":",
+        b"\",\"expires_at\":",
+        expires_at.as_bytes(),
+        b",\"generation\":",
         generation.as_bytes(),
+        b",\"previous\":",
+        grace.as_bytes(),
         b",\"warning\":\"this key is shown once and cannot be shown again: store it now\"}",
     ];
     let mut body = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -459,11 +694,14 @@ fn change_failed(app: &App, action: KeyAction, e: ChangeError, client: Client) -
     let (record, _) = app.keys.status();
     let outcome = match &e {
         ChangeError::Conflict(_) => KeyOutcome::Conflict,
+        ChangeError::LifetimeTooLong { .. } | ChangeError::GraceTooLong(_) => {
+            KeyOutcome::Refused(&e)
+        }
         ChangeError::Random(cause) => KeyOutcome::Failed(cause),
         ChangeError::Store(cause) => KeyOutcome::Failed(cause),
         ChangeError::RevokedInMemoryOnly(cause) => KeyOutcome::MemoryOnly(cause),
     };
-    audit::key_change(action, client.uid, &record, outcome).emit();
+    audit::key_change(action, Peer::Uid(client.uid), &record, outcome).emit();
     AdminError::KeyChange(e)
 }
 

@@ -31,8 +31,11 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::app::App;
+use crate::audit::{self, KeyAction, KeyOutcome};
+use crate::config::OnKeyExposure;
 use crate::http::{Method, ParseError, Request, Response, Status};
-use crate::keys::{self, Refusal};
+use crate::key::Fingerprint;
+use crate::keys::{self, Admitted, ChangeError, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
 use crate::refusals::{Peer, Refused};
 use crate::snapshot::{Catalog, Date, Snapshot};
@@ -84,9 +87,9 @@ const PLAIN_HTTP_MESSAGE: &str = "this port speaks HTTPS only: send the request 
 /// [`crate::throttle`]); valid credentials are never throttled.
 pub fn handle(app: &App, shard: &Shard, request: &Request<'_>, peer: SocketAddr) -> Response {
     let started = Instant::now();
-    let (response, route) = match app.keys.check(request) {
+    let (response, route) = match app.keys.check(request, peer.ip()) {
         Err(refusal) => (refuse(app, shard, request, peer, refusal), ApiRoute::Refused),
-        Ok(()) => route(&app.snapshots.catalog(), request),
+        Ok(_) => route(&app.snapshots.catalog(), request),
     };
     if response.status == Status::INTERNAL_SERVER_ERROR {
         log::error!("api answered 500 to {} {}", peer.ip(), request.path);
@@ -112,8 +115,10 @@ pub fn refuse_malformed(app: &App, shard: &Shard, peer: SocketAddr, e: ParseErro
 }
 
 /// The answer to plain HTTP on the HTTPS port, sent in the clear before the connection closes.
-/// Nothing of the request is parsed or reaches a handler.
-pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr) -> Response {
+/// `head` is what the client sent (bounded, read briefly): nothing of it is parsed as a request
+/// or reaches a handler, but if it carries the live or grace key, that key has crossed the
+/// network in clear text, and the tripwire goes off (see [`key_exposed`]).
+pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr, head: &[u8]) -> Response {
     let status = Status::BAD_REQUEST;
     app.refusals.refused(Refused {
         port: "api",
@@ -124,7 +129,70 @@ pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr) -> Response
     });
     shard.refusal(Reason::PlainHttp);
     shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
+    for presented in presented_keys(head) {
+        if let Some((admitted, fingerprint)) = app.keys.note_exposure(presented, peer.ip()) {
+            key_exposed(app, admitted, &fingerprint, peer);
+            break;
+        }
+    }
     error(status, PLAIN_HTTP_MESSAGE).closing()
+}
+
+/// The values of the `x-api-key` lines of a plain-HTTP head, read leniently (a head that is not
+/// well-formed HTTP may still carry a key), at most a few.
+fn presented_keys(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    head.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (name, value) = line.split_at(colon);
+            name.trim_ascii()
+                .eq_ignore_ascii_case(keys::KEY_HEADER.as_bytes())
+                .then(|| value[1..].trim_ascii())
+        })
+        .take(4)
+}
+
+/// The live (or grace) key arrived in clear text: say so loudly, and revoke it if configured.
+fn key_exposed(app: &App, admitted: Admitted, fingerprint: &Fingerprint, peer: SocketAddr) {
+    let which = match admitted {
+        Admitted::Current(_) => "the live key",
+        Admitted::Grace(_) => "the previous key (still in its grace window)",
+    };
+    let revoke = app.config.on_key_exposure == OnKeyExposure::Revoke;
+    log::error!(
+        "key exposure: {which} {fingerprint} (generation {}) arrived over plain HTTP from {}: it \
+         crossed the network in clear text{}; fix that client to use https://",
+        admitted.generation(),
+        peer.ip(),
+        if revoke {
+            ", so it is revoked now (on_key_exposure: revoke): generate a new key"
+        } else {
+            ": replace it (aims-api key replace)"
+        },
+    );
+    if !revoke {
+        return;
+    }
+    let (action, outcome) = match admitted {
+        Admitted::Current(_) => (KeyAction::Revoke, app.keys.revoke()),
+        Admitted::Grace(_) => (KeyAction::EndGrace, app.keys.end_grace()),
+    };
+    app.announce_key_state();
+    match outcome {
+        Ok(record) => {
+            let done = KeyOutcome::Done { previous: None };
+            audit::key_change(action, Peer::Server, &record, done).emit();
+        }
+        Err(e) => {
+            let (record, _) = app.keys.status();
+            let outcome = match &e {
+                ChangeError::RevokedInMemoryOnly(cause) => KeyOutcome::MemoryOnly(cause),
+                other => KeyOutcome::Failed(other),
+            };
+            audit::key_change(action, Peer::Server, &record, outcome).emit();
+        }
+    }
 }
 
 fn refuse(
@@ -141,10 +209,19 @@ fn refuse(
             throttled(retry_after_secs)
         }
     };
+    // A retired key is named, so the operator finds the clients that were never updated.
+    let retired = match refusal {
+        Refusal::RetiredKey { generation } => app.keys.describe_retired(generation),
+        _ => None,
+    };
+    let reason = match &retired {
+        Some(which) => format!("retired key {which}"),
+        None => refusal.reason().to_owned(),
+    };
     app.refusals.refused(Refused {
         port: "api",
         peer: Peer::Address(peer.ip()),
-        reason: refusal.reason(),
+        reason: &reason,
         status: response.status.0,
         fingerprint: keys::presented_fingerprint(request),
     });

@@ -9,13 +9,14 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::ServerConfig;
 
 use crate::config::Config;
 use crate::keys::KeyManager;
+use crate::keystore::rfc3339;
 use crate::locks;
 use crate::metrics::Metrics;
 use crate::refusals::RefusalLog;
@@ -42,7 +43,13 @@ pub struct App {
     started: Instant,
     /// Per API worker: milliseconds since `started` at its last loop turn (for the watchdog).
     heartbeats: Vec<AtomicU64>,
+    /// When the daily checks last ran.
+    last_daily: Mutex<Option<Instant>>,
 }
+
+/// How long before a key's expiry the daily warnings begin.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// What a reload changed.
 #[derive(Debug, Clone)]
@@ -93,6 +100,7 @@ impl App {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             heartbeats,
+            last_daily: Mutex::new(None),
         }
     }
 
@@ -137,6 +145,31 @@ impl App {
         Ok(Reloaded { cert, cert_changed, snapshots })
     }
 
+    /// What is due once a minute (the supervisor calls it at least that often): save the key
+    /// usage, and once a day (and at start) warn of a key that expires within 14 days.
+    pub fn housekeeping(&self) {
+        if let Err(e) = self.keys.save_usage() {
+            log::warn!("{e}; will try again in a minute");
+        }
+        let daily_due = {
+            let mut last = locks::lock(&self.last_daily);
+            let due = last.is_none_or(|at| at.elapsed() >= DAY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if daily_due && let Some((fingerprint, at)) = self.keys.expires_soon(EXPIRY_WARNING) {
+            let days = at.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs() / 86_400);
+            log::warn!(
+                "the API key {fingerprint} expires at {} (in {days} days): replace it before \
+                 then (aims-api key replace --grace 1h), or every client is refused",
+                rfc3339(at)
+            );
+            self.announce_key_state();
+        }
+    }
+
     /// Tells systemd (`STATUS=`) the key's state, after it changed.
     pub fn announce_key_state(&self) {
         systemd::status(&self.status_line());
@@ -173,7 +206,23 @@ impl fmt::Display for KeySummary<'_> {
         let record = self.0;
         write!(f, "key {}", record.state().as_str())?;
         if let Some(key) = &record.key {
-            write!(f, " ({}, generation {})", key.fingerprint, record.generation)?;
+            write!(f, " ({}, generation {}", key.fingerprint, record.generation)?;
+            let left = key.expires_at.and_then(|at| at.duration_since(SystemTime::now()).ok());
+            match left {
+                Some(left) if left <= EXPIRY_WARNING && key.revoked_at.is_none() => {
+                    write!(f, ", EXPIRES in {} days", left.as_secs() / 86_400)?;
+                }
+                _ => {}
+            }
+            f.write_str(")")?;
+        }
+        if let Some(grace) = record.grace_at(SystemTime::now()) {
+            write!(
+                f,
+                "; previous {} valid until {}",
+                grace.fingerprint,
+                rfc3339(grace.valid_until)
+            )?;
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ pub enum Action {
     KeyGenerate,
     KeyReplace,
     KeyRevoke,
+    KeyEndGrace,
+    KeyNewAddress,
     Reload,
     SnapshotImport,
     SnapshotDelete,
@@ -30,10 +32,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::KeyGenerate,
         Self::KeyReplace,
         Self::KeyRevoke,
+        Self::KeyEndGrace,
+        Self::KeyNewAddress,
         Self::Reload,
         Self::SnapshotImport,
         Self::SnapshotDelete,
@@ -45,6 +49,8 @@ impl Action {
             Self::KeyGenerate => "key.generate",
             Self::KeyReplace => "key.replace",
             Self::KeyRevoke => "key.revoke",
+            Self::KeyEndGrace => "key.end_grace",
+            Self::KeyNewAddress => "key.new_address",
             Self::Reload => "reload",
             Self::SnapshotImport => "snapshot.import",
             Self::SnapshotDelete => "snapshot.delete",
@@ -56,9 +62,10 @@ impl Action {
     /// left out of a line that has no value for them. `docs/audit.md` lists the same.
     pub fn fields(self) -> &'static [&'static str] {
         match self {
-            Self::KeyGenerate | Self::KeyReplace | Self::KeyRevoke => {
+            Self::KeyGenerate | Self::KeyReplace | Self::KeyRevoke | Self::KeyEndGrace => {
                 &["client", "fingerprint", "previous", "generation", "result", "cause", "note"]
             }
+            Self::KeyNewAddress => &["client", "fingerprint", "generation", "count"],
             Self::Reload => &["client", "result", "cause"],
             Self::SnapshotImport => &[
                 "client",
@@ -88,12 +95,14 @@ impl Action {
     }
 }
 
-/// Who a line is about: an address on the API port, a local uid on the admin port, or
-/// everyone else at once (the overflow line of a refusal window).
+/// Who a line is about: an address on the API port, a local uid on the admin port, every
+/// client past a window's budget at once, or the server itself acting on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
     Address(IpAddr),
     Uid(u32),
+    Everyone,
+    Server,
 }
 
 impl Display for Peer {
@@ -101,6 +110,8 @@ impl Display for Peer {
         match self {
             Self::Address(ip) => ip.fmt(f),
             Self::Uid(uid) => write!(f, "uid:{uid}"),
+            Self::Everyone => f.write_str("*"),
+            Self::Server => f.write_str("server"),
         }
     }
 }
@@ -160,6 +171,8 @@ pub enum KeyAction {
     Generate,
     Replace,
     Revoke,
+    /// The previous key's grace, ended early (its key exposed, with `on_key_exposure: revoke`).
+    EndGrace,
 }
 
 /// How a key change ended.
@@ -168,6 +181,8 @@ pub enum KeyOutcome<'a> {
     Done { previous: Option<&'a Fingerprint> },
     /// The change does not apply to the current state (409).
     Conflict,
+    /// The request's terms are not allowed (400): nothing changed.
+    Refused(&'a dyn Display),
     /// Nothing changed (500).
     Failed(&'a dyn Display),
     /// A revoke in force but not written (500).
@@ -178,7 +193,7 @@ pub enum KeyOutcome<'a> {
 /// `in_force` is the key state after it.
 pub fn key_change(
     action: KeyAction,
-    uid: u32,
+    by: Peer,
     in_force: &KeyRecord,
     outcome: KeyOutcome<'_>,
 ) -> Record {
@@ -186,14 +201,15 @@ pub fn key_change(
         KeyAction::Generate => (Action::KeyGenerate, true),
         KeyAction::Replace => (Action::KeyReplace, true),
         KeyAction::Revoke => (Action::KeyRevoke, false),
+        KeyAction::EndGrace => (Action::KeyEndGrace, false),
     };
     let level = match outcome {
-        KeyOutcome::Done { .. } | KeyOutcome::Conflict => log::Level::Info,
+        KeyOutcome::Done { .. } | KeyOutcome::Conflict | KeyOutcome::Refused(_) => log::Level::Info,
         KeyOutcome::Failed(_) | KeyOutcome::MemoryOnly(_) => log::Level::Error,
     };
     let fingerprint = in_force.key.as_ref().map_or("-", |k| k.fingerprint.as_str());
     let record = Record::new(name, level)
-        .word("client", Peer::Uid(uid))
+        .word("client", by)
         .word("fingerprint", fingerprint)
         .word("generation", in_force.generation);
     match outcome {
@@ -202,11 +218,30 @@ pub fn key_change(
         }
         KeyOutcome::Done { .. } => record.word("result", "ok"),
         KeyOutcome::Conflict => record.word("result", "conflict"),
+        KeyOutcome::Refused(cause) => record.word("result", "refused").quoted("cause", cause),
         KeyOutcome::Failed(cause) => record.word("result", "error").quoted("cause", cause),
         KeyOutcome::MemoryOnly(cause) => record
             .word("result", "memory-only")
             .quoted("cause", cause)
             .quoted("note", "the key is refused until restart; the store still holds it as active"),
+    }
+}
+
+/// `key.new_address`: the first request from an address never seen with this key; or, with
+/// `count`, how many more such addresses a window's budget held back (`client` is then `*`).
+pub fn key_new_address(
+    client: Peer,
+    fingerprint: &Fingerprint,
+    generation: u64,
+    count: Option<u64>,
+) -> Record {
+    let record = Record::new(Action::KeyNewAddress, log::Level::Info)
+        .word("client", client)
+        .word("fingerprint", fingerprint.as_str())
+        .word("generation", generation);
+    match count {
+        Some(count) => record.word("count", count),
+        None => record,
     }
 }
 
@@ -402,7 +437,12 @@ mod tests {
     #[test]
     fn a_key_change_line_reads_as_documented() {
         let record = KeyRecord::default();
-        let line = key_change(KeyAction::Revoke, 0, &record, KeyOutcome::MemoryOnly(&"disk full"));
+        let line = key_change(
+            KeyAction::Revoke,
+            Peer::Uid(0),
+            &record,
+            KeyOutcome::MemoryOnly(&"disk full"),
+        );
         assert_eq!(line.level(), log::Level::Error);
         assert_eq!(
             render(&line),
@@ -410,7 +450,8 @@ mod tests {
              result=memory-only cause=\"disk full\" note=\"the key is refused until restart; \
              the store still holds it as active\""
         );
-        let line = key_change(KeyAction::Generate, 7, &record, KeyOutcome::Done { previous: None });
+        let done = KeyOutcome::Done { previous: None };
+        let line = key_change(KeyAction::Generate, Peer::Uid(7), &record, done);
         assert_eq!(
             render(&line),
             "audit action=key.generate client=uid:7 fingerprint=- previous=- generation=0 \

@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::DEFAULT_PATH;
 use crate::snapshot::Date;
@@ -36,9 +37,17 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAction {
     Status,
-    Generate,
-    Replace,
+    Generate {
+        expires_in: Option<Duration>,
+    },
+    Replace {
+        grace: Option<Duration>,
+        expires_in: Option<Duration>,
+    },
     Revoke,
+    Clients,
+    /// Reads a key on standard input and says what it is.
+    Check,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,19 +103,29 @@ options:
 const KEY_HELP: &str = "\
 aims-api key: manage the API key through the admin port of a running server
 
-usage: aims-api key <status|generate|replace|revoke> [--config PATH] [--json]
+usage: aims-api key <status|generate|replace|revoke|clients|check> [options]
 
 actions:
-  status    show the key's state, fingerprint and dates
+  status    show the key's state, fingerprint, dates, expiry, last use and any exposure
   generate  make a key when none is active; it is printed once and never again
-  replace   make a new key and refuse the old one from that moment on
-  revoke    refuse the active key from that moment on
+  replace   make a new key; the old one is refused from that moment on, or after --grace
+  revoke    refuse the active key (and a previous key in its grace) from that moment on
+  clients   list the addresses that used the current key, most recent first
+  check     read a key on standard input and say what it is: malformed, or its fingerprint
+            and whether it is the live key, the previous key in its grace, a retired key
+            (which generation, when and how retired) or unknown; never echoes the key
 
 options:
-  -c, --config PATH  configuration file whose admin.listen to use (default /etc/aims-api/config.ron)
-      --json         print the admin port's JSON answer as it is
-  -h, --help         print this help
-  -V, --version      print the version
+      --expires-in DURATION  generate, replace: the new key expires after DURATION
+                             (e.g. 90d; at most key_max_lifetime_days, which is also the
+                             default when it is set)
+      --grace DURATION       replace: keep admitting the old key for DURATION (at most 24h,
+                             e.g. 15m), so clients can move over without an outage
+  -c, --config PATH          configuration file whose admin.listen to use (default
+                             /etc/aims-api/config.ron)
+      --json                 print the admin port's JSON answer as it is
+  -h, --help                 print this help
+  -V, --version              print the version
 
 The admin port only serves root (and admin.allowed_uids): run these with sudo.
 ";
@@ -174,6 +193,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut action = None;
     let mut words = Vec::new();
     let mut date = None;
+    let mut grace = None;
+    let mut expires_in = None;
     while let Some(arg) = parser.next().map_err(|e| usage(e.to_string(), help))? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(help)),
@@ -186,13 +207,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 let value = parser.value().map_err(|e| usage(e.to_string(), help))?;
                 date = Some(value.string().map_err(|e| usage(e.to_string(), help))?);
             }
+            Long("grace") if command == "key" => {
+                grace = Some(duration(&mut parser, "--grace", help)?);
+            }
+            Long("expires-in") if command == "key" => {
+                expires_in = Some(duration(&mut parser, "--expires-in", help)?);
+            }
             Value(word) if command == "snapshot" => words.push(word),
             Value(word) if command == "key" && action.is_none() => {
                 action = Some(match word.to_str() {
                     Some("status") => KeyAction::Status,
-                    Some("generate") => KeyAction::Generate,
-                    Some("replace") => KeyAction::Replace,
+                    Some("generate") => KeyAction::Generate { expires_in: None },
+                    Some("replace") => KeyAction::Replace { grace: None, expires_in: None },
                     Some("revoke") => KeyAction::Revoke,
+                    Some("clients") => KeyAction::Clients,
+                    Some("check") => KeyAction::Check,
                     _ => {
                         let word = word.to_string_lossy();
                         return Err(usage(format!("unknown key action `{word}`"), help));
@@ -206,16 +235,47 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         "serve" => Command::Serve { config },
         "check-config" => Command::CheckConfig { config },
         "snapshot" => Command::Snapshot { action: snapshot_action(words, date)?, config, json },
-        _ => match action {
-            Some(action) => Command::Key { action, config, json },
-            None => {
+        _ => match (action, grace, expires_in) {
+            (Some(KeyAction::Replace { .. }), grace, expires_in) => {
+                Command::Key { action: KeyAction::Replace { grace, expires_in }, config, json }
+            }
+            (Some(KeyAction::Generate { .. }), None, expires_in) => {
+                Command::Key { action: KeyAction::Generate { expires_in }, config, json }
+            }
+            (Some(_), Some(_), _) => {
+                return Err(usage("--grace is for key replace".into(), help));
+            }
+            (Some(_), None, Some(_)) => {
+                return Err(usage("--expires-in is for key generate and key replace".into(), help));
+            }
+            (Some(action), None, None) => Command::Key { action, config, json },
+            (None, _, _) => {
                 return Err(usage(
-                    "key needs an action: status, generate, replace or revoke".into(),
+                    "key needs an action: status, generate, replace, revoke, clients or check"
+                        .into(),
                     help,
                 ));
             }
         },
     })
+}
+
+/// The value of `flag` as a duration: `15m`, `90d`, `1h 30m` (humantime's forms).
+fn duration(
+    parser: &mut lexopt::Parser,
+    flag: &str,
+    help: &'static str,
+) -> Result<Duration, UsageError> {
+    use lexopt::ValueExt;
+
+    let usage = |message: String| UsageError { message, help };
+    let value = parser.value().map_err(|e| usage(e.to_string()))?;
+    let text = value.string().map_err(|e| usage(e.to_string()))?;
+    match humantime::parse_duration(&text) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err(usage(format!("{flag} `{text}` is shorter than one second"))),
+        Err(e) => Err(usage(format!("{flag} `{text}` is not a duration (like 15m or 90d): {e}"))),
+    }
 }
 
 /// The words after `snapshot`, and `--date`, as one action.
@@ -273,8 +333,39 @@ mod tests {
         );
         assert_eq!(
             parse_words("key replace --json -c c.ron").unwrap(),
-            Command::Key { action: KeyAction::Replace, config: "c.ron".into(), json: true }
+            Command::Key {
+                action: KeyAction::Replace { grace: None, expires_in: None },
+                config: "c.ron".into(),
+                json: true
+            }
         );
+        assert_eq!(
+            parse_words("key replace --grace 15m --expires-in 90d").unwrap(),
+            Command::Key {
+                action: KeyAction::Replace {
+                    grace: Some(Duration::from_secs(900)),
+                    expires_in: Some(Duration::from_secs(90 * 86_400))
+                },
+                config: DEFAULT_PATH.into(),
+                json: false
+            }
+        );
+        assert_eq!(
+            parse_words("key generate --expires-in 1h").unwrap(),
+            Command::Key {
+                action: KeyAction::Generate { expires_in: Some(Duration::from_secs(3600)) },
+                config: DEFAULT_PATH.into(),
+                json: false
+            }
+        );
+        for (words, action) in
+            [("key clients", KeyAction::Clients), ("key check", KeyAction::Check)]
+        {
+            assert_eq!(
+                parse_words(words).unwrap(),
+                Command::Key { action, config: DEFAULT_PATH.into(), json: false }
+            );
+        }
         assert_eq!(
             parse_words("check-config --config=c.ron").unwrap(),
             Command::CheckConfig { config: "c.ron".into() }
@@ -335,6 +426,16 @@ mod tests {
             "key status --date 2024-05-14",
         ] {
             assert!(parse_words(words).is_err(), "{words}");
+        }
+        let cases = [
+            ("key generate --grace 15m", "--grace is for key replace"),
+            ("key revoke --expires-in 1d", "--expires-in is for key generate and key replace"),
+            ("key replace --grace soon", "--grace `soon` is not a duration"),
+            ("key replace --grace 0s", "--grace `0s` is shorter than one second"),
+        ];
+        for (words, needle) in cases {
+            let error = parse_words(words).unwrap_err();
+            assert!(error.message.contains(needle), "{words}: {}", error.message);
         }
     }
 

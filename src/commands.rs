@@ -87,32 +87,131 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
     // This process is about to hold a key in clear: no core dump may carry it off.
     crate::hardening::no_core_dumps();
     let config = Config::load(config).map_err(Error::Config)?;
+    if action == KeyAction::Check {
+        return check_key(&config, json);
+    }
+    let terms = match action {
+        KeyAction::Generate { expires_in } => terms_body(None, expires_in),
+        KeyAction::Replace { grace, expires_in } => terms_body(grace, expires_in),
+        KeyAction::Status | KeyAction::Revoke | KeyAction::Clients | KeyAction::Check => {
+            String::new()
+        }
+    };
     let (method, path) = match action {
         KeyAction::Status => ("GET", "/key"),
-        KeyAction::Generate => ("POST", "/key"),
-        KeyAction::Replace => ("POST", "/key/replace"),
+        KeyAction::Generate { .. } => ("POST", "/key"),
+        KeyAction::Replace { .. } => ("POST", "/key/replace"),
         KeyAction::Revoke => ("DELETE", "/key"),
+        KeyAction::Clients => ("GET", "/key/clients"),
+        KeyAction::Check => ("POST", "/key/check"),
     };
     let answer = admin_client::call(
         config.admin.listen,
         method,
         path,
-        &mut io::empty(),
-        0,
+        &mut terms.as_bytes(),
+        terms.len() as u64,
         Duration::from_secs(30),
     )
     .map_err(Error::Client)?;
     let Some(answer) = accepted(answer, json)? else { return Ok(()) };
+    let body = || -> Value { serde_json::from_slice(&answer.body).unwrap_or(Value::Null) };
     match action {
-        KeyAction::Status | KeyAction::Revoke => {
-            let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-            print(&describe_status(&body))
-        }
-        KeyAction::Generate | KeyAction::Replace => {
+        KeyAction::Status | KeyAction::Revoke => print(&describe_status(&body())),
+        KeyAction::Clients => print(&describe_clients(&body())),
+        KeyAction::Generate { .. } | KeyAction::Replace { .. } => {
             let shown: NewKey = serde_json::from_slice(&answer.body)
                 .map_err(|_| Error::Client(ClientError::Malformed { addr: config.admin.listen }))?;
             show_new_key(shown, action)
         }
+        KeyAction::Check => Ok(()),
+    }
+}
+
+/// The JSON body of generate and replace: only what was asked for.
+fn terms_body(grace: Option<Duration>, expires_in: Option<Duration>) -> String {
+    let mut fields = Vec::new();
+    if let Some(grace) = grace {
+        fields.push(format!("\"grace_secs\":{}", grace.as_secs()));
+    }
+    if let Some(expires_in) = expires_in {
+        fields.push(format!("\"expires_in_secs\":{}", expires_in.as_secs()));
+    }
+    if fields.is_empty() { String::new() } else { format!("{{{}}}", fields.join(",")) }
+}
+
+/// The longest line `key check` reads: a key is 54 characters.
+const MAX_KEY_LINE: u64 = 1024;
+
+/// `aims-api key check`: the key comes on standard input, never on the command line (where
+/// `ps` and the shell history would see it), and is never printed back.
+fn check_key(config: &Config, json: bool) -> Result<(), Error> {
+    use std::io::{IsTerminal, Read};
+
+    if io::stdin().is_terminal() {
+        let _ = writeln!(io::stderr(), "paste the key, then Enter (it is not shown again):");
+    }
+    // Sized once: a buffer that grew would leave a copy of the key in the memory it gave back.
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_KEY_LINE as usize + 1));
+    io::stdin()
+        .lock()
+        .take(MAX_KEY_LINE)
+        .read_to_end(&mut line)
+        .map_err(|e| Error::Input { path: "standard input".into(), reason: e.to_string() })?;
+    let presented = line.split(|&b| b == b'\n').next().unwrap_or_default().trim_ascii();
+    if presented.is_empty() {
+        return Err(Error::Input {
+            path: "standard input".into(),
+            reason: "no key: give it on standard input, e.g. `aims-api key check < key.txt`".into(),
+        });
+    }
+    if let Err(e) = crate::key::check_format(presented) {
+        if json {
+            return print(&format!("{{\"status\":\"malformed\",\"reason\":\"{}\"}}\n", e.as_str()));
+        }
+        return print(&format!("format:      malformed: {}\n", e.as_str()));
+    }
+    if !json {
+        let fingerprint = crate::key::Fingerprint::of_presented(presented)
+            .map_or_else(|| "-".to_owned(), |f| f.as_str().to_owned());
+        print(&format!(
+            "format:      well-formed, checksum matches\nfingerprint: {fingerprint}\n"
+        ))?;
+    }
+    let answer = admin_client::call(
+        config.admin.listen,
+        "POST",
+        "/key/check",
+        &mut &presented[..],
+        presented.len() as u64,
+        Duration::from_secs(30),
+    )
+    .map_err(Error::Client)?;
+    let Some(answer) = accepted(answer, json)? else { return Ok(()) };
+    let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    print(&format!("status:      {}\n", describe_check(&value)))
+}
+
+fn describe_check(value: &Value) -> String {
+    let generation = value.get("generation").and_then(Value::as_u64).unwrap_or(0);
+    match field(value, "status") {
+        "live" => match value.get("expires_at").and_then(Value::as_str) {
+            Some(at) => format!("live: the current key (generation {generation}, expires {at})"),
+            None => format!("live: the current key (generation {generation})"),
+        },
+        "grace" => format!(
+            "grace: the previous key, still admitted until {} (generation {generation})",
+            field(value, "valid_until")
+        ),
+        "retired" => format!(
+            "retired: refused since {} ({}; generation {generation})",
+            field(value, "retired_at"),
+            field(value, "how")
+        ),
+        "unknown" => "unknown: not a key this server knows (neither in force nor among the \
+                      last 16 retired)"
+            .to_owned(),
+        other => format!("{other}: {}", field(value, "reason")),
     }
 }
 
@@ -244,16 +343,63 @@ fn field<'v>(value: &'v Value, name: &str) -> &'v str {
 }
 
 fn describe_status(value: &Value) -> String {
-    let generation = value.get("generation").and_then(Value::as_u64).unwrap_or(0);
+    let number = |v: &Value, name: &str| v.get(name).and_then(Value::as_u64).unwrap_or(0);
     let mut text = format!(
-        "state:       {}\nfingerprint: {}\ncreated_at:  {}\nrevoked_at:  {}\ngeneration:  {generation}\n",
+        "state:       {}\nfingerprint: {}\ncreated_at:  {}\nrevoked_at:  {}\nexpires_at:  {}\n\
+         generation:  {}\nlast_used:   {} from {} ({} requests admitted)\n",
         field(value, "state"),
         field(value, "fingerprint"),
         field(value, "created_at"),
         field(value, "revoked_at"),
+        field(value, "expires_at"),
+        number(value, "generation"),
+        field(value, "last_used_at"),
+        field(value, "last_used_from"),
+        number(value, "admitted"),
     );
+    if let Some(previous) = value.get("previous").filter(|p| !p.is_null()) {
+        text.push_str(&format!(
+            "previous:    {} valid until {}; last used {} from {} ({} requests admitted)\n",
+            field(previous, "fingerprint"),
+            field(previous, "valid_until"),
+            field(previous, "last_used_at"),
+            field(previous, "last_used_from"),
+            number(previous, "admitted"),
+        ));
+    }
+    if let Some(exposed) = value.get("exposed").filter(|e| !e.is_null()) {
+        text.push_str(&format!(
+            "EXPOSED:     the key arrived over plain HTTP from {} at {}: replace it\n",
+            field(exposed, "from"),
+            field(exposed, "at"),
+        ));
+    }
     if value.get("persisted").and_then(Value::as_bool) == Some(false) {
         text.push_str("warning:     the store could not record the last revoke; revoke again\n");
+    }
+    text
+}
+
+fn describe_clients(value: &Value) -> String {
+    let clients = value.get("clients").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut text =
+        format!("{} address(es) used key {}:\n", clients.len(), field(value, "fingerprint"));
+    text.push_str("address                                  first_seen                last_seen                 admitted\n");
+    for client in &clients {
+        text.push_str(&format!(
+            "{:<40} {:<25} {:<25} {}\n",
+            field(client, "address"),
+            field(client, "first_seen"),
+            field(client, "last_seen"),
+            client.get("admitted").and_then(Value::as_u64).unwrap_or(0),
+        ));
+    }
+    let dropped = value.get("dropped").and_then(Value::as_u64).unwrap_or(0);
+    if dropped > 0 {
+        text.push_str(&format!(
+            "({dropped} less recently seen address(es) dropped: at most {} are kept)\n",
+            value.get("limit").and_then(Value::as_u64).unwrap_or(0)
+        ));
     }
     text
 }
@@ -265,6 +411,14 @@ struct NewKey<'a> {
     api_key: &'a str,
     fingerprint: String,
     created_at: String,
+    expires_at: Option<String>,
+    previous: Option<PreviousKey>,
+}
+
+#[derive(serde::Deserialize)]
+struct PreviousKey {
+    fingerprint: String,
+    valid_until: String,
 }
 
 /// The key goes alone on stdout (so `KEY=$(aims-api key generate)` works); the warning and
@@ -274,13 +428,20 @@ fn show_new_key(shown: NewKey<'_>, action: KeyAction) -> Result<(), Error> {
     let mut line = Zeroizing::new(String::with_capacity(shown.api_key.len() + 1));
     line.push_str(shown.api_key);
     line.push('\n');
-    let verb = match action {
-        KeyAction::Replace => "replaced the key; the old one is refused from now on",
-        _ => "generated a key",
+    let verb = match (action, &shown.previous) {
+        (KeyAction::Replace { .. }, Some(previous)) => format!(
+            "replaced the key; the old one ({}) is still admitted until {}, then refused",
+            previous.fingerprint, previous.valid_until
+        ),
+        (KeyAction::Replace { .. }, None) => {
+            "replaced the key; the old one is refused from now on".to_owned()
+        }
+        _ => "generated a key".to_owned(),
     };
+    let expires = shown.expires_at.as_deref().unwrap_or("never");
     let _ = writeln!(
         io::stderr().lock(),
-        "aims-api: {verb}\nfingerprint: {}\ncreated_at:  {}\n\n\
+        "aims-api: {verb}\nfingerprint: {}\ncreated_at:  {}\nexpires_at:  {expires}\n\n\
          This key is shown once and cannot be shown again: store it in your secret manager now.\n",
         shown.fingerprint,
         shown.created_at,

@@ -29,6 +29,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub log_level: LogLevel,
     pub refusal_log: RefusalLogSettings,
+    /// `key_max_lifetime_days`: every key expires within this; `None`: keys need not expire.
+    pub key_max_lifetime: Option<Duration>,
+    /// What to do when the live key is seen in a plain-HTTP request.
+    pub on_key_exposure: OnKeyExposure,
     pub api: Api,
     pub admin: Admin,
 }
@@ -39,6 +43,17 @@ pub struct Config {
 pub struct RefusalLogSettings {
     pub lines: u32,
     pub window: Duration,
+}
+
+/// What the server does when the live (or grace) key arrives over plain HTTP, i.e. has
+/// crossed the network in clear text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnKeyExposure {
+    /// Log an ERROR line, count it, and show it in `GET /key` until the key is replaced.
+    Alert,
+    /// All of that, and revoke the key at once.
+    Revoke,
 }
 
 /// The public HTTPS port.
@@ -175,6 +190,10 @@ impl Config {
                 lines: file.refusal_log_lines.0 as u32,
                 window: secs(file.refusal_log_window_secs),
             },
+            key_max_lifetime: file
+                .key_max_lifetime_days
+                .map(|days| Duration::from_secs(days.0 as u64 * 86_400)),
+            on_key_exposure: file.on_key_exposure,
             api: Api {
                 listen: api.listen,
                 tls,
@@ -228,6 +247,10 @@ struct File {
     refusal_log_lines: Bounded<0, 100_000>,
     #[serde(default = "Bounded::ten")]
     refusal_log_window_secs: Bounded<1, 3600>,
+    #[serde(default)]
+    key_max_lifetime_days: Option<Bounded<1, 3650>>,
+    #[serde(default = "default_on_key_exposure")]
+    on_key_exposure: OnKeyExposure,
     api: ApiFile,
     admin: AdminFile,
 }
@@ -302,6 +325,10 @@ struct AdminFile {
     max_headers: Bounded<8, { crate::http::MAX_HEADERS }>,
     #[serde(default = "BoundedU64::default_admin_body")]
     max_body_bytes: BoundedU64<0, 17_179_869_184>,
+}
+
+fn default_on_key_exposure() -> OnKeyExposure {
+    OnKeyExposure::Alert
 }
 
 fn default_log_level() -> LogLevel {

@@ -8,28 +8,51 @@
 //! or revoked it, and a failed write never leaves a key in force that the store does not know.
 //!
 //! Nothing else can switch the gate: its `switch` and `disable` are visible to this module only.
+//!
+//! The key's whole life is here: its expiry (and the configured longest lifetime), the grace
+//! window in which a replaced key is still admitted, the retired keys a client may still
+//! present (named in the refusal log, never admitted), who uses the key ([`usage`]), and the
+//! record of a key seen in clear text.
 
 mod gate;
+pub mod usage;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ring::rand::SystemRandom;
 
-pub use gate::{CODE_HEADER, KEY_HEADER, Refusal, presented_fingerprint};
+pub use gate::{Admitted, CODE_HEADER, KEY_HEADER, Refusal, presented_fingerprint};
 
 use crate::config::ActivationCode;
 use crate::http::Request;
-use crate::key::{ApiKey, Fingerprint, KeyError};
-use crate::keystore::{Conflict, KeyRecord, KeyStore, StoreError};
+use crate::key::{self, ApiKey, Fingerprint, FormatError, KeyError};
+use crate::keystore::{Conflict, KeyRecord, KeyStore, RetiredKey, StoreError, Terms, rfc3339};
 use crate::locks;
 use gate::Gate;
+use usage::{Exposure, KeyUsage, Usage};
+
+/// The longest grace a replace may give the key it replaces.
+pub const MAX_GRACE: Duration = Duration::from_secs(86_400);
+
+/// What an operator asks of a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Asked {
+    /// `None`: the configured longest lifetime, or no expiry without one.
+    pub expires_in: Option<Duration>,
+    /// Replace only: how long the replaced key stays valid (at most [`MAX_GRACE`]).
+    pub grace: Duration,
+}
 
 /// The key store, the record it holds, and the gate that enforces it.
 pub struct KeyManager {
     state: Mutex<Keys>,
     gate: Gate,
+    usage: Usage,
+    /// `key_max_lifetime_days`: every key expires within it.
+    max_lifetime: Option<Duration>,
     rng: SystemRandom,
 }
 
@@ -60,6 +83,12 @@ pub struct Installed {
 #[derive(Debug)]
 pub enum ChangeError {
     Conflict(Conflict),
+    /// The asked lifetime is longer than `key_max_lifetime_days` allows.
+    LifetimeTooLong {
+        asked: Duration,
+        max: Duration,
+    },
+    GraceTooLong(Duration),
     Random(KeyError),
     Store(StoreError),
     /// The key is refused from now on, but the store could not record it.
@@ -70,6 +99,20 @@ impl fmt::Display for ChangeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Conflict(c) => c.fmt(f),
+            Self::LifetimeTooLong { asked, max } => write!(
+                f,
+                "expires_in_secs {} is longer than key_max_lifetime_days allows ({} days = {} \
+                 seconds): ask for a shorter lifetime, or leave it out to get the longest",
+                asked.as_secs(),
+                max.as_secs() / 86_400,
+                max.as_secs()
+            ),
+            Self::GraceTooLong(grace) => write!(
+                f,
+                "grace_secs {} is longer than the longest grace, {} seconds (24 hours)",
+                grace.as_secs(),
+                MAX_GRACE.as_secs()
+            ),
             Self::Random(e) => e.fmt(f),
             Self::Store(e) => write!(f, "nothing changed: {e}"),
             Self::RevokedInMemoryOnly(e) => write!(
@@ -83,18 +126,54 @@ impl fmt::Display for ChangeError {
 
 impl std::error::Error for ChangeError {}
 
+/// What the admin port's key check says of a presented key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    Malformed(FormatError),
+    /// The current key, in force.
+    Live {
+        fingerprint: Fingerprint,
+        generation: u64,
+        expires_at: Option<SystemTime>,
+    },
+    /// The replaced key, still admitted during its grace.
+    Grace {
+        fingerprint: Fingerprint,
+        generation: u64,
+        valid_until: SystemTime,
+    },
+    /// The current key, but revoked or expired; or a retired one.
+    Retired(RetiredKey),
+    /// Well-formed, and not a key this server knows.
+    Unknown {
+        fingerprint: Fingerprint,
+    },
+}
+
 impl KeyManager {
-    pub fn new(store: KeyStore, record: KeyRecord, activation_code: &ActivationCode) -> Self {
+    pub fn new(
+        store: KeyStore,
+        record: KeyRecord,
+        activation_code: &ActivationCode,
+        usage: Usage,
+        max_lifetime: Option<Duration>,
+    ) -> Self {
+        usage.track(&tracked_keys(&record));
         Self {
             gate: Gate::new(activation_code, &record),
             state: Mutex::new(Keys { store, record, unwritten_revoke: None }),
+            usage,
+            max_lifetime,
             rng: SystemRandom::new(),
         }
     }
 
-    /// Judges a request's credentials against the key in force.
-    pub fn check(&self, request: &Request<'_>) -> Result<(), Refusal> {
-        self.gate.check(request)
+    /// Judges a request's credentials against the keys in force, and counts an admitted one
+    /// against the key that admitted it.
+    pub fn check(&self, request: &Request<'_>, from: IpAddr) -> Result<Admitted, Refusal> {
+        let admitted = self.gate.check(request)?;
+        self.usage.record(admitted.generation(), from);
+        Ok(admitted)
     }
 
     fn lock(&self) -> MutexGuard<'_, Keys> {
@@ -117,28 +196,152 @@ impl KeyManager {
         drop(self.lock());
     }
 
-    pub fn generate(&self) -> Result<Installed, ChangeError> {
-        self.install(KeyRecord::generated)
+    /// How the key of `generation` has been used.
+    pub fn usage_of(&self, generation: u64) -> KeyUsage {
+        self.usage.of(generation)
     }
 
-    pub fn replace(&self) -> Result<Installed, ChangeError> {
-        self.install(KeyRecord::replaced)
+    /// The current or grace key's exposure in clear text, if one was seen.
+    pub fn exposure(&self) -> Option<Exposure> {
+        self.usage.exposure()
+    }
+
+    pub fn exposures_total(&self) -> u64 {
+        self.usage.exposures_total()
+    }
+
+    /// Writes the usage file if it changed (the supervisor, once a minute, and at stop).
+    pub fn save_usage(&self) -> Result<(), usage::SaveError> {
+        self.usage.flush_log();
+        self.usage.save()
+    }
+
+    /// Whether `presented` (a key read from a plain-HTTP request) is the current or grace key:
+    /// if so, records the exposure and says which.
+    pub fn note_exposure(&self, presented: &[u8], from: IpAddr) -> Option<(Admitted, Fingerprint)> {
+        let admitted = self.gate.recognise(presented)?;
+        let fingerprint = Fingerprint::of_presented(presented)?;
+        let generation = admitted.generation();
+        self.usage.exposed(Exposure { generation, at: SystemTime::now(), from });
+        Some((admitted, fingerprint))
+    }
+
+    /// `aims_...wxyz (generation 3, replaced 2026-…)`: what the refusal log says of a retired
+    /// key a client presented.
+    pub fn describe_retired(&self, generation: u64) -> Option<String> {
+        let keys = self.lock();
+        let retired = keys.effective().retired.iter().find(|r| r.generation == generation)?;
+        Some(format!(
+            "{} (generation {}, {} {})",
+            retired.fingerprint,
+            retired.generation,
+            retired.how.as_str(),
+            rfc3339(retired.retired_at)
+        ))
+    }
+
+    /// What `presented` is to this server. Never says more than the fingerprint of the key.
+    pub fn check_key(&self, presented: &[u8]) -> KeyCheck {
+        if let Err(e) = key::check_format(presented) {
+            return KeyCheck::Malformed(e);
+        }
+        let Some(fingerprint) = Fingerprint::of_presented(presented) else {
+            return KeyCheck::Malformed(FormatError::Length);
+        };
+        let record = self.record();
+        let now = SystemTime::now();
+        match self.gate.recognise(presented) {
+            Some(Admitted::Current(generation)) => {
+                let expires_at = record.key.as_ref().and_then(|k| k.expires_at);
+                return KeyCheck::Live { fingerprint, generation, expires_at };
+            }
+            Some(Admitted::Grace(generation)) => {
+                let valid_until = record.grace_at(now).map_or(now, |g| g.valid_until);
+                return KeyCheck::Grace { fingerprint, generation, valid_until };
+            }
+            None => {}
+        }
+        let hash = crate::key::KeyHash::of(presented);
+        if let Some(current) = record.key.as_ref().filter(|k| k.hash.ct_eq(&hash)) {
+            // Revoked (also in the retired list) or past its expiry (not yet in it).
+            let retired = record.retired.iter().find(|r| r.hash.ct_eq(&hash)).cloned();
+            return KeyCheck::Retired(retired.unwrap_or(RetiredKey {
+                hash,
+                fingerprint,
+                generation: current.generation,
+                retired_at: current.expires_at.unwrap_or(now),
+                how: crate::keystore::Retirement::Expired,
+            }));
+        }
+        match record.retired.iter().find(|r| r.hash.ct_eq(&hash)) {
+            Some(retired) => KeyCheck::Retired(retired.clone()),
+            None => KeyCheck::Unknown { fingerprint },
+        }
+    }
+
+    /// The key's expiry, if it is within `warn_within` and not yet past.
+    pub fn expires_soon(&self, warn_within: Duration) -> Option<(Fingerprint, SystemTime)> {
+        let record = self.record();
+        let key =
+            record.key.as_ref().filter(|_| record.state() == crate::keystore::KeyState::Active)?;
+        let at = key.expires_at?;
+        let left = at.duration_since(SystemTime::now()).ok()?;
+        (left <= warn_within).then(|| (key.fingerprint.clone(), at))
+    }
+
+    pub fn generate(&self, asked: Asked) -> Result<Installed, ChangeError> {
+        self.install(KeyRecord::generated, Asked { grace: Duration::ZERO, ..asked })
+    }
+
+    pub fn replace(&self, asked: Asked) -> Result<Installed, ChangeError> {
+        self.install(KeyRecord::replaced, asked)
+    }
+
+    /// The terms of a new key made `now`, within the configured limits.
+    fn terms(&self, asked: Asked, now: SystemTime) -> Result<Terms, ChangeError> {
+        if asked.grace > MAX_GRACE {
+            return Err(ChangeError::GraceTooLong(asked.grace));
+        }
+        let lifetime = match (asked.expires_in, self.max_lifetime) {
+            (Some(asked), Some(max)) if asked > max => {
+                return Err(ChangeError::LifetimeTooLong { asked, max });
+            }
+            (Some(asked), _) => Some(asked),
+            (None, max) => max,
+        };
+        Ok(Terms { expires_at: lifetime.map(|l| now + l), grace: asked.grace })
     }
 
     fn install(
         &self,
-        next: fn(&KeyRecord, &ApiKey, SystemTime) -> Result<KeyRecord, Conflict>,
+        next: fn(&KeyRecord, &ApiKey, SystemTime, Terms) -> Result<KeyRecord, Conflict>,
+        asked: Asked,
     ) -> Result<Installed, ChangeError> {
         let mut keys = self.lock();
+        let now = SystemTime::now();
+        let terms = self.terms(asked, now)?;
         let key = ApiKey::generate(&self.rng).map_err(ChangeError::Random)?;
         let current = keys.effective();
         let previous = current.key.as_ref().map(|k| k.fingerprint.clone());
-        let record = next(current, &key, SystemTime::now()).map_err(ChangeError::Conflict)?;
+        let record = next(current, &key, now, terms).map_err(ChangeError::Conflict)?;
         keys.store.write(&record).map_err(ChangeError::Store)?;
         self.gate.switch(&record);
+        self.usage.track(&tracked_keys(&record));
         keys.record = record.clone();
         keys.unwritten_revoke = None;
         Ok(Installed { key, record, previous })
+    }
+
+    /// Ends the previous key's grace now: written, then switched, like a replace.
+    pub fn end_grace(&self) -> Result<KeyRecord, ChangeError> {
+        let mut keys = self.lock();
+        let record =
+            keys.effective().grace_ended(SystemTime::now()).map_err(ChangeError::Conflict)?;
+        keys.store.write(&record).map_err(ChangeError::Store)?;
+        self.gate.switch(&record);
+        self.usage.track(&tracked_keys(&record));
+        keys.record = record.clone();
+        Ok(record)
     }
 
     pub fn revoke(&self) -> Result<KeyRecord, ChangeError> {
@@ -151,6 +354,7 @@ impl KeyManager {
         match keys.store.write(&record) {
             Ok(()) => {
                 self.gate.switch(&record);
+                self.usage.track(&tracked_keys(&record));
                 keys.record = record.clone();
                 Ok(record)
             }
@@ -160,4 +364,11 @@ impl KeyManager {
             }
         }
     }
+}
+
+/// The keys whose use is worth recording: the current one, and the grace key.
+fn tracked_keys(record: &KeyRecord) -> Vec<(u64, Fingerprint)> {
+    let current = record.key.as_ref().map(|k| (k.generation, k.fingerprint.clone()));
+    let grace = record.previous.as_ref().map(|g| (g.generation, g.fingerprint.clone()));
+    current.into_iter().chain(grace).collect()
 }

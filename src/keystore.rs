@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
@@ -24,24 +24,78 @@ use crate::key::{ApiKey, Fingerprint, KeyHash};
 const STORE_FILE: &str = "key.ron";
 const LOCK_FILE: &str = "key.lock";
 const LEGACY_TEMP_FILE: &str = "key.ron.tmp";
-const FORMAT_VERSION: u32 = 1;
+/// Version 2 added expiry, the grace key and the retired keys; version 1 stores are read as
+/// they are (a key with no expiry, no grace, nothing retired) and written as version 2.
+const FORMAT_VERSION: u32 = 2;
+const OLDEST_READABLE_VERSION: u32 = 1;
 const HEADER: &str = "// aims-api key store, written by `aims-api serve`: change it with `aims-api key`.\n\
                       // It holds the SHA-256 of the API key, never the key itself.\n";
 
-/// What the store says: which key, if any, and how many changes it has seen.
+/// How many retired keys the store remembers, for the tripwire that names a retired key when
+/// a client still presents it.
+pub const MAX_RETIRED: usize = 16;
+
+/// What the store says: which key, if any, the previous key during a rotation's grace, the keys
+/// retired before them, and how many changes it has seen.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyRecord {
     /// Counts every change since the store was first written.
     pub generation: u64,
     pub key: Option<StoredKey>,
+    /// The key a replace with a grace window replaced, admitted until its `valid_until`.
+    pub previous: Option<GraceKey>,
+    /// The last [`MAX_RETIRED`] keys replaced, revoked or expired, oldest first.
+    pub retired: Vec<RetiredKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
     pub hash: KeyHash,
     pub fingerprint: Fingerprint,
+    /// The store's generation when this key was made.
+    pub generation: u64,
     pub created_at: SystemTime,
     pub revoked_at: Option<SystemTime>,
+    /// Refused from this instant on; `None`: no expiry.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// The replaced key during a rotation's grace window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraceKey {
+    pub hash: KeyHash,
+    pub fingerprint: Fingerprint,
+    pub generation: u64,
+    /// Admitted until this instant, never after. Never later than the key's own expiry.
+    pub valid_until: SystemTime,
+}
+
+/// A key that is no longer valid, kept (as its hash) so that a client still presenting it is
+/// named in the refusal log instead of lost among wrong keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredKey {
+    pub hash: KeyHash,
+    pub fingerprint: Fingerprint,
+    pub generation: u64,
+    pub retired_at: SystemTime,
+    pub how: Retirement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    Replaced,
+    Revoked,
+    Expired,
+}
+
+impl Retirement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replaced => "replaced",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +103,8 @@ pub enum KeyState {
     None,
     Active,
     Revoked,
+    /// Past its `expires_at`: refused as if revoked, and a new key can be generated.
+    Expired,
 }
 
 impl KeyState {
@@ -57,6 +113,7 @@ impl KeyState {
             Self::None => "none",
             Self::Active => "active",
             Self::Revoked => "revoked",
+            Self::Expired => "expired",
         }
     }
 }
@@ -66,6 +123,7 @@ impl KeyState {
 pub enum Conflict {
     AlreadyActive,
     NotActive,
+    NoGrace,
 }
 
 impl fmt::Display for Conflict {
@@ -75,15 +133,30 @@ impl fmt::Display for Conflict {
                 "a key is already active: replace it (POST /key/replace) or revoke it first"
             }
             Self::NotActive => "no key is active: generate one first (POST /key)",
+            Self::NoGrace => "no previous key is in a grace window",
         })
     }
 }
 
+/// What a new key is given: its expiry, and (replace only) how long the key it replaces stays
+/// valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Terms {
+    pub expires_at: Option<SystemTime>,
+    pub grace: Duration,
+}
+
 impl KeyRecord {
+    /// The state now.
     pub fn state(&self) -> KeyState {
+        self.state_at(SystemTime::now())
+    }
+
+    pub fn state_at(&self, now: SystemTime) -> KeyState {
         match &self.key {
             None => KeyState::None,
             Some(k) if k.revoked_at.is_some() => KeyState::Revoked,
+            Some(k) if k.expires_at.is_some_and(|at| at <= now) => KeyState::Expired,
             Some(_) => KeyState::Active,
         }
     }
@@ -91,48 +164,116 @@ impl KeyRecord {
     /// The active key's hash, if a key is active.
     pub fn active_hash(&self) -> Option<KeyHash> {
         match &self.key {
-            Some(k) if k.revoked_at.is_none() => Some(k.hash),
+            Some(k) if self.state() == KeyState::Active => Some(k.hash),
             _ => None,
         }
     }
 
+    /// The grace key, if its window is still open at `now`.
+    pub fn grace_at(&self, now: SystemTime) -> Option<&GraceKey> {
+        self.previous.as_ref().filter(|g| g.valid_until > now)
+    }
+
     /// The record after generating `key`: allowed when no key is active.
-    pub fn generated(&self, key: &ApiKey, now: SystemTime) -> Result<Self, Conflict> {
-        match self.state() {
+    pub fn generated(&self, key: &ApiKey, now: SystemTime, terms: Terms) -> Result<Self, Conflict> {
+        let now = whole_millis(now);
+        match self.state_at(now) {
             KeyState::Active => Err(Conflict::AlreadyActive),
-            KeyState::None | KeyState::Revoked => Ok(self.with_key(key, now)),
+            KeyState::None | KeyState::Revoked | KeyState::Expired => {
+                Ok(self.with_key(key, now, Terms { grace: Duration::ZERO, ..terms }))
+            }
         }
     }
 
-    /// The record after replacing the active key by `key`.
-    pub fn replaced(&self, key: &ApiKey, now: SystemTime) -> Result<Self, Conflict> {
-        match self.state() {
-            KeyState::Active => Ok(self.with_key(key, now)),
+    /// The record after replacing the active (or expired) key by `key`. With a grace, the
+    /// replaced key stays valid until `now + grace` (never past its own expiry); a grace still
+    /// running from an earlier replace ends here.
+    pub fn replaced(&self, key: &ApiKey, now: SystemTime, terms: Terms) -> Result<Self, Conflict> {
+        let now = whole_millis(now);
+        match self.state_at(now) {
+            KeyState::Active | KeyState::Expired => Ok(self.with_key(key, now, terms)),
             KeyState::None | KeyState::Revoked => Err(Conflict::NotActive),
         }
     }
 
-    /// The record after revoking the active key.
+    /// The record after revoking the active key. A grace in progress ends too.
     pub fn revoked(&self, now: SystemTime) -> Result<Self, Conflict> {
+        let now = whole_millis(now);
         match &self.key {
-            Some(k) if k.revoked_at.is_none() => Ok(Self {
-                generation: self.generation + 1,
-                key: Some(StoredKey { revoked_at: Some(now), ..k.clone() }),
-            }),
+            Some(k) if self.state_at(now) == KeyState::Active => {
+                let mut next = self.clone();
+                next.generation += 1;
+                next.previous = None;
+                next.retire(k, now, Retirement::Revoked);
+                next.key = Some(StoredKey { revoked_at: Some(now), ..k.clone() });
+                Ok(next)
+            }
             _ => Err(Conflict::NotActive),
         }
     }
 
-    fn with_key(&self, key: &ApiKey, now: SystemTime) -> Self {
-        Self {
-            generation: self.generation + 1,
-            key: Some(StoredKey {
-                hash: key.hash(),
-                fingerprint: key.fingerprint(),
-                created_at: now,
-                revoked_at: None,
-            }),
+    /// The record after ending the previous key's grace early: it is refused from now on.
+    pub fn grace_ended(&self, now: SystemTime) -> Result<Self, Conflict> {
+        let now = whole_millis(now);
+        if self.grace_at(now).is_none() {
+            return Err(Conflict::NoGrace);
         }
+        let mut next = self.clone();
+        next.generation += 1;
+        next.previous = None;
+        Ok(next)
+    }
+
+    fn with_key(&self, key: &ApiKey, now: SystemTime, terms: Terms) -> Self {
+        let mut next = self.clone();
+        next.generation += 1;
+        next.previous = None;
+        if let Some(old) = &self.key {
+            match self.state_at(now) {
+                KeyState::Active => {
+                    next.retire(old, now, Retirement::Replaced);
+                    if !terms.grace.is_zero() {
+                        let until = now + terms.grace;
+                        let valid_until = old.expires_at.map_or(until, |at| at.min(until));
+                        next.previous = Some(GraceKey {
+                            hash: old.hash,
+                            fingerprint: old.fingerprint.clone(),
+                            generation: old.generation,
+                            valid_until,
+                        });
+                    }
+                }
+                KeyState::Expired => {
+                    let expired_at = old.expires_at.unwrap_or(now);
+                    next.retire(old, expired_at, Retirement::Expired);
+                }
+                // Retired when it was revoked.
+                KeyState::Revoked | KeyState::None => {}
+            }
+        }
+        next.key = Some(StoredKey {
+            hash: key.hash(),
+            fingerprint: key.fingerprint(),
+            generation: next.generation,
+            created_at: now,
+            revoked_at: None,
+            expires_at: terms.expires_at,
+        });
+        next
+    }
+
+    /// Adds `key` to the retired keys, once, keeping the newest [`MAX_RETIRED`].
+    fn retire(&mut self, key: &StoredKey, at: SystemTime, how: Retirement) {
+        self.retired.retain(|r| !r.hash.ct_eq(&key.hash));
+        self.retired.push(RetiredKey {
+            hash: key.hash,
+            fingerprint: key.fingerprint.clone(),
+            generation: key.generation,
+            retired_at: at,
+            how,
+        });
+        let excess = self.retired.len().saturating_sub(MAX_RETIRED);
+        self.retired.drain(..excess);
     }
 }
 
@@ -299,6 +440,10 @@ struct StoreFile {
     version: Version,
     generation: u64,
     key: Option<StoredKeyFile>,
+    #[serde(default)]
+    previous: Option<GraceKeyFile>,
+    #[serde(default)]
+    retired: Vec<RetiredKeyFile>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -306,8 +451,54 @@ struct StoreFile {
 struct StoredKeyFile {
     sha256: HexHash,
     fingerprint: FingerprintText,
+    /// Absent in version 1 stores.
+    #[serde(default)]
+    generation: Option<u64>,
     created_at: Timestamp,
     revoked_at: Option<Timestamp>,
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraceKeyFile {
+    sha256: HexHash,
+    fingerprint: FingerprintText,
+    generation: u64,
+    valid_until: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetiredKeyFile {
+    sha256: HexHash,
+    fingerprint: FingerprintText,
+    generation: u64,
+    retired_at: Timestamp,
+    how: RetirementText,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+struct RetirementText(Retirement);
+
+impl TryFrom<String> for RetirementText {
+    type Error = &'static str;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "replaced" => Ok(Self(Retirement::Replaced)),
+            "revoked" => Ok(Self(Retirement::Revoked)),
+            "expired" => Ok(Self(Retirement::Expired)),
+            _ => Err("how must be replaced, revoked or expired"),
+        }
+    }
+}
+
+impl From<RetirementText> for String {
+    fn from(r: RetirementText) -> String {
+        r.0.as_str().to_owned()
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -317,11 +508,12 @@ struct Version;
 impl TryFrom<u32> for Version {
     type Error = String;
     fn try_from(v: u32) -> Result<Self, String> {
-        if v == FORMAT_VERSION {
+        if (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&v) {
             Ok(Self)
         } else {
             Err(format!(
-                "store format version {v} is not supported (this build reads version {FORMAT_VERSION})"
+                "store format version {v} is not supported (this build reads versions \
+                 {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})"
             ))
         }
     }
@@ -387,6 +579,20 @@ impl From<Timestamp> for String {
     }
 }
 
+/// `time`, down to the whole millisecond. Every instant a key change records is taken so: the
+/// store and the answers show milliseconds, so a deadline an operator (or a test) reads is then
+/// exactly the deadline the gate enforces, not up to a millisecond earlier.
+pub fn whole_millis(time: SystemTime) -> SystemTime {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => {
+            let millis =
+                Duration::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            SystemTime::UNIX_EPOCH + millis
+        }
+        Err(_) => time,
+    }
+}
+
 /// Formats an instant as RFC 3339 UTC with milliseconds and `Z`.
 pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
@@ -394,14 +600,38 @@ pub fn rfc3339(time: SystemTime) -> String {
 
 fn parse(text: &str) -> Result<KeyRecord, ron::error::SpannedError> {
     let file: StoreFile = ron::Options::default().from_str(text)?;
+    let generation = file.generation;
     Ok(KeyRecord {
-        generation: file.generation,
+        generation,
         key: file.key.map(|k| StoredKey {
             hash: k.sha256.0,
             fingerprint: k.fingerprint.0,
+            // A version 1 store did not say: its key was made at the last change, or at the one
+            // before if that change was its revoke.
+            generation: k
+                .generation
+                .unwrap_or_else(|| generation.saturating_sub(u64::from(k.revoked_at.is_some()))),
             created_at: k.created_at.0,
             revoked_at: k.revoked_at.map(|t| t.0),
+            expires_at: k.expires_at.map(|t| t.0),
         }),
+        previous: file.previous.map(|g| GraceKey {
+            hash: g.sha256.0,
+            fingerprint: g.fingerprint.0,
+            generation: g.generation,
+            valid_until: g.valid_until.0,
+        }),
+        retired: file
+            .retired
+            .into_iter()
+            .map(|r| RetiredKey {
+                hash: r.sha256.0,
+                fingerprint: r.fingerprint.0,
+                generation: r.generation,
+                retired_at: r.retired_at.0,
+                how: r.how.0,
+            })
+            .collect(),
     })
 }
 
@@ -412,9 +642,28 @@ fn render(record: &KeyRecord) -> String {
         key: record.key.as_ref().map(|k| StoredKeyFile {
             sha256: HexHash(k.hash),
             fingerprint: FingerprintText(k.fingerprint.clone()),
+            generation: Some(k.generation),
             created_at: Timestamp(k.created_at),
             revoked_at: k.revoked_at.map(Timestamp),
+            expires_at: k.expires_at.map(Timestamp),
         }),
+        previous: record.previous.as_ref().map(|g| GraceKeyFile {
+            sha256: HexHash(g.hash),
+            fingerprint: FingerprintText(g.fingerprint.clone()),
+            generation: g.generation,
+            valid_until: Timestamp(g.valid_until),
+        }),
+        retired: record
+            .retired
+            .iter()
+            .map(|r| RetiredKeyFile {
+                sha256: HexHash(r.hash),
+                fingerprint: FingerprintText(r.fingerprint.clone()),
+                generation: r.generation,
+                retired_at: Timestamp(r.retired_at),
+                how: RetirementText(r.how),
+            })
+            .collect(),
     };
     let pretty = ron::ser::PrettyConfig::new().struct_names(false);
     // Serializing plain strings and integers into a String cannot fail; an empty body would
@@ -438,19 +687,19 @@ mod tests {
         let none = KeyRecord::default();
         let (a, b) = (key(), key());
         let now = SystemTime::now();
-        assert_eq!(none.replaced(&a, now), Err(Conflict::NotActive));
+        assert_eq!(none.replaced(&a, now, Terms::default()), Err(Conflict::NotActive));
         assert_eq!(none.revoked(now), Err(Conflict::NotActive));
-        let active = none.generated(&a, now).unwrap();
+        let active = none.generated(&a, now, Terms::default()).unwrap();
         assert_eq!((active.state(), active.generation), (KeyState::Active, 1));
-        assert_eq!(active.generated(&b, now), Err(Conflict::AlreadyActive));
-        let replaced = active.replaced(&b, now).unwrap();
+        assert_eq!(active.generated(&b, now, Terms::default()), Err(Conflict::AlreadyActive));
+        let replaced = active.replaced(&b, now, Terms::default()).unwrap();
         assert_eq!(replaced.active_hash(), Some(b.hash()));
         let revoked = replaced.revoked(now).unwrap();
         assert_eq!(
             (revoked.state(), revoked.active_hash(), revoked.generation),
             (KeyState::Revoked, None, 3)
         );
-        assert_eq!(revoked.generated(&a, now).unwrap().state(), KeyState::Active);
+        assert_eq!(revoked.generated(&a, now, Terms::default()).unwrap().state(), KeyState::Active);
     }
 
     #[test]
@@ -461,8 +710,11 @@ mod tests {
         let record = {
             let (store, empty) = KeyStore::open(&state).unwrap();
             assert_eq!(empty, KeyRecord::default());
-            let record =
-                empty.generated(&k, SystemTime::now()).unwrap().revoked(SystemTime::now()).unwrap();
+            let record = empty
+                .generated(&k, SystemTime::now(), Terms::default())
+                .unwrap()
+                .revoked(SystemTime::now())
+                .unwrap();
             store.write(&record).unwrap();
             record
         };
@@ -516,7 +768,8 @@ mod tests {
     fn a_stale_temporary_file_is_removed_and_the_store_kept() {
         let dir = tempfile::tempdir().unwrap();
         let k = key();
-        let record = KeyRecord::default().generated(&k, SystemTime::now()).unwrap();
+        let record =
+            KeyRecord::default().generated(&k, SystemTime::now(), Terms::default()).unwrap();
         KeyStore::open(dir.path()).unwrap().0.write(&record).unwrap();
         // One left by a crash of this release, and one by a crash of an older one.
         let leftovers = [".key.ron.4242.0.tmp", LEGACY_TEMP_FILE];

@@ -62,6 +62,8 @@ pub enum AdminRoute {
     Health,
     Key,
     KeyReplace,
+    KeyClients,
+    KeyCheck,
     Reload,
     Metrics,
     Snapshots,
@@ -71,10 +73,12 @@ pub enum AdminRoute {
 }
 
 impl AdminRoute {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::Health,
         Self::Key,
         Self::KeyReplace,
+        Self::KeyClients,
+        Self::KeyCheck,
         Self::Reload,
         Self::Metrics,
         Self::Snapshots,
@@ -87,6 +91,8 @@ impl AdminRoute {
             Self::Health => "health",
             Self::Key => "key",
             Self::KeyReplace => "key_replace",
+            Self::KeyClients => "key_clients",
+            Self::KeyCheck => "key_check",
             Self::Reload => "reload",
             Self::Metrics => "metrics",
             Self::Snapshots => "snapshots",
@@ -119,6 +125,8 @@ pub enum Reason {
     WrongActivationCode,
     NoKey,
     RevokedKey,
+    ExpiredKey,
+    RetiredKey,
     Throttled,
     PlainHttp,
     BadRequest,
@@ -127,7 +135,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 15] = [
         Self::MissingHeader,
         Self::EmptyHeader,
         Self::RepeatedHeader,
@@ -136,6 +144,8 @@ impl Reason {
         Self::WrongActivationCode,
         Self::NoKey,
         Self::RevokedKey,
+        Self::ExpiredKey,
+        Self::RetiredKey,
         Self::Throttled,
         Self::PlainHttp,
         Self::BadRequest,
@@ -153,6 +163,8 @@ impl Reason {
             Self::WrongActivationCode => "wrong_activation_code",
             Self::NoKey => "no_key",
             Self::RevokedKey => "revoked_key",
+            Self::ExpiredKey => "expired_key",
+            Self::RetiredKey => "retired_key",
             Self::Throttled => "throttled",
             Self::PlainHttp => "plain_http",
             Self::BadRequest => "bad_request",
@@ -174,7 +186,9 @@ fn status_slot(status: u16) -> usize {
 const LATENCY_BOUNDS_MICROS: [u64; 10] =
     [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000];
 
-const ROUTES: usize = 9;
+const ROUTES: usize = 10;
+// Each shard's table has a row for every route of either port.
+const _: () = assert!(ROUTES >= ApiRoute::ALL.len() && ROUTES >= AdminRoute::ALL.len());
 
 /// One writer's counters. Aligned so two workers never write the same cache line.
 #[repr(align(128))]
@@ -237,6 +251,10 @@ pub struct Metrics {
 /// The gauges a scrape reads from the rest of the server.
 pub struct Gauges<'a> {
     pub key: &'a KeyRecord,
+    /// When the current key last admitted a request.
+    pub key_last_used: Option<SystemTime>,
+    /// Requests that carried the live or grace key in clear text, since start.
+    pub key_exposures: u64,
     pub open_connections: usize,
     pub snapshots: usize,
     pub newest_analysis: Option<SystemTime>,
@@ -363,7 +381,7 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
     let _ = writeln!(out, "aims_open_connections{{port=\"api\"}} {}", gauges.open_connections);
     header(out, "aims_key_state", "gauge", "1 for the key's current state.");
     let state = gauges.key.state().as_str();
-    for label in ["none", "active", "revoked"] {
+    for label in ["none", "active", "revoked", "expired"] {
         let _ = writeln!(out, "aims_key_state{{state=\"{label}\"}} {}", u8::from(label == state));
     }
     header(
@@ -381,6 +399,33 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
     let _ = writeln!(out, "aims_key_age_seconds {age}");
     header(out, "aims_key_generation", "gauge", "Key changes since the store was first written.");
     let _ = writeln!(out, "aims_key_generation {}", gauges.key.generation);
+    let key = gauges.key.key.as_ref();
+    timestamp(
+        out,
+        "aims_key_expiry_timestamp_seconds",
+        "When the current key expires, as Unix time (absent without an expiry).",
+        key.filter(|k| k.revoked_at.is_none()).and_then(|k| k.expires_at),
+    );
+    timestamp(
+        out,
+        "aims_key_last_used_timestamp_seconds",
+        "When the current key last admitted a request, as Unix time (absent before its first).",
+        gauges.key_last_used,
+    );
+    timestamp(
+        out,
+        "aims_key_grace_until_timestamp_seconds",
+        "Until when the replaced key is still admitted, as Unix time (absent without a grace).",
+        gauges.key.grace_at(SystemTime::now()).map(|g| g.valid_until),
+    );
+    header(
+        out,
+        "aims_key_exposures_total",
+        "counter",
+        "Requests that carried the live or grace key over plain HTTP (the key crossed the \
+         network in clear text).",
+    );
+    let _ = writeln!(out, "aims_key_exposures_total {}", gauges.key_exposures);
     header(out, "aims_snapshots", "gauge", "Dated data snapshots being served.");
     let _ = writeln!(out, "aims_snapshots {}", gauges.snapshots);
     header(
@@ -394,6 +439,18 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0.0, |d| d.as_secs_f64());
     let _ = writeln!(out, "aims_snapshot_newest_analysis_timestamp_seconds {newest}");
+}
+
+/// A gauge holding a Unix time, or nothing at all when there is no such time (so an alert on
+/// it never fires on a made-up 0).
+fn timestamp(out: &mut String, name: &str, help: &str, value: Option<SystemTime>) {
+    let Some(seconds) =
+        value.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64())
+    else {
+        return;
+    };
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {seconds}");
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -442,8 +499,14 @@ mod tests {
         metrics.api(0).handshake(true);
         metrics.admin().admin_request(AdminRoute::Key, 201);
         let record = KeyRecord::default();
-        let gauges =
-            Gauges { key: &record, open_connections: 3, snapshots: 0, newest_analysis: None };
+        let gauges = Gauges {
+            key: &record,
+            key_last_used: None,
+            key_exposures: 0,
+            open_connections: 3,
+            snapshots: 0,
+            newest_analysis: None,
+        };
         let text = metrics.render(&gauges);
         for line in [
             "aims_requests_total{port=\"api\",route=\"level\",status=\"200\"} 2",

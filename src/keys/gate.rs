@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::ActivationCode;
 use crate::http::{HeaderValue, Request, Status};
@@ -21,20 +22,66 @@ use crate::metrics::Reason;
 pub const KEY_HEADER: &str = "x-api-key";
 pub const CODE_HEADER: &str = "x-activation-code";
 
-/// The key state the gate judges by.
-#[derive(Debug, Clone, Copy)]
-enum Live {
-    NoKey,
-    Active(KeyHash),
-    Revoked(KeyHash),
+/// The key state the gate judges by. Deadlines are monotonic instants, taken from the store's
+/// wall-clock times when the state is switched: a clock stepped back cannot extend a grace or
+/// an expiry while the server runs.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    current: Option<LiveKey>,
+    grace: Option<LiveGrace>,
+    /// Hashes of retired keys, with their generation, for the tripwire.
+    retired: Vec<(KeyHash, u64)>,
 }
 
-impl From<&KeyRecord> for Live {
-    fn from(record: &KeyRecord) -> Self {
-        match &record.key {
-            None => Self::NoKey,
-            Some(k) if k.revoked_at.is_some() => Self::Revoked(k.hash),
-            Some(k) => Self::Active(k.hash),
+#[derive(Debug, Clone, Copy)]
+struct LiveKey {
+    hash: KeyHash,
+    generation: u64,
+    revoked: bool,
+    expires: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LiveGrace {
+    hash: KeyHash,
+    generation: u64,
+    until: Instant,
+}
+
+impl Live {
+    fn of(record: &KeyRecord) -> Self {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let deadline = |at: SystemTime| now + at.duration_since(wall).unwrap_or(Duration::ZERO);
+        Self {
+            current: record.key.as_ref().map(|k| LiveKey {
+                hash: k.hash,
+                generation: k.generation,
+                revoked: k.revoked_at.is_some(),
+                expires: k.expires_at.map(deadline),
+            }),
+            grace: record.previous.as_ref().map(|g| LiveGrace {
+                hash: g.hash,
+                generation: g.generation,
+                until: deadline(g.valid_until),
+            }),
+            retired: record.retired.iter().map(|r| (r.hash, r.generation)).collect(),
+        }
+    }
+}
+
+/// Which key admitted a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// The current key, made at this generation.
+    Current(u64),
+    /// The replaced key, during its grace window.
+    Grace(u64),
+}
+
+impl Admitted {
+    pub fn generation(self) -> u64 {
+        match self {
+            Self::Current(g) | Self::Grace(g) => g,
         }
     }
 }
@@ -56,6 +103,12 @@ pub enum Refusal {
     WrongActivationCode,
     NoKey,
     RevokedKey,
+    /// The current key, past its expiry.
+    ExpiredKey,
+    /// One of the retired keys (replaced, revoked or expired), made at this generation.
+    RetiredKey {
+        generation: u64,
+    },
 }
 
 impl Refusal {
@@ -67,7 +120,9 @@ impl Refusal {
             | Self::WrongKey
             | Self::WrongActivationCode
             | Self::NoKey
-            | Self::RevokedKey => Status::UNAUTHORIZED,
+            | Self::RevokedKey
+            | Self::ExpiredKey
+            | Self::RetiredKey { .. } => Status::UNAUTHORIZED,
         }
     }
 
@@ -82,7 +137,11 @@ impl Refusal {
             | Self::WrongKey
             | Self::WrongActivationCode
             | Self::NoKey
-            | Self::RevokedKey => "the API key or the activation code is not valid".to_owned(),
+            | Self::RevokedKey
+            | Self::ExpiredKey
+            | Self::RetiredKey { .. } => {
+                "the API key or the activation code is not valid".to_owned()
+            }
         }
     }
 
@@ -100,6 +159,8 @@ impl Refusal {
             Self::WrongActivationCode => "wrong activation code",
             Self::NoKey => "no key has been generated",
             Self::RevokedKey => "revoked key",
+            Self::ExpiredKey => "expired key",
+            Self::RetiredKey { .. } => "retired key",
         }
     }
 }
@@ -115,6 +176,8 @@ impl From<Refusal> for Reason {
             Refusal::WrongActivationCode => Self::WrongActivationCode,
             Refusal::NoKey => Self::NoKey,
             Refusal::RevokedKey => Self::RevokedKey,
+            Refusal::ExpiredKey => Self::ExpiredKey,
+            Refusal::RetiredKey { .. } => Self::RetiredKey,
         }
     }
 }
@@ -129,40 +192,81 @@ impl Gate {
     pub fn new(activation_code: &ActivationCode, record: &KeyRecord) -> Self {
         Self {
             activation_code: KeyHash::of(activation_code.as_str().as_bytes()),
-            live: RwLock::new(Live::from(record)),
+            live: RwLock::new(Live::of(record)),
         }
     }
 
     /// Switches to `record`'s key state. Returns once every later [`Gate::check`] sees it.
     pub(super) fn switch(&self, record: &KeyRecord) {
-        *locks::write(&self.live) = Live::from(record);
+        *locks::write(&self.live) = Live::of(record);
     }
 
     /// Disables whatever key is active, without touching the store: the fail-closed half of a
     /// revoke whose write failed.
     pub(super) fn disable(&self) {
         let mut guard = locks::write(&self.live);
-        if let Live::Active(hash) = *guard {
-            *guard = Live::Revoked(hash);
+        if let Some(current) = guard.current.as_mut() {
+            current.revoked = true;
         }
+        guard.grace = None;
     }
 
-    /// Judges a request's credentials.
-    pub fn check(&self, request: &Request<'_>) -> Result<(), Refusal> {
+    /// Judges a request's credentials, now.
+    pub fn check(&self, request: &Request<'_>) -> Result<Admitted, Refusal> {
         let presented_key = required(request, KEY_HEADER)?;
         let presented_code = required(request, CODE_HEADER)?;
         key::check_format(presented_key).map_err(Refusal::MalformedKey)?;
         let key_hash = KeyHash::of(presented_key);
         let code_ok = KeyHash::of(presented_code).ct_eq(&self.activation_code);
-        // `Live` is Copy and written in one store: see `locks`.
-        let live = *locks::read(&self.live);
-        match live {
-            Live::NoKey => Err(Refusal::NoKey),
-            Live::Revoked(hash) if hash.ct_eq(&key_hash) => Err(Refusal::RevokedKey),
-            Live::Revoked(_) => Err(Refusal::WrongKey),
-            Live::Active(hash) if !hash.ct_eq(&key_hash) => Err(Refusal::WrongKey),
-            Live::Active(_) if !code_ok => Err(Refusal::WrongActivationCode),
-            Live::Active(_) => Ok(()),
+        // Read after the request was read: a deadline that passed before this instant is past.
+        let now = Instant::now();
+        let live = locks::read(&self.live);
+        let admitted = match (live.current, live.grace) {
+            (Some(k), _) if k.hash.ct_eq(&key_hash) => {
+                if k.revoked {
+                    return Err(Refusal::RevokedKey);
+                }
+                if k.expires.is_some_and(|at| at <= now) {
+                    return Err(Refusal::ExpiredKey);
+                }
+                Admitted::Current(k.generation)
+            }
+            (_, Some(g)) if g.hash.ct_eq(&key_hash) && now < g.until => {
+                Admitted::Grace(g.generation)
+            }
+            (current, _) => {
+                // Every retired hash is compared (no early exit), so the time taken does not
+                // say which one, if any, matched.
+                let retired = live.retired.iter().fold(None, |found, (hash, generation)| {
+                    if hash.ct_eq(&key_hash) { Some(*generation) } else { found }
+                });
+                return Err(match (current, retired) {
+                    (_, Some(generation)) => Refusal::RetiredKey { generation },
+                    (None, None) => Refusal::NoKey,
+                    (Some(_), None) => Refusal::WrongKey,
+                });
+            }
+        };
+        if !code_ok {
+            return Err(Refusal::WrongActivationCode);
+        }
+        Ok(admitted)
+    }
+
+    /// Which valid key `presented` is now, if any, whatever came with it (for the plain-HTTP
+    /// tripwire and the key check).
+    pub fn recognise(&self, presented: &[u8]) -> Option<Admitted> {
+        let hash = KeyHash::of(presented);
+        let now = Instant::now();
+        let live = locks::read(&self.live);
+        let current = live
+            .current
+            .filter(|k| k.hash.ct_eq(&hash) && !k.revoked && k.expires.is_none_or(|at| at > now));
+        let grace = live.grace.filter(|g| g.hash.ct_eq(&hash) && now < g.until);
+        match (current, grace) {
+            (Some(k), _) => Some(Admitted::Current(k.generation)),
+            (None, Some(g)) => Some(Admitted::Grace(g.generation)),
+            (None, None) => None,
         }
     }
 }
@@ -188,7 +292,6 @@ fn required<'b>(request: &Request<'b>, name: &'static str) -> Result<&'b [u8], R
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::time::SystemTime;
 
     use ring::rand::SystemRandom;
 
@@ -196,6 +299,7 @@ mod tests {
     use crate::config::Config;
     use crate::http::{Parsed, parse};
     use crate::key::ApiKey;
+    use crate::keystore::Terms;
 
     fn gate_with(record: &KeyRecord) -> Gate {
         let config = Config::parse(
@@ -220,14 +324,68 @@ mod tests {
         else {
             panic!("test request did not parse")
         };
+        gate.check(&request).map(|_| ())
+    }
+
+    fn admitted(gate: &Gate, key: &ApiKey) -> Result<Admitted, Refusal> {
+        let bytes = format!(
+            "GET /x HTTP/1.1\r\nHost: h\r\nx-api-key: {}\r\nx-activation-code: CODE\r\n\r\n",
+            key.expose()
+        );
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let limits = crate::http::HttpLimits {
+            max_header_bytes: 4096,
+            max_headers: 16,
+            max_body_bytes: 0,
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let Ok(Parsed::Complete(request, _)) = parse(bytes.as_bytes(), &mut headers, &limits)
+        else {
+            panic!("test request did not parse")
+        };
         gate.check(&request)
+    }
+
+    #[test]
+    fn the_grace_key_expired_keys_and_retired_keys_are_told_apart() {
+        let rng = SystemRandom::new();
+        let [a, b, c] = [(); 3].map(|()| ApiKey::generate(&rng).unwrap());
+        let now = SystemTime::now();
+        let first = KeyRecord::default().generated(&a, now, Terms::default()).unwrap();
+        let grace = Terms { grace: Duration::from_secs(60), expires_at: None };
+        let second = first.replaced(&b, now, grace).unwrap();
+        let gate = gate_with(&second);
+        assert_eq!(admitted(&gate, &a), Ok(Admitted::Grace(1)));
+        assert_eq!(admitted(&gate, &b), Ok(Admitted::Current(2)));
+        assert_eq!(gate.recognise(a.expose().as_bytes()), Some(Admitted::Grace(1)));
+        // A second replace ends the first grace: both earlier keys are retired.
+        let third = second.replaced(&c, now, Terms::default()).unwrap();
+        gate.switch(&third);
+        assert_eq!(admitted(&gate, &a), Err(Refusal::RetiredKey { generation: 1 }));
+        assert_eq!(admitted(&gate, &b), Err(Refusal::RetiredKey { generation: 2 }));
+        assert_eq!(admitted(&gate, &c), Ok(Admitted::Current(3)));
+        assert_eq!(gate.recognise(a.expose().as_bytes()), None);
+        // A key past its expiry.
+        let past = now - Duration::from_secs(10);
+        let expiring = Terms { expires_at: Some(now - Duration::from_secs(1)), ..Terms::default() };
+        let expired = KeyRecord::default().generated(&a, past, expiring).unwrap();
+        gate.switch(&expired);
+        assert_eq!(admitted(&gate, &a), Err(Refusal::ExpiredKey));
+        assert_eq!(admitted(&gate, &b), Err(Refusal::WrongKey));
+        // A grace never outlives the replaced key's own expiry.
+        let soon = Terms { expires_at: Some(now + Duration::from_secs(5)), ..Terms::default() };
+        let short = KeyRecord::default().generated(&a, now, soon).unwrap();
+        let rolled = short.replaced(&b, now, grace).unwrap();
+        assert_eq!(rolled.previous.unwrap().valid_until, now + Duration::from_secs(5));
     }
 
     #[test]
     fn each_refusal_has_its_reason_and_status() {
         let k = ApiKey::generate(&SystemRandom::new()).unwrap();
         let other = ApiKey::generate(&SystemRandom::new()).unwrap();
-        let record = KeyRecord::default().generated(&k, SystemTime::now()).unwrap();
+        let record =
+            KeyRecord::default().generated(&k, SystemTime::now(), Terms::default()).unwrap();
         let gate = gate_with(&record);
         let key = k.expose();
         let good = format!("x-api-key: {key}\r\nx-activation-code: CODE\r\n");
@@ -269,7 +427,8 @@ mod tests {
         let gate = gate_with(&KeyRecord::default());
         let headers = format!("x-api-key: {}\r\nx-activation-code: CODE\r\n", k.expose());
         assert_eq!(judge(&gate, &headers), Err(Refusal::NoKey));
-        let active = KeyRecord::default().generated(&k, SystemTime::now()).unwrap();
+        let active =
+            KeyRecord::default().generated(&k, SystemTime::now(), Terms::default()).unwrap();
         gate.switch(&active);
         assert_eq!(judge(&gate, &headers), Ok(()));
         gate.disable();

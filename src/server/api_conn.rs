@@ -12,7 +12,7 @@
 use std::io::{self, BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use rustls::{HandshakeKind, ServerConnection};
@@ -25,6 +25,8 @@ use crate::metrics::Shard;
 
 /// The first byte of every TLS handshake record (RFC 8446 §5.1, `handshake(22)`).
 const TLS_HANDSHAKE: u8 = 0x16;
+/// How long plain HTTP may take to send its head before it is answered anyway.
+const PLAIN_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Stop answering pipelined requests while this much output waits for the client.
 const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 
@@ -32,6 +34,9 @@ const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 pub(super) enum Stage {
     /// Accepted; waiting for the first byte to tell TLS from plain HTTP.
     Sniff,
+    /// Plain HTTP on the TLS port: reading its head (bounded, briefly) before the 400, so a
+    /// key sent in clear text is noticed.
+    Plain,
     Handshake,
     /// Between requests on a keep-alive connection.
     Idle,
@@ -96,7 +101,10 @@ impl Conn {
     /// Whether closing it now would cost its client nothing but a reconnect: it owes nobody
     /// an answer (between requests, or not yet through its handshake).
     pub(super) fn is_quiet(&self) -> bool {
-        matches!(self.stage, Stage::Sniff | Stage::Handshake | Stage::Idle)
+        match self.stage {
+            Stage::Sniff | Stage::Handshake | Stage::Idle => true,
+            Stage::Plain | Stage::Request | Stage::Closing | Stage::Lingering => false,
+        }
     }
 }
 
@@ -114,8 +122,9 @@ pub(super) fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
     let limits = turn.limits;
     match conn.stage {
         Stage::Sniff => sniff(conn, turn)?,
+        Stage::Plain => return read_plain(conn, turn),
         Stage::Lingering => return linger(conn),
-        _ => {}
+        Stage::Handshake | Stage::Idle | Stage::Request | Stage::Closing => {}
     }
     loop {
         let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
@@ -159,24 +168,73 @@ fn sniff(conn: &mut Conn, turn: &Turn<'_>) -> Result<(), End> {
             Ok(())
         }
         Ok(_) => {
-            // Plain HTTP (or anything else) on the TLS port: say so once, in the clear, and
-            // close. Nothing of the request is parsed or reaches a handler.
-            let response = api::refuse_plain_http(turn.app, turn.shard, conn.peer);
-            let mut out = Vec::with_capacity(256);
-            response.write_to(
-                &mut out,
-                &httpdate::fmt_http_date(std::time::SystemTime::now()),
-                false,
-                false,
-            );
-            // One small write into an empty socket buffer; if even that fails, the client is
-            // gone and there is nobody to tell.
-            let _ = conn.socket.write(&out);
-            Err(End::Linger)
+            // Plain HTTP (or anything else) on the TLS port: read what the head holds, then
+            // say so once, in the clear, and close. Nothing of it reaches a handler. Only what
+            // starts like a request line (a method's capital letter) can carry a key worth the
+            // wait; anything else is answered at once.
+            conn.stage = Stage::Plain;
+            if !first[0].is_ascii_uppercase() {
+                return answer_plain(conn, turn);
+            }
+            conn.deadline = conn.deadline.min(Instant::now() + PLAIN_HEAD_TIMEOUT);
+            read_plain(conn, turn)
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
         Err(_) => Err(End::Now),
     }
+}
+
+/// Reads a plain-HTTP head until its blank line, `max_header_bytes`, or the client's EOF, then
+/// answers it.
+fn read_plain(conn: &mut Conn, turn: &Turn<'_>) -> Result<(), End> {
+    let cap = turn.limits.max_header_bytes;
+    let mut chunk = Zeroizing::new([0u8; 4096]);
+    loop {
+        if conn.inbuf.len() >= cap || conn.inbuf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return answer_plain(conn, turn);
+        }
+        let want = chunk.len().min(cap - conn.inbuf.len());
+        match conn.socket.read(&mut chunk[..want]) {
+            Ok(0) => return answer_plain(conn, turn),
+            Ok(n) => extend_wiping(&mut conn.inbuf, &chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(End::Now),
+        }
+    }
+}
+
+/// Answers plain HTTP with its 400 (and the key tripwire, in [`api::refuse_plain_http`]), then
+/// wipes what was read.
+fn answer_plain(conn: &mut Conn, turn: &Turn<'_>) -> Result<(), End> {
+    let response = api::refuse_plain_http(turn.app, turn.shard, conn.peer, &conn.inbuf);
+    let read = conn.inbuf.len();
+    consume_wiping(&mut conn.inbuf, read);
+    let mut out = Vec::with_capacity(256);
+    response.write_to(
+        &mut out,
+        &httpdate::fmt_http_date(std::time::SystemTime::now()),
+        false,
+        false,
+    );
+    // One small write into an empty socket buffer; if even that fails, the client is gone and
+    // there is nobody to tell.
+    let _ = conn.socket.write(&out);
+    Err(End::Linger)
+}
+
+/// A connection's deadline passed: what happens to it. Plain HTTP still gets its answer (and
+/// its head the tripwire); everything else is closed.
+pub(super) fn expire(conn: &mut Conn, turn: &mut Turn<'_>) -> Option<End> {
+    Some(match conn.stage {
+        Stage::Plain => answer_plain(conn, turn).err().unwrap_or(End::Now),
+        Stage::Sniff
+        | Stage::Handshake
+        | Stage::Idle
+        | Stage::Request
+        | Stage::Closing
+        | Stage::Lingering => End::Now,
+    })
 }
 
 fn linger(conn: &mut Conn) -> Result<(), End> {

@@ -21,7 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::api_conn::{Conn, End, Stage, Turn, step};
+use super::api_conn::{Conn, End, Stage, Turn, expire, step};
 use crate::app::App;
 use crate::http::{DateCache, HttpLimits};
 
@@ -243,7 +243,7 @@ impl Worker {
             if let Some(conn) = self.conns.get(key) {
                 log::debug!("closing {} at its {:?} deadline", conn.peer, conn.stage);
             }
-            self.close(key);
+            self.run_turn(key, expire);
         }
         self.app.refusals.flush();
         if self.accept_paused {
@@ -253,6 +253,11 @@ impl Worker {
 
     /// Moves one connection as far as it can go without blocking.
     fn drive(&mut self, key: usize) {
+        self.run_turn(key, |conn, turn| step(conn, turn).err());
+    }
+
+    /// Lends connection `key` a turn of `work`, then acts on how it wants to end, if it does.
+    fn run_turn(&mut self, key: usize, work: impl FnOnce(&mut Conn, &mut Turn<'_>) -> Option<End>) {
         let outcome = match self.conns.get_mut(key) {
             Some(conn) => {
                 let mut turn = Turn {
@@ -262,14 +267,14 @@ impl Worker {
                     date: &mut self.date,
                     out: &mut self.out,
                 };
-                step(conn, &mut turn)
+                work(conn, &mut turn)
             }
             None => return,
         };
         match outcome {
-            Ok(()) => self.update_interest(key),
-            Err(End::Now) => self.close(key),
-            Err(End::Linger) => {
+            None => self.update_interest(key),
+            Some(End::Now) => self.close(key),
+            Some(End::Linger) => {
                 let Some(conn) = self.conns.get_mut(key) else { return };
                 let _ = conn.socket.shutdown(Shutdown::Write);
                 conn.stage = Stage::Lingering;

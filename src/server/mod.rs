@@ -28,6 +28,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::hardening;
 use crate::keys::KeyManager;
+use crate::keys::usage::Usage;
 use crate::keystore::{KeyStore, StoreError};
 use crate::snapshot::Snapshots;
 use crate::snapshot::store::OpenError;
@@ -105,7 +106,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
     check_file_limit(&config);
     let mut signals = supervisor::Signals::install().map_err(ServeError::Signals)?;
-    let keys = KeyManager::new(store, record, &config.activation_code);
+    let usage = Usage::load(&config.state_dir, config.refusal_log.lines, config.refusal_log.window);
+    let keys =
+        KeyManager::new(store, record, &config.activation_code, usage, config.key_max_lifetime);
     let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert)));
 
     for id in 0..app.config.admin.workers {
@@ -145,6 +148,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // A key change holds this lock from its store write to its gate switch: once we have it,
     // none is half done. The admin threads end with the process.
     app.keys.quiesce();
+    if let Err(e) = app.keys.save_usage() {
+        log::warn!("{e}: the key usage since the last minute is lost");
+    }
     log::info!("stopped");
     Ok(())
 }

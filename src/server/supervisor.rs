@@ -18,6 +18,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::app::App;
 use crate::systemd;
 
+/// How often [`App::housekeeping`] runs (it decides itself what is due).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+
 /// The signals the server acts on, as flags plus a wake-up socket.
 pub struct Signals {
     reload: Arc<AtomicBool>,
@@ -55,10 +58,13 @@ pub fn supervise(app: &App, signals: &mut Signals) {
     if let Some(interval) = watchdog {
         log::info!("systemd watchdog every {interval:?}");
     }
-    // Half the interval, as sd_watchdog_enabled(3) advises.
-    let tick = watchdog.map_or(Duration::from_secs(3600), |w| w / 2);
+    // Half the watchdog's interval, as sd_watchdog_enabled(3) advises, and at least once a
+    // minute for the housekeeping.
+    let tick = watchdog.map_or(HOUSEKEEPING_EVERY, |w| (w / 2).min(HOUSEKEEPING_EVERY));
+    app.housekeeping();
     loop {
         signals.wait(tick);
+        app.housekeeping();
         if signals.stop.swap(false, Ordering::SeqCst) {
             return;
         }

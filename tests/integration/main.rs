@@ -13,6 +13,7 @@ mod floods;
 mod gate;
 mod hostile;
 mod http;
+mod key_life;
 mod keystore;
 mod ops;
 mod properties;

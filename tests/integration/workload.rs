@@ -362,7 +362,7 @@ impl Change {
         match state {
             KeyState::Active if rng.below(3) == 0 => Self::Revoke,
             KeyState::Active => Self::Replace,
-            KeyState::None | KeyState::Revoked => Self::Generate,
+            KeyState::None | KeyState::Revoked | KeyState::Expired => Self::Generate,
         }
     }
 

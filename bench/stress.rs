@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench stress                 # everything, default sizes
-//! cargo bench --bench stress -- races crash  # some of it
+//! cargo bench --bench stress -- races crash  # some of it (races, grace, crash, flood)
 //! AIMS_SEED=42 cargo bench --bench stress    # repeat a run's random choices
 //! ```
 //!
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use util::{Options, Server};
-use workload::{CrashSettings, FloodSettings, RaceSettings};
+use workload::{CrashSettings, FloodSettings, GraceSettings, RaceSettings};
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; anything else names a phase.
@@ -33,6 +33,19 @@ fn main() -> ExitCode {
         let report = workload::race(
             &server,
             &RaceSettings { clients: 64, cycles: 1000, max_time: Duration::from_secs(120) },
+        );
+        println!("{report}");
+        ok &= report.holds();
+    }
+    if wants("grace") {
+        // The grace deadline under load: 64 clients keep using the replaced key across it.
+        let server = std::sync::Arc::new(Server::start_with(&Options {
+            api: "max_refusals_per_address: 1000000,".into(),
+            ..Options::default()
+        }));
+        let report = workload::grace_race(
+            &server,
+            &GraceSettings { clients: 64, rounds: 20, grace_secs: 1 },
         );
         println!("{report}");
         ok &= report.holds();

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::util::{ACTIVATION_CODE, BIN, Options, Response, Server, read_response, tcp_exchange};
+use crate::util::{ACTIVATION_CODE, BIN, Options, Server, tcp_exchange};
+use crate::workload::{GraceSettings, grace_race};
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -23,18 +24,6 @@ fn fingerprint(key: &str) -> String {
 }
 
 impl Server {
-    /// One admin request with a body; returns status and JSON body.
-    fn admin_with(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let raw = crate::util::raw_exchange(self.admin, request.as_bytes());
-        let parsed = Response::parse(&raw).expect("admin answered HTTP");
-        (parsed.status, serde_json::from_slice(&parsed.body).unwrap_or(serde_json::Value::Null))
-    }
-
     /// The value of the metrics line that starts with `series ` (absent: `None`).
     fn metric(&self, series: &str) -> Option<f64> {
         let raw = crate::util::raw_exchange(
@@ -129,63 +118,17 @@ fn a_second_replace_ends_the_first_grace_and_a_revoke_ends_both_keys() {
     assert!(log.contains("audit action=key.replace client=uid:"), "{log}");
 }
 
-/// Old-key requests from `clients` threads across a grace deadline: (sent after the deadline
-/// and admitted, admitted before, refused after).
-fn hammer_across(server: &Arc<Server>, old: &str, valid_until: SystemTime) -> (u64, u64, u64) {
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let server = Arc::clone(server);
-            let old = old.to_owned();
-            std::thread::spawn(move || {
-                let (mut stale, mut before, mut after) = (0u64, 0u64, 0u64);
-                let mut stream = server.connect();
-                let request = format!(
-                    "GET /life/load HTTP/1.1\r\nHost: localhost\r\nx-api-key: {old}\r\n\
-                     x-activation-code: {ACTIVATION_CODE}\r\n\r\n"
-                );
-                let stop = valid_until + Duration::from_millis(700);
-                // Bounded: at most 200,000 requests per thread, and until `stop`.
-                for _ in 0..200_000 {
-                    let sent = SystemTime::now();
-                    if sent > stop {
-                        break;
-                    }
-                    stream.write_all(request.as_bytes()).unwrap();
-                    let Some(answer) = read_response(&mut stream) else { break };
-                    match (answer.status, sent > valid_until) {
-                        (404, true) => stale += 1,
-                        (404, false) => before += 1,
-                        (_, true) => after += 1,
-                        (_, false) => {}
-                    }
-                    if answer.header("connection") == Some("close") {
-                        stream = server.connect();
-                    }
-                }
-                (stale, before, after)
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
-}
-
 #[test]
 fn the_grace_deadline_under_load_admits_nothing_stale() {
     let server = Arc::new(Server::start_with(&Options {
         api: "max_refusals_per_address: 1000000,".into(),
         ..Options::default()
     }));
-    let old = server.generate_key();
-    let (status, body) = server.admin_with("POST", "/key/replace", r#"{"grace_secs": 2}"#);
-    assert_eq!(status, 200, "{body}");
-    let valid_until = time(body["previous"]["valid_until"].as_str().unwrap());
-    let (stale, before, after) = hammer_across(&server, &old, valid_until);
-    println!("grace under load: {before} admitted before, {after} refused after, {stale} stale");
-    assert_eq!(stale, 0, "requests sent after valid_until were admitted");
-    assert!(before > 100 && after > 100, "{before} before, {after} after");
+    let report = grace_race(&server, &GraceSettings { clients: 8, rounds: 2, grace_secs: 1 });
+    println!("{report}");
+    assert!(report.holds(), "{report}");
+    assert_eq!((report.stale_admits, report.unexpected, report.rounds), (0, 0, 2), "{report}");
+    assert!(report.admitted_before > 100 && report.refused_after > 100, "{report}");
 }
 
 #[test]

@@ -234,3 +234,45 @@ proptest! {
         prop_assert_eq!(KeyHash::from_hex(&upper).is_some(), upper == hex);
     }
 }
+
+/// The expression `docs/secret-scanning.md` gives scanners, taken from the document itself.
+fn documented_expression() -> regex::Regex {
+    let doc = include_str!("../../docs/secret-scanning.md");
+    let block = doc.split("```regex\n").nth(1).unwrap().split("\n```").next().unwrap();
+    let gitleaks = doc.split("regex = '''").nth(1).unwrap().split("'''").next().unwrap();
+    assert_eq!(block, gitleaks, "the gitleaks rule uses the documented expression");
+    regex::Regex::new(block).unwrap()
+}
+
+#[test]
+fn docs_secret_scanning_expression_matches_keys_only() {
+    let expression = documented_expression();
+    let rng = ring::rand::SystemRandom::new();
+    for _ in 0..200 {
+        let key = aims_api::key::ApiKey::generate(&rng).unwrap();
+        let key = key.expose();
+        for text in [
+            key.to_owned(),
+            format!("x-api-key: {key}\n"),
+            format!("\"{key}\","),
+            format!("KEY={key}"),
+            format!("https://host/?k={key}&x=1"),
+        ] {
+            let found: Vec<&str> = expression.find_iter(&text).map(|m| m.as_str()).collect();
+            assert_eq!(found, [key], "{text}");
+        }
+        let misses = [
+            key[..53].to_owned(),
+            format!("{key}a"),
+            format!("x{key}"),
+            format!("7{key}"),
+            key.replacen("aims_", "aimz_", 1),
+            key.replacen("aims_", "AIMS_", 1),
+            format!("{}-{}", &key[..20], &key[21..]),
+            format!("{}_{}", &key[..30], &key[31..]),
+        ];
+        for miss in misses {
+            assert!(!expression.is_match(&miss), "{miss}");
+        }
+    }
+}

@@ -229,6 +229,18 @@ impl Server {
         (parsed.status, json)
     }
 
+    /// One admin request with a body; returns status and JSON body.
+    pub fn admin_with(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let raw = raw_exchange(self.admin, request.as_bytes());
+        let parsed = Response::parse(&raw).expect("admin answered HTTP");
+        (parsed.status, serde_json::from_slice(&parsed.body).unwrap_or(serde_json::Value::Null))
+    }
+
     /// Generates a key through the admin port and returns it.
     pub fn generate_key(&self) -> String {
         let (status, body) = self.admin("POST", "/key");

@@ -9,12 +9,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aims_api::key::KeyHash;
 use aims_api::keystore::{KeyRecord, KeyState, KeyStore};
 
-use crate::util::{Response, Server, TlsStream};
+use crate::util::{ACTIVATION_CODE, Response, Server, TlsStream, read_response};
 
 /// A small xorshift generator: the tests need spread, not secrecy, and a printed seed makes a
 /// failure reproducible.
@@ -99,6 +99,136 @@ impl std::fmt::Display for RaceReport {
             self.admin_failures
         )
     }
+}
+
+/// The grace race: rounds of `replace` with a grace window while HTTPS clients keep using the
+/// replaced key across its deadline.
+pub struct GraceSettings {
+    pub clients: usize,
+    pub rounds: usize,
+    /// Whole seconds (the admin port takes `grace_secs`).
+    pub grace_secs: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct GraceReport {
+    pub clients: usize,
+    pub rounds: usize,
+    pub grace_secs: u64,
+    /// Requests with the replaced key sent before its `valid_until`, and admitted.
+    pub admitted_before: u64,
+    /// Sent after `valid_until`, and refused.
+    pub refused_after: u64,
+    /// Sent after `valid_until`, and admitted. Must be 0.
+    pub stale_admits: u64,
+    /// Any answer but 404 (admitted) or 401 (refused), or none. Must be 0.
+    pub unexpected: u64,
+    pub elapsed: Duration,
+}
+
+impl GraceReport {
+    pub fn holds(&self) -> bool {
+        self.stale_admits == 0 && self.unexpected == 0 && self.rounds > 0
+    }
+}
+
+impl std::fmt::Display for GraceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "grace: {} clients, {} rotations with a {} s grace, in {:.1?}: {} admitted before \
+             valid_until, {} refused after, {} stale admits, {} unexpected",
+            self.clients,
+            self.rounds,
+            self.grace_secs,
+            self.elapsed,
+            self.admitted_before,
+            self.refused_after,
+            self.stale_admits,
+            self.unexpected
+        )
+    }
+}
+
+/// Rotates the key `settings.rounds` times with a grace; during each, every client sends the
+/// replaced key in a loop until 700 ms past its `valid_until` (by the same wall clock the
+/// server uses). A request sent after `valid_until` must never be admitted.
+pub fn grace_race(server: &Arc<Server>, settings: &GraceSettings) -> GraceReport {
+    let started = Instant::now();
+    let mut report = GraceReport {
+        clients: settings.clients,
+        grace_secs: settings.grace_secs,
+        ..GraceReport::default()
+    };
+    let (status, body) = server.admin("POST", "/key");
+    let mut old = match status {
+        201 => body["api_key"].as_str().unwrap().to_owned(),
+        _ => panic!("generate: {status} {body}"),
+    };
+    let grace = format!("{{\"grace_secs\": {}}}", settings.grace_secs);
+    for _ in 0..settings.rounds {
+        let (status, body) = server.admin_with("POST", "/key/replace", &grace);
+        assert_eq!(status, 200, "{body}");
+        let valid_until =
+            humantime::parse_rfc3339(body["previous"]["valid_until"].as_str().unwrap()).unwrap();
+        let threads: Vec<_> = (0..settings.clients)
+            .map(|_| {
+                let (server, old) = (Arc::clone(server), old.clone());
+                std::thread::spawn(move || hammer_until(&server, &old, valid_until))
+            })
+            .collect();
+        for thread in threads {
+            let (before, after, stale, unexpected) = thread.join().unwrap();
+            report.admitted_before += before;
+            report.refused_after += after;
+            report.stale_admits += stale;
+            report.unexpected += unexpected;
+        }
+        report.rounds += 1;
+        old = body["api_key"].as_str().unwrap().to_owned();
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// One client's requests with `old` until 700 ms past `valid_until`: (admitted before, refused
+/// after, stale admits, unexpected answers).
+fn hammer_until(server: &Server, old: &str, valid_until: SystemTime) -> (u64, u64, u64, u64) {
+    let (mut before, mut after, mut stale, mut unexpected) = (0, 0, 0, 0);
+    let request = format!(
+        "GET /grace/load HTTP/1.1\r\nHost: localhost\r\nx-api-key: {old}\r\n\
+         x-activation-code: {ACTIVATION_CODE}\r\n\r\n"
+    );
+    let stop = valid_until + Duration::from_millis(700);
+    let mut stream = server.connect();
+    // Bounded: at most 200,000 requests, and until `stop`.
+    for _ in 0..200_000 {
+        let sent = SystemTime::now();
+        if sent > stop {
+            break;
+        }
+        if stream.write_all(request.as_bytes()).is_err() {
+            unexpected += 1;
+            stream = server.connect();
+            continue;
+        }
+        let Some(answer) = read_response(&mut stream) else {
+            unexpected += 1;
+            stream = server.connect();
+            continue;
+        };
+        match (answer.status, sent > valid_until) {
+            (404, true) => stale += 1,
+            (404, false) => before += 1,
+            (401, true) => after += 1,
+            (401, false) => {}
+            _ => unexpected += 1,
+        }
+        if answer.header("connection") == Some("close") {
+            stream = server.connect();
+        }
+    }
+    (before, after, stale, unexpected)
 }
 
 /// The keys issued so far, in order, and how many of them are retired. Keys are retired in

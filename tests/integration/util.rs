@@ -413,10 +413,10 @@ impl Server {
         (parsed.status, json)
     }
 
-    /// Imports `snapshot` for `date`, asserting it was accepted.
+    /// Imports `snapshot` for a `date` that has none yet, asserting it was created.
     pub fn import(&self, date: &str, snapshot: &serde_json::Value) {
         let (status, body) = self.put_snapshot(date, snapshot.to_string().as_bytes());
-        assert!(status == 201 || status == 200, "{status} {body}");
+        assert_eq!((status, body["result"].as_str()), (201, Some("created")), "{body}");
     }
 }
 

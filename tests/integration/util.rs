@@ -113,7 +113,7 @@ impl Server {
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 for (prefix, port) in
@@ -138,7 +138,11 @@ impl Server {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    std::thread::sleep(Duration::from_millis(100));
+                    // The reader ends at the end of stderr: then the log is whole.
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while !reader.is_finished() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     return Err(log.lock().unwrap().clone());
                 }
             }

@@ -93,6 +93,7 @@ impl Server {
             }
             None => Command::new(BIN),
         };
+        let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
@@ -108,7 +109,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn aims-api");
+            .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();

@@ -20,7 +20,9 @@
 //! where the documentation is silent") and in the Swagger document at `<base>/swagger.json`.
 
 mod applications;
-mod query;
+// Public only for the fuzz target `query_parse` (the network reaches this parser); not an API.
+#[doc(hidden)]
+pub mod query;
 mod swagger;
 
 use std::fmt;

@@ -414,18 +414,18 @@ mod tests {
 
     #[test]
     fn mistakes_are_usage_errors() {
-        for words in [
-            "",
-            "launch",
-            "key",
-            "key open",
-            "serve --json",
-            "serve extra",
-            "key status status",
-            "serve --config",
-            "key status --date 2024-05-14",
+        for (words, message) in [
+            ("", "no command given"),
+            ("launch", "unknown command `launch`"),
+            ("key", "key needs an action: status, generate, replace or revoke"),
+            ("key open", "unknown key action `open`"),
+            ("serve --json", "invalid option '--json'"),
+            ("serve extra", "unexpected argument \"extra\""),
+            ("key status status", "unexpected argument \"status\""),
+            ("serve --config", "missing argument for option '--config'"),
+            ("key status --date 2024-05-14", "invalid option '--date'"),
         ] {
-            assert!(parse_words(words).is_err(), "{words}");
+            assert_eq!(parse_words(words).unwrap_err().message, message, "{words}");
         }
         let cases = [
             ("key generate --grace 15m", "--grace is for key replace"),

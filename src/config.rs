@@ -506,7 +506,8 @@ mod tests {
         let text = MINIMAL.replace("state_dir", "stat_dir");
         let (line, column, message) = syntax_error(&text);
         assert_eq!((line, column), (3, 5), "{message}");
-        assert!(message.contains("stat_dir"), "{message}");
+        // The rest lists the accepted names, which grow with the config.
+        assert!(message.starts_with("Unexpected field named `stat_dir` in `File`, "), "{message}");
     }
 
     #[test]
@@ -514,7 +515,11 @@ mod tests {
         let text = MINIMAL.replace("127.0.0.1:8444", "0.0.0.0:8444");
         let (line, _, message) = syntax_error(&text);
         assert_eq!(line, 5);
-        assert!(message.contains("not a loopback address"), "{message}");
+        assert_eq!(
+            message,
+            "admin.listen 0.0.0.0:8444 is not a loopback address: the admin port must only be \
+             reachable from this host (use 127.0.0.1:PORT or [::1]:PORT)"
+        );
     }
 
     #[test]
@@ -525,7 +530,7 @@ mod tests {
         );
         let (line, _, message) = syntax_error(&text);
         assert_eq!(line, 4);
-        assert!(message.contains("from 1024 to 1048576, found 10"), "{message}");
+        assert_eq!(message, "expected a number from 1024 to 1048576, found 10");
     }
 
     #[test]
@@ -535,7 +540,11 @@ mod tests {
             r#"listen: "127.0.0.1:8443", tls_cert: Some("c.pem")"#,
         );
         let (_, _, message) = syntax_error(&text);
-        assert!(message.contains("go together"), "{message}");
+        assert_eq!(
+            message,
+            "api.tls_cert and api.tls_key go together: set both to Some(\"path\"), or both to \
+             None for a self-signed certificate"
+        );
     }
 
     #[test]
@@ -543,12 +552,19 @@ mod tests {
         let text = MINIMAL.replace("ABC-123", "has space");
         let (line, _, message) = syntax_error(&text);
         assert_eq!(line, 2);
-        assert!(message.contains("printable ASCII"), "{message}");
+        assert_eq!(
+            message,
+            "activation_code must be 1 to 256 printable ASCII characters without spaces (it \
+             travels in the x-activation-code header)"
+        );
     }
 
     #[test]
     fn missing_file_names_the_path() {
         let err = Config::load(Path::new("/nonexistent/config.ron")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/config.ron"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "cannot read config /nonexistent/config.ron: No such file or directory (os error 2)"
+        );
     }
 }

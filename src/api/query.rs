@@ -210,7 +210,8 @@ mod tests {
         assert_eq!(q.integer(Param::Offset, 0, 0, MAX_OFFSET), Ok(0));
         let empty = Query::parse(None, NONE).unwrap();
         assert_eq!(empty.text(Param::Team), None);
-        assert!(Query::parse(Some("&&"), NONE).is_ok());
+        let nothing = Query::parse(Some("&&"), NONE).unwrap();
+        assert_eq!(Param::ALL.map(|p| nothing.text(p)), [None; Param::ALL.len()]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::{Options, Response, Server, is_root, raw_exchange};
+use crate::util::{Options, Response, Server, raw_exchange, require_root};
 
 fn admin_raw(server: &Server, request: &str) -> Response {
     Response::parse(&raw_exchange(server.admin, request.as_bytes())).expect("an HTTP answer")
@@ -153,18 +153,18 @@ fn curl_as_nobody(server: &Server, method: &str, path: &str) -> (String, String)
 
 #[test]
 fn another_uid_is_forbidden_and_an_allowed_one_is_served() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED another_uid_is_forbidden: the tests are not root, so no other uid can be taken"
-        );
-        return;
-    }
+    require_root(
+        "another_uid_is_forbidden_and_an_allowed_one_is_served",
+        "run curl as uid 65534 against the admin port",
+    );
     let server = Server::start();
     let (status, body) = curl_as_nobody(&server, "POST", "/key");
     assert_eq!(status, "403", "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["error"], "forbidden");
-    assert!(json["message"].as_str().unwrap().contains("uid 65534"), "{json}");
+    let message = "uid 65534 may not use the admin port: run the command as root, or add the uid \
+                   to admin.allowed_uids";
+    assert_eq!(json["message"], message);
     assert_eq!(server.admin("GET", "/key").1["state"], "none");
     assert!(server.wait_for_log("uid 65534 not allowed").contains("refused port=admin"));
 

@@ -2,7 +2,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::{Options, Server, TlsStream, raise_file_limit};
@@ -55,15 +54,15 @@ fn at_the_connection_cap_new_clients_are_served_promptly() {
 
     // Every slot held by an idle keep-alive connection: the quietest makes room.
     let mut idle: Vec<TlsStream> = (0..CAP).map(|_| idle_tls(&server)).collect();
-    thread::sleep(Duration::from_millis(100));
+    server.wait_for_open_connections(CAP);
     let (status, took) = timed_get(&server, &key);
     assert_eq!(status, 404);
     assert!(took < PROMPT, "idle connections at the cap: served after {took:?}");
     let closed = idle.iter_mut().map(is_closed).filter(|&c| c).count();
-    assert!((1..=2).contains(&closed), "{closed} idle connections were closed to make room for 1");
+    assert_eq!(closed, 1, "idle connections closed to make room for 1");
     assert!(timed_health(&server) < PROMPT);
     drop(idle);
-    thread::sleep(Duration::from_millis(300));
+    server.wait_for_open_connections(0);
 
     // Every slot held by a half-open connection (nothing sent, or half a ClientHello): they
     // owe nobody an answer either, and must not hold the door until the handshake timeout.
@@ -76,20 +75,20 @@ fn at_the_connection_cap_new_clients_are_served_promptly() {
             socket
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    server.wait_for_open_connections(CAP);
     let (status, took) = timed_get(&server, &key);
     assert_eq!(status, 404);
     assert!(took < PROMPT, "half-open handshakes at the cap: served after {took:?}");
     assert!(timed_health(&server) < PROMPT);
     drop(half_open);
-    thread::sleep(Duration::from_millis(300));
+    server.wait_for_open_connections(0);
 
     // Every slot mid-request: nothing may be dropped, so a new client waits in the backlog
     // until a header deadline frees a slot, and is then served; the admin port answers at once.
     let busy: Vec<Slow> = (0..CAP)
         .map(|_| Slow::head(&server).unwrap_or_else(|| panic!("{}", server.log())))
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    server.wait_for_open_connections(CAP);
     assert!(timed_health(&server) < PROMPT, "the admin port answers at the cap");
     let (status, took) = timed_get(&server, &key);
     assert_eq!(status, 404, "the waiting client is served, not refused");

@@ -290,8 +290,9 @@ fn judge(case: &str, got: &Exchange, expect: &Expect, message: fn(&[u8]) -> Stri
             );
         }
         Expect::Alert(description) => {
-            // ContentType alert(21), any record version, length 2, level fatal(2).
-            assert!(got.raw.len() >= 7, "{case}: expected a TLS alert, got {:?}", got.raw);
+            // One record and nothing else: ContentType alert(21), any record version, length 2,
+            // level fatal(2).
+            assert_eq!(got.raw.len(), 7, "{case}: expected one TLS alert, got {:?}", got.raw);
             assert_eq!(
                 (got.raw[0], got.raw[3], got.raw[4], got.raw[5], got.raw[6]),
                 (21, 0, 2, 2, *description),

@@ -93,6 +93,7 @@ impl Server {
             }
             None => Command::new(BIN),
         };
+        let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
@@ -108,12 +109,12 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn aims-api");
+            .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 for (prefix, port) in
@@ -138,7 +139,11 @@ impl Server {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    std::thread::sleep(Duration::from_millis(100));
+                    // The reader ends at the end of stderr: then the log is whole.
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while !reader.is_finished() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     return Err(log.lock().unwrap().clone());
                 }
             }
@@ -155,16 +160,15 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
-    /// Waits until the log contains `needle` (the server logs asynchronously).
+    /// Waits until the log contains `needle` (the server logs asynchronously) and returns it;
+    /// fails the test if `needle` has not appeared within 10 s.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = self.log();
-            if log.contains(needle) || Instant::now() > deadline {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            &format!("waiting for {needle:?} in the log"),
+            Duration::from_secs(10),
+            || self.log(),
+            |log| log.contains(needle),
+        )
     }
 
     /// Kills the server (SIGKILL) and waits for it.
@@ -389,9 +393,19 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Whether these tests run as root (some checks need another uid to exist).
-pub fn is_root() -> bool {
-    rustix::process::getuid().is_root()
+/// Fails the calling test unless the tests run as root, saying what it needs root for. A few
+/// properties (another uid refused, a full disk, no core dump) can only be shown as root; a
+/// test that cannot show its property fails rather than passing unproven. CI runs as root.
+pub fn require_root(test: &str, needs: &str) {
+    assert!(
+        rustix::process::getuid().is_root(),
+        "{test} needs root to {needs}; run the tests as root (CI does)"
+    );
+}
+
+/// The API's exact 404 message for a path that names no method.
+pub fn no_method(path: &str) -> String {
+    format!("no API method at {path}; the methods are listed in {BASE}/swagger.json")
 }
 
 /// The other base path, as the official client writes it.
@@ -416,10 +430,10 @@ impl Server {
         (parsed.status, json)
     }
 
-    /// Imports `snapshot` for `date`, asserting it was accepted.
+    /// Imports `snapshot` for a `date` that has none yet, asserting it was created.
     pub fn import(&self, date: &str, snapshot: &serde_json::Value) {
         let (status, body) = self.put_snapshot(date, snapshot.to_string().as_bytes());
-        assert!(status == 201 || status == 200, "{status} {body}");
+        assert_eq!((status, body["result"].as_str()), (201, Some("created")), "{body}");
     }
 }
 
@@ -650,5 +664,52 @@ impl Server {
         request.push_str("\r\n");
         stream.write_all(request.as_bytes()).unwrap();
         read_response(&mut stream).expect("a whole response")
+    }
+}
+
+/// Polls `probe` every 10 ms until `done` holds for what it returns, and returns that. Once
+/// `timeout` has passed the test fails, naming `what` and the last value seen: a condition
+/// is waited for, never a fixed time.
+pub fn poll<T: std::fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let value = probe();
+        if done(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {value:?} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Server {
+    /// The value of one series (`aims_open_connections{port="api"}`) on the admin port's
+    /// `/metrics`, or `None` if it is not there.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let raw = raw_exchange(
+            self.admin,
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        let response = Response::parse(&raw).expect("the admin port answered /metrics");
+        assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+        let text = String::from_utf8(response.body).expect("metrics are UTF-8");
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits until the API port holds exactly `count` connections open (it accepts and closes
+    /// them on its own workers, a moment after the client's connect or close).
+    pub fn wait_for_open_connections(&self, count: usize) {
+        let series = "aims_open_connections{port=\"api\"}";
+        poll(
+            &format!("waiting for {count} open connections on the api port"),
+            Duration::from_secs(10),
+            || self.metric(series),
+            |open| *open == Some(count as f64),
+        );
     }
 }

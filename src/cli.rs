@@ -417,7 +417,7 @@ mod tests {
         for (words, message) in [
             ("", "no command given"),
             ("launch", "unknown command `launch`"),
-            ("key", "key needs an action: status, generate, replace or revoke"),
+            ("key", "key needs an action: status, generate, replace, revoke, clients or check"),
             ("key open", "unknown key action `open`"),
             ("serve --json", "invalid option '--json'"),
             ("serve extra", "unexpected argument \"extra\""),

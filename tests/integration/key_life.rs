@@ -24,16 +24,6 @@ fn fingerprint(key: &str) -> String {
 }
 
 impl Server {
-    /// The value of the metrics line that starts with `series ` (absent: `None`).
-    fn metric(&self, series: &str) -> Option<f64> {
-        let raw = crate::util::raw_exchange(
-            self.admin,
-            b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        );
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
     fn status_with(&self, key: &str) -> u16 {
         self.get_with_key("/life/probe", key).status
     }

@@ -137,16 +137,9 @@ fn pipeline_admin(server: &Server, request: &str, count: usize, status: u16) -> 
     text.matches(&format!("HTTP/1.1 {status} ")).count()
 }
 
-/// The value of one metrics line, exactly as written, or 0 when the series is absent.
+/// The value of one counter, exactly as written, or 0 while the series is absent.
 fn metric(server: &Server, series: &str) -> u64 {
-    let (status, _) = server.admin("GET", "/health");
-    assert_eq!(status, 200);
-    let raw = crate::util::raw_exchange(
-        server.admin,
-        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-    );
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+    server.metric(series).map_or(0, |value| value as u64)
 }
 
 #[test]

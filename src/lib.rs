@@ -4,7 +4,7 @@
 //! Data flows one way: [`config`] → [`server`] (listeners, workers, timeouts) → [`http`]
 //! (parse, limits, respond) → [`gate`] (credentials) → [`api`] and [`admin`] (handlers) →
 //! [`snapshot`] (the dated analysis data, validated and pre-rendered), [`keystore`] (the RON
-//! file, its lock, atomic writes) and [`key`] (generate, checksum, hash). [`tls`], [`peer`]
+//! file, its lock, atomic writes) and [`key`] (generate, checksum, hash). [`tls`] (with [`x509`]), [`peer`]
 //! (uid of a loopback client), [`hardening`], [`throttle`] (failed-auth limits per address),
 //! [`metrics`] and [`log`] (with the audit lines) serve them.
 //! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
@@ -29,3 +29,4 @@ pub mod snapshot;
 pub mod systemd;
 pub mod throttle;
 pub mod tls;
+pub mod x509;

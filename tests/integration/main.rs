@@ -7,6 +7,7 @@
 
 mod admin;
 mod api;
+mod certificate;
 mod cli;
 mod crash;
 mod floods;

@@ -7,7 +7,9 @@
 //! file, its lock, atomic writes) and [`key`] (generate, checksum, hash). [`tls`] (with [`x509`]), [`peer`]
 //! (uid of a loopback client), [`hardening`], [`throttle`] (failed-auth limits per address),
 //! [`metrics`] and [`log`] (with the audit lines) serve them.
-//! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
+//! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]); [`diagnose`]
+//! checks an installation, and [`manual`] makes the man pages and shell completions from the
+//! command table in [`cli`].
 
 pub mod admin;
 pub mod api;
@@ -16,12 +18,14 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod diagnose;
 pub mod gate;
 pub mod hardening;
 pub mod http;
 pub mod key;
 pub mod keystore;
 pub mod log;
+pub mod manual;
 pub mod metrics;
 pub mod peer;
 pub mod server;

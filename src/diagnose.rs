@@ -185,7 +185,7 @@ fn render_check(out: &mut String, check: &Check, indent: &str, last: bool) {
     let inner = format!("{indent}{next}");
     if let Some(fix) = &check.fix {
         let bar = if check.children.is_empty() { " " } else { "│" };
-        let _ = writeln!(out, "{inner}{bar}{:<8} fix: {fix}", "");
+        let _ = writeln!(out, "{inner}{bar}{:<7} fix: {fix}", "");
     }
     for (i, child) in check.children.iter().enumerate() {
         render_check(out, child, &inner, i + 1 == check.children.len());

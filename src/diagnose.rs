@@ -279,7 +279,7 @@ fn ownership(dir: &Path, server: Option<u32>) -> Check {
     match problems.first() {
         None => Check::ok(
             name,
-            format!("owned by uid {owner}, mode 700, {} entries checked", entries.len()),
+            format!("owned by {}, mode 700, {} entries checked", user_name(owner), entries.len()),
         ),
         Some(first) => Check::failure(
             name,
@@ -290,6 +290,20 @@ fn ownership(dir: &Path, server: Option<u32>) -> Check {
                 dir.display()
             ),
         ),
+    }
+}
+
+/// `name (uid N)` from /etc/passwd, or `uid N` for a uid it does not list.
+fn user_name(uid: u32) -> String {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    });
+    match name {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
     }
 }
 
@@ -477,12 +491,22 @@ fn server_checks(config: &Config, server: Option<u32>) -> Check {
 /// The pid of the `serve` holding the state folder's lock, from `/proc/locks` (taking the lock
 /// to test it could make a starting server fail).
 fn server_pid(state_dir: &Path) -> Option<u32> {
-    let inode = fs::metadata(keystore::lock_path(state_dir)).ok()?.ino();
+    let meta = fs::metadata(keystore::lock_path(state_dir)).ok()?;
+    // glibc's major()/minor() of st_dev, which /proc/locks prints as MAJ:MIN.
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let locks = procfs::locks().ok()?;
-    locks
-        .iter()
-        .filter(|lock| lock.inode == inode)
-        .find_map(|lock| lock.pid.and_then(|pid| u32::try_from(pid).ok()))
+    let on_file = |lock: &&procfs::Lock| lock.inode == meta.ino();
+    let same_device =
+        |lock: &&procfs::Lock| u64::from(lock.devmaj) == major && u64::from(lock.devmin) == minor;
+    // The device must match too, but overlay file systems may report another device in
+    // /proc/locks than stat does: then the inode alone decides.
+    let holder = locks.iter().filter(on_file).find(same_device);
+    holder
+        .or_else(|| locks.iter().find(on_file))
+        .and_then(|lock| lock.pid)
+        .and_then(|pid| u32::try_from(pid).ok())
 }
 
 fn process_uid(pid: u32) -> Option<u32> {

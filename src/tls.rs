@@ -348,6 +348,42 @@ mod tests {
         assert_eq!(first.sha256.len(), 32 * 3 - 1);
     }
 
+    fn leaf(from_secs_ago: u64, valid_secs: u64, now: SystemTime) -> Leaf {
+        let not_before = now - Duration::from_secs(from_secs_ago);
+        Leaf { not_before, not_after: not_before + Duration::from_secs(valid_secs), names: vec![] }
+    }
+
+    #[test]
+    fn renewal_is_due_under_30_days_left_expired_or_made_too_long() {
+        let now = SystemTime::now();
+        let day = 86_400;
+        let fresh = leaf(3600, SELF_SIGNED_VALIDITY.as_secs() + 3600, now);
+        assert_eq!(renewal_reason(&fresh, now), None);
+        assert_eq!(renewal_reason(&leaf(0, 31 * day, now), now), None);
+        let soon = renewal_reason(&leaf(0, 29 * day, now), now).unwrap();
+        assert!(soon.contains("in less than 30 days"), "{soon}");
+        let gone = renewal_reason(&leaf(10 * day, 5 * day, now), now).unwrap();
+        assert!(gone.starts_with("it expired at"), "{gone}");
+        // Valid 1975 to 4096, as versions before this one made it.
+        let legacy = leaf(51 * 365 * day, 2121 * 365 * day, now);
+        assert!(renewal_reason(&legacy, now).unwrap().contains("longer than 397 days"));
+    }
+
+    #[test]
+    fn a_made_certificate_is_valid_397_days_from_an_hour_ago_for_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed_paths(dir.path());
+        let now = SystemTime::now();
+        make_self_signed(&cert, &key, now).unwrap();
+        let made = Leaf::parse(read_chain(&cert).unwrap()[0].as_ref()).unwrap();
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        // DER times have whole seconds.
+        assert_eq!(secs(made.not_before), secs(now - CLOCK_SKEW_ALLOWANCE));
+        assert_eq!(secs(made.not_after), secs(now + SELF_SIGNED_VALIDITY));
+        assert_eq!(made.names, SELF_SIGNED_NAMES);
+        assert_eq!(renewal_reason(&made, now), None);
+    }
+
     #[test]
     fn a_missing_operator_certificate_names_the_file() {
         let text = r#"(activation_code: "C", state_dir: "s", api: (listen: "127.0.0.1:1",

@@ -755,12 +755,13 @@ fn system(config: &Config, server: Option<u32>, now: SystemTime) -> Check {
 fn file_limit(config: &Config, server: Option<u32>) -> Check {
     let name = "open-file limit";
     let needed = config.api.max_connections as u64 + config.admin.workers as u64 + FD_OVERHEAD;
-    let (limit, whose) = match server.and_then(|pid| served_limit(pid).map(|l| (l, pid))) {
-        Some((limit, pid)) => (limit, format!("serve (pid {pid})")),
-        None => (
-            crate::hardening::open_file_limit(),
-            "this shell (no serve runs; the service's own is LimitNOFILE=)".to_owned(),
-        ),
+    let own = crate::hardening::open_file_limit();
+    let (limit, whose) = match server.map(|pid| (pid, served_limit(pid))) {
+        Some((pid, Some(limit))) => (limit, format!("serve (pid {pid})")),
+        Some((pid, None)) => {
+            (own, format!("this shell (/proc/{pid}/limits of serve cannot be read)"))
+        }
+        None => (own, "this shell (no serve runs; the service's own is LimitNOFILE=)".to_owned()),
     };
     match limit {
         None => Check::ok(name, format!("unlimited for {whose}")),

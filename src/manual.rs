@@ -340,7 +340,8 @@ pub fn command_page() -> String {
          \\fBdiagnose\\fR, a failed check), 2 on a command line that does not parse.\n\
          .SH FILES\n\
          .TP\n/etc/aims\\-api/config.ron\nthe configuration, see \\fBaims\\-api.ron\\fR(5)\n\
-         .TP\n/var/lib/aims\\-api/\nthe state folder: key store, self\\-signed certificate, snapshots\n\
+         .TP\n/var/lib/aims\\-api/\nthe state folder: key store, self\\-signed certificate,\n\
+         snapshots\n\
          .TP\n/usr/share/doc/aims\\-api/README.md\nthe walkthrough, operations and security model\n\
          .SH SEE ALSO\n\\fBaims\\-api.ron\\fR(5), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1)\n",
     );

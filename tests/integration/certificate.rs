@@ -71,7 +71,8 @@ fn peer_der(stream: &crate::util::TlsStream) -> Vec<u8> {
 
 fn ask(stream: &mut crate::util::TlsStream, key: &str) -> u16 {
     let request = format!(
-        "GET /nothing HTTP/1.1\r\nHost: localhost\r\nx-api-key: {key}\r\nx-activation-code: {}\r\n\r\n",
+        "GET /nothing HTTP/1.1\r\nHost: localhost\r\nx-api-key: {key}\r\n\
+         x-activation-code: {}\r\n\r\n",
         crate::util::ACTIVATION_CODE
     );
     stream.write_all(request.as_bytes()).unwrap();

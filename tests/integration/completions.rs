@@ -74,7 +74,8 @@ fn zsh_loads_the_script_and_registers_it_for_aims_api() {
     let registered = shell(
         "zsh",
         &format!(
-            "fpath=({:?} $fpath); autoload -U compinit; compinit -u -d {:?}; print -r -- $_comps[aims-api]",
+            "fpath=({:?} $fpath); autoload -U compinit; compinit -u -d {:?}; \
+             print -r -- $_comps[aims-api]",
             dir.path(),
             dir.path().join("zcompdump")
         ),

@@ -211,7 +211,7 @@ pub fn run(config_path: &Path) -> Report {
         Check::ok("configuration", "parses"),
         state_folder(&config, server, now),
         server_checks(&config, server),
-        certificate(&config, now),
+        certificate(&config, server, now),
         system(&config, server, now),
     ];
     Report { config: config_path.to_owned(), checks }
@@ -515,7 +515,7 @@ fn process_uid(pid: u32) -> Option<u32> {
 
 // The certificate.
 
-fn certificate(config: &Config, now: SystemTime) -> Check {
+fn certificate(config: &Config, server: Option<u32>, now: SystemTime) -> Check {
     let (cert_path, key_path, self_signed) = match &config.api.tls {
         Some(files) => (files.cert.clone(), files.key.clone(), false),
         None => {
@@ -554,7 +554,7 @@ fn certificate(config: &Config, now: SystemTime) -> Check {
         key_matches(chain.clone(), &key_path),
         names(config, &leaf, self_signed),
         validity(&leaf, self_signed, now),
-        presented(config, &chain[0]),
+        presented(config, server, &chain[0]),
     ];
     Check::group("certificate", title, children)
 }
@@ -641,9 +641,13 @@ fn validity(leaf: &Leaf, self_signed: bool, now: SystemTime) -> Check {
 
 /// The API port completes a handshake and presents the certificate on disk: a certificate
 /// replaced without a reload shows here.
-fn presented(config: &Config, on_disk: &CertificateDer<'_>) -> Check {
+fn presented(config: &Config, server: Option<u32>, on_disk: &CertificateDer<'_>) -> Check {
     let name = "api port";
-    let listen = config.api.listen;
+    // Under socket activation (aims-api.socket, port 443) api.listen is not what serve listens
+    // on: ask the kernel which port the running serve really holds.
+    let listen = server
+        .and_then(|pid| listening_api_port(pid, config.admin.listen))
+        .unwrap_or(config.api.listen);
     let addr = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
@@ -676,6 +680,28 @@ fn presented(config: &Config, on_disk: &CertificateDer<'_>) -> Check {
             "the certificate changed without a reload: systemctl reload aims-api",
         ),
     }
+}
+
+/// The TCP port `pid` listens on other than the admin port, from its descriptors and the
+/// kernel's socket tables.
+fn listening_api_port(pid: u32, admin: SocketAddr) -> Option<SocketAddr> {
+    let process = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    let inodes: Vec<u64> = process
+        .fd()
+        .ok()?
+        .flatten()
+        .filter_map(|fd| match fd.target {
+            procfs::process::FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect();
+    let mut sockets = procfs::net::tcp().unwrap_or_default();
+    sockets.extend(procfs::net::tcp6().unwrap_or_default());
+    sockets
+        .into_iter()
+        .filter(|s| s.state == procfs::net::TcpState::Listen && inodes.contains(&s.inode))
+        .map(|s| s.local_address)
+        .find(|addr| *addr != admin)
 }
 
 fn handshake(addr: SocketAddr) -> Result<CertificateDer<'static>, String> {

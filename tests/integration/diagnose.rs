@@ -321,3 +321,16 @@ fn each_fault_in_the_certificate_is_found() {
         assert!(reason.starts_with(needle), "{reason}");
     }
 }
+
+#[test]
+fn the_api_port_check_finds_the_port_serve_really_holds() {
+    // As under socket activation, where api.listen is not what serve listens on: the check
+    // asks the kernel which port the running serve holds.
+    let server = Server::start();
+    let config = real_config(&server);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen(&server.api.to_string(), "127.0.0.1:1", 1)).unwrap();
+    let (status, reason) = diagnose(&config, &[], &[]).check("certificate/api port");
+    assert_eq!(status, "ok", "{reason}");
+    assert!(reason.starts_with(&format!("{} presents the certificate on disk", server.api)));
+}

@@ -51,6 +51,9 @@ const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(86_400);
 const TEST_VALIDITY_ENV: &str = "AIMS_API_TEST_CERT_VALIDITY_SECS";
 const TEST_CHECK_ENV: &str = "AIMS_API_TEST_CERT_CHECK_SECS";
 
+/// Held while the self-signed files are read, judged and (re)made.
+static SELF_SIGNED_FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The names a self-signed certificate is made for.
 pub const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
@@ -118,6 +121,9 @@ pub fn load(
         Some(files) => (files.cert.clone(), files.key.clone()),
         None => {
             let (cert, key) = self_signed_paths(&config.state_dir);
+            // A SIGHUP, a POST /reload and the daily check may all load at once: one at a time
+            // decides whether to make a new pair and writes it.
+            let _making = SELF_SIGNED_FILES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut renewed = None;
             if !cert.exists() || !key.exists() {
                 make_self_signed(&cert, &key, now)?;

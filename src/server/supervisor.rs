@@ -5,8 +5,8 @@
 //! context. `SIGHUP` reloads the certificate, `SIGTERM` and `SIGINT` start a graceful shutdown:
 //! the workers stop accepting and finish requests in flight within `api.shutdown_timeout_secs`.
 //! Under `WatchdogSec=` the main thread pings systemd only while every API worker keeps turning
-//! its loop, so a wedged worker gets the service restarted instead of silently stuck. Once a day it
-//! has the certificate's expiry checked (a self-signed one is renewed 30 days ahead).
+//! its loop, so a wedged worker gets the service restarted instead of silently stuck. Once a day
+//! it has the certificate's expiry checked (a self-signed one is renewed 30 days ahead).
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;

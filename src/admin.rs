@@ -604,6 +604,7 @@ fn metrics(app: &App) -> Response {
         open_connections: app.open_connections.load(Ordering::Relaxed),
         snapshots: catalog.newest_first().count(),
         newest_analysis: catalog.newest().map(|s| s.analyzed_on()),
+        cert_not_after: app.cert_info().leaf.not_after,
     };
     let mut response = Response::json(Status::OK, app.metrics.render(&gauges).into_bytes());
     response.content_type = "text/plain; version=0.0.4; charset=utf-8";

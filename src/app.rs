@@ -109,6 +109,11 @@ impl App {
         Arc::clone(&locks::read(&self.tls).0)
     }
 
+    /// The certificate in service.
+    pub fn cert_info(&self) -> CertInfo {
+        locks::read(&self.tls).1.clone()
+    }
+
     /// Re-reads the certificate and key, then the snapshot folder (SIGHUP, `POST /reload`),
     /// telling systemd and the log. New connections get the new certificate; open connections
     /// keep theirs. A certificate that does not load changes nothing at all.
@@ -133,14 +138,7 @@ impl App {
     }
 
     fn reload_quietly(&self) -> Result<Reloaded, ReloadError> {
-        let current = self.tls_config();
-        let (config, cert) = tls::load(&self.config, Some(&current)).map_err(ReloadError::Tls)?;
-        let cert_changed = {
-            let mut guard = locks::write(&self.tls);
-            let changed = guard.1.sha256 != cert.sha256;
-            *guard = (config, cert.clone());
-            changed
-        };
+        let (cert, cert_changed) = self.reload_tls().map_err(ReloadError::Tls)?;
         let snapshots = self.snapshots.reload().map_err(ReloadError::Snapshots)?;
         Ok(Reloaded { cert, cert_changed, snapshots })
     }
@@ -173,6 +171,29 @@ impl App {
     /// Tells systemd (`STATUS=`) the key's state, after it changed.
     pub fn announce_key_state(&self) {
         systemd::status(&self.status_line());
+    }
+
+    fn reload_tls(&self) -> Result<(CertInfo, bool), TlsError> {
+        let current = self.tls_config();
+        let (config, cert) = tls::load(&self.config, Some(&current))?;
+        let mut guard = locks::write(&self.tls);
+        let changed = guard.1.sha256 != cert.sha256;
+        *guard = (config, cert.clone());
+        Ok((cert, changed))
+    }
+
+    /// The daily expiry check: renews a self-signed certificate that is due (as a reload does:
+    /// new connections get the new one, open ones keep theirs), warns about an operator's.
+    pub fn check_certificate(&self) {
+        let info = self.cert_info();
+        let now = SystemTime::now();
+        if !info.self_signed {
+            tls::warn_if_expiring(&info, now);
+        } else if tls::renewal_due(&info, now)
+            && let Err(e) = self.reload_tls()
+        {
+            log::error!("cannot renew the self-signed certificate, the old one stays: {e}");
+        }
     }
 
     /// Worker `id` is alive: called at every turn of its loop.

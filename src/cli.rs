@@ -29,9 +29,23 @@ pub enum Command {
     CheckConfig {
         config: PathBuf,
     },
+    Diagnose {
+        config: PathBuf,
+        json: bool,
+        strict: bool,
+    },
+    /// Print the completion script for a shell.
+    Completions(Shell),
     /// Print this help text and exit 0.
     Help(&'static str),
     Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +95,8 @@ commands:
   key            show, generate, replace or revoke the API key (via the admin port)
   snapshot       import, list or delete the dated analysis snapshots (via the admin port)
   check-config   check a configuration file and exit
+  diagnose       check the configuration, state, certificate, server and system; say what to do
+  completions    print the shell completion script for bash, zsh or fish
 
 options:
   -h, --help     print help (also after any command)
@@ -168,6 +184,53 @@ options:
   -V, --version      print the version
 ";
 
+const DIAGNOSE_HELP: &str = "\
+aims-api diagnose: check everything an operator would, print what is wrong and what to do
+
+usage: aims-api diagnose [--config PATH] [--json] [--strict]
+
+Checks the configuration, the state folder (ownership and modes, key store, snapshots, disk
+space), a running serve (its lock, the admin port's /health), the certificate (key, names,
+validity, the one the API port presents) and the system (open-file limit, clock). Each check
+is ok, warning or failure, with the reason and what to do. Checks that need no running server
+work without one. Exit status 0 when nothing failed, 1 otherwise.
+
+options:
+  -c, --config PATH  configuration file (default /etc/aims-api/config.ron)
+      --json         print the checks as JSON
+      --strict       warnings fail too (exit 1)
+  -h, --help         print this help
+  -V, --version      print the version
+
+Run it as root: the state folder is readable by the service's user only.
+";
+
+const COMPLETIONS_HELP: &str = "\
+aims-api completions: print the completion script for a shell
+
+usage: aims-api completions <bash|zsh|fish>
+
+The Debian package installs them; to load one by hand:
+  bash: source <(aims-api completions bash)
+  zsh:  aims-api completions zsh > ~/.zfunc/_aims-api   (with ~/.zfunc in fpath)
+  fish: aims-api completions fish > ~/.config/fish/completions/aims-api.fish
+
+options:
+  -h, --help     print this help
+  -V, --version  print the version
+";
+
+/// Every command with its help text, in the order `--help` lists them: the one table the man
+/// page and the shell completions are generated from (see `crate::manual`).
+pub const COMMANDS: [(&str, &str); 6] = [
+    ("serve", SERVE_HELP),
+    ("key", KEY_HELP),
+    ("snapshot", SNAPSHOT_HELP),
+    ("check-config", CHECK_HELP),
+    ("diagnose", DIAGNOSE_HELP),
+    ("completions", COMPLETIONS_HELP),
+];
+
 /// Parses `args` (the program name first, as `std::env::args_os` gives them).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     use lexopt::prelude::*;
@@ -181,15 +244,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         Some(Value(word)) => word.string().map_err(|e| usage(e.to_string(), MAIN_HELP))?,
         Some(other) => return Err(usage(other.unexpected().to_string(), MAIN_HELP)),
     };
-    let help = match command.as_str() {
-        "serve" => SERVE_HELP,
-        "key" => KEY_HELP,
-        "snapshot" => SNAPSHOT_HELP,
-        "check-config" => CHECK_HELP,
-        _ => return Err(usage(format!("unknown command `{command}`"), MAIN_HELP)),
+    let Some(&(_, help)) = COMMANDS.iter().find(|(name, _)| *name == command) else {
+        return Err(usage(format!("unknown command `{command}`"), MAIN_HELP));
     };
     let mut config = PathBuf::from(DEFAULT_PATH);
     let mut json = false;
+    let mut strict = false;
+    let mut shell = None;
     let mut action = None;
     let mut words = Vec::new();
     let mut date = None;
@@ -202,7 +263,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             Short('c') | Long("config") => {
                 config = parser.value().map_err(|e| usage(e.to_string(), help))?.into();
             }
-            Long("json") if command == "key" || command == "snapshot" => json = true,
+            Long("json") if matches!(command.as_str(), "key" | "snapshot" | "diagnose") => {
+                json = true;
+            }
+            Long("strict") if command == "diagnose" => strict = true,
+            Value(word) if command == "completions" && shell.is_none() => {
+                shell = Some(match word.to_str() {
+                    Some("bash") => Shell::Bash,
+                    Some("zsh") => Shell::Zsh,
+                    Some("fish") => Shell::Fish,
+                    _ => {
+                        let word = word.to_string_lossy();
+                        return Err(usage(format!("no completions for `{word}`"), help));
+                    }
+                });
+            }
             Short('d') | Long("date") if command == "snapshot" => {
                 let value = parser.value().map_err(|e| usage(e.to_string(), help))?;
                 date = Some(value.string().map_err(|e| usage(e.to_string(), help))?);
@@ -234,6 +309,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     Ok(match command.as_str() {
         "serve" => Command::Serve { config },
         "check-config" => Command::CheckConfig { config },
+        "diagnose" => Command::Diagnose { config, json, strict },
+        "completions" => match shell {
+            Some(shell) => Command::Completions(shell),
+            None => return Err(usage("completions needs a shell: bash, zsh or fish".into(), help)),
+        },
         "snapshot" => Command::Snapshot { action: snapshot_action(words, date)?, config, json },
         _ => match (action, grace, expires_in) {
             (Some(KeyAction::Replace { .. }), grace, expires_in) => {
@@ -367,6 +447,11 @@ mod tests {
             );
         }
         assert_eq!(
+            parse_words("diagnose --strict --json").unwrap(),
+            Command::Diagnose { config: DEFAULT_PATH.into(), json: true, strict: true }
+        );
+        assert_eq!(parse_words("completions zsh").unwrap(), Command::Completions(Shell::Zsh));
+        assert_eq!(
             parse_words("check-config --config=c.ron").unwrap(),
             Command::CheckConfig { config: "c.ron".into() }
         );
@@ -424,6 +509,11 @@ mod tests {
             ("key status status", "unexpected argument \"status\""),
             ("serve --config", "missing argument for option '--config'"),
             ("key status --date 2024-05-14", "invalid option '--date'"),
+            ("completions", "completions needs a shell: bash, zsh or fish"),
+            ("completions tcsh", "no completions for `tcsh`"),
+            ("completions bash zsh", "unexpected argument \"zsh\""),
+            ("serve --strict", "invalid option '--strict'"),
+            ("diagnose extra", "unexpected argument \"extra\""),
         ] {
             assert_eq!(parse_words(words).unwrap_err().message, message, "{words}");
         }

@@ -2,7 +2,7 @@
 //!
 //! `serve` hands over to [`crate::server`]; `key` and `snapshot` are thin clients of the admin
 //! port that print its answers for people (or as JSON with `--json`); `check-config` loads the
-//! file.
+//! file; `diagnose` runs [`crate::diagnose`]; `completions` prints [`crate::manual`]'s scripts.
 //! Errors come back as one [`Error`], which `main` turns into the exit code.
 
 use std::fmt;
@@ -36,6 +36,11 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
+    /// `diagnose` found failures (or, with `--strict`, warnings); the report says which.
+    Diagnosed {
+        failures: usize,
+        warnings: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -49,6 +54,11 @@ impl fmt::Display for Error {
             }
             Self::Output(e) => write!(f, "cannot write the output: {e}"),
             Self::Input { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Self::Diagnosed { failures, warnings } => write!(
+                f,
+                "diagnose found {failures} failure(s) and {warnings} warning(s): each says \
+                 what to do"
+            ),
         }
     }
 }
@@ -75,6 +85,23 @@ pub fn run(command: Command) -> Result<(), Error> {
             server::serve(config).map_err(Error::Serve)
         }
         Command::Key { action, config, json } => key(action, &config, json),
+        Command::Diagnose { config, json, strict } => {
+            let report = crate::diagnose::run(&config);
+            if json {
+                print(&format!("{:#}\n", report.to_json(strict)))?;
+            } else {
+                print(&report.render())?;
+            }
+            if report.passed(strict) {
+                Ok(())
+            } else {
+                Err(Error::Diagnosed {
+                    failures: report.count(crate::diagnose::Status::Failure),
+                    warnings: report.count(crate::diagnose::Status::Warning),
+                })
+            }
+        }
+        Command::Completions(shell) => print(&crate::manual::completions(shell)),
         Command::Snapshot { action, config, json } => snapshot(&action, &config, json),
     }
 }

@@ -387,6 +387,28 @@ impl KeyStore {
     }
 }
 
+/// Reads the store in `state_dir` without taking the lock or changing anything, for
+/// `diagnose`, which must not disturb a running server. No store file means no key yet.
+pub fn peek(state_dir: &Path) -> Result<KeyRecord, StoreError> {
+    let path = state_dir.join(STORE_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(KeyRecord::default()),
+        Err(source) => return Err(StoreError::Read { path, source }),
+    };
+    parse(&text).map_err(|e| StoreError::Corrupt {
+        path,
+        line: e.span.start.line,
+        column: e.span.start.col,
+        message: e.code.to_string(),
+    })
+}
+
+/// The lock file `serve` holds in `state_dir`.
+pub fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(LOCK_FILE)
+}
+
 fn prepare_folder(dir: &Path) -> Result<(), StoreError> {
     let folder_error = |source| StoreError::Folder { path: dir.to_owned(), source };
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(folder_error)?;

@@ -15,9 +15,11 @@
 //! - [`app`] is the live state they share, built from [`config`].
 //! - The domain: [`keys`] (the key store and the gate, changed together) over [`keystore`]
 //!   (the RON file and its lock) and [`key`] (generate, checksum, hash); [`snapshot`] (the dated
-//!   analysis data); [`tls`]; [`throttle`]; [`http`] (the wire format); [`peer`] (uid of a
+//!   analysis data); [`tls`] (with [`x509`]); [`throttle`]; [`http`] (the wire format); [`peer`] (uid of a
 //!   loopback client); [`durable`] (the one way a state file is written); [`locks`];
 //!   [`hardening`], [`systemd`] and [`logging`].
+//! - [`diagnose`] checks an installation; [`manual`] makes the man pages and shell completions
+//!   from the command table in [`cli`].
 
 pub mod admin;
 pub mod admin_client;
@@ -27,6 +29,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod diagnose;
 pub mod durable;
 pub mod hardening;
 pub mod http;
@@ -35,6 +38,7 @@ pub mod keys;
 pub mod keystore;
 pub mod locks;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod peer;
 pub mod refusals;
@@ -43,3 +47,4 @@ pub mod snapshot;
 pub mod systemd;
 pub mod throttle;
 pub mod tls;
+pub mod x509;

@@ -258,6 +258,8 @@ pub struct Gauges<'a> {
     pub open_connections: usize,
     pub snapshots: usize,
     pub newest_analysis: Option<SystemTime>,
+    /// `notAfter` of the certificate in service.
+    pub cert_not_after: SystemTime,
 }
 
 impl Metrics {
@@ -377,6 +379,18 @@ impl Metrics {
 }
 
 fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
+    // As blackbox_exporter's probe_ssl_earliest_cert_expiry: a gauge of Unix seconds, so an
+    // alert reads `aims_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400`.
+    header(
+        out,
+        "aims_tls_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "NotAfter of the certificate in service on the api port, as Unix time.",
+    );
+    let expiry = unix_seconds(gauges.cert_not_after);
+    let _ = writeln!(out, "aims_tls_certificate_expiry_timestamp_seconds {expiry}");
+    header(out, "aims_build_info", "gauge", "Always 1; the version of the running binary.");
+    let _ = writeln!(out, "aims_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
     header(out, "aims_open_connections", "gauge", "Open connections on the api port.");
     let _ = writeln!(out, "aims_open_connections{{port=\"api\"}} {}", gauges.open_connections);
     header(out, "aims_key_state", "gauge", "1 for the key's current state.");
@@ -453,6 +467,14 @@ fn timestamp(out: &mut String, name: &str, help: &str, value: Option<SystemTime>
     let _ = writeln!(out, "{name} {seconds}");
 }
 
+/// Seconds since the Unix epoch (negative before it), as a Prometheus sample value.
+fn unix_seconds(time: SystemTime) -> f64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -506,6 +528,7 @@ mod tests {
             open_connections: 3,
             snapshots: 0,
             newest_analysis: None,
+            cert_not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         };
         let text = metrics.render(&gauges);
         for line in [
@@ -519,6 +542,8 @@ mod tests {
             "aims_request_duration_seconds_bucket{port=\"api\",le=\"+Inf\"} 4",
             "aims_open_connections{port=\"api\"} 3",
             "aims_key_state{state=\"none\"} 1",
+            "aims_tls_certificate_expiry_timestamp_seconds 1800000000\n",
+            concat!("aims_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n"),
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

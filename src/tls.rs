@@ -1,11 +1,15 @@
 //! TLS for the public port: the certificate, and the rustls configuration built on it.
 //!
 //! The operator's certificate and key are read as PEM through `rustls-pki-types`. Without them,
-//! a self-signed ECDSA P-256 certificate for `localhost`, `127.0.0.1` and `::1` is made once in
-//! `<state_dir>/tls/` and reused, so curl users can pin it with `--cacert`. The configuration
-//! is rustls' defaults on the `ring` provider (TLS 1.3 and 1.2, no older), ALPN `http/1.1`, and
-//! session resumption by tickets and by a bounded session cache, so returning clients skip the
-//! expensive half of the handshake.
+//! a self-signed ECDSA P-256 certificate for `localhost`, `127.0.0.1` and `::1` is made in
+//! `<state_dir>/tls/` and reused, so curl users can pin it with `--cacert`. It is valid for 397
+//! days (the CA/Browser Forum's ceiling; a leaked key must not live for ever), from an hour in
+//! the past (clients whose clock lags still accept it), for `digitalSignature` and `serverAuth`
+//! only. `serve` makes a new one when fewer than 30 days remain, at start and once a day; a
+//! certificate the operator configured is never replaced, only warned about. The configuration
+//! is rustls' defaults on the `ring` provider (TLS 1.3 and 1.2, no older), the server's cipher
+//! order, ALPN `http/1.1`, and session resumption by tickets and by a bounded session cache, so
+//! returning clients skip the expensive half of the handshake.
 
 use std::fmt;
 use std::fs;
@@ -13,6 +17,7 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use ring::digest;
 use rustls::ServerConfig;
@@ -22,11 +27,38 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
 use crate::durable::{self, WriteError};
+pub use crate::x509::Leaf;
 
 /// Sessions remembered for resumption by id (TLS 1.2). Each costs a few hundred bytes.
 const SESSION_CACHE_ENTRIES: usize = 4096;
 
-/// The certificate in service, as the log and `/reload` describe it.
+/// How long a self-signed certificate is valid: 397 days, the longest the CA/Browser Forum's
+/// baseline requirements allow a server certificate since 2020.
+pub const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(397 * 86_400);
+
+/// How far in the past a self-signed certificate's `notBefore` lies, for clients whose clock
+/// runs behind ours.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(3600);
+
+/// A self-signed certificate with less than this left is renewed; an operator's is warned about.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+
+/// How often a running `serve` looks at the certificate's expiry.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// For tests only, so renewal can be seen without waiting a year: the validity in seconds of a
+/// self-signed certificate made from now on (instead of 397 days), and how often in seconds a
+/// running server checks the expiry (instead of daily). Not documented for operators.
+const TEST_VALIDITY_ENV: &str = "AIMS_API_TEST_CERT_VALIDITY_SECS";
+const TEST_CHECK_ENV: &str = "AIMS_API_TEST_CERT_CHECK_SECS";
+
+/// Held while the self-signed files are read, judged and (re)made.
+static SELF_SIGNED_FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The names a self-signed certificate is made for.
+pub const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// The certificate in service, as the log, `/reload`, the metrics and `diagnose` describe it.
 #[derive(Debug, Clone)]
 pub struct CertInfo {
     pub cert_path: PathBuf,
@@ -34,12 +66,14 @@ pub struct CertInfo {
     /// `x509 -fingerprint -sha256` form).
     pub sha256: String,
     pub self_signed: bool,
+    pub leaf: Leaf,
 }
 
 #[derive(Debug)]
 pub enum TlsError {
     Read { path: PathBuf, message: String },
     NoCertificate { path: PathBuf },
+    Unparsable { path: PathBuf, message: String },
     Rejected { cert: PathBuf, key: PathBuf, source: rustls::Error },
     Generate(rcgen::Error),
     Folder { path: PathBuf, source: io::Error },
@@ -55,6 +89,9 @@ impl fmt::Display for TlsError {
             }
             Self::NoCertificate { path } => {
                 write!(f, "{} holds no CERTIFICATE section", path.display())
+            }
+            Self::Unparsable { path, message } => {
+                write!(f, "cannot read the certificate in {}: {message}", path.display())
             }
             Self::Rejected { cert, key, source } => write!(
                 f,
@@ -75,6 +112,8 @@ impl fmt::Display for TlsError {
 impl std::error::Error for TlsError {}
 
 /// Reads (or on first start makes) the certificate and builds the server configuration.
+/// A self-signed certificate with less than [`RENEW_BEFORE`] left, or one made by an older
+/// version with a validity longer than [`SELF_SIGNED_VALIDITY`], is replaced by a new one.
 ///
 /// On a reload, `previous` is the configuration in service: its session cache and ticket keys
 /// carry over, so clients resume their sessions across a certificate rotation.
@@ -82,25 +121,137 @@ pub fn load(
     config: &Config,
     previous: Option<&ServerConfig>,
 ) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
-    let (cert, key, self_signed) = match &config.api.tls {
-        Some(files) => (files.cert.clone(), files.key.clone(), false),
+    let now = SystemTime::now();
+    let (cert, key) = match &config.api.tls {
+        Some(files) => (files.cert.clone(), files.key.clone()),
         None => {
-            let dir = config.state_dir.join("tls");
-            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            let (cert, key) = self_signed_paths(&config.state_dir);
+            // A SIGHUP, a POST /reload and the daily check may all load at once: one at a time
+            // decides whether to make a new pair and writes it.
+            let _making = SELF_SIGNED_FILES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut renewed = None;
             if !cert.exists() || !key.exists() {
-                make_self_signed(&dir, &cert, &key)?;
+                make_self_signed(&cert, &key, now)?;
                 log::info!("made a self-signed certificate for localhost, 127.0.0.1 and ::1");
+            } else {
+                let old = Leaf::parse(read_chain(&cert)?[0].as_ref())
+                    .map_err(|message| TlsError::Unparsable { path: cert.clone(), message })?;
+                renewed = renewal_reason(&old, now);
+                if renewed.is_some() {
+                    make_self_signed(&cert, &key, now)?;
+                }
             }
-            (cert, key, true)
+            let loaded = match load_files(&cert, &key, true, previous) {
+                Ok(loaded) => loaded,
+                // A renewal cut short between its two renames leaves a new key beside the old
+                // certificate. The pair is ours to remake, and clients must re-pin either way.
+                Err(e @ (TlsError::Rejected { .. } | TlsError::Read { .. })) => {
+                    log::warn!("{e}: making a new self-signed certificate and key");
+                    make_self_signed(&cert, &key, now)?;
+                    load_files(&cert, &key, true, previous)?
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(why) = renewed {
+                log::warn!(
+                    "renewed the self-signed certificate {} ({why}): new sha256={}, valid until \
+                     {}; clients that pin it (curl --cacert) need the new one",
+                    cert.display(),
+                    loaded.1.sha256,
+                    crate::keystore::rfc3339(loaded.1.leaf.not_after),
+                );
+            }
+            return Ok(loaded);
         }
     };
-    let chain = read_chain(&cert)?;
+    let loaded = load_files(&cert, &key, false, previous)?;
+    warn_if_expiring(&loaded.1, now);
+    Ok(loaded)
+}
+
+fn load_files(
+    cert: &Path,
+    key: &Path,
+    self_signed: bool,
+    previous: Option<&ServerConfig>,
+) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
+    let chain = read_chain(cert)?;
     let sha256 = fingerprint(&chain[0]);
-    let private_key = PrivateKeyDer::from_pem_file(&key)
-        .map_err(|e| TlsError::Read { path: key.clone(), message: e.to_string() })?;
-    let server_config = build(chain, private_key, previous)
-        .map_err(|source| TlsError::Rejected { cert: cert.clone(), key: key.clone(), source })?;
-    Ok((server_config, CertInfo { cert_path: cert, sha256, self_signed }))
+    let leaf = Leaf::parse(chain[0].as_ref())
+        .map_err(|message| TlsError::Unparsable { path: cert.to_owned(), message })?;
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError::Read { path: key.to_owned(), message: e.to_string() })?;
+    let server_config = build(chain, private_key, previous).map_err(|source| {
+        TlsError::Rejected { cert: cert.to_owned(), key: key.to_owned(), source }
+    })?;
+    Ok((server_config, CertInfo { cert_path: cert.to_owned(), sha256, self_signed, leaf }))
+}
+
+/// Where the self-signed certificate and its key live.
+pub fn self_signed_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = state_dir.join("tls");
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Why a self-signed certificate must be replaced at `now`, if it must.
+fn renewal_reason(leaf: &Leaf, now: SystemTime) -> Option<String> {
+    let until = crate::keystore::rfc3339(leaf.not_after);
+    if leaf.not_after <= now {
+        return Some(format!("it expired at {until}"));
+    }
+    if leaf.remaining(now) < RENEW_BEFORE {
+        return Some(format!("it expires at {until}, in less than 30 days"));
+    }
+    let lifetime = leaf.not_after.duration_since(leaf.not_before).unwrap_or(Duration::MAX);
+    if lifetime > SELF_SIGNED_VALIDITY + CLOCK_SKEW_ALLOWANCE {
+        return Some(format!(
+            "it is valid until {until}, longer than 397 days (made by an older version)"
+        ));
+    }
+    None
+}
+
+/// Whether the certificate in service must be renewed now: only a self-signed one ever is.
+pub fn renewal_due(info: &CertInfo, now: SystemTime) -> bool {
+    info.self_signed && renewal_reason(&info.leaf, now).is_some()
+}
+
+/// Logs a warning when the operator's certificate expires within 30 days or has expired: it is
+/// theirs to replace (then `systemctl reload aims-api`), never ours.
+pub fn warn_if_expiring(info: &CertInfo, now: SystemTime) {
+    let until = crate::keystore::rfc3339(info.leaf.not_after);
+    let path = info.cert_path.display();
+    if info.leaf.not_after <= now {
+        log::error!(
+            "the certificate {path} expired at {until}: clients refuse it; install a new one \
+             and run systemctl reload aims-api"
+        );
+    } else if info.leaf.remaining(now) < RENEW_BEFORE {
+        log::warn!(
+            "the certificate {path} expires at {until}, in {} days: install a new one and run \
+             systemctl reload aims-api",
+            info.leaf.remaining(now).as_secs() / 86_400
+        );
+    }
+}
+
+/// How often a running server checks the certificate's expiry: daily (tests may shorten it).
+pub fn expiry_check_interval() -> Duration {
+    test_seconds(TEST_CHECK_ENV).unwrap_or(EXPIRY_CHECK_INTERVAL)
+}
+
+fn self_signed_validity() -> Duration {
+    test_seconds(TEST_VALIDITY_ENV).unwrap_or(SELF_SIGNED_VALIDITY)
+}
+
+fn test_seconds(name: &str) -> Option<Duration> {
+    let secs: u64 = std::env::var(name).ok()?.parse().ok()?;
+    Some(Duration::from_secs(secs.max(1)))
+}
+
+/// Reads a PEM certificate chain (the leaf first), for `load` and `diagnose`.
+pub fn read_pem_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    read_chain(path)
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -129,6 +280,9 @@ fn build(
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every suite rustls offers is strong, but its order (AES-GCM before ChaCha20, TLS 1.3 before
+    // 1.2's ECDHE suites) is the better one; scanners flag a server that lets the client choose.
+    config.ignore_client_order = true;
     match previous {
         Some(previous) => {
             config.session_storage = Arc::clone(&previous.session_storage);
@@ -142,26 +296,31 @@ fn build(
     Ok(Arc::new(config))
 }
 
-fn make_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+fn make_self_signed(cert_path: &Path, key_path: &Path, now: SystemTime) -> Result<(), TlsError> {
+    let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|n| (*n).to_owned()).collect();
     let mut params = rcgen::CertificateParams::new(names).map_err(TlsError::Generate)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, "aims-api self-signed");
+    params.not_before = time::OffsetDateTime::from(now - CLOCK_SKEW_ALLOWANCE);
+    params.not_after = time::OffsetDateTime::from(now + self_signed_validity());
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let key =
         rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(TlsError::Generate)?;
     let cert = params.self_signed(&key).map_err(TlsError::Generate)?;
+    let dir = cert_path.parent().unwrap_or(Path::new("."));
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|source| TlsError::Folder { path: dir.to_owned(), source })?;
-    // The key first: a crash between the two leaves no certificate, and the next start makes
-    // a fresh pair rather than pairing a new certificate with a stale key.
+    // The key first: a crash between the two leaves no certificate (first start) or the old
+    // certificate with the new key (renewal); either way the next start makes a fresh pair.
     durable::write(key_path, key.serialize_pem().as_bytes(), 0o600).map_err(TlsError::Write)?;
     durable::write(cert_path, cert.pem().as_bytes(), 0o644).map_err(TlsError::Write)
 }
 
-fn fingerprint(cert: &CertificateDer<'_>) -> String {
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = digest::digest(&digest::SHA256, cert.as_ref());
     let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
     hex.join(":")
@@ -184,6 +343,42 @@ mod tests {
         assert!(first.self_signed);
         assert_eq!(first.sha256, second.sha256);
         assert_eq!(first.sha256.len(), 32 * 3 - 1);
+    }
+
+    fn leaf(from_secs_ago: u64, valid_secs: u64, now: SystemTime) -> Leaf {
+        let not_before = now - Duration::from_secs(from_secs_ago);
+        Leaf { not_before, not_after: not_before + Duration::from_secs(valid_secs), names: vec![] }
+    }
+
+    #[test]
+    fn renewal_is_due_under_30_days_left_expired_or_made_too_long() {
+        let now = SystemTime::now();
+        let day = 86_400;
+        let fresh = leaf(3600, SELF_SIGNED_VALIDITY.as_secs() + 3600, now);
+        assert_eq!(renewal_reason(&fresh, now), None);
+        assert_eq!(renewal_reason(&leaf(0, 31 * day, now), now), None);
+        let soon = renewal_reason(&leaf(0, 29 * day, now), now).unwrap();
+        assert!(soon.contains("in less than 30 days"), "{soon}");
+        let gone = renewal_reason(&leaf(10 * day, 5 * day, now), now).unwrap();
+        assert!(gone.starts_with("it expired at"), "{gone}");
+        // Valid 1975 to 4096, as versions before this one made it.
+        let legacy = leaf(51 * 365 * day, 2121 * 365 * day, now);
+        assert!(renewal_reason(&legacy, now).unwrap().contains("longer than 397 days"));
+    }
+
+    #[test]
+    fn a_made_certificate_is_valid_397_days_from_an_hour_ago_for_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed_paths(dir.path());
+        let now = SystemTime::now();
+        make_self_signed(&cert, &key, now).unwrap();
+        let made = Leaf::parse(read_chain(&cert).unwrap()[0].as_ref()).unwrap();
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        // DER times have whole seconds.
+        assert_eq!(secs(made.not_before), secs(now - CLOCK_SKEW_ALLOWANCE));
+        assert_eq!(secs(made.not_after), secs(now + SELF_SIGNED_VALIDITY));
+        assert_eq!(made.names, SELF_SIGNED_NAMES);
+        assert_eq!(renewal_reason(&made, now), None);
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub enum ParseError {
     NotOriginForm,
     MissingHost,
     RepeatedHost,
+    /// A Host that is not `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2).
+    InvalidHost,
     InvalidContentLength,
     RepeatedContentLength,
     BodyTooLarge,
@@ -128,6 +130,7 @@ impl ParseError {
             | Self::NotOriginForm
             | Self::MissingHost
             | Self::RepeatedHost
+            | Self::InvalidHost
             | Self::InvalidContentLength
             | Self::RepeatedContentLength
             | Self::TransferEncodingWithLength => Status::BAD_REQUEST,
@@ -145,6 +148,7 @@ impl ParseError {
             Self::NotOriginForm => "target_form",
             Self::MissingHost => "missing_host",
             Self::RepeatedHost => "repeated_host",
+            Self::InvalidHost => "invalid_host",
             Self::InvalidContentLength => "invalid_content_length",
             Self::RepeatedContentLength => "repeated_content_length",
             Self::BodyTooLarge => "body_too_large",
@@ -166,6 +170,9 @@ impl fmt::Display for ParseError {
             Self::NotOriginForm => "request target must be a path starting with /",
             Self::MissingHost => "HTTP/1.1 request without a Host header",
             Self::RepeatedHost => "request has more than one Host header",
+            Self::InvalidHost => {
+                "the Host header must be a host name or address with an optional port 0-65535"
+            }
             Self::InvalidContentLength => "Content-Length must be a non-negative decimal number",
             Self::RepeatedContentLength => "request has more than one Content-Length header",
             Self::BodyTooLarge => "request body exceeds the size limit",
@@ -176,6 +183,43 @@ impl fmt::Display for ParseError {
             Self::UnsupportedExpectation => "only the expectation 100-continue is supported",
         })
     }
+}
+
+/// Whether `value` is `uri-host [ ":" port ]` (RFC 9112 §3.2 via RFC 3986 §3.2.2-3): a
+/// registered name of unreserved, sub-delim and %-encoded bytes, or a bracketed IPv6 address,
+/// then an optional port that must fit 0-65535. An empty value is valid: RFC 9112 §3.2 asks for
+/// an empty Host when the target has no authority.
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else { return false };
+        let literal = std::str::from_utf8(&rest[..close]).ok();
+        if literal.and_then(|l| l.parse::<std::net::Ipv6Addr>().ok()).is_none() {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => (&[][..], None),
+            [b':', port @ ..] => (&[][..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        }
+    };
+    let reg_name = host.iter().enumerate().all(|(i, &b)| {
+        b.is_ascii_alphanumeric()
+            || b"-._~!$&'()*+,;=".contains(&b)
+            || (b == b'%'
+                && host.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)))
+    });
+    // RFC 3986's `port = *DIGIT` allows an empty port ("h:"); a number must fit a TCP port.
+    let port_ok = port.is_none_or(|p| {
+        p.is_empty()
+            || (p.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(p).is_ok_and(|t| t.parse::<u16>().is_ok()))
+    });
+    reg_name && port_ok
 }
 
 const NON_ASCII_VALUE: &str = "a header value has a byte outside ASCII";
@@ -291,6 +335,7 @@ fn build<'b>(
     match request.header("host") {
         HeaderValue::Repeated => return Err(ParseError::RepeatedHost),
         HeaderValue::Absent if version == Version::Http11 => return Err(ParseError::MissingHost),
+        HeaderValue::One(host) if !valid_host(host) => return Err(ParseError::InvalidHost),
         _ => {}
     }
     let length = request.header("content-length");
@@ -401,6 +446,20 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: h\n\n", ParseError::BareLf),
             (b"GET / HTTP/1.1\r\n\r\n", ParseError::MissingHost),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", ParseError::RepeatedHost),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: a\tb:80\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: h:99999\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: h:80a\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: [not-v6]:80\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: a%4\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: user@h\r\n\r\n", ParseError::InvalidHost),
+            (b"GET / HTTP/1.0\r\nHost: h/x\r\n\r\n", ParseError::InvalidHost),
             (b"GET http://x/ HTTP/1.1\r\nHost: h\r\n\r\n", ParseError::NotOriginForm),
             (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", ParseError::NotOriginForm),
             (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", ParseError::Version),
@@ -420,6 +479,28 @@ mod tests {
         ];
         for (bytes, expected) in cases {
             assert_eq!(error(bytes), *expected, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn valid_hosts_pass_including_the_empty_one() {
+        for host in [
+            "",
+            "h",
+            "localhost:8443",
+            "h:",
+            "h:0",
+            "h:65535",
+            "127.0.0.1:8443",
+            "[::1]",
+            "[::1]:8443",
+            "xn--bcher-kva.example",
+            "a%41b",
+            "a_b~c!$&'()*+,;=",
+        ] {
+            let bytes = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let result = check(bytes.as_bytes());
+            assert!(result.is_ok(), "{host}: {result:?}");
         }
     }
 

@@ -5,13 +5,14 @@
 //! context. `SIGHUP` reloads the certificate, `SIGTERM` and `SIGINT` start a graceful shutdown:
 //! the workers stop accepting and finish requests in flight within `api.shutdown_timeout_secs`.
 //! Under `WatchdogSec=` the main thread pings systemd only while every API worker keeps turning
-//! its loop, so a wedged worker gets the service restarted instead of silently stuck.
+//! its loop, so a wedged worker gets the service restarted instead of silently stuck. Once a day
+//! it has the certificate's expiry checked (a self-signed one is renewed 30 days ahead).
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -58,13 +59,20 @@ pub fn supervise(app: &App, signals: &mut Signals) {
     if let Some(interval) = watchdog {
         log::info!("systemd watchdog every {interval:?}");
     }
-    // Half the watchdog's interval, as sd_watchdog_enabled(3) advises, and at least once a
-    // minute for the housekeeping.
-    let tick = watchdog.map_or(HOUSEKEEPING_EVERY, |w| (w / 2).min(HOUSEKEEPING_EVERY));
+    // Half the watchdog's interval, as sd_watchdog_enabled(3) advises, at least once a minute
+    // for the housekeeping, and as often as the certificate's expiry is checked.
+    let cert_check = crate::tls::expiry_check_interval();
+    let tick =
+        watchdog.map_or(HOUSEKEEPING_EVERY, |w| (w / 2).min(HOUSEKEEPING_EVERY)).min(cert_check);
+    let mut cert_checked = Instant::now();
     app.housekeeping();
     loop {
         signals.wait(tick);
         app.housekeeping();
+        if cert_checked.elapsed() >= cert_check {
+            cert_checked = Instant::now();
+            app.check_certificate();
+        }
         if signals.stop.swap(false, Ordering::SeqCst) {
             return;
         }

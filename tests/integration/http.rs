@@ -72,3 +72,25 @@ fn a_small_body_is_read_and_the_connection_kept() {
     let second = read_response(&mut stream).unwrap();
     assert_eq!(second.exception(), no_method("/y"));
 }
+
+#[test]
+fn a_syntactically_invalid_host_gets_400_and_an_empty_one_is_served() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let with_host = |host: &str| request("/x", &key, "").replacen("localhost", host, 1);
+    for host in ["a b", "a:b:c", "h:99999", "[::1", "[::1]x", "h:8x"] {
+        let mut stream = server.connect();
+        stream.write_all(with_host(host).as_bytes()).unwrap();
+        let response = read_response(&mut stream).expect("an answer");
+        assert_eq!(response.status, 400, "Host: {host}");
+        assert_eq!(response.header("connection"), Some("close"), "Host: {host}");
+        assert!(response.exception().contains("Host header"), "{}", response.exception());
+    }
+    // RFC 9112 §3.2: an empty Host is what a client sends for a target without authority.
+    for host in ["", "localhost:8443", "[::1]:8443", "127.0.0.1"] {
+        let mut stream = server.connect();
+        stream.write_all(with_host(host).as_bytes()).unwrap();
+        let response = read_response(&mut stream).expect("an answer");
+        assert_eq!(response.status, 404, "Host: {host}");
+    }
+}

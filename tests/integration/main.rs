@@ -7,8 +7,11 @@
 
 mod admin;
 mod api;
+mod certificate;
 mod cli;
+mod completions;
 mod crash;
+mod diagnose;
 mod floods;
 mod gate;
 mod hostile;

@@ -179,7 +179,7 @@ pub fn handle(app: &App, request: &Request<'_>, body: &mut Body<'_>, client: &Cl
         ("/snapshots", _) => method_not_allowed("GET, HEAD"),
         (path, method) if path.starts_with("/snapshots/") => {
             let date = &path["/snapshots/".len()..];
-            snapshots::one(app, date, method, body, client)
+            snapshots::one(app, date, method, request.query, body, client)
         }
         _ => error(
             Status::NOT_FOUND,

@@ -36,6 +36,7 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
+    Pull(crate::pull::PullError),
 }
 
 impl fmt::Display for Error {
@@ -49,6 +50,7 @@ impl fmt::Display for Error {
             }
             Self::Output(e) => write!(f, "cannot write the output: {e}"),
             Self::Input { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Self::Pull(e) => write!(f, "snapshot pull failed: {e}"),
         }
     }
 }
@@ -123,6 +125,7 @@ fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Er
     let config = Config::load(config).map_err(Error::Config)?;
     let addr = config.admin.listen;
     let answer = match action {
+        SnapshotAction::Pull { date } => return pull(&config, *date, json),
         SnapshotAction::Import { file, date } => {
             let input = |reason: String| Error::Input { path: file.clone(), reason };
             let mut opened = File::open(file).map_err(|e| input(format!("cannot open: {e}")))?;
@@ -152,7 +155,19 @@ fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Er
         SnapshotAction::Import { .. } => describe_import(&body),
         SnapshotAction::List => describe_list(&body),
         SnapshotAction::Delete { .. } => describe_delete(&body),
+        SnapshotAction::Pull { .. } => String::new(),
     })
+}
+
+/// `snapshot pull`: progress on stderr (log lines under systemd), one summary on stdout.
+fn pull(config: &Config, date: Option<crate::snapshot::Date>, json: bool) -> Result<(), Error> {
+    crate::log::init(config.log_level.0);
+    let summary = crate::pull::run(config, date).map_err(Error::Pull)?;
+    if json {
+        print(&format!("{}\n", summary.to_json()))
+    } else {
+        print(&format!("{}\n", summary.line()))
+    }
 }
 
 fn count(value: &Value, name: &str) -> u64 {

@@ -30,6 +30,8 @@ pub struct Config {
     pub refusal_log: RefusalLogSettings,
     pub api: Api,
     pub admin: Admin,
+    /// Where `snapshot pull` fetches from; `None` when the appliance is fed by imports only.
+    pub upstream: Option<crate::pull::Upstream>,
 }
 
 /// How refused requests are logged: one line each up to `lines` per `window`, then only
@@ -219,6 +221,7 @@ impl Config {
                     idle_timeout: secs(file.admin.idle_timeout_secs),
                 },
             },
+            upstream: file.upstream.map(|u| u.resolve(resolve)),
         })
     }
 }
@@ -242,6 +245,8 @@ struct File {
     refusal_log_window_secs: Bounded<1, 3600>,
     api: ApiFile,
     admin: AdminFile,
+    #[serde(default)]
+    upstream: Option<crate::pull::UpstreamFile>,
 }
 
 /// The `api` section. Wrapped so that the check needing two fields at once still fails inside

@@ -24,6 +24,7 @@ pub mod keystore;
 pub mod log;
 pub mod metrics;
 pub mod peer;
+pub mod pull;
 pub mod server;
 pub mod snapshot;
 pub mod systemd;

@@ -13,6 +13,7 @@ use super::{Client, error, method_not_allowed};
 use crate::app::App;
 use crate::http::{Method, Response, Status};
 use crate::keystore::rfc3339;
+use crate::metrics::ImportSource;
 use crate::server::admin_port::Body;
 use crate::snapshot::store::{DeleteError, ImportError, Imported};
 use crate::snapshot::{Date, Problem, Snapshot};
@@ -27,6 +28,8 @@ struct Entry {
     findings: usize,
     file_bytes: usize,
     memory_bytes: usize,
+    /// SHA-256 of the stored file, hex: equal digests are equal data.
+    sha256: String,
 }
 
 impl Entry {
@@ -40,6 +43,7 @@ impl Entry {
             findings: stats.findings,
             file_bytes: stats.file_bytes,
             memory_bytes: stats.rendered_bytes,
+            sha256: snapshot.file_sha256().iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
 }
@@ -65,6 +69,7 @@ pub(super) fn one(
     app: &App,
     date_text: &str,
     method: Method,
+    query: Option<&str>,
     body: &mut Body<'_>,
     client: &Client,
 ) -> Response {
@@ -79,18 +84,34 @@ pub(super) fn one(
         }
     };
     match method {
-        Method::Put => import(app, date, body, client),
+        // `?source=pull` marks an import made by `snapshot pull`, for the metrics.
+        Method::Put => {
+            let source = match query {
+                Some("source=pull") => ImportSource::Pull,
+                _ => ImportSource::Import,
+            };
+            import(app, date, body, client, source)
+        }
         Method::Delete => delete(app, date, client),
         _ => method_not_allowed("PUT, DELETE"),
     }
 }
 
-fn import(app: &App, date: Date, body: &mut Body<'_>, client: &Client) -> Response {
+fn import(
+    app: &App,
+    date: Date,
+    body: &mut Body<'_>,
+    client: &Client,
+    source: ImportSource,
+) -> Response {
     let action = "snapshot.import";
     let uid = client.uid;
     let bytes = body.remaining();
     match app.snapshots.import(date, body) {
-        Ok(imported) => imported_response(&imported, action, uid),
+        Ok(imported) => {
+            app.metrics.snapshot_imported(source);
+            imported_response(&imported, action, uid)
+        }
         Err(ImportError::Invalid(invalid)) => {
             log::info!(
                 "audit action={action} client=uid:{uid} date={date} bytes={bytes} result=invalid \

@@ -468,6 +468,11 @@ mod tests {
         parse(include_str!("../config.ron")).unwrap();
         let packaged = parse(include_str!("../packaging/config.ron")).unwrap();
         assert_eq!(packaged.state_dir, Path::new("/var/lib/aims-api"));
+        let upstream = packaged.upstream.unwrap();
+        assert_eq!(upstream.api_key_file, Path::new("/etc/aims-api/upstream-key"));
+        assert_eq!((upstream.ca_file, upstream.activation_code), (None, None));
+        assert_eq!(upstream.request_timeout, Duration::from_secs(30));
+        assert_eq!((upstream.max_attempts, upstream.pull_timeout), (5, Duration::from_secs(900)));
     }
 
     /// The packaged config is the development one with a server's values: every field and
@@ -486,9 +491,13 @@ mod tests {
                 "activation_code: \"LOCAL-DEV-ACTIVATION-CODE\",",
                 "state_dir: \"var\",",
                 "listen: \"127.0.0.1:8443\",",
+                "url: \"https://localhost:9443/AIMentorStudioAPI/rest/v1\",",
+                "api_key_file: \"upstream/key\",",
+                "activation_code: Some(\"UPSTREAM-ACTIVATION-CODE\"),",
+                "ca_file: Some(\"upstream/var/tls/cert.pem\"),",
             ]
         );
-        assert_eq!(only_in(&packaged, &dev).len(), 8, "{:?}", only_in(&packaged, &dev));
+        assert_eq!(only_in(&packaged, &dev).len(), 12, "{:?}", only_in(&packaged, &dev));
     }
 
     #[test]

@@ -546,6 +546,28 @@ mod tests {
     }
 
     #[test]
+    fn upstream_is_https_only_and_its_paths_resolve_against_the_file() {
+        let with =
+            |upstream: &str| MINIMAL.replace("\n)", &format!("\n    upstream: {upstream},\n)"));
+        let c = parse(&with(
+            r#"Some((url: "https://h.example/AIMentorStudioAPI/rest/v1/", api_key_file: "k"))"#,
+        ))
+        .unwrap();
+        let upstream = c.upstream.unwrap();
+        assert_eq!(upstream.url, "https://h.example/AIMentorStudioAPI/rest/v1");
+        assert_eq!(upstream.api_key_file, Path::new("/etc/aims-api/k"));
+        assert!(parse(&with("None")).unwrap().upstream.is_none());
+        let (line, _, message) =
+            syntax_error(&with(r#"Some((url: "http://h.example/rest/v1", api_key_file: "k"))"#));
+        assert_eq!(line, 6);
+        assert!(message.contains("must start with https://"), "{message}");
+        let (_, _, message) = syntax_error(&with(
+            r#"Some((url: "https://h.example/v1", api_key_file: "k", timeout: 5))"#,
+        ));
+        assert!(message.contains("timeout"), "{message}");
+    }
+
+    #[test]
     fn missing_file_names_the_path() {
         let err = Config::load(Path::new("/nonexistent/config.ron")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/config.ron"), "{err}");

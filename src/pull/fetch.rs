@@ -239,22 +239,26 @@ impl Fetcher {
         }
     }
 
-    /// Capped exponential backoff with full jitter; a `Retry-After` within the cap is honoured
-    /// as the least wait.
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let cap = self.settings.max_backoff;
-        let exponential = FIRST_BACKOFF.saturating_mul(1 << (attempt - 1).min(16)).min(cap);
         let mut bytes = [0u8; 4];
         let fraction = match self.random.fill(&mut bytes) {
             Ok(()) => f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX),
             Err(_) => 1.0,
         };
-        // Half fixed, half random: never a zero wait, and clients spread out.
-        let jittered = exponential.mul_f64(0.5 + fraction / 2.0);
-        match retry_after {
-            Some(asked) => asked.min(cap).max(jittered.min(asked)),
-            None => jittered,
-        }
+        backoff(attempt, self.settings.max_backoff, fraction, retry_after)
+    }
+}
+
+/// The wait before try `attempt + 1`: exponential from [`FIRST_BACKOFF`], capped at `cap`,
+/// with "equal jitter" (half fixed, half `fraction` of it random: never a zero wait, and
+/// clients that failed together spread out). A `Retry-After` is honoured up to `cap`: the
+/// server knows better than our guess, but not beyond what the operator allows.
+fn backoff(attempt: u32, cap: Duration, fraction: f64, retry_after: Option<Duration>) -> Duration {
+    let exponential = FIRST_BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(cap);
+    let jittered = exponential.mul_f64(0.5 + fraction.clamp(0.0, 1.0) / 2.0);
+    match retry_after {
+        Some(asked) => asked.min(cap),
+        None => jittered,
     }
 }
 
@@ -306,6 +310,18 @@ fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, PullError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_and_honours_retry_after() {
+        let cap = Duration::from_secs(60);
+        assert_eq!(backoff(1, cap, 0.0, None), Duration::from_millis(250));
+        assert_eq!(backoff(1, cap, 1.0, None), Duration::from_millis(500));
+        assert_eq!(backoff(3, cap, 1.0, None), Duration::from_secs(2));
+        assert_eq!(backoff(30, cap, 1.0, None), cap);
+        assert_eq!(backoff(30, cap, 0.0, None), cap / 2);
+        assert_eq!(backoff(1, cap, 0.5, Some(Duration::from_secs(1))), Duration::from_secs(1));
+        assert_eq!(backoff(1, cap, 0.5, Some(Duration::from_secs(3600))), cap);
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

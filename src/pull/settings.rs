@@ -44,14 +44,14 @@ pub struct UpstreamFile {
     activation_code: Option<ActivationCode>,
     #[serde(default)]
     ca_file: Option<PathBuf>,
-    #[serde(default = "Secs::thirty")]
-    timeout_secs: Secs<1, 3600>,
-    #[serde(default = "Secs::fifteen_minutes")]
-    pull_timeout_secs: Secs<1, 86_400>,
-    #[serde(default = "Secs::five")]
-    max_attempts: Secs<1, 100>,
-    #[serde(default = "Secs::sixty")]
-    max_backoff_secs: Secs<1, 3600>,
+    #[serde(default = "Bounded::thirty")]
+    timeout_secs: Bounded<1, 3600>,
+    #[serde(default = "Bounded::fifteen_minutes")]
+    pull_timeout_secs: Bounded<1, 86_400>,
+    #[serde(default = "Bounded::five")]
+    max_attempts: Bounded<1, 100>,
+    #[serde(default = "Bounded::sixty")]
+    max_backoff_secs: Bounded<1, 3600>,
 }
 
 impl UpstreamFile {
@@ -101,9 +101,9 @@ impl<'de> Deserialize<'de> for BaseUrl {
 
 /// A number in `MIN..=MAX`, refused where written otherwise.
 #[derive(Clone, Copy)]
-struct Secs<const MIN: u64, const MAX: u64>(u64);
+struct Bounded<const MIN: u64, const MAX: u64>(u64);
 
-impl<const MIN: u64, const MAX: u64> Secs<MIN, MAX> {
+impl<const MIN: u64, const MAX: u64> Bounded<MIN, MAX> {
     fn five() -> Self {
         Self(5)
     }
@@ -118,7 +118,7 @@ impl<const MIN: u64, const MAX: u64> Secs<MIN, MAX> {
     }
 }
 
-impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Secs<MIN, MAX> {
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = u64::deserialize(deserializer)?;
         if (MIN..=MAX).contains(&value) {

@@ -183,6 +183,10 @@ pub struct Summary {
     pub requests: u64,
     pub retries: u64,
     pub restarts: u32,
+    /// Fetching and assembling; checking it as an import would; importing it (or the list).
+    pub copy: Duration,
+    pub check: Duration,
+    pub import: Duration,
     pub took: Duration,
 }
 
@@ -200,6 +204,9 @@ impl Summary {
             "requests": self.requests,
             "retries": self.retries,
             "restarts": self.restarts,
+            "copy_ms": self.copy.as_millis() as u64,
+            "check_ms": self.check.as_millis() as u64,
+            "import_ms": self.import.as_millis() as u64,
             "took_ms": self.took.as_millis() as u64,
         })
     }
@@ -251,6 +258,7 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
     let pulled = assemble::pull(&mut fetcher, &mut progress, max_bytes);
     progress.finish();
     let pulled = pulled?;
+    let copied = Instant::now();
     // The day of an RFC 3339 UTC timestamp is its first ten characters; `Pinned` checked it.
     let date = match date {
         Some(date) => date,
@@ -263,6 +271,7 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
     let stats = checked.stats();
     let sha256 = hex(checked.file_sha256());
     drop(checked);
+    let checked_at = Instant::now();
     let mut summary = Summary {
         result: String::new(),
         date,
@@ -275,6 +284,9 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
         requests: fetcher.counts.requests,
         retries: fetcher.counts.retries,
         restarts: pulled.restarts,
+        copy: copied - started,
+        check: checked_at - copied,
+        import: Duration::ZERO,
         took: Duration::ZERO,
     };
     let addr = config.admin.listen;
@@ -297,6 +309,7 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
         }
         summary.result = body.get("result").and_then(Value::as_str).unwrap_or("created").into();
     }
+    summary.import = checked_at.elapsed();
     summary.took = started.elapsed();
     Ok(summary)
 }

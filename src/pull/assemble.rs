@@ -105,9 +105,30 @@ fn copy_once(
     let mut seen: HashSet<String> = HashSet::new();
     let mut total: Option<u64> = None;
     let mut offset = 0u64;
+    let mut pin_date = true;
     loop {
-        let query = format!("Limit={PAGE_LIMIT}&Offset={offset}&Date={}", pinned.day);
-        let page: ApplicationAnswer = answer(fetcher, Method::Application, &query, Some(offset))?;
+        let query = match pin_date {
+            true => format!("Limit={PAGE_LIMIT}&Offset={offset}&Date={}", pinned.day),
+            false => format!("Limit={PAGE_LIMIT}&Offset={offset}"),
+        };
+        let page: ApplicationAnswer =
+            match answer(fetcher, Method::Application, &query, Some(offset)) {
+                Ok(page) => page,
+                // The API does not say which day `Date` means; an upstream that files the
+                // analysis under another day answers 404. Then each page is held to the
+                // analysis by its InfrastructureInfo alone, and by the final check.
+                Err(PullError::Refused { status: 404, .. }) if pin_date && offset == 0 => {
+                    log::warn!(
+                        "upstream: no data for Date={}; copying without Date, each page checked \
+                         against the analysis of {}",
+                        pinned.day,
+                        first.last_analyzed_on
+                    );
+                    pin_date = false;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
         pinned.check(Method::Application, Some(offset), page.info.as_ref())?;
         let page_total = page.page.as_ref().and_then(|p| p.total_results).ok_or_else(|| {
             PullError::Malformed {

@@ -7,6 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -491,4 +492,94 @@ fn an_answer_that_is_not_the_documented_json_is_named_by_method_offset_and_path(
         "{error}"
     );
     assert_nothing_changed(&down, &before);
+}
+
+#[test]
+fn a_new_analysis_in_the_middle_of_a_pull_starts_it_over() {
+    let up = Upstream::start();
+    // Before request 2 (Category) a newer analysis lands: the answers stop agreing.
+    let newer = snapshot_json(30, 5, "2024-05-15T06:00:00.000Z").to_string().into_bytes();
+    let relay = up.relay(Fault::ImportBefore {
+        nth: 2,
+        admin: up.server.admin,
+        date: "2024-05-15",
+        body: Arc::new(newer),
+    });
+    let down = Server::start();
+    let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
+    let pulled = summary(&output);
+    assert_eq!(
+        (pulled["result"].as_str(), pulled["date"].as_str(), pulled["applications"].as_u64()),
+        (Some("created"), Some("2024-05-15"), Some(30)),
+        "{pulled}"
+    );
+    // Three requests of the first copy, six of the second.
+    assert_eq!((pulled["restarts"].as_u64(), pulled["requests"].as_u64()), (Some(1), Some(9)));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "the upstream moved (TechnicalDebt_Category answered for the analysis of \
+             2024-05-15T06:00:00.000Z, not the one being copied); starting over, copy 2 of 3"
+        ),
+        "{stderr}"
+    );
+    assert_same_answers(&up, &down, "2024-05-15", false);
+}
+
+#[test]
+fn pages_stay_pinned_and_the_last_check_or_a_moved_total_starts_over() {
+    for (date, apps, moved) in [
+        // A new analysis while page 2 is asked for: pages stay on the pinned Date, and the
+        // closing LastAnalysisDate sees the new one.
+        ("2024-05-15", 300, "a new analysis (2024-05-15T06:00:00.000Z) finished while"),
+        // The same analysis re-imported with fewer applications: TotalResults moves.
+        ("2024-05-14", 250, "TotalResults moved from 450 to 250 at Offset=200"),
+    ] {
+        let up = Upstream::empty();
+        up.server.import("2024-05-14", &snapshot_json(450, 11, "2024-05-14T06:00:00.000Z"));
+        let changed = snapshot_json(apps, 12, &format!("{date}T06:00:00.000Z"));
+        let relay = up.relay(Fault::ImportBefore {
+            nth: 5,
+            admin: up.server.admin,
+            date,
+            body: Arc::new(changed.to_string().into_bytes()),
+        });
+        let down = Server::start();
+        let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
+        let pulled = summary(&output);
+        assert_eq!(
+            (pulled["date"].as_str(), pulled["applications"].as_u64(), pulled["restarts"].as_u64()),
+            (Some(date), Some(apps as u64), Some(1)),
+            "{pulled}"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(moved), "{stderr}");
+        assert_same_answers(&up, &down, date, false);
+    }
+}
+
+#[test]
+fn an_upstream_without_data_for_the_pinned_date_is_copied_without_it() {
+    let up = Upstream::start();
+    // Request 4 is the first page, with Date=2024-05-14.
+    let relay = up.relay(Fault::Status { nth: 4, status: 404, retry_after: None });
+    let down = Server::start();
+    let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
+    let pulled = summary(&output);
+    assert_eq!(
+        (pulled["result"].as_str(), pulled["requests"].as_u64()),
+        (Some("created"), Some(7))
+    );
+    let pages: Vec<String> =
+        relay.seen.lock().unwrap().iter().filter(|l| l.contains("_Application")).cloned().collect();
+    assert_eq!(
+        pages,
+        [
+            format!(
+                "GET {CLIENT_BASE}/TechnicalDebt_Application?Limit=200&Offset=0&Date=2024-05-14 HTTP/1.1"
+            ),
+            format!("GET {CLIENT_BASE}/TechnicalDebt_Application?Limit=200&Offset=0 HTTP/1.1"),
+        ]
+    );
+    assert_same_answers(&up, &down, "2024-05-14", true);
 }

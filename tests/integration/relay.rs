@@ -30,6 +30,9 @@ pub enum Fault {
     RepeatApplication,
     /// Forward, but in every application page write the first finding's count as a string.
     StringCount,
+    /// Before forwarding request number `nth`, import `body` for `date` on the real server's
+    /// admin port: a new analysis (or a changed one) arrives in the middle of a pull.
+    ImportBefore { nth: usize, admin: SocketAddr, date: &'static str, body: Arc<Vec<u8>> },
 }
 
 pub struct Relay {
@@ -111,6 +114,19 @@ fn relay_one(
     let nth = count.fetch_add(1, Ordering::SeqCst);
     let request_line = head.lines().next().unwrap_or("").to_owned();
     lines.lock().unwrap().push(request_line.clone());
+    if let Fault::ImportBefore { nth: n, admin, date, body } = fault
+        && *n == nth
+    {
+        let mut request = format!(
+            "PUT /snapshots/{date} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        let answer = crate::util::raw_exchange(*admin, &request);
+        assert!(answer.starts_with(b"HTTP/1.1 20"), "{}", String::from_utf8_lossy(&answer));
+    }
     let answer = match fault {
         Fault::Status { nth: n, status, retry_after } if *n == nth => {
             let body =

@@ -582,3 +582,43 @@ fn an_upstream_without_data_for_the_pinned_date_is_copied_without_it() {
     );
     assert_same_answers(&up, &down, "2024-05-14", true);
 }
+
+#[test]
+fn a_terminal_gets_a_progress_bar_and_the_journal_plain_lines() {
+    let up = Upstream::start();
+    let down = Server::start();
+    let config = Pull::of(&up).config(&down);
+    // On a terminal (script(1) gives the pull a pseudo-terminal): a bar redrawn in place.
+    let command = format!("{BIN} snapshot pull --config {}", config.display());
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("script(1), from util-linux, runs the pull on a pseudo-terminal");
+    let seen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{seen}");
+    assert!(
+        seen.contains("\r\x1b[2Kapplications [##############################] 12/12 "),
+        "{seen}"
+    );
+    assert!(seen.contains("pulled the snapshot of 2024-05-14"), "{seen}");
+
+    // Under systemd (JOURNAL_STREAM set): a few lines with syslog priorities, no bar.
+    let output = Command::new(BIN)
+        .args(["snapshot", "pull", "--config"])
+        .arg(&config)
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert_eq!(lines[0], format!("<6>pull: pulling from {}", Pull::of(&up).url));
+    assert!(lines[1].starts_with("<6>pull: 12 of 12 applications ("), "{stderr}");
+    assert!(!stderr.contains('\r'), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("unchanged: the snapshot served for 2024-05-14"), "{stdout}");
+}

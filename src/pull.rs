@@ -133,7 +133,8 @@ impl fmt::Display for PullError {
             ),
             Self::TooLarge { method, limit } => write!(
                 f,
-                "an answer of the upstream to {} is larger than {limit} bytes; refused unread",
+                "an answer of the upstream to {} is larger than {limit} bytes; refused, read no \
+                 further",
                 method.name()
             ),
             Self::Malformed { method, offset, path, reason } => {

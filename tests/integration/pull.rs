@@ -416,6 +416,26 @@ fn an_upstream_that_stops_or_trickles_ends_the_pull_in_bounded_time() {
 }
 
 #[test]
+fn an_endless_answer_is_cut_off_at_the_bound() {
+    let up = Upstream::start();
+    let (down, before) = downstream_serving_a_sample();
+    let relay = up.relay(Fault::Endless);
+    let (output, took) = Pull::through(&relay, &up).run(&down, &[]);
+    let error = failure(&output);
+    assert!(
+        error.contains(
+            "an answer of the upstream to TechnicalDebt_LastAnalysisDate is larger than 67108864 \
+             bytes; refused, read no further"
+        ),
+        "{error}"
+    );
+    // Final at once: a bigger answer will not come out smaller the second time.
+    assert_eq!(relay.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_nothing_changed(&down, &before);
+}
+
+#[test]
 fn a_page_that_repeats_an_application_is_never_served() {
     let up = Upstream::start();
     let (down, before) = downstream_serving_a_sample();

@@ -30,6 +30,8 @@ pub enum Fault {
     RepeatApplication,
     /// Forward, but in every application page write the first finding's count as a string.
     StringCount,
+    /// Answer every request with a `200` whose body never ends (whitespace, forever).
+    Endless,
     /// Before forwarding request number `nth`, import `body` for `date` on the real server's
     /// admin port: a new analysis (or a changed one) arrives in the middle of a pull.
     ImportBefore { nth: usize, admin: SocketAddr, date: &'static str, body: Arc<Vec<u8>> },
@@ -126,6 +128,15 @@ fn relay_one(
         request.extend_from_slice(body);
         let answer = crate::util::raw_exchange(*admin, &request);
         assert!(answer.starts_with(b"HTTP/1.1 20"), "{}", String::from_utf8_lossy(&answer));
+    }
+    if let Fault::Endless = fault {
+        client.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n")?;
+        let chunk = [b' '; 64 * 1024];
+        // Until the client gives up; bounded by the client's own limit, and by 1 GiB here.
+        for _ in 0..16 * 1024 {
+            client.write_all(&chunk)?;
+        }
+        return Ok(());
     }
     let answer = match fault {
         Fault::Status { nth: n, status, retry_after } if *n == nth => {

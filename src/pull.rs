@@ -3,13 +3,12 @@
 //! The upstream is the hosted service (or any server of the same API, such as a second
 //! aims-api); its key stays with the operations team in a private file, and every internal
 //! consumer gets the appliance's key instead. A pull reads the upstream settings and key
-//! ([`settings`], [`secret`]), copies one analysis consistently ([`assemble`], over
-//! [`fetch`]), validates the document with the same checks as an import
-//! ([`crate::snapshot::load`]), and imports it through the admin port with the same client as
-//! `snapshot import`, so that `serve` stays the only writer of the snapshot folder. If the
-//! snapshot served for that date already has the same bytes (its SHA-256, which
-//! `GET /snapshots` reports), nothing is sent: "unchanged". A pull that fails at any step
-//! changes nothing that is served.
+//! ([`settings`], [`secret`]), copies one analysis consistently ([`assemble`], over [`fetch`]),
+//! validates the document with the same checks as an import ([`crate::snapshot::validate`]),
+//! and imports it through the admin port with the same client as `snapshot import`, so that
+//! `serve` stays the only writer of the snapshot folder. If the snapshot served for that date
+//! already has the same bytes (its SHA-256, which `GET /snapshots` reports), nothing is sent:
+//! "unchanged". A pull that fails at any step changes nothing that is served.
 
 mod assemble;
 mod fetch;
@@ -267,19 +266,16 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
             .map_err(|e| PullError::Setup(format!("cannot date the analysis: {e}")))?,
     };
     // The same checks as an import, before anything is sent; the server checks again.
-    let checked = snapshot::load(&pulled.bytes, date, config.activation_code.as_str())
-        .map_err(PullError::Invalid)?;
-    let stats = checked.stats();
-    let sha256 = hex(checked.file_sha256());
-    drop(checked);
+    snapshot::validate(&pulled.bytes).map_err(PullError::Invalid)?;
+    let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &pulled.bytes).as_ref());
     let checked_at = Instant::now();
     let mut summary = Summary {
         result: String::new(),
         date,
         last_analyzed_on: pulled.last_analyzed_on.clone(),
-        applications: stats.applications,
-        modules: stats.modules,
-        findings: stats.findings,
+        applications: pulled.applications,
+        modules: pulled.modules,
+        findings: pulled.findings,
         bytes: pulled.bytes.len(),
         sha256,
         requests: fetcher.counts.requests,

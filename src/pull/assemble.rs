@@ -35,6 +35,10 @@ pub struct Pulled {
     pub last_analyzed_on: String,
     /// Copies that were started over.
     pub restarts: u32,
+    pub applications: usize,
+    pub modules: usize,
+    /// `PatternFinding` entries, application and module level together.
+    pub findings: usize,
 }
 
 /// Copies the upstream, starting over when it moved, at most [`MAX_ROUNDS`] times.
@@ -103,6 +107,7 @@ fn copy_once(
     document.extend_from_slice(b",\"Applications\":[");
 
     let mut seen: HashSet<String> = HashSet::new();
+    let (mut modules, mut findings) = (0, 0);
     let mut total: Option<u64> = None;
     let mut offset = 0u64;
     let mut pin_date = true;
@@ -160,6 +165,9 @@ fn copy_once(
                 document.push(b',');
             }
             write_json(&mut document, app)?;
+            modules += app.modules.len();
+            findings += app.findings.len();
+            findings += app.modules.iter().map(|m| m.findings.len()).sum::<usize>();
         }
         if document.len() as u64 > max_bytes {
             return Err(Round::Failed(PullError::TooBig {
@@ -195,7 +203,14 @@ fn copy_once(
             last.last_analyzed_on, first.last_analyzed_on
         )));
     }
-    Ok(Pulled { bytes: document, last_analyzed_on: first.last_analyzed_on, restarts: 0 })
+    Ok(Pulled {
+        bytes: document,
+        last_analyzed_on: first.last_analyzed_on,
+        restarts: 0,
+        applications: seen.len(),
+        modules,
+        findings,
+    })
 }
 
 /// The analysis being copied: its timestamp and the `Date` that pins pages to it.

@@ -416,6 +416,26 @@ fn an_upstream_that_stops_or_trickles_ends_the_pull_in_bounded_time() {
 }
 
 #[test]
+fn data_that_fails_the_snapshot_checks_is_never_sent() {
+    let up = Upstream::start();
+    let (down, before) = downstream_serving_a_sample();
+    let relay = up.relay(Fault::UnknownLevel);
+    let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
+    let error = failure(&output);
+    assert!(
+        error.ends_with(
+            "the upstream's data does not pass the snapshot checks, nothing changed: \
+             $.Applications[0].LevelGUID: `no-such-level` names no level in $.Levels"
+        ),
+        "{error}"
+    );
+    assert_nothing_changed(&down, &before);
+    // Refused before the admin port heard of it: the sample's import is its only one.
+    let log = down.log();
+    assert_eq!(log.matches("audit action=snapshot.import").count(), 1, "{log}");
+}
+
+#[test]
 fn an_endless_answer_is_cut_off_at_the_bound() {
     let up = Upstream::start();
     let (down, before) = downstream_serving_a_sample();

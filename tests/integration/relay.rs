@@ -30,6 +30,8 @@ pub enum Fault {
     RepeatApplication,
     /// Forward, but in every application page write the first finding's count as a string.
     StringCount,
+    /// Forward, but in every application page give the first application an unknown level.
+    UnknownLevel,
     /// Answer every request with a `200` whose body never ends (whitespace, forever).
     Endless,
     /// Before forwarding request number `nth`, import `body` for `date` on the real server's
@@ -158,11 +160,16 @@ fn relay_one(
             {
                 body = repeat_first_application(&body);
             }
-            if matches!(fault, Fault::StringCount)
+            let pointer = match fault {
+                Fault::StringCount => Some(("/Applications/0/Findings/0/Count", "7")),
+                Fault::UnknownLevel => Some(("/Applications/0/LevelGUID", "no-such-level")),
+                _ => None,
+            };
+            if let Some((pointer, value)) = pointer
                 && request_line.contains("TechnicalDebt_Application")
             {
                 let mut page: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                page["Applications"][0]["Findings"][0]["Count"] = "7".into();
+                *page.pointer_mut(pointer).unwrap() = value.into();
                 body = page.to_string().into_bytes();
             }
             assemble(&status_and_headers, &body)

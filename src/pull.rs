@@ -160,7 +160,7 @@ impl fmt::Display for PullError {
             ),
             Self::Admin(e) => e.fmt(f),
             Self::AdminRefused { status, code, message } => {
-                write!(f, "the admin port refused the import ({status} {code}): {message}")
+                write!(f, "the admin port refused ({status} {code}): {message}")
             }
         }
     }
@@ -249,6 +249,8 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
     let upstream =
         config.upstream.as_ref().ok_or(PullError::NoUpstream { config: config.path.clone() })?;
     let key = secret::read(&upstream.api_key_file).map_err(PullError::KeyFile)?;
+    // Before spending the upstream's quota: is there a server to import into, serving us?
+    admin_get(config, "/health")?;
     let activation_code =
         upstream.activation_code.as_ref().unwrap_or(&config.activation_code).as_str().to_owned();
     let mut fetcher = fetch::Fetcher::new(upstream, key, activation_code, started)?;
@@ -311,21 +313,29 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
     Ok(summary)
 }
 
-/// The SHA-256 the admin port reports for the snapshot served on `date`, if any.
-fn served_digest(config: &Config, date: Date) -> Result<Option<String>, PullError> {
+/// A GET on the admin port that must answer 200 with JSON.
+fn admin_get(config: &Config, path: &str) -> Result<Value, PullError> {
     let addr = config.admin.listen;
-    let answer =
-        client::call(addr, "GET", "/snapshots", &mut io::empty(), 0, Duration::from_secs(30))
-            .map_err(PullError::Admin)?;
+    let answer = client::call(addr, "GET", path, &mut io::empty(), 0, Duration::from_secs(30))
+        .map_err(PullError::Admin)?;
+    let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     if answer.status != 200 {
+        let text = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or("").to_owned();
         return Err(PullError::AdminRefused {
             status: answer.status,
-            code: "list".into(),
-            message: String::from_utf8_lossy(&answer.body).chars().take(300).collect(),
+            code: text("error"),
+            message: text("message"),
         });
     }
-    let list: Value = serde_json::from_slice(&answer.body)
-        .map_err(|_| PullError::Admin(ClientError::Malformed { addr }))?;
+    match body {
+        Value::Null => Err(PullError::Admin(ClientError::Malformed { addr })),
+        body => Ok(body),
+    }
+}
+
+/// The SHA-256 the admin port reports for the snapshot served on `date`, if any.
+fn served_digest(config: &Config, date: Date) -> Result<Option<String>, PullError> {
+    let list = admin_get(config, "/snapshots")?;
     let date = date.to_string();
     Ok(list["snapshots"]
         .as_array()

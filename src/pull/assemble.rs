@@ -422,3 +422,43 @@ struct Finding {
     #[serde(rename = "Count")]
     count: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(text: &str) -> Info {
+        Info { last_analyzed_on: text.to_owned() }
+    }
+
+    #[test]
+    fn the_pinned_day_is_the_analysis_utc_day() {
+        assert_eq!(Pinned::new(&info("2024-05-14T06:00:09.417Z")).unwrap().day, "2024-05-14");
+        assert_eq!(Pinned::new(&info("2024-05-14T23:59:59.999Z")).unwrap().day, "2024-05-14");
+        match Pinned::new(&info("14/05/2024")) {
+            Err(PullError::Malformed { method, path, reason, .. }) => {
+                assert_eq!((method, path.as_str()), (Method::LastAnalysisDate, "$.LastAnalyzedOn"));
+                assert_eq!(reason, "`14/05/2024` is not an RFC 3339 UTC timestamp");
+            }
+            _ => panic!("accepted a date that is not RFC 3339"),
+        }
+    }
+
+    #[test]
+    fn an_answer_of_another_analysis_means_the_upstream_moved() {
+        let pinned = Pinned::new(&info("2024-05-14T06:00:09.417Z")).unwrap();
+        // The same instant written differently is the same analysis.
+        assert!(
+            pinned.check(Method::Level, None, Some(&info("2024-05-14T06:00:09.417000Z"))).is_ok()
+        );
+        assert!(pinned.check(Method::Level, None, None).is_ok());
+        match pinned.check(Method::Team, None, Some(&info("2024-05-14T18:00:00.000Z"))) {
+            Err(Round::Moved(reason)) => assert_eq!(
+                reason,
+                "TechnicalDebt_Team answered for the analysis of 2024-05-14T18:00:00.000Z, not \
+                 the one being copied"
+            ),
+            _ => panic!("a different analysis was not noticed"),
+        }
+    }
+}

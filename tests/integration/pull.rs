@@ -436,6 +436,18 @@ fn data_that_fails_the_snapshot_checks_is_never_sent() {
 }
 
 #[test]
+fn without_a_server_to_import_into_the_upstream_is_not_asked() {
+    let up = Upstream::start();
+    let relay = up.relay(Fault::None);
+    let mut down = Server::start();
+    down.kill();
+    let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
+    let error = failure(&output);
+    assert!(error.contains(&format!("cannot reach the admin port at {}", down.admin)), "{error}");
+    assert_eq!(relay.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[test]
 fn an_endless_answer_is_cut_off_at_the_bound() {
     let up = Upstream::start();
     let (down, before) = downstream_serving_a_sample();

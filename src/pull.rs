@@ -3,7 +3,7 @@
 //! The upstream is the hosted service (or any server of the same API, such as a second
 //! aims-api); its key stays with the operations team in a private file, and every internal
 //! consumer gets the appliance's key instead. A pull reads the upstream settings and key
-//! ([`settings`], [`secret`]), copies one analysis consistently ([`assemble`], over [`fetch`]),
+//! (`settings`, [`secret`]), copies one analysis consistently (`assemble`, over `fetch`),
 //! validates the document with the same checks as an import ([`crate::snapshot::validate`]),
 //! and imports it through the admin port with the same client as `snapshot import`, so that
 //! `serve` stays the only writer of the snapshot folder. If the snapshot served for that date

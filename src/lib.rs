@@ -7,7 +7,8 @@
 //! file, its lock, atomic writes) and [`key`] (generate, checksum, hash). [`tls`], [`peer`]
 //! (uid of a loopback client), [`hardening`], [`throttle`] (failed-auth limits per address),
 //! [`metrics`] and [`log`] (with the audit lines) serve them.
-//! `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
+//! [`pull`] copies an upstream V1 API into a snapshot and imports it through the admin port,
+//! as the CLI does. `main.rs` only parses the command line ([`cli`]) and runs it ([`commands`]).
 
 pub mod admin;
 pub mod api;

@@ -278,7 +278,7 @@ fn dispatch(
     match route {
         (AdminRoute::KeyCheck, _) if method == Method::Post => check_key(app, request, body),
         (AdminRoute::Snapshots, Some(date)) => {
-            snapshots::one(app, date, method, request.content_length, body, client)
+            snapshots::one(app, date, method, request.query, request.content_length, body, client)
         }
         (AdminRoute::Health, _) if read => {
             Ok(Response::json(Status::OK, br#"{"status":"ok"}"#.to_vec()))

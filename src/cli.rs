@@ -66,9 +66,18 @@ pub enum KeyAction {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotAction {
-    Import { file: PathBuf, date: Date },
+    Import {
+        file: PathBuf,
+        date: Date,
+    },
     List,
-    Delete { date: Date },
+    Delete {
+        date: Date,
+    },
+    /// Copy the configured upstream into the snapshot of `date` (default: the analysis's day).
+    Pull {
+        date: Option<Date>,
+    },
 }
 
 /// A command line that does not fit the grammar (exit code 2).
@@ -93,7 +102,7 @@ usage: aims-api <command> [options]
 commands:
   serve          run the appliance
   key            show, generate, replace or revoke the API key (via the admin port)
-  snapshot       import, list or delete the dated analysis snapshots (via the admin port)
+  snapshot       import, pull, list or delete the dated analysis snapshots (via the admin port)
   check-config   check a configuration file and exit
   diagnose       check the configuration, state, certificate, server and system; say what to do
   completions    print the shell completion script for bash, zsh or fish
@@ -149,21 +158,27 @@ The admin port only serves root (and admin.allowed_uids): run these with sudo.
 const SNAPSHOT_HELP: &str = "\
 aims-api snapshot: manage the analysis snapshots that the API serves, through the admin port
 
-usage: aims-api snapshot <import FILE --date YYYY-MM-DD | list | delete DATE> [--config PATH]
-                         [--json]
+usage: aims-api snapshot <import FILE --date YYYY-MM-DD | pull [--date YYYY-MM-DD] | list |
+                         delete DATE> [--config PATH] [--json]
 
 actions:
   import FILE --date YYYY-MM-DD
             validate FILE (snapshot JSON, see docs/snapshot-format.md) and serve it as the
             analysis of that date, at once; an existing snapshot of that date is replaced.
             An invalid file changes nothing, and the error names its JSON path and reason.
+  pull [--date YYYY-MM-DD]
+            copy the upstream of the config's `upstream` section (the hosted AI Mentor Studio
+            API) into a snapshot, validate it and serve it, dated by the analysis's UTC day
+            unless --date is given; says \"unchanged\" and writes nothing if the snapshot of that
+            date already holds the same data. A failed pull changes nothing.
   list      show the snapshots served (newest first, the default answer) with their counts,
             and any file refused at start
   delete DATE
             stop serving the snapshot of DATE and remove its file
 
 options:
-  -d, --date YYYY-MM-DD  the analysis date of the imported file (import only)
+  -d, --date YYYY-MM-DD  the analysis date of the imported file (import), or of the pulled
+                         data (pull)
   -c, --config PATH      configuration file whose admin.listen to use (default
                          /etc/aims-api/config.ron)
       --json             print the admin port's JSON answer as it is
@@ -380,19 +395,25 @@ fn snapshot_action(
         (Some("import"), Some(_), None) => {
             Err(usage("import needs the analysis date: --date YYYY-MM-DD".into()))
         }
+        (Some("pull"), None, date) => {
+            Ok(SnapshotAction::Pull { date: date.as_deref().map(parse_date).transpose()? })
+        }
+        (Some("pull"), Some(extra), _) => {
+            Err(usage(format!("unexpected argument `{}`", extra.to_string_lossy())))
+        }
         (Some("list"), None, None) => Ok(SnapshotAction::List),
         (Some("delete"), Some(date), None) => {
             Ok(SnapshotAction::Delete { date: parse_date(&date.to_string_lossy())? })
         }
         (Some("delete"), None, None) => Err(usage("delete needs the DATE to delete".into())),
-        (Some("list" | "delete"), _, Some(_)) => {
-            Err(usage("--date is for import; delete takes the date as its argument".into()))
-        }
+        (Some("list" | "delete"), _, Some(_)) => Err(usage(
+            "--date is for import and pull; delete takes the date as its argument".into(),
+        )),
         (Some("list"), Some(extra), None) => {
             Err(usage(format!("unexpected argument `{}`", extra.to_string_lossy())))
         }
         (Some(other), _, _) => Err(usage(format!("unknown snapshot action `{other}`"))),
-        (None, _, _) => Err(usage("snapshot needs an action: import, list or delete".into())),
+        (None, _, _) => Err(usage("snapshot needs an action: import, pull, list or delete".into())),
     }
 }
 
@@ -487,6 +508,27 @@ mod tests {
     }
 
     #[test]
+    fn pull_takes_an_optional_date() {
+        assert_eq!(
+            parse_words("snapshot pull --json").unwrap(),
+            Command::Snapshot {
+                action: SnapshotAction::Pull { date: None },
+                config: DEFAULT_PATH.into(),
+                json: true
+            }
+        );
+        let date = Date::parse("2024-05-14").ok();
+        assert_eq!(
+            parse_words("snapshot pull -d 2024-05-14 -c c.ron").unwrap(),
+            Command::Snapshot {
+                action: SnapshotAction::Pull { date },
+                config: "c.ron".into(),
+                json: false
+            }
+        );
+    }
+
+    #[test]
     fn help_and_version_work_everywhere() {
         assert_eq!(parse_words("--help").unwrap(), Command::Help(MAIN_HELP));
         assert_eq!(parse_words("-V").unwrap(), Command::Version);
@@ -544,6 +586,8 @@ mod tests {
             ("snapshot delete 14-05-2024", "`14-05-2024` is not a date"),
             ("snapshot delete 2024-05-14 --date 2024-05-14", "--date is for import"),
             ("snapshot export", "unknown snapshot action `export`"),
+            ("snapshot pull now", "unexpected argument `now`"),
+            ("snapshot pull --date 2024-02-30", "`2024-02-30` is not a date"),
         ];
         for (words, needle) in cases {
             let error = parse_words(words).unwrap_err();

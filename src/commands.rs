@@ -41,6 +41,7 @@ pub enum Error {
         failures: usize,
         warnings: usize,
     },
+    Pull(crate::pull::PullError),
 }
 
 impl fmt::Display for Error {
@@ -59,6 +60,7 @@ impl fmt::Display for Error {
                 "diagnose found {failures} failure(s) and {warnings} warning(s): each says \
                  what to do"
             ),
+            Self::Pull(e) => write!(f, "snapshot pull failed: {e}"),
         }
     }
 }
@@ -249,6 +251,7 @@ fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Er
     let config = Config::load(config).map_err(Error::Config)?;
     let addr = config.admin.listen;
     let answer = match action {
+        SnapshotAction::Pull { date } => return pull(&config, *date, json),
         SnapshotAction::Import { file, date } => {
             let input = |reason: String| Error::Input { path: file.clone(), reason };
             let mut opened = File::open(file).map_err(|e| input(format!("cannot open: {e}")))?;
@@ -283,7 +286,19 @@ fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Er
         SnapshotAction::Import { .. } => describe_import(&body),
         SnapshotAction::List => describe_list(&body),
         SnapshotAction::Delete { .. } => describe_delete(&body),
+        SnapshotAction::Pull { .. } => String::new(),
     })
+}
+
+/// `snapshot pull`: progress on stderr (log lines under systemd), one summary on stdout.
+fn pull(config: &Config, date: Option<crate::snapshot::Date>, json: bool) -> Result<(), Error> {
+    crate::logging::init(config.log_level.0);
+    let summary = crate::pull::run(config, date).map_err(Error::Pull)?;
+    if json {
+        print(&format!("{}\n", summary.to_json()))
+    } else {
+        print(&format!("{}\n", summary.line()))
+    }
 }
 
 fn count(value: &Value, name: &str) -> u64 {

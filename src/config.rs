@@ -35,6 +35,8 @@ pub struct Config {
     pub on_key_exposure: OnKeyExposure,
     pub api: Api,
     pub admin: Admin,
+    /// Where `snapshot pull` fetches from; `None` when the appliance is fed by imports only.
+    pub upstream: Option<crate::pull::Upstream>,
 }
 
 /// How refused requests are logged: one line each up to `lines` per `window`, then only
@@ -226,6 +228,7 @@ impl Config {
                     idle_timeout: secs(file.admin.idle_timeout_secs),
                 },
             },
+            upstream: file.upstream.map(|u| u.resolve(resolve)),
         })
     }
 }
@@ -253,6 +256,8 @@ struct File {
     on_key_exposure: OnKeyExposure,
     api: ApiFile,
     admin: AdminFile,
+    #[serde(default)]
+    upstream: Option<crate::pull::UpstreamFile>,
 }
 
 /// The `api` section. Wrapped so that the check needing two fields at once still fails inside
@@ -478,6 +483,11 @@ mod tests {
         parse(include_str!("../config.ron")).unwrap();
         let packaged = parse(include_str!("../packaging/config.ron")).unwrap();
         assert_eq!(packaged.state_dir, Path::new("/var/lib/aims-api"));
+        let upstream = packaged.upstream.unwrap();
+        assert_eq!(upstream.api_key_file, Path::new("/etc/aims-api/upstream-key"));
+        assert_eq!((upstream.ca_file, upstream.activation_code), (None, None));
+        assert_eq!(upstream.request_timeout, Duration::from_secs(30));
+        assert_eq!((upstream.max_attempts, upstream.pull_timeout), (5, Duration::from_secs(900)));
     }
 
     /// The packaged config is the development one with a server's values: every field and
@@ -496,9 +506,13 @@ mod tests {
                 "activation_code: \"LOCAL-DEV-ACTIVATION-CODE\",",
                 "state_dir: \"var\",",
                 "listen: \"127.0.0.1:8443\",",
+                "url: \"https://localhost:9443/AIMentorStudioAPI/rest/v1\",",
+                "api_key_file: \"upstream/key\",",
+                "activation_code: Some(\"UPSTREAM-ACTIVATION-CODE\"),",
+                "ca_file: Some(\"upstream/var/tls/cert.pem\"),",
             ]
         );
-        assert_eq!(only_in(&packaged, &dev).len(), 8, "{:?}", only_in(&packaged, &dev));
+        assert_eq!(only_in(&packaged, &dev).len(), 12, "{:?}", only_in(&packaged, &dev));
     }
 
     #[test]
@@ -557,6 +571,28 @@ mod tests {
             "activation_code must be 1 to 256 printable ASCII characters without spaces (it \
              travels in the x-activation-code header)"
         );
+    }
+
+    #[test]
+    fn upstream_is_https_only_and_its_paths_resolve_against_the_file() {
+        let with =
+            |upstream: &str| MINIMAL.replace("\n)", &format!("\n    upstream: {upstream},\n)"));
+        let c = parse(&with(
+            r#"Some((url: "https://h.example/AIMentorStudioAPI/rest/v1/", api_key_file: "k"))"#,
+        ))
+        .unwrap();
+        let upstream = c.upstream.unwrap();
+        assert_eq!(upstream.url, "https://h.example/AIMentorStudioAPI/rest/v1");
+        assert_eq!(upstream.api_key_file, Path::new("/etc/aims-api/k"));
+        assert!(parse(&with("None")).unwrap().upstream.is_none());
+        let (line, _, message) =
+            syntax_error(&with(r#"Some((url: "http://h.example/rest/v1", api_key_file: "k"))"#));
+        assert_eq!(line, 6);
+        assert!(message.contains("must start with https://"), "{message}");
+        let (_, _, message) = syntax_error(&with(
+            r#"Some((url: "https://h.example/v1", api_key_file: "k", timeout: 5))"#,
+        ));
+        assert!(message.contains("timeout"), "{message}");
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub fn no_core_dumps() {
     if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
         log::warn!("cannot turn core dumps off (prctl PR_SET_DUMPABLE): {e}");
     }
+    // Already 0 under systemd's LimitCORE=0, where the syscall filter may refuse setrlimit.
+    let core = getrlimit(Resource::Core);
+    if (core.current, core.maximum) == (Some(0), Some(0)) {
+        return;
+    }
     if let Err(e) = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) }) {
         log::warn!("cannot set the core size limit to 0: {e}");
     }

@@ -20,6 +20,8 @@
 //!   [`hardening`], [`systemd`] and [`logging`].
 //! - [`diagnose`] checks an installation; [`manual`] makes the man pages and shell completions
 //!   from the command table in [`cli`].
+//! - [`pull`] copies an upstream V1 API into a snapshot and imports it through the admin
+//!   port, as the CLI does.
 
 pub mod admin;
 pub mod admin_client;
@@ -41,6 +43,7 @@ pub mod logging;
 pub mod manual;
 pub mod metrics;
 pub mod peer;
+pub mod pull;
 pub mod refusals;
 pub mod server;
 pub mod snapshot;

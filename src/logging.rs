@@ -16,8 +16,11 @@ pub fn init(level: log::LevelFilter) {
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let mut builder = env_logger::Builder::new();
     builder.filter_level(level);
-    // Connection-level chatter from rustls stays out unless asked for by RUST_LOG.
+    // Connection-level chatter from rustls (and from ureq, the pull's client) stays out unless
+    // asked for by RUST_LOG.
     builder.filter_module("rustls", log::LevelFilter::Warn);
+    builder.filter_module("ureq", log::LevelFilter::Warn);
+    builder.filter_module("ureq_proto", log::LevelFilter::Warn);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

@@ -60,7 +60,12 @@ fn summary(name: &str) -> String {
 
 /// The alternatives in the usage line's `<a|b FILE|c>`.
 fn actions(help: &str) -> Vec<(String, bool)> {
-    let Some(usage) = help.lines().find(|l| l.starts_with("usage:")) else { return Vec::new() };
+    // The usage line, and the indented lines that continue it.
+    let mut lines = help.lines().skip_while(|l| !l.starts_with("usage:"));
+    let Some(first) = lines.next() else { return Vec::new() };
+    let usage = lines
+        .take_while(|l| l.starts_with(' '))
+        .fold(first.to_owned(), |usage, line| format!("{usage} {}", line.trim()));
     let Some((_, rest)) = usage.split_once('<') else { return Vec::new() };
     let inside = rest.split('>').next().unwrap_or("");
     inside
@@ -392,7 +397,12 @@ mod tests {
         let snapshot = commands.iter().find(|c| c.name == "snapshot").unwrap();
         assert_eq!(
             snapshot.actions,
-            [("import".to_owned(), true), ("list".to_owned(), false), ("delete".to_owned(), false)]
+            [
+                ("import".to_owned(), true),
+                ("pull".to_owned(), false),
+                ("list".to_owned(), false),
+                ("delete".to_owned(), false)
+            ]
         );
         for command in &commands {
             assert!(!command.summary.is_empty(), "{} has no line in --help", command.name);

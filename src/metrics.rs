@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::keystore::KeyRecord;
+use crate::locks;
 
 /// What a request on the public port was, for its `route` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,10 +243,30 @@ impl Shard {
     }
 }
 
+/// Where an imported snapshot came from, for `aims_snapshot_last_import_timestamp_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportSource {
+    /// `aims-api snapshot pull`, from the upstream.
+    Pull,
+    /// Anything else: `snapshot import`, curl.
+    Import,
+}
+
+impl ImportSource {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Import => "import",
+        }
+    }
+}
+
 /// Every shard: one per API worker, one for the admin port.
 pub struct Metrics {
     api: Vec<Shard>,
     admin: Shard,
+    /// The last import that went live since start, and where it came from.
+    last_import: std::sync::Mutex<Option<(SystemTime, ImportSource)>>,
 }
 
 /// The gauges a scrape reads from the rest of the server.
@@ -264,7 +285,16 @@ pub struct Gauges<'a> {
 
 impl Metrics {
     pub fn new(api_workers: usize) -> Self {
-        Self { api: (0..api_workers).map(|_| Shard::default()).collect(), admin: Shard::default() }
+        Self {
+            api: (0..api_workers).map(|_| Shard::default()).collect(),
+            admin: Shard::default(),
+            last_import: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Records that a snapshot from `source` went live now.
+    pub fn snapshot_imported(&self, source: ImportSource) {
+        *locks::lock(&self.last_import) = Some((SystemTime::now(), source));
     }
 
     /// The shard of API worker `id` (the admin shard if out of range, which never happens).
@@ -353,7 +383,26 @@ impl Metrics {
         );
         self.render_latency(&mut out);
         render_gauges(&mut out, gauges);
+        self.render_last_import(&mut out);
         out
+    }
+
+    /// One series, labelled with the last import's source, so that an alert can fire when
+    /// pulls stop: absent until an import since start.
+    fn render_last_import(&self, out: &mut String) {
+        let name = "aims_snapshot_last_import_timestamp_seconds";
+        header(
+            out,
+            name,
+            "gauge",
+            "When the last snapshot import since start went live, as Unix time; source is pull \
+             (aims-api snapshot pull) or import (anything else).",
+        );
+        let last = *locks::lock(&self.last_import);
+        if let Some((at, source)) = last {
+            let secs = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            let _ = writeln!(out, "{name}{{source=\"{}\"}} {secs}", source.label());
+        }
     }
 
     fn render_latency(&self, out: &mut String) {

@@ -4,7 +4,7 @@ complete -c aims-api -n __fish_use_subcommand -s h -l help -d 'print help'
 complete -c aims-api -n __fish_use_subcommand -s V -l version -d 'print the version'
 complete -c aims-api -n __fish_use_subcommand -a serve -d 'run the appliance'
 complete -c aims-api -n __fish_use_subcommand -a key -d 'show, generate, replace or revoke the API key'
-complete -c aims-api -n __fish_use_subcommand -a snapshot -d 'import, list or delete the dated analysis snapshots'
+complete -c aims-api -n __fish_use_subcommand -a snapshot -d 'import, pull, list or delete the dated analysis snapshots'
 complete -c aims-api -n __fish_use_subcommand -a check-config -d 'check a configuration file and exit'
 complete -c aims-api -n __fish_use_subcommand -a diagnose -d 'check the configuration, state, certificate, server and system; say what to do'
 complete -c aims-api -n __fish_use_subcommand -a completions -d 'print the shell completion script for bash, zsh or fish'
@@ -25,6 +25,7 @@ complete -c aims-api -n '__fish_seen_subcommand_from key' -s h -l help -d 'print
 complete -c aims-api -n '__fish_seen_subcommand_from key' -s V -l version -d 'print the version'
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a import
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot; and __fish_seen_subcommand_from import' -F
+complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a pull
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a list
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a delete
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -s d -l date -r -d 'the analysis date of the imported file'

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::audit::{self, DeleteOutcome, ImportOutcome};
 use crate::http::{Method, Response, Status};
 use crate::keystore::rfc3339;
+use crate::metrics::ImportSource;
 use crate::snapshot::store::{DeleteError, ImportError, Imported};
 use crate::snapshot::{Date, Snapshot};
 
@@ -29,6 +30,8 @@ struct Entry {
     findings: usize,
     file_bytes: usize,
     memory_bytes: usize,
+    /// SHA-256 of the stored file, hex: equal digests are equal data.
+    sha256: String,
 }
 
 impl Entry {
@@ -42,6 +45,7 @@ impl Entry {
             findings: stats.findings,
             file_bytes: stats.file_bytes,
             memory_bytes: stats.rendered_bytes,
+            sha256: snapshot.file_sha256().iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
 }
@@ -67,6 +71,7 @@ pub(super) fn one(
     app: &App,
     date_text: &str,
     method: Method,
+    query: Option<&str>,
     bytes: u64,
     body: &mut dyn Read,
     client: Client,
@@ -76,7 +81,14 @@ pub(super) fn one(
         reason: reason.to_string(),
     })?;
     match method {
-        Method::Put => import(app, date, bytes, body, client),
+        // `?source=pull` marks an import made by `snapshot pull`, for the metrics.
+        Method::Put => {
+            let source = match query {
+                Some("source=pull") => ImportSource::Pull,
+                _ => ImportSource::Import,
+            };
+            import(app, date, bytes, body, client, source)
+        }
         Method::Delete => delete(app, date, client),
         _ => Err(AdminError::MethodNotAllowed("PUT, DELETE")),
     }
@@ -88,10 +100,14 @@ fn import(
     bytes: u64,
     body: &mut dyn Read,
     client: Client,
+    source: ImportSource,
 ) -> Result<Response, AdminError> {
     let uid = client.uid;
     match app.snapshots.import(date, body) {
-        Ok(imported) => Ok(imported_response(&imported, uid)),
+        Ok(imported) => {
+            app.metrics.snapshot_imported(source);
+            Ok(imported_response(&imported, uid))
+        }
         Err(e) => {
             let failure = AdminError::Import(date, e);
             let outcome = match &failure {

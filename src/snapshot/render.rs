@@ -39,6 +39,8 @@ pub struct Snapshot {
     date: Date,
     analyzed_on: SystemTime,
     stats: Stats,
+    /// SHA-256 of the file's bytes, so a pull can tell it would change nothing.
+    file_sha256: [u8; 32],
     /// `{"ActivationCode":…,"LastAnalyzedOn":…}`: the LastAnalysisDate answer, and the value of
     /// `InfrastructureInfo` in every other one.
     infrastructure: Arc<[u8]>,
@@ -84,6 +86,15 @@ impl Snapshot {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// SHA-256 of the bytes it was loaded from (those of its file in the folder).
+    pub fn file_sha256(&self) -> &[u8; 32] {
+        &self.file_sha256
+    }
+
+    pub(super) fn set_file_sha256(&mut self, digest: [u8; 32]) {
+        self.file_sha256 = digest;
     }
 
     /// The bare `InfrastructureInfo` object.
@@ -179,6 +190,7 @@ pub fn render(
         date,
         analyzed_on,
         stats: Stats { applications: order.len(), modules, findings, file_bytes, rendered_bytes },
+        file_sha256: [0; 32],
         infrastructure: infrastructure.into(),
         levels: levels.into(),
         categories: categories.into(),

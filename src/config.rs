@@ -14,8 +14,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+mod upstream;
+
 pub use crate::http::HttpLimits;
 pub use crate::throttle::ThrottleSettings;
+pub use upstream::Upstream;
+use upstream::UpstreamFile;
 
 /// Where `serve` and the CLI look for the configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/aims-api/config.ron";
@@ -36,7 +40,7 @@ pub struct Config {
     pub api: Api,
     pub admin: Admin,
     /// Where `snapshot pull` fetches from; `None` when the appliance is fed by imports only.
-    pub upstream: Option<crate::pull::Upstream>,
+    pub upstream: Option<Upstream>,
 }
 
 /// How refused requests are logged: one line each up to `lines` per `window`, then only
@@ -257,7 +261,7 @@ struct File {
     api: ApiFile,
     admin: AdminFile,
     #[serde(default)]
-    upstream: Option<crate::pull::UpstreamFile>,
+    upstream: Option<UpstreamFile>,
 }
 
 /// The `api` section. Wrapped so that the check needing two fields at once still fails inside

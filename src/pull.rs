@@ -14,7 +14,6 @@ mod assemble;
 mod fetch;
 mod progress;
 pub mod secret;
-mod settings;
 
 use std::fmt;
 use std::io;
@@ -23,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub use settings::{Upstream, UpstreamFile};
+pub use crate::config::Upstream;
 
 use crate::admin_client::{self, ClientError};
 use crate::config::Config;

@@ -20,8 +20,8 @@ use ureq::http::HeaderValue;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use super::secret::UpstreamKey;
-use super::settings::Upstream;
 use super::{Method, PullError};
+use crate::config::Upstream;
 
 /// The most one answer may be. A `Limit=200` page of the 2,000-application benchmark is
 /// about 6 MiB; anything near this bound is not an answer we can use.

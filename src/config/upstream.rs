@@ -1,8 +1,9 @@
 //! The `upstream` section of the configuration: where `aims-api snapshot pull` fetches from.
 //!
 //! Read by [`crate::config`] like every other section (unknown fields are errors, each mistake
-//! is reported with its file, line and column), and kept here so that the pull's settings live
-//! with the pull. Paths are resolved against the config file's folder by the caller.
+//! is reported with its file, line and column); a module of its own because the section is the
+//! largest and only `snapshot pull` ([`crate::pull`]) reads it. Paths are resolved against the
+//! config file's folder by the caller.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use crate::config::ActivationCode;
+use super::ActivationCode;
 
 /// The checked `upstream` section.
 #[derive(Debug, Clone)]

@@ -116,6 +116,20 @@ pub fn refuse_malformed(app: &App, shard: &Shard, peer: SocketAddr, e: ParseErro
     error(status, &e.to_string()).closing()
 }
 
+/// A new connection from an address that already holds `api.max_connections_per_address`: it
+/// is closed at once, unanswered (nothing was read yet), and logged and counted like a refusal.
+pub fn refuse_connection(app: &App, shard: &Shard, peer: SocketAddr) {
+    app.refusals.refused(Refused {
+        port: "api",
+        peer: Peer::Address(peer.ip()),
+        reason: "too many connections from this address (api.max_connections_per_address)",
+        // No answer: the connection is closed before a byte is read.
+        status: 0,
+        fingerprint: None,
+    });
+    shard.refusal(Reason::ConnectionCap);
+}
+
 /// The answer to plain HTTP on the HTTPS port, sent in the clear before the connection closes.
 /// `head` is what the client sent (bounded, read briefly): nothing of it is parsed as a request
 /// or reaches a handler, but if it carries the live or grace key, that key has crossed the

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls::ServerConfig;
 
 use crate::config::Config;
+use crate::connections::PerAddress;
 use crate::keys::KeyManager;
 use crate::keystore::rfc3339;
 use crate::locks;
@@ -38,6 +39,8 @@ pub struct App {
     pub throttle: Throttle,
     /// Open connections on the public port, against `api.max_connections`.
     pub open_connections: AtomicUsize,
+    /// The same, per client address, against `api.max_connections_per_address`.
+    pub per_address: PerAddress,
     /// Set once: stop accepting, finish what is in flight, exit.
     pub shutting_down: AtomicBool,
     started: Instant,
@@ -88,6 +91,7 @@ impl App {
         let metrics = Metrics::new(config.api.workers);
         let refusals = RefusalLog::new(config.refusal_log.window, config.refusal_log.lines);
         let throttle = Throttle::new(config.api.throttle);
+        let per_address = PerAddress::new(config.api.max_connections_per_address);
         Self {
             config,
             keys,
@@ -97,6 +101,7 @@ impl App {
             throttle,
             metrics,
             open_connections: AtomicUsize::new(0),
+            per_address,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             heartbeats,

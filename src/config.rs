@@ -71,6 +71,8 @@ pub struct Api {
     /// Event-loop threads; 0 in the file means one per CPU.
     pub workers: usize,
     pub max_connections: usize,
+    /// Open connections one client address (an IPv6 client: its /64) may hold.
+    pub max_connections_per_address: usize,
     pub handshake_timeout: Duration,
     /// On SIGTERM, how long requests in flight may take to finish.
     pub shutdown_timeout: Duration,
@@ -205,6 +207,7 @@ impl Config {
                 tls,
                 workers,
                 max_connections: api.max_connections.0,
+                max_connections_per_address: api.max_connections_per_address.0,
                 handshake_timeout: secs(api.handshake_timeout_secs),
                 shutdown_timeout: secs(api.shutdown_timeout_secs),
                 limits: HttpLimits {
@@ -282,6 +285,8 @@ struct ApiFields {
     workers: Bounded<0, 64>,
     #[serde(default = "Bounded::default_max_connections")]
     max_connections: Bounded<1, 1_000_000>,
+    #[serde(default = "Bounded::default_max_connections_per_address")]
+    max_connections_per_address: Bounded<1, 1_000_000>,
     #[serde(default = "Bounded::ten")]
     handshake_timeout_secs: Bounded<1, 3600>,
     #[serde(default = "Bounded::ten")]
@@ -375,6 +380,11 @@ impl<const MIN: usize, const MAX: usize> Bounded<MIN, MAX> {
     }
     fn default_max_connections() -> Self {
         Self(4096)
+    }
+    /// A sixteenth of the default cap: one address (a NAT of many BI clients, say) may hold
+    /// plenty, and at least fifteen others still have as much room.
+    fn default_max_connections_per_address() -> Self {
+        Self(256)
     }
     fn ten() -> Self {
         Self(10)

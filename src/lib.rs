@@ -15,7 +15,7 @@
 //! - [`app`] is the live state they share, built from [`config`].
 //! - The domain: [`keys`] (the key store and the gate, changed together) over [`keystore`]
 //!   (the RON file and its lock) and [`key`] (generate, checksum, hash); [`snapshot`] (the dated
-//!   analysis data); [`tls`] (with [`x509`]); [`throttle`]; [`http`] (the wire format); [`peer`] (uid of a
+//!   analysis data); [`tls`] (with [`x509`]); [`throttle`]; [`connections`] (per address); [`http`] (the wire format); [`peer`] (uid of a
 //!   loopback client); [`durable`] (the one way a state file is written); [`locks`];
 //!   [`hardening`], [`systemd`] and [`logging`].
 //! - [`diagnose`] checks an installation; [`manual`] makes the man pages and shell completions
@@ -31,6 +31,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod diagnose;
 pub mod durable;
 pub mod hardening;

@@ -133,10 +133,12 @@ pub enum Reason {
     BadRequest,
     AdminUid,
     AdminBrowser,
+    /// A connection closed at once: its address held `api.max_connections_per_address`.
+    ConnectionCap,
 }
 
 impl Reason {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 16] = [
         Self::MissingHeader,
         Self::EmptyHeader,
         Self::RepeatedHeader,
@@ -152,6 +154,7 @@ impl Reason {
         Self::BadRequest,
         Self::AdminUid,
         Self::AdminBrowser,
+        Self::ConnectionCap,
     ];
 
     fn label(self) -> &'static str {
@@ -171,6 +174,7 @@ impl Reason {
             Self::BadRequest => "bad_request",
             Self::AdminUid => "admin_uid",
             Self::AdminBrowser => "admin_browser",
+            Self::ConnectionCap => "connection_cap",
         }
     }
 }

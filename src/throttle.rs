@@ -41,15 +41,16 @@ pub enum Verdict {
     Throttle { retry_after_secs: u64 },
 }
 
-/// A client as the throttle counts it: an IPv4 address, or an IPv6 /64.
+/// A client as the throttle (and the per-address connection cap) counts it: an IPv4
+/// address, or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Source {
+pub enum Source {
     V4([u8; 4]),
     V6Prefix([u8; 8]),
 }
 
 impl Source {
-    fn of(ip: IpAddr) -> Self {
+    pub fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) => Self::V4(v4.octets()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

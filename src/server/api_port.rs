@@ -22,6 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::api_conn::{Conn, End, Stage, Turn, expire, step};
+use crate::api;
 use crate::app::App;
 use crate::http::{DateCache, HttpLimits};
 
@@ -152,6 +153,11 @@ impl Worker {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
                 Ok((socket, peer)) => {
+                    if !self.app.per_address.admit(peer.ip()) {
+                        // Closed at once (dropped), before any eviction on its behalf.
+                        api::refuse_connection(&self.app, self.app.metrics.api(self.id), peer);
+                        continue;
+                    }
                     // Only now, with a client really waiting, is a slot worth freeing: making
                     // room before the accept would close a connection whenever the cap is
                     // merely reached, the just-admitted one included.
@@ -207,6 +213,7 @@ impl Worker {
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(&mut socket, Token(key), Interest::READABLE) {
             log::warn!("cannot watch a connection from {peer}: {e}");
+            self.app.per_address.release(peer.ip());
             return;
         }
         let deadline = Instant::now() + self.app.config.api.handshake_timeout;
@@ -233,6 +240,7 @@ impl Worker {
             }
             let _ = self.poll.registry().deregister(&mut conn.socket);
             self.app.open_connections.fetch_sub(1, Ordering::Relaxed);
+            self.app.per_address.release(conn.peer.ip());
         }
     }
 

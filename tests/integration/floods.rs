@@ -115,3 +115,66 @@ fn slow_connections_do_not_starve_a_legitimate_client() {
     assert!(report.probes >= 5, "{report}");
     assert!(report.probe_worst < PROMPT, "{report}");
 }
+
+/// A plain TCP connection to the API port from `source`.
+fn tcp_from(server: &Server, source: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(server.api), Type::STREAM, None).unwrap();
+    let source: std::net::IpAddr = source.parse().unwrap();
+    socket.bind(&std::net::SocketAddr::new(source, 0).into()).unwrap();
+    socket.connect(&server.api.into()).unwrap();
+    socket.into()
+}
+
+/// Whether the server closes `stream` without a word within `PROMPT`.
+fn closed_at_once(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(PROMPT)).unwrap();
+    match stream.read(&mut [0u8; 16]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn one_address_cannot_take_the_slots_every_other_client_needs() {
+    let server = Server::start_with(&Options {
+        api: "max_connections: 64, max_connections_per_address: 8,".into(),
+        ..Options::default()
+    });
+    let key = server.generate_key();
+    let headers =
+        [("x-api-key", key.as_str()), ("x-activation-code", crate::util::ACTIVATION_CODE)];
+    // The flood: 127.0.0.2 holds its eight, then tries twenty more.
+    let mut held: Vec<TcpStream> = (0..8).map(|_| tcp_from(&server, "127.0.0.2")).collect();
+    server.wait_for_open_connections(8);
+    for _ in 0..20 {
+        let mut extra = tcp_from(&server, "127.0.0.2");
+        assert!(closed_at_once(&mut extra), "a connection past the per-address cap is closed");
+    }
+    // Everyone else is served meanwhile, promptly.
+    for _ in 0..10 {
+        let (status, took) = timed_get(&server, &key);
+        assert_eq!(status, 404);
+        assert!(took < PROMPT, "127.0.0.1 waited {took:?}");
+        assert_eq!(
+            server.get_from("127.0.0.3".parse().unwrap(), "/flood/other", &headers).status,
+            404
+        );
+    }
+    assert_eq!(server.metric("aims_refusals_total{reason=\"connection_cap\"}"), Some(20.0));
+    let log = server.wait_for_log("reason=\"too many connections from this address");
+    assert!(log.contains("refused port=api client=127.0.0.2 status=0"), "{log}");
+    // The eight held are still open, and once they close, the address gets its room back.
+    for stream in &mut held {
+        stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let open = matches!(
+            stream.read(&mut [0u8; 1]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        );
+        assert!(open, "a held connection within the cap stays open");
+    }
+    drop(held);
+    server.wait_for_open_connections(0);
+    assert_eq!(server.get_from("127.0.0.2".parse().unwrap(), "/flood/back", &headers).status, 404);
+}

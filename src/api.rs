@@ -6,7 +6,10 @@
 //! slash; only `GET` and `HEAD` are served. Every answer comes from one [`Catalog`] taken at the
 //! start of the request, so an import that lands meanwhile cannot mix two snapshots in one
 //! answer. Bodies are pre-rendered by [`crate::snapshot`]: the Level, Category, Team and
-//! LastAnalysisDate answers are shared bytes, an application page is a concatenation.
+//! LastAnalysisDate answers are shared bytes, an application page is a concatenation. Each has
+//! a gzip form made at load too, chosen by the request's `Accept-Encoding`
+//! ([`crate::http::encoding`]); what has none (one team, one module, an error) is compressed
+//! per request when it is large enough to be worth it.
 //!
 //! Errors are the API's `Exception` body, `{"Errors":["…"],"StatusCode":N}`, which the
 //! official clients parse on every non-200 answer; `ApiError` is the one place that decides
@@ -24,9 +27,10 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::app::App;
+use crate::http::encoding::{self, Coding};
 use crate::http::{Method, Request, Response, Status};
 use crate::metrics::ApiRoute;
-use crate::snapshot::{Catalog, Date, Snapshot};
+use crate::snapshot::{Catalog, Date, Snapshot, Whole};
 use query::{Param, Query, QueryError};
 
 /// The base paths, canonical spelling. Index 0 is the documented one.
@@ -70,8 +74,14 @@ pub fn route(app: &App, request: &Request<'_>) -> Response {
     answer(&app.snapshots.catalog(), request)
 }
 
-/// Answers `request` from `catalog`. Public so benchmarks and tests reach it without a server.
+/// Answers `request` from `catalog`, in the content coding it accepts. Public so benchmarks
+/// and tests reach it without a server.
 pub fn answer(catalog: &Catalog, request: &Request<'_>) -> Response {
+    let coding = Coding::accepted_by(request);
+    encoding::encode(answer_in(catalog, request, coding), coding)
+}
+
+fn answer_in(catalog: &Catalog, request: &Request<'_>, coding: Coding) -> Response {
     let Some((base, endpoint)) = resolve(request.path) else {
         return error(
             Status::NOT_FOUND,
@@ -86,13 +96,15 @@ pub fn answer(catalog: &Catalog, request: &Request<'_>) -> Response {
             .header("allow", "GET, HEAD");
     }
     let outcome = match endpoint {
-        Endpoint::Application => applications::answer(catalog, request.query),
-        Endpoint::Category => shared(catalog, request.query, Snapshot::categories),
-        Endpoint::LastAnalysisDate => shared(catalog, request.query, Snapshot::infrastructure),
-        Endpoint::Level => shared(catalog, request.query, Snapshot::levels),
-        Endpoint::Team => teams(catalog, request.query),
+        Endpoint::Application => applications::answer(catalog, request.query, coding),
+        Endpoint::Category => shared(catalog, request.query, Whole::Categories, coding),
+        Endpoint::LastAnalysisDate => {
+            shared(catalog, request.query, Whole::LastAnalysisDate, coding)
+        }
+        Endpoint::Level => shared(catalog, request.query, Whole::Levels, coding),
+        Endpoint::Team => teams(catalog, request.query, coding),
         Endpoint::Swagger => Query::parse(request.query, query::NONE)
-            .map(|_| swagger::response(base))
+            .map(|_| swagger::response(base, coding))
             .map_err(Into::into),
     };
     outcome.unwrap_or_else(|e| error(e.status(), &e.to_string()))
@@ -115,20 +127,33 @@ fn resolve(path: &str) -> Option<(usize, Endpoint)> {
 fn shared(
     catalog: &Catalog,
     raw_query: Option<&str>,
-    body: fn(&Snapshot) -> &Arc<[u8]>,
+    answer: Whole,
+    coding: Coding,
 ) -> Result<Response, ApiError> {
     Query::parse(raw_query, query::NONE)?;
     let snapshot = pick(catalog, None)?;
-    Ok(Response::shared_json(Status::OK, Arc::clone(body(snapshot))))
+    Ok(whole(snapshot, answer, coding))
+}
+
+/// An answer rendered whole, in the coding chosen for it: both forms are shared bytes.
+fn whole(snapshot: &Snapshot, answer: Whole, coding: Coding) -> Response {
+    let plain = snapshot.whole(answer);
+    match coding.for_body(plain.len()) {
+        Coding::Gzip => encoding::gzipped(Response::shared_json(
+            Status::OK,
+            Arc::clone(snapshot.whole_gzip(answer)),
+        )),
+        Coding::Identity => Response::shared_json(Status::OK, Arc::clone(plain)),
+    }
 }
 
 /// `/TechnicalDebt_Team`: all teams, or the one whose `ExternalId` is `Team` (none is an empty
 /// list, not a 404: the documentation lists no 404 for this method).
-fn teams(catalog: &Catalog, raw_query: Option<&str>) -> Result<Response, ApiError> {
+fn teams(catalog: &Catalog, raw_query: Option<&str>, coding: Coding) -> Result<Response, ApiError> {
     let query = Query::parse(raw_query, query::TEAM)?;
     let snapshot = pick(catalog, None)?;
     let Some(external_id) = query.text(Param::Team) else {
-        return Ok(Response::shared_json(Status::OK, Arc::clone(snapshot.teams())));
+        return Ok(whole(snapshot, Whole::Teams, coding));
     };
     let team = snapshot.team(external_id).unwrap_or_default();
     let infra = snapshot.infrastructure();

@@ -17,6 +17,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod gate;
+pub mod gzip;
 pub mod hardening;
 pub mod http;
 pub mod key;

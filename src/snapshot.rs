@@ -20,7 +20,7 @@ pub mod store;
 use std::fmt;
 
 pub use date::{Date, DateError};
-pub use render::{Snapshot, Stats};
+pub use render::{Snapshot, Stats, Whole};
 pub use store::{Catalog, Snapshots};
 
 /// Reads, checks and renders a snapshot for `date` from the bytes of its file.

@@ -39,7 +39,7 @@ impl Entry {
             modules: stats.modules,
             findings: stats.findings,
             file_bytes: stats.file_bytes,
-            memory_bytes: stats.rendered_bytes,
+            memory_bytes: stats.rendered_bytes + stats.compressed_bytes,
         }
     }
 }

@@ -12,6 +12,12 @@
 //! `Name` (letter case ignored, then exact), then by identifier; findings in the order of their
 //! patterns in `Categories`; a team's applications in application order. Levels and
 //! categories keep the file's order, which is meaningful (Low before High).
+//!
+//! Each piece also has its gzip form, made here once (see [`crate::gzip`]): the whole answers
+//! as gzip members, each application object as a deflate segment compressed alone, so a
+//! compressed page is the same concatenation over the segments. Both are per piece and
+//! independent of the pieces around them, so a store that keeps pieces by content (issue 12)
+//! can keep their compressed forms beside them and reuse both across dates.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,6 +27,7 @@ use std::time::SystemTime;
 
 use super::Date;
 use super::file::{Application, Finding, Named, SnapshotFile};
+use crate::gzip::{self, Segment, Segments};
 
 /// Sizes, for the admin port's listing and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +40,18 @@ pub struct Stats {
     pub file_bytes: usize,
     /// The size of the rendered JSON it holds in memory.
     pub rendered_bytes: usize,
+    /// The size of its compressed forms in memory (gzip members and deflate segments).
+    pub compressed_bytes: usize,
+}
+
+/// The answers rendered whole, for [`Snapshot::whole`] and [`Snapshot::whole_gzip`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whole {
+    /// `/TechnicalDebt_LastAnalysisDate`: the bare `InfrastructureInfo` object.
+    LastAnalysisDate = 0,
+    Levels = 1,
+    Categories = 2,
+    Teams = 3,
 }
 
 pub struct Snapshot {
@@ -59,6 +78,10 @@ pub struct Snapshot {
     app_index: HashMap<Box<str>, usize>,
     /// Lower-case GUID → (application position, module position within it).
     module_index: HashMap<Box<str>, (usize, usize)>,
+    /// The gzip member of each [`Whole`] answer, by its discriminant.
+    whole_gzip: [Arc<[u8]>; 4],
+    /// Each application object compressed alone, in serving order.
+    app_gzip: Segments,
 }
 
 struct AppSpan {
@@ -104,6 +127,21 @@ impl Snapshot {
         &self.teams
     }
 
+    /// An answer rendered whole.
+    pub fn whole(&self, answer: Whole) -> &Arc<[u8]> {
+        match answer {
+            Whole::LastAnalysisDate => &self.infrastructure,
+            Whole::Levels => &self.levels,
+            Whole::Categories => &self.categories,
+            Whole::Teams => &self.teams,
+        }
+    }
+
+    /// The gzip member of an answer rendered whole: [`Snapshot::whole`] compressed.
+    pub fn whole_gzip(&self, answer: Whole) -> &Arc<[u8]> {
+        &self.whole_gzip[answer as usize]
+    }
+
     /// One team's object, by `ExternalId` (letter case ignored).
     pub fn team(&self, external_id: &str) -> Option<&[u8]> {
         let position = *self.team_index.get(external_id.to_ascii_lowercase().as_str())?;
@@ -118,6 +156,15 @@ impl Snapshot {
     pub fn applications(&self, positions: Range<usize>) -> impl Iterator<Item = &[u8]> {
         let spans = self.apps.get(positions).unwrap_or_default();
         spans.iter().map(|span| self.app_json.get(span.json.clone()).unwrap_or_default())
+    }
+
+    /// The applications at `positions`, each compressed alone: what
+    /// [`Snapshot::applications`] yields, as deflate segments for a [`gzip::Member`].
+    pub fn application_segments(
+        &self,
+        positions: Range<usize>,
+    ) -> impl Iterator<Item = Segment<'_>> {
+        positions.filter_map(|position| self.app_gzip.get(position))
     }
 
     /// The position of the application with this GUID (letter case ignored).
@@ -175,10 +222,29 @@ pub fn render(
         + teams.len()
         + team_json.len()
         + apps.json.len();
+    let whole_gzip: [Arc<[u8]>; 4] = [&infrastructure, &levels, &categories, &teams]
+        .map(|plain| Arc::from(gzip::compress(plain, gzip::LOAD_LEVEL)));
+    let app_slices: Vec<&[u8]> =
+        apps.spans.iter().filter_map(|span| apps.json.get(span.json.clone())).collect();
+    // Compressing is most of the load's time; the pieces are independent, so every core takes
+    // a share (the load runs at start or on the admin port, never on a request).
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let app_gzip = Segments::of(&app_slices, gzip::LOAD_LEVEL, threads);
+    drop(app_slices);
+    let compressed_bytes =
+        whole_gzip.iter().map(|member| member.len()).sum::<usize>() + app_gzip.memory_bytes();
+    let stats = Stats {
+        applications: order.len(),
+        modules,
+        findings,
+        file_bytes,
+        rendered_bytes,
+        compressed_bytes,
+    };
     Snapshot {
         date,
         analyzed_on,
-        stats: Stats { applications: order.len(), modules, findings, file_bytes, rendered_bytes },
+        stats,
         infrastructure: infrastructure.into(),
         levels: levels.into(),
         categories: categories.into(),
@@ -191,6 +257,8 @@ pub fn render(
         module_spans: apps.module_spans.into(),
         app_index: apps.app_index,
         module_index: apps.module_index,
+        whole_gzip,
+        app_gzip,
     }
 }
 

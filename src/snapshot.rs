@@ -296,6 +296,40 @@ mod tests {
         assert!(load(format!("\u{feff}{VALID}").as_bytes(), date(), "C").is_ok());
     }
 
+    fn gunzip(member: &[u8]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(member), &mut plain).unwrap();
+        plain
+    }
+
+    #[test]
+    fn every_piece_has_its_compressed_form_and_memory_counts_it() {
+        let snapshot = load_text(VALID).unwrap();
+        let wholes = [Whole::LastAnalysisDate, Whole::Levels, Whole::Categories, Whole::Teams];
+        for answer in wholes {
+            assert_eq!(gunzip(snapshot.whole_gzip(answer)), &**snapshot.whole(answer));
+        }
+        assert_eq!(snapshot.whole(Whole::Levels), snapshot.levels());
+        // Both applications, in either order, each compressed alone.
+        let apps: Vec<&[u8]> = snapshot.applications(0..2).collect();
+        let segments: Vec<_> = snapshot.application_segments(0..2).collect();
+        assert_eq!(segments.len(), 2);
+        for order in [[0, 1], [1, 0]] {
+            let mut member = crate::gzip::Member::with_capacity(0);
+            order.iter().for_each(|&i| member.segment(segments[i]));
+            assert_eq!(gunzip(&member.finish()), [apps[order[0]], apps[order[1]]].concat());
+        }
+        assert_eq!(snapshot.application_segments(2..3).count(), 0);
+        let members: usize = wholes.iter().map(|&a| snapshot.whole_gzip(a).len()).sum();
+        let deflate: usize = segments.iter().map(|s| s.deflate.len()).sum();
+        let compressed = snapshot.stats().compressed_bytes;
+        // The members, the segments and their index of a few words each.
+        assert!(
+            (members + deflate..members + deflate + 128).contains(&compressed),
+            "{compressed} for {members} + {deflate}"
+        );
+    }
+
     #[test]
     fn each_broken_reference_is_named_with_its_path() {
         let dup = |id: &str, first: &str| Problem::Duplicate { id: id.into(), first: first.into() };

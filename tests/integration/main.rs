@@ -8,6 +8,7 @@
 mod admin;
 mod api;
 mod cli;
+mod compression;
 mod crash;
 mod floods;
 mod gate;

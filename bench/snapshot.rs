@@ -8,8 +8,9 @@
 //! `generate` writes a valid snapshot of N applications, N modules and N finding entries
 //! (defaults 2,000, 20,000 and 400,000: the target), deterministically. `load` reads it
 //! the way `serve` does at start (read the file, parse, check, render), several times, then
-//! answers `Limit=200` pages through `api::answer` exactly as the event loop calls it, and
-//! prints the figures with the process's peak RSS. Generation and load run in two processes so
+//! answers `Limit=200` pages through `api::answer` exactly as the event loop calls it (and
+//! gzip-coded pages of 10, 50 and 200), and prints the figures with the process's peak RSS,
+//! and what compressing the applications alone costs and saves at each level. Generation and load run in two processes so
 //! that the peak RSS of `load` is the load's own.
 
 use std::fmt::Write as _;
@@ -229,6 +230,27 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
         page_bytes as f64 / 1048576.0,
         summary(&mut pages)
     );
+    // The same pages gzip-coded: stitched from the segments compressed at load.
+    for limit in [10, 50, 200] {
+        let mut times = Vec::new();
+        let mut plain_bytes = 0;
+        let mut gzip_bytes = 0;
+        for i in 0..o.pages {
+            let offset = offsets[i % offsets.len()];
+            let path = format!(
+                "/AIMentorStudioAPI/rest/v1/TechnicalDebt_Application?Limit={limit}&Offset={offset}"
+            );
+            plain_bytes += timed(&catalog, &path)?.1;
+            let (elapsed, bytes) = timed_with(&catalog, &path, "Accept-Encoding: gzip\r\n")?;
+            times.push(elapsed);
+            gzip_bytes += bytes;
+        }
+        println!(
+            "Limit={limit} page gzip-coded ({:.1}x fewer bytes): {}",
+            plain_bytes as f64 / gzip_bytes as f64,
+            summary(&mut times)
+        );
+    }
     for (what, path) in [
         (
             "Level (shared bytes)",
@@ -265,8 +287,8 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
 /// figures behind `gzip::LOAD_LEVEL`.
 fn compression_levels(snapshot: &snapshot::Snapshot) {
     let apps = snapshot.application_count();
-    let pieces: Vec<&[u8]> = snapshot.applications(0..apps).collect();
-    let plain: usize = pieces.iter().map(|p| p.len()).sum();
+    let pieces: Vec<Vec<&[u8]>> = snapshot.applications(0..apps).map(|a| vec![a]).collect();
+    let plain: usize = pieces.iter().flatten().map(|p| p.len()).sum();
     for level in [1, 3, 6, 9] {
         let started = Instant::now();
         // One thread: the cost in CPU time (the load spreads it over every core).
@@ -285,7 +307,12 @@ fn compression_levels(snapshot: &snapshot::Snapshot) {
 
 /// Parses a GET for `path` and answers it as the event loop does; returns time and body size.
 fn timed(catalog: &Catalog, path: &str) -> Result<(Duration, usize), String> {
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    timed_with(catalog, path, "")
+}
+
+/// As [`timed`], with extra header lines (each ending in CRLF).
+fn timed_with(catalog: &Catalog, path: &str, headers: &str) -> Result<(Duration, usize), String> {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
     let limits = HttpLimits {
         max_header_bytes: 8192,
         max_headers: 64,

@@ -64,10 +64,12 @@ struct Span {
 
 impl Segments {
     /// Compresses each piece alone at `level`, on up to `threads` threads (the pieces are
-    /// independent, so the work splits without changing a byte of the result).
-    pub fn of(pieces: &[&[u8]], level: u32, threads: usize) -> Self {
+    /// independent, so the work splits without changing a byte of the result). A piece is
+    /// the concatenation of its parts, so a run of objects with commas between them is
+    /// compressed without being copied together first.
+    pub fn of(pieces: &[Vec<&[u8]>], level: u32, threads: usize) -> Self {
         let per_thread = pieces.len().div_ceil(threads.max(1)).max(1);
-        let parts: Vec<Self> = std::thread::scope(|scope| {
+        let shares: Vec<Self> = std::thread::scope(|scope| {
             let handles: Vec<_> = pieces
                 .chunks(per_thread)
                 .skip(1)
@@ -75,20 +77,20 @@ impl Segments {
                 .collect();
             // This thread takes the first share instead of waiting idle.
             let first = Self::of_one_thread(pieces.get(..per_thread).unwrap_or(pieces), level);
-            let mut parts = vec![first];
+            let mut shares = vec![first];
             for handle in handles {
                 // A compressing thread cannot panic on any input; if it did, the panic is
                 // passed on, as it would be had the work been done here.
-                parts.push(handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+                shares.push(handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
             }
-            parts
+            shares
         });
-        let mut deflate = Vec::with_capacity(parts.iter().map(|p| p.deflate.len()).sum());
+        let mut deflate = Vec::with_capacity(shares.iter().map(|p| p.deflate.len()).sum());
         let mut spans = Vec::with_capacity(pieces.len());
-        for part in parts {
+        for share in shares {
             let offset = deflate.len();
-            deflate.extend_from_slice(&part.deflate);
-            spans.extend(part.spans.iter().map(|span| Span {
+            deflate.extend_from_slice(&share.deflate);
+            spans.extend(share.spans.iter().map(|span| Span {
                 deflate: span.deflate.start + offset..span.deflate.end + offset,
                 ..span.clone()
             }));
@@ -96,18 +98,17 @@ impl Segments {
         Self { deflate: deflate.into(), spans: spans.into() }
     }
 
-    fn of_one_thread(pieces: &[&[u8]], level: u32) -> Self {
+    fn of_one_thread(pieces: &[Vec<&[u8]>], level: u32) -> Self {
         let mut deflate = Vec::new();
         let mut spans = Vec::with_capacity(pieces.len());
         let mut compress = Compress::new(Compression::new(level), false);
-        for piece in pieces {
+        for parts in pieces {
             let start = deflate.len();
-            deflate_alone(&mut compress, piece, &mut deflate);
-            spans.push(Span {
-                deflate: start..deflate.len(),
-                crc: crc32fast::hash(piece),
-                plain_len: piece_len(piece),
-            });
+            deflate_alone(&mut compress, parts, &mut deflate);
+            let mut crc = crc32fast::Hasher::new();
+            parts.iter().for_each(|part| crc.update(part));
+            let plain_len = parts.iter().fold(0u32, |n, part| n.wrapping_add(piece_len(part)));
+            spans.push(Span { deflate: start..deflate.len(), crc: crc.finalize(), plain_len });
         }
         Self { deflate: deflate.into(), spans: spans.into() }
     }
@@ -186,24 +187,22 @@ impl Member {
 
 /// `plain` as one gzip member, compressed at `level`.
 pub fn compress(plain: &[u8], level: u32) -> Vec<u8> {
-    // A thread's compressor is kept and reset: making one allocates and zeroes some 300 KiB of
-    // tables, more than compressing a small answer costs.
-    thread_local! {
-        static COMPRESSORS: RefCell<Vec<(u32, Compress)>> = const { RefCell::new(Vec::new()) };
-    }
     let mut deflate = Vec::with_capacity(plain.len() / 4 + 64);
-    COMPRESSORS.with_borrow_mut(|compressors| {
-        let at = match compressors.iter().position(|(l, _)| *l == level) {
-            Some(at) => at,
-            None => {
-                compressors.push((level, Compress::new(Compression::new(level), false)));
-                compressors.len() - 1
-            }
-        };
-        if let Some((_, compress)) = compressors.get_mut(at) {
-            deflate_alone(compress, plain, &mut deflate);
+    if level == REQUEST_LEVEL {
+        // Each thread keeps its compressor for answers made per request and resets it: making
+        // one allocates and zeroes some 300 KiB of tables, more than a small answer costs.
+        thread_local! {
+            static COMPRESSOR: RefCell<Option<Compress>> = const { RefCell::new(None) };
         }
-    });
+        COMPRESSOR.with_borrow_mut(|compressor| {
+            let compress = compressor
+                .get_or_insert_with(|| Compress::new(Compression::new(REQUEST_LEVEL), false));
+            deflate_alone(compress, &[plain], &mut deflate);
+        });
+    } else {
+        let mut compress = Compress::new(Compression::new(level), false);
+        deflate_alone(&mut compress, &[plain], &mut deflate);
+    }
     let segment =
         Segment { deflate: &deflate, crc: crc32fast::hash(plain), plain_len: piece_len(plain) };
     let mut member = Member::with_capacity(deflate.len());
@@ -211,21 +210,34 @@ pub fn compress(plain: &[u8], level: u32) -> Vec<u8> {
     member.finish()
 }
 
-/// Compresses `plain` with a fresh dictionary onto `out`, ended by a sync flush.
-fn deflate_alone(compress: &mut Compress, plain: &[u8], out: &mut Vec<u8>) {
+/// Compresses the concatenation of `parts` with a fresh dictionary onto `out`, ended by a
+/// sync flush.
+fn deflate_alone(compress: &mut Compress, parts: &[&[u8]], out: &mut Vec<u8>) {
     compress.reset();
+    for part in parts {
+        feed(compress, part, FlushCompress::None, out);
+    }
+    feed(compress, &[], FlushCompress::Sync, out);
+}
+
+/// Runs the compressor over `input` with `flush` until it has taken all of it and, for a
+/// flush, written everything out: that is when it returns with room left in `out`.
+fn feed(compress: &mut Compress, input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) {
     let start = compress.total_in();
     loop {
-        let consumed = usize::try_from(compress.total_in() - start).unwrap_or(plain.len());
-        let rest = plain.get(consumed..).unwrap_or_default();
-        // Deflate's worst case is 5 bytes per 16 KiB stored block on top of the input.
+        let consumed = usize::try_from(compress.total_in() - start).unwrap_or(input.len());
+        let rest = input.get(consumed..).unwrap_or_default();
+        // Deflate's worst case is 5 bytes per stored block on top of the input.
         out.reserve(rest.len() + rest.len() / 1024 + 64);
-        let written = compress.total_out();
-        // With the rust backend compressing into memory cannot fail; an error would leave the
-        // output short, and the loop below would stop on no progress.
-        let ok = compress.compress_vec(rest, out, FlushCompress::Sync).is_ok();
-        let done = compress.total_in() - start == plain.len() as u64 && out.len() < out.capacity();
-        if done || !ok || (compress.total_out() == written && rest.is_empty()) {
+        let (taken, written) = (compress.total_in(), compress.total_out());
+        // With the rust backend compressing into memory cannot fail; were it to, the output
+        // would be cut short and the decoding tests would say so.
+        if compress.compress_vec(rest, out, flush).is_err() {
+            return;
+        }
+        let all_in = compress.total_in() - start == input.len() as u64;
+        let stuck = compress.total_in() == taken && compress.total_out() == written;
+        if (all_in && out.len() < out.capacity()) || stuck {
             return;
         }
     }
@@ -261,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_segment_ends_with_the_sync_flush_marker() {
-        let segments = Segments::of(&[b"hello hello hello".as_slice()], 6, 1);
+        let segments = Segments::of(&[vec![b"hello hello ".as_slice(), b"hello"]], 6, 1);
         let segment = segments.get(0).unwrap();
         assert!(segment.deflate.ends_with(&[0, 0, 0xff, 0xff]), "{:x?}", segment.deflate);
         assert_eq!(segment.plain_len, 17);
@@ -301,7 +313,7 @@ mod tests {
     fn the_lenient_reader_agrees_with_the_strict_one() {
         // The integration tests decode with curl and Python's gzip module as well.
         let plain = b"abc".repeat(1000);
-        let segments = Segments::of(&[plain.as_slice(), plain.as_slice()], 1, 2);
+        let segments = Segments::of(&[vec![&plain], vec![&plain]], 1, 2);
         let mut member = Member::with_capacity(0);
         member.segment(segments.get(0).unwrap());
         member.stored(b",");
@@ -324,7 +336,9 @@ mod tests {
             level in 0u32..10,
             threads in 1usize..4,
         ) {
-            let slices: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+            // Each piece in two parts, cut anywhere: a piece is the concatenation of its parts.
+            let slices: Vec<Vec<&[u8]>> =
+                pieces.iter().map(|p| { let (a, b) = p.split_at(p.len() / 3); vec![a, b] }).collect();
             let segments = Segments::of(&slices, level, threads);
             prop_assert_eq!(segments.len(), pieces.len());
             let mut member = Member::with_capacity(0);

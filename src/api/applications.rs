@@ -13,9 +13,10 @@
 //! `ceil(TotalResults / Limit)`.
 //!
 //! A page of whole applications goes out gzip-coded, when the client accepts it, as one gzip
-//! member stitched from each application's segment compressed at load ([`crate::gzip`]), with
-//! the page's own few bytes (head, commas, `Page`) as stored blocks: no byte is compressed or
-//! hashed twice. A `ModuleGUID` answer cuts an application apart, so it has no segment: it is
+//! member stitched from segments compressed at load ([`crate::gzip`]): a run of ten
+//! applications where the page covers one, else one application. The page's own few bytes
+//! (head, commas between segments, `Page`) go in as stored blocks: no byte of an application
+//! is compressed or hashed per request. A `ModuleGUID` answer cuts an application apart, so it has no segment: it is
 //! one application's worth of bytes and is compressed per request like any other answer.
 
 use std::ops::Range;
@@ -130,7 +131,7 @@ fn render(
         + head.len()
         + tail.len();
     if let (Coding::Gzip, Some(positions)) = (coding.for_body(size), wholes) {
-        let segments: Vec<Segment<'_>> = snapshot.application_segments(positions).collect();
+        let segments: Vec<Segment<'_>> = snapshot.application_segments(positions);
         let compressed: usize = segments.iter().map(|s| s.deflate.len() + 6).sum();
         let mut member = Member::with_capacity(compressed + head.len() + tail.len() + 16);
         member.stored(&head);

@@ -301,3 +301,26 @@ fn compressed_answers_keep_a_connection_in_step() {
     assert_eq!(plain["Page"]["Offset"], 100);
     assert_eq!(answers[3].header("content-encoding"), None);
 }
+
+#[test]
+fn pages_cut_anywhere_across_the_runs_decode_to_their_identity_page() {
+    // Pages are stitched from runs of ten applications compressed together and from single
+    // ones at the edges: aligned, unaligned, short, and ending at the last (short) run.
+    let server = Server::start();
+    let key = server.generate_key();
+    server.import("2024-05-14", &snapshot_json(295, 3, ANALYZED));
+    for (offset, limit) in
+        [(0, 200), (5, 15), (7, 3), (10, 10), (9, 2), (19, 21), (280, 15), (285, 10), (291, 50)]
+    {
+        let path = format!("{BASE}/TechnicalDebt_Application?Offset={offset}&Limit={limit}");
+        let plain = exchange(&server, &key, "GET", &path, &[]);
+        let gzip = exchange(&server, &key, "GET", &path, &[("Accept-Encoding", "gzip")]);
+        assert_eq!((plain.status, gzip.status), (200, 200), "{path}");
+        if plain.body.len() >= MIN_GZIP_BYTES {
+            assert_eq!(gzip.header("content-encoding"), Some("gzip"), "{path}");
+            assert_eq!(gunzip(&gzip.body), plain.body, "{path}");
+        } else {
+            assert_eq!(gzip.body, plain.body, "{path}");
+        }
+    }
+}

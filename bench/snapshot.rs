@@ -201,11 +201,12 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
     let apps = stats.applications;
     println!(
         "snapshot: {apps} applications, {} modules, {} findings; file {:.1} MiB, rendered \
-         {:.1} MiB",
+         {:.1} MiB, compressed forms {:.1} MiB",
         stats.modules,
         stats.findings,
         stats.file_bytes as f64 / 1048576.0,
-        stats.rendered_bytes as f64 / 1048576.0
+        stats.rendered_bytes as f64 / 1048576.0,
+        stats.compressed_bytes as f64 / 1048576.0
     );
     println!("load (read + parse + check + render), {} runs: {}", o.runs, summary(&mut loads));
     let rss_after_load = status_kib("VmRSS");

@@ -15,7 +15,7 @@
 //!
 //! Each piece also has its gzip form, made here once (see [`crate::gzip`]): the whole answers
 //! as gzip members, each application object as a deflate segment compressed alone, and each
-//! run of [`RUN_APPS`] applications as one segment, so a compressed page is the same
+//! run of `RUN_APPS` applications as one segment, so a compressed page is the same
 //! concatenation over the segments. A segment depends only on the bytes it compresses, so a
 //! store that keeps pieces by content (issue 12) can keep each application's segment beside
 //! it, and a run's under the hashes of its ten members, and reuse them across dates; a day on
@@ -84,7 +84,7 @@ pub struct Snapshot {
     whole_gzip: [Arc<[u8]>; 4],
     /// Each application object compressed alone, in serving order.
     app_gzip: Segments,
-    /// Runs of [`RUN_APPS`] application objects with their commas, compressed together: a
+    /// Runs of `RUN_APPS` application objects with their commas, compressed together: a
     /// page that covers a run uses it instead of its applications one by one.
     run_gzip: Segments,
 }
@@ -170,7 +170,7 @@ impl Snapshot {
     }
 
     /// The applications at `positions` as deflate segments for a [`gzip::Member`], to be
-    /// joined by commas: the runs of [`RUN_APPS`] the range covers whole, and each other
+    /// joined by commas: the runs of `RUN_APPS` the range covers whole, and each other
     /// application alone. Their plaintext joined by commas is that of
     /// [`Snapshot::applications`] joined by commas.
     pub fn application_segments(&self, positions: Range<usize>) -> Vec<Segment<'_>> {
@@ -285,7 +285,7 @@ pub fn render(
     }
 }
 
-/// Each application compressed alone, and each run of [`RUN_APPS`] from a multiple of it (the
+/// Each application compressed alone, and each run of `RUN_APPS` from a multiple of it (the
 /// last one possibly shorter), joined by commas as a page joins them.
 fn compress_applications(apps: &RenderedApps) -> (Segments, Segments) {
     let slices: Vec<&[u8]> =

@@ -79,18 +79,28 @@ impl Segments {
     pub fn of(pieces: &[Vec<&[u8]>], level: u32, threads: usize) -> Self {
         let per_thread = pieces.len().div_ceil(threads.max(1)).max(1);
         let shares: Vec<Self> = std::thread::scope(|scope| {
+            // A share whose thread cannot be started (out of threads or memory) is done here
+            // afterwards: slower, never a failed load.
             let handles: Vec<_> = pieces
                 .chunks(per_thread)
                 .skip(1)
-                .map(|chunk| scope.spawn(move || Self::of_one_thread(chunk, level)))
+                .map(|chunk| {
+                    let spawned = std::thread::Builder::new()
+                        .name("gzip-load".into())
+                        .spawn_scoped(scope, move || Self::of_one_thread(chunk, level));
+                    (chunk, spawned.ok())
+                })
                 .collect();
             // This thread takes the first share instead of waiting idle.
             let first = Self::of_one_thread(pieces.get(..per_thread).unwrap_or(pieces), level);
             let mut shares = vec![first];
-            for handle in handles {
-                // A compressing thread cannot panic on any input; if it did, the panic is
-                // passed on, as it would be had the work been done here.
-                shares.push(handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            for (chunk, handle) in handles {
+                shares.push(match handle {
+                    // A compressing thread cannot panic on any input; if it did, the panic is
+                    // passed on, as it would be had the work been done here.
+                    Some(handle) => handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                    None => Self::of_one_thread(chunk, level),
+                });
             }
             shares
         });

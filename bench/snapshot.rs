@@ -10,8 +10,8 @@
 //! the way `serve` does at start (read the file, parse, check, render), several times, then
 //! answers `Limit=200` pages through `api::answer` exactly as the event loop calls it (and
 //! gzip-coded pages of 10, 50 and 200), and prints the figures with the process's peak RSS,
-//! and what compressing the applications alone costs and saves at each level. Generation and load run in two processes so
-//! that the peak RSS of `load` is the load's own.
+//! and what compressing the applications alone costs and saves at each level. Generation and
+//! load run in two processes so that the peak RSS of `load` is the load's own.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -433,7 +433,7 @@ mod tests {
         ) {
             // Each piece in two parts, cut anywhere: a piece is the concatenation of its parts.
             let slices: Vec<Vec<&[u8]>> =
-                pieces.iter().map(|p| { let (a, b) = p.split_at(p.len() / 3); vec![a, b] }).collect();
+                pieces.iter().map(|p| p.split_at(p.len() / 3)).map(|(a, b)| vec![a, b]).collect();
             let segments = Segments::of(&slices, level, threads);
             prop_assert_eq!(segments.len(), pieces.len());
             let mut member = Member::with_capacity(0);

@@ -16,8 +16,9 @@
 //! member stitched from segments compressed at load ([`crate::gzip`]): a run of ten
 //! applications where the page covers one, else one application. The page's own few bytes
 //! (head, commas between segments, `Page`) go in as stored blocks: no byte of an application
-//! is compressed or hashed per request. A `ModuleGUID` answer cuts an application apart, so it has no segment: it is
-//! one application's worth of bytes and is compressed per request like any other answer.
+//! is compressed or hashed per request. A `ModuleGUID` answer cuts an application apart, so it
+//! has no segment: it is one application's worth of bytes and is compressed per request like
+//! any other answer.
 
 use std::ops::Range;
 

@@ -6,9 +6,10 @@
 //! and not below the weight the list gives identity (as `identity`, else through `*`), so
 //! `identity;q=1, gzip;q=0.5` keeps identity and `gzip;q=0.001` alone still gets gzip.
 //! Identity stays acceptable unless `identity;q=0`, or `*;q=0` without an `identity` entry,
-//! says otherwise. A coding named twice keeps its first weight. No header means identity (the RFC allows any coding then, but a client that does not
-//! ask is likely one that cannot decode), and so does a header this module cannot read: a
-//! malformed one is treated as absent, so a strange header never costs a client its answer.
+//! says otherwise. A coding named twice keeps its first weight. No header means identity (the
+//! RFC allows any coding then, but a client that does not ask is likely one that cannot
+//! decode), and so does a header this module cannot read: a malformed one is treated as
+//! absent, so a strange header never costs a client its answer.
 //! When nothing is acceptable (`identity;q=0` alone) the answer goes out in identity rather
 //! than as a 406: the RFC permits that, and the client is better served by data it can
 //! inspect than by none.

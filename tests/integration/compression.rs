@@ -10,6 +10,9 @@ use serde_json::Value;
 use crate::util::{ACTIVATION_CODE, BASE, CLIENT_BASE, Response, Server, snapshot_json};
 
 const ANALYZED: &str = "2024-05-14T06:00:00.123Z";
+/// Python's gzip module: the file named by the first argument, decompressed, to stdout.
+const PYTHON_GUNZIP: &str =
+    "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(open(sys.argv[1], 'rb').read()))";
 /// Answers under this many bytes go out uncompressed (`http::encoding::MIN_GZIP_BYTES`).
 const MIN_GZIP_BYTES: usize = 1024;
 
@@ -177,10 +180,7 @@ fn curl_compressed_and_pythons_gzip_module_decode_it() {
     let member = dir.path().join("page.gz");
     std::fs::write(&member, &gzip.body).unwrap();
     let output = Command::new("python3")
-        .args([
-            "-c",
-            "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(open(sys.argv[1], 'rb').read()))",
-        ])
+        .args(["-c", PYTHON_GUNZIP])
         .arg(&member)
         .output()
         .expect("python3 is installed");

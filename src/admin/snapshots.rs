@@ -182,3 +182,19 @@ fn delete(app: &App, date: Date, client: &Client) -> Response {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_counts_the_compressed_forms_too() {
+        let sample = include_bytes!("../../examples/snapshot-2024-05-14.json");
+        let date = Date::parse("2024-05-14").unwrap();
+        let snapshot = crate::snapshot::load(sample, date, "CODE").unwrap();
+        let stats = snapshot.stats();
+        assert!(stats.compressed_bytes > 0 && stats.rendered_bytes > 0);
+        let entry = Entry::of(&snapshot);
+        assert_eq!(entry.memory_bytes, stats.rendered_bytes + stats.compressed_bytes);
+    }
+}

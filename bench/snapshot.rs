@@ -8,18 +8,19 @@
 //! `generate` writes a valid snapshot of N applications, N modules and N finding entries
 //! (defaults 2,000, 20,000 and 400,000: the issue's target), deterministically. `load` reads it
 //! the way `serve` does at start (read the file, parse, check, render), several times, then
-//! answers `Limit=200` pages through `api::answer` exactly as the event loop calls it, and
-//! prints the figures with the process's peak RSS. Generation and load run in two processes so
-//! that the peak RSS of `load` is the load's own.
+//! answers `Limit=200` pages through `api::answer` exactly as the event loop calls it (and
+//! gzip-coded pages of 10, 50 and 200), and prints the figures with the process's peak RSS,
+//! and what compressing the applications alone costs and saves at each level. Generation and
+//! load run in two processes so that the peak RSS of `load` is the load's own.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aims_api::api;
 use aims_api::config::HttpLimits;
 use aims_api::http::{self, Parsed};
 use aims_api::snapshot::{self, Catalog, Date};
+use aims_api::{api, gzip};
 
 const DATE: &str = "2024-05-14";
 const CATEGORIES: usize = 8;
@@ -200,14 +201,16 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
     let apps = stats.applications;
     println!(
         "snapshot: {apps} applications, {} modules, {} findings; file {:.1} MiB, rendered \
-         {:.1} MiB",
+         {:.1} MiB, compressed forms {:.1} MiB",
         stats.modules,
         stats.findings,
         stats.file_bytes as f64 / 1048576.0,
-        stats.rendered_bytes as f64 / 1048576.0
+        stats.rendered_bytes as f64 / 1048576.0,
+        stats.compressed_bytes as f64 / 1048576.0
     );
     println!("load (read + parse + check + render), {} runs: {}", o.runs, summary(&mut loads));
     let rss_after_load = status_kib("VmRSS");
+    compression_levels(&snapshot);
     let catalog = Catalog::of([snapshot]);
 
     let offsets: Vec<usize> = (0..apps).step_by(200).collect();
@@ -228,6 +231,27 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
         page_bytes as f64 / 1048576.0,
         summary(&mut pages)
     );
+    // The same pages gzip-coded: stitched from the segments compressed at load.
+    for limit in [10, 50, 200] {
+        let mut times = Vec::new();
+        let mut plain_bytes = 0;
+        let mut gzip_bytes = 0;
+        for i in 0..o.pages {
+            let offset = offsets[i % offsets.len()];
+            let path = format!(
+                "/AIMentorStudioAPI/rest/v1/TechnicalDebt_Application?Limit={limit}&Offset={offset}"
+            );
+            plain_bytes += timed(&catalog, &path)?.1;
+            let (elapsed, bytes) = timed_with(&catalog, &path, "Accept-Encoding: gzip\r\n")?;
+            times.push(elapsed);
+            gzip_bytes += bytes;
+        }
+        println!(
+            "Limit={limit} page gzip-coded ({:.1}x fewer bytes): {}",
+            plain_bytes as f64 / gzip_bytes as f64,
+            summary(&mut times)
+        );
+    }
     for (what, path) in [
         (
             "Level (shared bytes)",
@@ -260,9 +284,36 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// What compressing every application alone costs at each level, and what it saves: the
+/// figures behind `gzip::LOAD_LEVEL`.
+fn compression_levels(snapshot: &snapshot::Snapshot) {
+    let apps = snapshot.application_count();
+    let pieces: Vec<Vec<&[u8]>> = snapshot.applications(0..apps).map(|a| vec![a]).collect();
+    let plain: usize = pieces.iter().flatten().map(|p| p.len()).sum();
+    for level in [1, 3, 6, 9] {
+        let started = Instant::now();
+        // One thread: the cost in CPU time (the load spreads it over every core).
+        let segments = gzip::Segments::of(&pieces, level, 1);
+        let elapsed = started.elapsed();
+        println!(
+            "applications compressed alone at level {level}: {:.1} MiB -> {:.2} MiB ({:.1}x) in \
+             {:.0} ms",
+            plain as f64 / 1048576.0,
+            segments.memory_bytes() as f64 / 1048576.0,
+            plain as f64 / segments.memory_bytes() as f64,
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
+}
+
 /// Parses a GET for `path` and answers it as the event loop does; returns time and body size.
 fn timed(catalog: &Catalog, path: &str) -> Result<(Duration, usize), String> {
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    timed_with(catalog, path, "")
+}
+
+/// As [`timed`], with extra header lines (each ending in CRLF).
+fn timed_with(catalog: &Catalog, path: &str, headers: &str) -> Result<(Duration, usize), String> {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
     let limits = HttpLimits {
         max_header_bytes: 8192,
         max_headers: 64,

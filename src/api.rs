@@ -11,7 +11,10 @@
 //! slash; only `GET` and `HEAD` are served. Every answer comes from one [`Catalog`] taken at the
 //! start of the request, so an import that lands meanwhile cannot mix two snapshots in one
 //! answer. Bodies are pre-rendered by [`crate::snapshot`]: the Level, Category, Team and
-//! LastAnalysisDate answers are shared bytes, an application page is a concatenation.
+//! LastAnalysisDate answers are shared bytes, an application page is a concatenation. Each has
+//! a gzip form made at load too, chosen by the request's `Accept-Encoding`
+//! ([`crate::http::encoding`]); what has none (one team, one module, an error) is compressed
+//! per request when it is large enough to be worth it.
 //!
 //! Errors are the API's `Exception` body, `{"Errors":["…"],"StatusCode":N}`, which the
 //! official clients parse on every non-200 answer; `ApiError` is the one place that decides
@@ -35,12 +38,13 @@ use serde_json::json;
 use crate::app::App;
 use crate::audit::{self, KeyAction, KeyOutcome};
 use crate::config::OnKeyExposure;
+use crate::http::encoding::{self, Coding};
 use crate::http::{Method, ParseError, Request, Response, Status};
 use crate::key::Fingerprint;
 use crate::keys::{self, Admitted, ChangeError, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
 use crate::refusals::{Peer, Refused};
-use crate::snapshot::{Catalog, Date, Snapshot};
+use crate::snapshot::{Catalog, Date, Snapshot, Whole};
 use crate::throttle::Verdict;
 use query::{Param, Query, QueryError};
 
@@ -263,14 +267,17 @@ pub fn answer(catalog: &Catalog, request: &Request<'_>) -> Response {
     route(catalog, request).0
 }
 
-/// Resolves the method once, and answers it: the answer and its `route` label.
+/// Resolves the method once, and answers it in the content coding the request accepts: the
+/// answer and its `route` label.
 fn route(catalog: &Catalog, request: &Request<'_>) -> (Response, ApiRoute) {
-    match resolve(request.path) {
+    let coding = Coding::accepted_by(request);
+    let (response, label) = match resolve(request.path) {
         Some((base, endpoint)) => {
-            (answer_endpoint(catalog, request, base, endpoint), endpoint.metrics_route())
+            (answer_endpoint(catalog, request, base, endpoint, coding), endpoint.metrics_route())
         }
         None => (no_such_method(request), ApiRoute::Other),
-    }
+    };
+    (encoding::encode(response, coding), label)
 }
 
 fn no_such_method(request: &Request<'_>) -> Response {
@@ -288,19 +295,22 @@ fn answer_endpoint(
     request: &Request<'_>,
     base: usize,
     endpoint: Endpoint,
+    coding: Coding,
 ) -> Response {
     if !matches!(request.method, Method::Get | Method::Head) {
         return error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
             .header("allow", "GET, HEAD");
     }
     let outcome = match endpoint {
-        Endpoint::Application => applications::answer(catalog, request.query),
-        Endpoint::Category => shared(catalog, request.query, Snapshot::categories),
-        Endpoint::LastAnalysisDate => shared(catalog, request.query, Snapshot::infrastructure),
-        Endpoint::Level => shared(catalog, request.query, Snapshot::levels),
-        Endpoint::Team => teams(catalog, request.query),
+        Endpoint::Application => applications::answer(catalog, request.query, coding),
+        Endpoint::Category => shared(catalog, request.query, Whole::Categories, coding),
+        Endpoint::LastAnalysisDate => {
+            shared(catalog, request.query, Whole::LastAnalysisDate, coding)
+        }
+        Endpoint::Level => shared(catalog, request.query, Whole::Levels, coding),
+        Endpoint::Team => teams(catalog, request.query, coding),
         Endpoint::Swagger => Query::parse(request.query, query::NONE)
-            .map(|_| swagger::response(base))
+            .map(|_| swagger::response(base, coding))
             .map_err(Into::into),
     };
     outcome.unwrap_or_else(|e| error(e.status(), &e.to_string()))
@@ -323,20 +333,33 @@ fn resolve(path: &str) -> Option<(usize, Endpoint)> {
 fn shared(
     catalog: &Catalog,
     raw_query: Option<&str>,
-    body: fn(&Snapshot) -> &Arc<[u8]>,
+    answer: Whole,
+    coding: Coding,
 ) -> Result<Response, ApiError> {
     Query::parse(raw_query, query::NONE)?;
     let snapshot = pick(catalog, None)?;
-    Ok(Response::shared_json(Status::OK, Arc::clone(body(snapshot))))
+    Ok(whole(snapshot, answer, coding))
+}
+
+/// An answer rendered whole, in the coding chosen for it: both forms are shared bytes.
+fn whole(snapshot: &Snapshot, answer: Whole, coding: Coding) -> Response {
+    let plain = snapshot.whole(answer);
+    match coding.for_body(plain.len()) {
+        Coding::Gzip => encoding::gzipped(Response::shared_json(
+            Status::OK,
+            Arc::clone(snapshot.whole_gzip(answer)),
+        )),
+        Coding::Identity => Response::shared_json(Status::OK, Arc::clone(plain)),
+    }
 }
 
 /// `/TechnicalDebt_Team`: all teams, or the one whose `ExternalId` is `Team` (none is an empty
 /// list, not a 404: the documentation lists no 404 for this method).
-fn teams(catalog: &Catalog, raw_query: Option<&str>) -> Result<Response, ApiError> {
+fn teams(catalog: &Catalog, raw_query: Option<&str>, coding: Coding) -> Result<Response, ApiError> {
     let query = Query::parse(raw_query, query::TEAM)?;
     let snapshot = pick(catalog, None)?;
     let Some(external_id) = query.text(Param::Team) else {
-        return Ok(Response::shared_json(Status::OK, Arc::clone(snapshot.teams())));
+        return Ok(whole(snapshot, Whole::Teams, coding));
     };
     let team = snapshot.team(external_id).unwrap_or_default();
     let infra = snapshot.infrastructure();

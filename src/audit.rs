@@ -457,8 +457,14 @@ mod tests {
             "audit action=key.generate client=uid:7 fingerprint=- previous=- generation=0 \
              result=ok"
         );
-        let stats =
-            Stats { applications: 1, modules: 2, findings: 3, file_bytes: 4, rendered_bytes: 5 };
+        let stats = Stats {
+            applications: 1,
+            modules: 2,
+            findings: 3,
+            file_bytes: 4,
+            rendered_bytes: 5,
+            compressed_bytes: 6,
+        };
         let date = Date::parse("2024-05-14").unwrap();
         let live = ImportOutcome::Live { replaced: false, stats: &stats, took_ms: 9 };
         assert_eq!(

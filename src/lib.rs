@@ -34,6 +34,7 @@ pub mod config;
 pub mod connections;
 pub mod diagnose;
 pub mod durable;
+pub mod gzip;
 pub mod hardening;
 pub mod http;
 pub mod key;

@@ -20,7 +20,7 @@ pub mod store;
 use std::fmt;
 
 pub use date::{Date, DateError};
-pub use render::{Snapshot, Stats};
+pub use render::{Snapshot, Stats, Whole};
 pub use store::{Catalog, Snapshots};
 
 /// Reads, checks and renders a snapshot for `date` from the bytes of its file.
@@ -327,6 +327,45 @@ mod tests {
         assert_eq!(with_mark.teams(), snapshot.teams());
         let with_mark_apps: Vec<&[u8]> = with_mark.applications(0..2).collect();
         assert_eq!(with_mark_apps, snapshot.applications(0..2).collect::<Vec<_>>());
+    }
+
+    fn gunzip(member: &[u8]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(member), &mut plain).unwrap();
+        plain
+    }
+
+    #[test]
+    fn every_piece_has_its_compressed_form_and_memory_counts_it() {
+        let snapshot = load_text(VALID).unwrap();
+        let wholes = [Whole::LastAnalysisDate, Whole::Levels, Whole::Categories, Whole::Teams];
+        for answer in wholes {
+            assert_eq!(gunzip(snapshot.whole_gzip(answer)), &**snapshot.whole(answer));
+        }
+        assert_eq!(snapshot.whole(Whole::Levels), snapshot.levels());
+        // Both applications are one run (the last, short one); each alone, in either order.
+        let apps: Vec<&[u8]> = snapshot.applications(0..2).collect();
+        let run = snapshot.application_segments(0..2);
+        assert_eq!(run.len(), 1);
+        let mut member = crate::gzip::Member::with_capacity(0);
+        member.segment(run[0]);
+        assert_eq!(gunzip(&member.finish()), [apps[0], b",", apps[1]].concat());
+        let singles = [snapshot.application_segments(0..1), snapshot.application_segments(1..2)];
+        for order in [[0, 1], [1, 0]] {
+            let mut member = crate::gzip::Member::with_capacity(0);
+            order.iter().for_each(|&i| member.segment(singles[i][0]));
+            assert_eq!(gunzip(&member.finish()), [apps[order[0]], apps[order[1]]].concat());
+        }
+        assert!(snapshot.application_segments(2..3).is_empty());
+        let segments = [run[0], singles[0][0], singles[1][0]];
+        let members: usize = wholes.iter().map(|&a| snapshot.whole_gzip(a).len()).sum();
+        let deflate: usize = segments.iter().map(|s| s.deflate.len()).sum();
+        let compressed = snapshot.stats().compressed_bytes;
+        // The members, the segments and their index of a few words each.
+        assert!(
+            (members + deflate..members + deflate + 128).contains(&compressed),
+            "{compressed} for {members} + {deflate}"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Entry {
             modules: stats.modules,
             findings: stats.findings,
             file_bytes: stats.file_bytes,
-            memory_bytes: stats.rendered_bytes,
+            memory_bytes: stats.rendered_bytes + stats.compressed_bytes,
             sha256: snapshot.file_sha256().iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
@@ -161,5 +161,21 @@ fn delete(app: &App, date: Date, client: Client) -> Result<Response, AdminError>
             audit::snapshot_delete(uid, date, outcome).emit();
             Err(failure)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_counts_the_compressed_forms_too() {
+        let sample = include_bytes!("../../examples/snapshot-2024-05-14.json");
+        let date = Date::parse("2024-05-14").unwrap();
+        let snapshot = crate::snapshot::load(sample, date, "CODE").unwrap();
+        let stats = snapshot.stats();
+        assert!(stats.compressed_bytes > 0 && stats.rendered_bytes > 0);
+        let entry = Entry::of(&snapshot);
+        assert_eq!(entry.memory_bytes, stats.rendered_bytes + stats.compressed_bytes);
     }
 }

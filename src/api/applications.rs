@@ -11,11 +11,21 @@
 //! one that asks for that offset gets an empty page, not an error. An `Offset` beyond
 //! `TotalResults` is a 400, so a client that went wrong hears about it. `TotalPages` is
 //! `ceil(TotalResults / Limit)`.
+//!
+//! A page of whole applications goes out gzip-coded, when the client accepts it, as one gzip
+//! member stitched from segments compressed at load ([`crate::gzip`]): a run of ten
+//! applications where the page covers one, else one application. The page's own few bytes
+//! (head, commas between segments, `Page`) go in as stored blocks: no byte of an application
+//! is compressed or hashed per request. A `ModuleGUID` answer cuts an application apart, so it
+//! has no segment: it is one application's worth of bytes and is compressed per request like
+//! any other answer.
 
 use std::ops::Range;
 
 use super::query::{self, DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Param, Query};
 use super::{ApiError, pick};
+use crate::gzip::{Member, Segment};
+use crate::http::encoding::{self, Coding};
 use crate::http::{Response, Status};
 use crate::snapshot::{Catalog, Snapshot};
 
@@ -27,7 +37,11 @@ enum Selection {
     Module(usize, usize),
 }
 
-pub(super) fn answer(catalog: &Catalog, raw_query: Option<&str>) -> Result<Response, ApiError> {
+pub(super) fn answer(
+    catalog: &Catalog,
+    raw_query: Option<&str>,
+    coding: Coding,
+) -> Result<Response, ApiError> {
     let query = Query::parse(raw_query, query::APPLICATION)?;
     let date = query.date()?;
     let limit = query.integer(Param::Limit, DEFAULT_LIMIT, 1, MAX_LIMIT)?;
@@ -43,7 +57,7 @@ pub(super) fn answer(catalog: &Catalog, raw_query: Option<&str>) -> Result<Respo
         return Err(ApiError::PastTheEnd { offset, total });
     }
     let page = start..total.min(start + limit as usize);
-    Ok(Response::json(Status::OK, render(snapshot, &selection, page, limit, total)))
+    Ok(render(snapshot, &selection, page, limit, total, coding))
 }
 
 fn select(snapshot: &Snapshot, query: &Query) -> Result<Selection, ApiError> {
@@ -76,14 +90,16 @@ fn select(snapshot: &Snapshot, query: &Query) -> Result<Selection, ApiError> {
     })
 }
 
-/// The body: `{"InfrastructureInfo":…,"Applications":[…],"Page":{…}}`.
+/// The body, `{"InfrastructureInfo":…,"Applications":[…],"Page":{…}}`, in `coding` when the
+/// page is large enough.
 fn render(
     snapshot: &Snapshot,
     selection: &Selection,
     page: Range<usize>,
     limit: u32,
     total: usize,
-) -> Vec<u8> {
+    coding: Coding,
+) -> Response {
     // Each application is written as up to three slices: whole, or head, module and tail.
     let items: Vec<[&[u8]; 3]> = match *selection {
         // A filtered set has one element: page 0..1 holds it, page 1..1 does not.
@@ -94,28 +110,51 @@ fn render(
             snapshot.application_with_module(app, module).into_iter().collect()
         }
     };
+    // The positions of the page's applications when each is whole, and so has a segment.
+    let wholes = match *selection {
+        _ if page.is_empty() => Some(0..0),
+        Selection::All => Some(page.clone()),
+        Selection::Application(app) => Some(app..app + 1),
+        Selection::Module(..) => None,
+    };
     let infra = snapshot.infrastructure();
-    let size: usize = items.iter().flatten().map(|part| part.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + infra.len() + 200);
-    body.extend_from_slice(b"{\"InfrastructureInfo\":");
-    body.extend_from_slice(infra);
-    body.extend_from_slice(b",\"Applications\":[");
-    for (i, parts) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        parts.iter().for_each(|part| body.extend_from_slice(part));
-    }
+    let head = [b"{\"InfrastructureInfo\":".as_slice(), infra, b",\"Applications\":["].concat();
     let limit = limit as usize;
-    let page_json = format!(
+    let tail = format!(
         "],\"Page\":{{\"Limit\":{limit},\"Offset\":{},\"NextPageOffset\":{},\
          \"TotalResults\":{total},\"TotalPages\":{}}}}}",
         page.start,
         page.start + items.len(),
         total.div_ceil(limit),
     );
-    body.extend_from_slice(page_json.as_bytes());
-    body
+    let size: usize = items.iter().flatten().map(|part| part.len()).sum::<usize>()
+        + items.len().saturating_sub(1)
+        + head.len()
+        + tail.len();
+    if let (Coding::Gzip, Some(positions)) = (coding.for_body(size), wholes) {
+        let segments: Vec<Segment<'_>> = snapshot.application_segments(positions);
+        let compressed: usize = segments.iter().map(|s| s.deflate.len() + 6).sum();
+        let mut member = Member::with_capacity(compressed + head.len() + tail.len() + 16);
+        member.stored(&head);
+        for (i, segment) in segments.into_iter().enumerate() {
+            if i > 0 {
+                member.stored(b",");
+            }
+            member.segment(segment);
+        }
+        member.stored(tail.as_bytes());
+        return encoding::gzipped(Response::json(Status::OK, member.finish()));
+    }
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(&head);
+    for (i, parts) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        parts.iter().for_each(|part| body.extend_from_slice(part));
+    }
+    body.extend_from_slice(tail.as_bytes());
+    Response::json(Status::OK, body)
 }
 
 fn whole(app: &[u8]) -> [&[u8]; 3] {

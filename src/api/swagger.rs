@@ -5,23 +5,39 @@
 //! headers as `apiKey` security schemes, so a client generated from it sends them. Its
 //! `basePath` is the base it was asked under; both variants are made once and shared. The
 //! integration tests check that every path it lists answers, and every method answered is in it.
+//! Its gzip forms are made once too, on first use, at the load level (it never changes).
 
 use std::sync::{Arc, OnceLock};
 
 use super::BASES;
+use crate::gzip;
+use crate::http::encoding::{self, Coding};
 use crate::http::{Response, Status};
 
 const DOCUMENT: &str = include_str!("swagger.json");
 /// The `basePath` line as written in the file, which names `BASES[0]`.
 const BASE_PATH_LINE: &str = "\"basePath\": \"/ArchitectureDashboardAPI/rest/V1\"";
 
-static BODIES: OnceLock<[Arc<[u8]>; 2]> = OnceLock::new();
+/// The document and its gzip member.
+type Forms = (Arc<[u8]>, Arc<[u8]>);
 
-/// The document for the base at `base` in [`BASES`].
-pub fn response(base: usize) -> Response {
-    let bodies = BODIES.get_or_init(|| BASES.map(|b| Arc::from(document(b).into_bytes())));
-    let body = bodies.get(base).unwrap_or(&bodies[0]);
-    Response::shared_json(Status::OK, Arc::clone(body))
+/// Per base in [`BASES`].
+static BODIES: OnceLock<[Forms; 2]> = OnceLock::new();
+
+/// The document for the base at `base` in [`BASES`], in `coding` if it is worth it.
+pub fn response(base: usize, coding: Coding) -> Response {
+    let bodies = BODIES.get_or_init(|| {
+        BASES.map(|b| {
+            let plain = document(b).into_bytes();
+            let member = gzip::compress(&plain, gzip::LOAD_LEVEL);
+            (Arc::from(plain), Arc::from(member))
+        })
+    });
+    let (plain, member) = bodies.get(base).unwrap_or(&bodies[0]);
+    match coding.for_body(plain.len()) {
+        Coding::Gzip => encoding::gzipped(Response::shared_json(Status::OK, Arc::clone(member))),
+        Coding::Identity => Response::shared_json(Status::OK, Arc::clone(plain)),
+    }
 }
 
 fn document(base: &str) -> String {

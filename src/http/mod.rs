@@ -4,8 +4,10 @@
 //! [`Response`] into bytes. It knows nothing of sockets, TLS, keys or routes, so the event loop
 //! of the public port and the blocking loop of the admin port drive the same code, and the fuzz
 //! and property tests reach it without a server. Every rejection is a [`ParseError`] that names
-//! its status code; none of it can panic on input.
+//! its status code; none of it can panic on input. [`encoding`] chooses an answer's content
+//! coding from `Accept-Encoding`.
 
+pub mod encoding;
 mod request;
 mod response;
 

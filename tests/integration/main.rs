@@ -10,6 +10,7 @@ mod api;
 mod certificate;
 mod cli;
 mod completions;
+mod compression;
 mod crash;
 mod diagnose;
 mod floods;

@@ -754,6 +754,63 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_store_is_read_and_rewritten_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let v1 = format!(
+            "{HEADER}(\n    version: 1,\n    generation: 3,\n    key: Some((\n        sha256: \"{}\",\n        \
+             fingerprint: \"{}\",\n        created_at: \"2026-11-29T03:44:44.412Z\",\n        \
+             revoked_at: None,\n    )),\n)\n",
+            k.hash().to_hex(),
+            k.fingerprint()
+        );
+        fs::write(dir.path().join(STORE_FILE), v1).unwrap();
+        let (store, record) = KeyStore::open(dir.path()).unwrap();
+        let stored = record.key.clone().unwrap();
+        // A version 1 store did not say: the key was made at the last change.
+        assert_eq!((stored.generation, stored.expires_at), (3, None));
+        assert_eq!((record.previous.clone(), record.retired.len()), (None, 0));
+        assert_eq!(record.active_hash(), Some(k.hash()));
+        store.write(&record).unwrap();
+        let text = fs::read_to_string(dir.path().join(STORE_FILE)).unwrap();
+        assert!(text.contains("version: 2"), "{text}");
+        drop(store);
+        assert_eq!(KeyStore::open(dir.path()).unwrap().1, record);
+        // A store from the future is refused with the versions this build reads.
+        let v9 = text.replace("version: 2", "version: 9");
+        fs::write(dir.path().join(STORE_FILE), v9).unwrap();
+        let err = KeyStore::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "store format version 9 is not supported (this build reads versions 1 to 2)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_last_16_retired_keys_are_kept_and_each_once() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut record = KeyRecord::default().generated(&key(), now, Terms::default()).unwrap();
+        let mut issued = vec![record.key.clone().unwrap().hash];
+        for _ in 0..20 {
+            record = record.replaced(&key(), now, Terms::default()).unwrap();
+            issued.push(record.key.clone().unwrap().hash);
+        }
+        assert_eq!(record.retired.len(), MAX_RETIRED);
+        // The newest sixteen before the current key, oldest first.
+        let kept: Vec<KeyHash> = record.retired.iter().map(|r| r.hash).collect();
+        assert_eq!(kept, issued[issued.len() - 17..issued.len() - 1]);
+        assert!(record.retired.iter().all(|r| r.how == Retirement::Replaced));
+        // A revoke retires the current key once, however often it is retried.
+        let revoked = record.revoked(now).unwrap();
+        assert_eq!(revoked.retired.last().unwrap().how, Retirement::Revoked);
+        assert_eq!(revoked.retired.len(), MAX_RETIRED);
+        let round_trip = parse(&render(&revoked)).unwrap();
+        assert_eq!(round_trip, revoked);
+    }
+
+    #[test]
     fn a_second_open_is_refused_while_the_first_holds_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let _first = KeyStore::open(dir.path()).unwrap();

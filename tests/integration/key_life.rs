@@ -46,6 +46,8 @@ fn a_replace_with_grace_admits_the_old_key_until_valid_until_and_never_after() {
     let (_, status_body) = server.admin("GET", "/key");
     assert_eq!(status_body["previous"]["fingerprint"], fingerprint(&first), "{status_body}");
     assert_eq!(status_body["previous"]["valid_until"], body["previous"]["valid_until"]);
+    let unix = valid_until.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert_eq!(server.metric("aims_key_grace_until_timestamp_seconds"), Some(unix));
 
     // Both keys are admitted (404: no such method, past the gate) until valid_until; after it,
     // a request sent with the old key is never admitted.
@@ -67,6 +69,7 @@ fn a_replace_with_grace_admits_the_old_key_until_valid_until_and_never_after() {
     assert!(before > 0 && after > 0, "{before} admitted before, {after} refused after");
     let (_, status_body) = server.admin("GET", "/key");
     assert!(status_body["previous"].is_null(), "{status_body}");
+    assert_eq!(server.metric("aims_key_grace_until_timestamp_seconds"), None);
 
     // The refusal log names the retired key, and the counter counts it.
     let log = server.wait_for_log("reason=\"retired key");
@@ -347,4 +350,28 @@ fn key_check_says_what_a_key_is_and_never_echoes_it() {
     assert!(out.starts_with("format:      malformed: "), "{out}");
     let (ok, _) = key_check(&server, "");
     assert!(!ok, "no key on standard input is an error");
+}
+
+#[test]
+fn an_exposed_grace_key_ends_its_grace_and_the_live_key_stays() {
+    let server = Server::start_with(&Options {
+        top: "on_key_exposure: revoke,".into(),
+        ..Options::default()
+    });
+    let old = server.generate_key();
+    let (status, body) = server.admin_with("POST", "/key/replace", r#"{"grace_secs": 600}"#);
+    assert_eq!(status, 200, "{body}");
+    let live = body["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(server.status_with(&old), 404, "admitted during its grace");
+    let plain = format!("GET / HTTP/1.1\r\nHost: localhost\r\nx-api-key: {old}\r\n\r\n");
+    let _ = tcp_exchange(server.api, plain.as_bytes(), Duration::from_secs(5));
+    let log = server.wait_for_log("audit action=key.end_grace client=server");
+    let line = log.lines().find(|l| l.contains("key exposure")).unwrap();
+    let which = format!("the previous key (still in its grace window) {}", fingerprint(&old));
+    assert!(line.contains(&which), "{line}");
+    assert_eq!(server.status_with(&old), 401, "the grace ended");
+    assert_eq!(server.status_with(&live), 404, "the live key was not exposed: it stays");
+    let (_, status_body) = server.admin("GET", "/key");
+    assert!(status_body["previous"].is_null(), "{status_body}");
+    assert_eq!(status_body["state"], "active");
 }

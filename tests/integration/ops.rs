@@ -51,6 +51,34 @@ impl NotifySocket {
 }
 
 #[test]
+fn a_key_expiring_within_14_days_is_announced_at_start_in_the_log_and_the_status() {
+    let server = Server::start();
+    let (status, body) = server.admin_with("POST", "/key", r#"{"expires_in_secs": 259200}"#);
+    assert_eq!(status, 201, "{body}");
+    let fingerprint = body["fingerprint"].as_str().unwrap().to_owned();
+    let expires_at = body["expires_at"].as_str().unwrap().to_owned();
+    let (dir, config) = server.stop();
+    let notify = NotifySocket::new();
+    let options = Options { env: vec![notify.env()], ..Options::default() };
+    let server = Server::start_in_with(dir, config, &options).unwrap();
+    let ready = notify.expect("READY=1");
+    assert_eq!(
+        ready,
+        format!("READY=1\nSTATUS=key active ({fingerprint}, generation 1, EXPIRES in 2 days)\n")
+    );
+    let log = server.wait_for_log("expires at");
+    let line = log.lines().find(|l| l.contains("expires at")).unwrap();
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(
+        line.ends_with(&format!(
+            "the API key {fingerprint} expires at {expires_at} (in 2 days): replace it before \
+             then (aims-api key replace --grace 1h), or every client is refused"
+        )),
+        "{line}"
+    );
+}
+
+#[test]
 fn readiness_status_and_stopping_reach_the_notify_socket() {
     let notify = NotifySocket::new();
     let mut server = Server::start_with(&Options { env: vec![notify.env()], ..Options::default() });

@@ -84,6 +84,16 @@ impl Server {
         Self::launch(dir, config, &Options::default())
     }
 
+    /// The same, with `options`' environment and wrapper (its config lines are not used: the
+    /// config file exists already).
+    pub fn start_in_with(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        options: &Options,
+    ) -> Result<Self, String> {
+        Self::launch(dir, config, options)
+    }
+
     fn launch(dir: tempfile::TempDir, config: PathBuf, options: &Options) -> Result<Self, String> {
         let mut command = match options.wrapper.split_first() {
             Some((program, args)) => {

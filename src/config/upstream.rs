@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use super::ActivationCode;
+use super::{ActivationCode, BoundedU64 as Bounded};
 
 /// The checked `upstream` section.
 #[derive(Debug, Clone)]
@@ -100,10 +100,7 @@ impl<'de> Deserialize<'de> for BaseUrl {
     }
 }
 
-/// A number in `MIN..=MAX`, refused where written otherwise.
-#[derive(Clone, Copy)]
-struct Bounded<const MIN: u64, const MAX: u64>(u64);
-
+// The section's defaults, on the number type every section of the file uses.
 impl<const MIN: u64, const MAX: u64> Bounded<MIN, MAX> {
     fn five() -> Self {
         Self(5)
@@ -116,16 +113,5 @@ impl<const MIN: u64, const MAX: u64> Bounded<MIN, MAX> {
     }
     fn fifteen_minutes() -> Self {
         Self(900)
-    }
-}
-
-impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = u64::deserialize(deserializer)?;
-        if (MIN..=MAX).contains(&value) {
-            Ok(Self(value))
-        } else {
-            Err(de::Error::custom(format!("expected a number from {MIN} to {MAX}, found {value}")))
-        }
     }
 }

@@ -322,7 +322,10 @@ impl KeyManager {
         let terms = self.terms(asked, now)?;
         let key = ApiKey::generate(&self.rng).map_err(ChangeError::Random)?;
         let current = keys.effective();
-        let previous = current.key.as_ref().map(|k| k.fingerprint.clone());
+        // The key this one takes over from: the active (or expired) one, not a revoked one,
+        // whose life ended with its revoke (docs/audit.md: `previous`).
+        let previous =
+            current.key.as_ref().filter(|k| k.revoked_at.is_none()).map(|k| k.fingerprint.clone());
         let record = next(current, &key, now, terms).map_err(ChangeError::Conflict)?;
         keys.store.write(&record).map_err(ChangeError::Store)?;
         self.gate.switch(&record);

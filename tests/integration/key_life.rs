@@ -102,7 +102,11 @@ fn a_second_replace_ends_the_first_grace_and_a_revoke_ends_both_keys() {
     // Beyond the limits: a grace longer than a day, a grace on generate, unknown fields.
     let fresh = server.admin_with("POST", "/key", r#"{"grace_secs": 5}"#);
     assert_eq!((fresh.0, fresh.1["error"].as_str()), (400, Some("invalid_body")));
-    let _fourth = server.generate_key();
+    let fourth = server.generate_key();
+    // After a revoke, a new key takes over from no key: the revoked one is not its previous.
+    let log = server.wait_for_log(&format!("fingerprint={} previous=", fingerprint(&fourth)));
+    let line = format!("fingerprint={} previous=- generation=5 result=ok", fingerprint(&fourth));
+    assert!(log.contains(&line), "{line}:\n{log}");
     let long = server.admin_with("POST", "/key/replace", r#"{"grace_secs": 86401}"#);
     assert_eq!((long.0, long.1["error"].as_str()), (400, Some("grace_too_long")), "{}", long.1);
     let odd = server.admin_with("POST", "/key/replace", r#"{"grace": 5}"#);

@@ -138,7 +138,8 @@ actions:
   clients   list the addresses that used the current key, most recent first
   check     read a key on standard input and say what it is: malformed, or its fingerprint
             and whether it is the live key, the previous key in its grace, a retired key
-            (which generation, when and how retired) or unknown; never echoes the key
+            (which generation, when and how retired) or unknown; never echoes the key. Exits 0
+            once it has said (malformed included), 1 if the admin port could not be asked
 
 options:
       --expires-in DURATION  generate, replace: the new key expires after DURATION

@@ -246,8 +246,10 @@ fn secs(value: Bounded<1, 3600>) -> Duration {
 
 // The file's own shape. Kept private: the rest of the program sees only `Config`.
 
+// Renamed for serde: its messages name the struct (`unknown field … in \`api\``), and an
+// operator knows the file's sections, not our types.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename = "config")]
 struct File {
     activation_code: ActivationCode,
     state_dir: PathBuf,
@@ -274,7 +276,7 @@ struct File {
 struct ApiFile(ApiFields);
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename = "api")]
 struct ApiFields {
     listen: SocketAddr,
     #[serde(default)]
@@ -322,7 +324,7 @@ impl TryFrom<ApiFields> for ApiFile {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename = "admin")]
 struct AdminFile {
     listen: LoopbackAddr,
     #[serde(default = "default_allowed_uids")]
@@ -535,7 +537,10 @@ mod tests {
         let (line, column, message) = syntax_error(&text);
         assert_eq!((line, column), (3, 5), "{message}");
         // The rest lists the accepted names, which grow with the config.
-        assert!(message.starts_with("Unexpected field named `stat_dir` in `File`, "), "{message}");
+        assert!(
+            message.starts_with("Unexpected field named `stat_dir` in `config`, "),
+            "{message}"
+        );
     }
 
     #[test]

@@ -203,7 +203,7 @@ impl KeyRecord {
             Some(k) if self.state_at(now) == KeyState::Active => {
                 let mut next = self.clone();
                 next.generation += 1;
-                next.previous = None;
+                next.end_grace(now);
                 next.retire(k, now, Retirement::Revoked);
                 next.key = Some(StoredKey { revoked_at: Some(now), ..k.clone() });
                 Ok(next)
@@ -220,28 +220,30 @@ impl KeyRecord {
         }
         let mut next = self.clone();
         next.generation += 1;
-        next.previous = None;
+        next.end_grace(now);
         Ok(next)
     }
 
     fn with_key(&self, key: &ApiKey, now: SystemTime, terms: Terms) -> Self {
         let mut next = self.clone();
         next.generation += 1;
-        next.previous = None;
+        next.end_grace(now);
         if let Some(old) = &self.key {
             match self.state_at(now) {
-                KeyState::Active => {
+                KeyState::Active if terms.grace.is_zero() => {
                     next.retire(old, now, Retirement::Replaced);
-                    if !terms.grace.is_zero() {
-                        let until = now + terms.grace;
-                        let valid_until = old.expires_at.map_or(until, |at| at.min(until));
-                        next.previous = Some(GraceKey {
-                            hash: old.hash,
-                            fingerprint: old.fingerprint.clone(),
-                            generation: old.generation,
-                            valid_until,
-                        });
-                    }
+                }
+                KeyState::Active => {
+                    let until = now + terms.grace;
+                    let valid_until = old.expires_at.map_or(until, |at| at.min(until));
+                    // Refused from the end of its grace: that is when it retires.
+                    next.retire(old, valid_until, Retirement::Replaced);
+                    next.previous = Some(GraceKey {
+                        hash: old.hash,
+                        fingerprint: old.fingerprint.clone(),
+                        generation: old.generation,
+                        valid_until,
+                    });
                 }
                 KeyState::Expired => {
                     let expired_at = old.expires_at.unwrap_or(now);
@@ -260,6 +262,16 @@ impl KeyRecord {
             expires_at: terms.expires_at,
         });
         next
+    }
+
+    /// Ends a grace still running at `now`: its key is refused from now on, so that is when it
+    /// retired (not the end of the grace it was given).
+    fn end_grace(&mut self, now: SystemTime) {
+        if let Some(grace) = self.previous.take().filter(|g| g.valid_until > now)
+            && let Some(retired) = self.retired.iter_mut().find(|r| r.hash.ct_eq(&grace.hash))
+        {
+            retired.retired_at = now;
+        }
     }
 
     /// Adds `key` to the retired keys, once, keeping the newest [`MAX_RETIRED`].
@@ -786,6 +798,32 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_key_retires_when_it_is_last_admitted_even_if_its_grace_is_cut_short() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (a, b, c) = (key(), key(), key());
+        let grace = Terms { grace: Duration::from_secs(900), expires_at: None };
+        let first = KeyRecord::default().generated(&a, start, Terms::default()).unwrap();
+        let second = first.replaced(&b, start, grace).unwrap();
+        let retired_at = |record: &KeyRecord, k: &ApiKey| {
+            record.retired.iter().find(|r| r.hash == k.hash()).map(|r| r.retired_at)
+        };
+        // Given a grace, it retires at its end...
+        assert_eq!(retired_at(&second, &a), Some(start + Duration::from_secs(900)));
+        // ...unless a second replace (or a revoke) cuts the grace short: then, at that moment.
+        let cut = start + Duration::from_secs(60);
+        let third = second.replaced(&c, cut, Terms::default()).unwrap();
+        assert_eq!(retired_at(&third, &a), Some(cut));
+        assert_eq!(retired_at(&third, &b), Some(cut));
+        assert_eq!(third.previous, None);
+        let revoked = second.revoked(cut).unwrap();
+        assert_eq!(retired_at(&revoked, &a), Some(cut));
+        // A grace that ran its course keeps its end as the moment.
+        let late = start + Duration::from_secs(1000);
+        let after = second.replaced(&c, late, Terms::default()).unwrap();
+        assert_eq!(retired_at(&after, &a), Some(start + Duration::from_secs(900)));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct Upstream {
 
 /// The section as written in the file.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename = "upstream")]
 pub struct UpstreamFile {
     url: BaseUrl,
     api_key_file: PathBuf,

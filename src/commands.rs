@@ -405,10 +405,10 @@ fn describe_list(body: &Value) -> String {
     if snapshots.is_empty() {
         text.push_str("no snapshot is served: import one with aims-api snapshot import\n");
     } else {
-        text.push_str(
-            "DATE        LAST ANALYZED ON          APPLICATIONS  MODULES  FINDINGS       DISK  \
-             MEMORY\n",
-        );
+        text.push_str(&format!(
+            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}  {:>9}  {:>9}\n",
+            "DATE", "LAST ANALYZED ON", "APPLICATIONS", "MODULES", "FINDINGS", "DISK", "MEMORY"
+        ));
     }
     for (i, s) in snapshots.iter().enumerate() {
         text.push_str(&format!(

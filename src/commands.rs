@@ -71,7 +71,8 @@ impl fmt::Display for Error {
             Self::Export(e) => write!(f, "snapshot export failed: {e}"),
             Self::Verify { problems } => write!(
                 f,
-                "snapshot verify found {problems} problem(s): each line above names the file                  and what is wrong"
+                "snapshot verify found {problems} problem(s): each line above names the file \
+                 and what is wrong"
             ),
         }
     }

@@ -445,7 +445,8 @@ fn verify_passes_a_good_folder_and_names_each_problem_read_only() {
         "invalid     2024-05-16.json: $.LastAnalyzedOn: invalid type: integer `5`, expected a string (line 1, column 20)\n",
         "ignored     notes.txt: not a snapshot file name (YYYY-MM-DD.json); ignored\n",
         ": 3 problem(s) among 6 file(s)",
-        "aims-api: snapshot verify found 3 problem(s)",
+        "\naims-api: snapshot verify found 3 problem(s): each line above names the file and what \
+         is wrong\n",
     ] {
         assert!(text.contains(line), "{line:?} in\n{text}");
     }

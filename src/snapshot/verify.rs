@@ -181,3 +181,43 @@ fn check(path: &Path) -> State {
         Err(e) => State::Unreadable(format!("cannot read: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_file_is_told_apart_and_nothing_is_changed() {
+        let state = tempfile::tempdir().unwrap();
+        assert_eq!(verify(state.path()).unwrap().files.len(), 0, "no folder yet: nothing wrong");
+        let folder = state.path().join("snapshots");
+        fs::create_dir(&folder).unwrap();
+        let sample = include_bytes!("../../examples/snapshot-2024-05-14.json");
+        fs::write(folder.join("2024-05-14.json"), sample).unwrap();
+        fs::write(folder.join("2024-05-15.json"), b"[]").unwrap();
+        fs::create_dir(folder.join("2024-05-16.json")).unwrap();
+        fs::write(folder.join(".2024-05-17.json.1.0.tmp"), b"{").unwrap();
+        fs::write(folder.join("2024-02-30.json"), b"{}").unwrap();
+        let report = verify(state.path()).unwrap();
+        let seen: Vec<(&str, &str)> =
+            report.files.iter().map(|f| (f.name.as_str(), f.status())).collect();
+        assert_eq!(
+            seen,
+            [
+                (".2024-05-17.json.1.0.tmp", "leftover"),
+                ("2024-02-30.json", "ignored"),
+                ("2024-05-14.json", "ok"),
+                ("2024-05-15.json", "invalid"),
+                ("2024-05-16.json", "unreadable"),
+            ]
+        );
+        assert_eq!(report.problems(), 3);
+        assert_eq!(
+            report.files[3].reason(),
+            "$: a snapshot is a JSON object, {…} (line 1, column 1)"
+        );
+        assert_eq!(report.files[4].reason(), "not a regular file");
+        assert!(folder.join(".2024-05-17.json.1.0.tmp").exists(), "verify removes nothing");
+        assert_eq!(report.to_json()["files"][2]["bytes"], sample.len());
+    }
+}

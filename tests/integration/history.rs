@@ -465,3 +465,39 @@ fn verify_passes_a_good_folder_and_names_each_problem_read_only() {
     assert_eq!(snapshot_files(&folder), before, "verify changed nothing");
     assert_eq!(served_dates(&server), ["2024-05-14", "2024-05-13"]);
 }
+
+/// A SIGKILL while retention prunes at start: each date is left whole or gone (a prune is
+/// one delete, an unlink and a folder fsync), the dates left are the newest ones (pruning goes
+/// oldest first), and nothing half-done remains for the next start or for verify.
+#[test]
+fn a_kill_during_pruning_leaves_each_date_whole_or_gone() {
+    let server = Server::start();
+    let dates: Vec<String> = (1..=8).map(|day| format!("2024-05-{day:02}")).collect();
+    for date in &dates {
+        let stamp = format!("{date}T06:00:00.000Z");
+        put(&server, date, snapshot_json(300, 1, &stamp).to_string().as_bytes());
+    }
+    let (dir, config) = server.stop();
+    let plain = std::fs::read_to_string(&config).unwrap();
+    let pruning =
+        plain.replacen("    api: (", "    snapshots: (keep_count: Some(1)),\n    api: (", 1);
+    std::fs::write(&config, pruning).unwrap();
+    let mut server = Server::start_in(dir, config).unwrap();
+    server.wait_for_log("audit action=snapshot.prune");
+    server.kill();
+    let (dir, config) = server.stop();
+    std::fs::write(&config, plain).unwrap();
+
+    let server = Server::start_in(dir, config).unwrap();
+    let (status, list) = server.admin("GET", "/snapshots");
+    assert_eq!((status, &list["refused"]), (200, &json!([])), "{list}");
+    let served = served_dates(&server);
+    assert!(!served.is_empty() && served.len() < dates.len(), "{served:?}");
+    let newest_first: Vec<String> = dates.iter().rev().take(served.len()).cloned().collect();
+    assert_eq!(served, newest_first, "the oldest go first");
+    let mut files: Vec<String> = newest_first.iter().rev().map(|d| format!("{d}.json")).collect();
+    files.sort();
+    assert_eq!(folder_names(&server), files, "no file but the served ones, no temporary file");
+    let (code, text) = verify(&server, false);
+    assert_eq!(code, Some(0), "{text}");
+}

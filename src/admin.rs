@@ -31,8 +31,8 @@ use crate::keystore::{KeyRecord, rfc3339};
 use crate::metrics::{AdminRoute, Gauges, Reason};
 use crate::peer::PeerError;
 use crate::refusals::{Peer, Refused};
-use crate::snapshot::Date;
 use crate::snapshot::store::{DeleteError, ImportError};
+use crate::snapshot::{Date, ExportError};
 
 /// Who is calling, as the socket table says.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +90,10 @@ pub enum AdminError {
     },
     Import(Date, ImportError),
     Delete(Date, DeleteError),
+    /// `GET /snapshots/<date>` for a date that is not served.
+    NotServed(Date),
+    /// A served snapshot could not be written back as a document (a bug).
+    Export(Date, ExportError),
 }
 
 impl AdminError {
@@ -99,7 +103,9 @@ impl AdminError {
                 Status::FORBIDDEN
             }
             Self::Malformed(e) => e.status(),
-            Self::NotFound | Self::Delete(_, DeleteError::NotFound) => Status::NOT_FOUND,
+            Self::NotFound | Self::Delete(_, DeleteError::NotFound) | Self::NotServed(_) => {
+                Status::NOT_FOUND
+            }
             Self::MethodNotAllowed(_) => Status::METHOD_NOT_ALLOWED,
             Self::BadBody(_)
             | Self::KeyChange(ChangeError::LifetimeTooLong { .. } | ChangeError::GraceTooLong(_)) => {
@@ -113,6 +119,7 @@ impl AdminError {
                 | ChangeError::RevokedInMemoryOnly(_),
             )
             | Self::KeyNotRecorded
+            | Self::Export(..)
             | Self::Import(_, ImportError::Write(_))
             | Self::Delete(_, DeleteError::Write(_)) => Status::INTERNAL_SERVER_ERROR,
             Self::Reload(_) | Self::Import(_, ImportError::Invalid(_)) => Status::UNPROCESSABLE,
@@ -128,7 +135,9 @@ impl AdminError {
         match self {
             Self::UnknownUid(_) | Self::UidNotAllowed(_) | Self::BrowserShaped(_) => "forbidden",
             Self::Malformed(e) => e.code(),
-            Self::NotFound | Self::Delete(_, DeleteError::NotFound) => "not_found",
+            Self::NotFound | Self::Delete(_, DeleteError::NotFound) | Self::NotServed(_) => {
+                "not_found"
+            }
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::BadBody(_) => "invalid_body",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -139,7 +148,7 @@ impl AdminError {
             Self::KeyChange(ChangeError::Store(_) | ChangeError::RevokedInMemoryOnly(_)) => {
                 "store_write"
             }
-            Self::KeyNotRecorded => "internal",
+            Self::KeyNotRecorded | Self::Export(..) => "internal",
             Self::Reload(_) => "reload_refused",
             Self::BadDate { .. } => "invalid_date",
             Self::Import(_, ImportError::Empty) => "empty_body",
@@ -203,6 +212,11 @@ impl fmt::Display for AdminError {
             Self::Import(_, e) => e.fmt(f),
             Self::Delete(date, DeleteError::NotFound) => write!(f, "no snapshot for {date}"),
             Self::Delete(_, e) => e.fmt(f),
+            Self::NotServed(date) => write!(
+                f,
+                "no snapshot for {date} is served: aims-api snapshot list shows the dates there are"
+            ),
+            Self::Export(date, e) => write!(f, "cannot export the snapshot of {date}: {e}"),
         }
     }
 }

@@ -58,6 +58,20 @@ pub fn call(
     body_len: u64,
     timeout: Duration,
 ) -> Result<Answer, ClientError> {
+    call_capped(addr, method, path, body, body_len, timeout, MAX_RESPONSE_BYTES)
+}
+
+/// [`call`] for an answer that may be larger than 16 MiB (a snapshot export): read up to
+/// `max_response_bytes`. A longer answer is cut there and reported as malformed.
+pub fn call_capped(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &mut dyn Read,
+    body_len: u64,
+    timeout: Duration,
+    max_response_bytes: u64,
+) -> Result<Answer, ClientError> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|source| ClientError::Connect { addr, source })?;
     let exchange = |source| ClientError::Exchange { addr, source };
@@ -69,7 +83,7 @@ pub fn call(
     );
     stream.write_all(head.as_bytes()).map_err(exchange)?;
     io::copy(&mut body.take(body_len), &mut stream).map_err(exchange)?;
-    let raw = read_wiping(&mut stream.take(MAX_RESPONSE_BYTES)).map_err(exchange)?;
+    let raw = read_wiping(&mut stream.take(max_response_bytes)).map_err(exchange)?;
     parse_answer(&raw).ok_or(ClientError::Malformed { addr })
 }
 

@@ -14,14 +14,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustls::ServerConfig;
 
+use crate::audit::{self, PruneOutcome};
 use crate::config::Config;
 use crate::connections::PerAddress;
+use crate::durable::WriteError;
 use crate::keys::KeyManager;
 use crate::keystore::rfc3339;
 use crate::locks;
 use crate::metrics::Metrics;
 use crate::refusals::RefusalLog;
-use crate::snapshot::{Snapshots, store};
+use crate::snapshot::store::{DeleteError, Rule};
+use crate::snapshot::{Date, Snapshots, store};
 use crate::systemd;
 use crate::throttle::Throttle;
 use crate::tls::{self, CertInfo, TlsError};
@@ -149,7 +152,8 @@ impl App {
     }
 
     /// What is due once a minute (the supervisor calls it at least that often): save the key
-    /// usage, and once a day (and at start) warn of a key that expires within 14 days.
+    /// usage, and once a day (and at start) prune the snapshots retention no longer keeps and
+    /// warn of a key that expires within 14 days.
     pub fn housekeeping(&self) {
         if let Err(e) = self.keys.save_usage() {
             log::warn!("{e}; will try again in a minute");
@@ -162,6 +166,9 @@ impl App {
             }
             due
         };
+        if daily_due {
+            self.prune_snapshots();
+        }
         if daily_due && let Some((fingerprint, at)) = self.keys.expires_soon(EXPIRY_WARNING) {
             let days = at.duration_since(SystemTime::now()).map_or(0, |d| d.as_secs() / 86_400);
             log::warn!(
@@ -171,6 +178,35 @@ impl App {
             );
             self.announce_key_state();
         }
+    }
+
+    /// Removes the dates the config's `snapshots` section no longer keeps (after an import,
+    /// and daily), one audit line each. Returns the dates removed.
+    pub fn prune_snapshots(&self) -> Vec<Date> {
+        let mut removed = Vec::new();
+        for pruned in self.snapshots.prune(self.config.retention, SystemTime::now()) {
+            let (rule, limit) = match pruned.rule {
+                Rule::KeepDays(days) => ("keep_days", u64::from(days)),
+                Rule::KeepCount(count) => ("keep_count", count as u64),
+            };
+            let outcome = match &pruned.outcome {
+                Ok(_) => PruneOutcome::Pruned,
+                Err(e) => {
+                    let code = match e {
+                        DeleteError::NotFound => "not_found",
+                        DeleteError::Write(WriteError::Io { .. }) => "storage",
+                        DeleteError::Write(WriteError::NotDurable { .. }) => "not_durable",
+                    };
+                    PruneOutcome::Failed { code, cause: e }
+                }
+            };
+            audit::snapshot_prune(pruned.date, rule, limit, outcome).emit();
+            // Not durable is still removed and no longer served.
+            if let Ok(_) | Err(DeleteError::Write(WriteError::NotDurable { .. })) = pruned.outcome {
+                removed.push(pruned.date);
+            }
+        }
+        removed
     }
 
     /// Tells systemd (`STATUS=`) the key's state, after it changed.

@@ -28,11 +28,12 @@ pub enum Action {
     Reload,
     SnapshotImport,
     SnapshotDelete,
+    SnapshotPrune,
     Refused,
 }
 
 impl Action {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::KeyGenerate,
         Self::KeyReplace,
         Self::KeyRevoke,
@@ -41,6 +42,7 @@ impl Action {
         Self::Reload,
         Self::SnapshotImport,
         Self::SnapshotDelete,
+        Self::SnapshotPrune,
         Self::Refused,
     ];
 
@@ -54,6 +56,7 @@ impl Action {
             Self::Reload => "reload",
             Self::SnapshotImport => "snapshot.import",
             Self::SnapshotDelete => "snapshot.delete",
+            Self::SnapshotPrune => "snapshot.prune",
             Self::Refused => "refused",
         }
     }
@@ -80,6 +83,7 @@ impl Action {
                 "cause",
             ],
             Self::SnapshotDelete => &["client", "date", "result", "was_served", "cause"],
+            Self::SnapshotPrune => &["client", "date", "result", "rule", "limit", "cause"],
             Self::Refused => &[
                 "port",
                 "client",
@@ -317,6 +321,40 @@ pub fn snapshot_delete(uid: u32, date: Date, outcome: DeleteOutcome<'_>) -> Reco
     }
 }
 
+/// How the removal of one date by retention ended.
+pub enum PruneOutcome<'a> {
+    Pruned,
+    /// `code` as a delete's: `storage` (nothing changed), `not_durable` (removed, not synced),
+    /// `not_found` (removed by someone else first).
+    Failed {
+        code: &'a str,
+        cause: &'a dyn Display,
+    },
+}
+
+/// `snapshot.prune`: one line per date the retention settings removed (or failed to), with
+/// the rule that removed it (`keep_days` or `keep_count`) and that rule's `limit`.
+pub fn snapshot_prune(
+    date: Date,
+    rule: &'static str,
+    limit: u64,
+    outcome: PruneOutcome<'_>,
+) -> Record {
+    let level = match outcome {
+        PruneOutcome::Pruned => log::Level::Info,
+        PruneOutcome::Failed { .. } => log::Level::Error,
+    };
+    let record = Record::new(Action::SnapshotPrune, level)
+        .word("client", Peer::Server)
+        .word("date", date)
+        .word("rule", rule)
+        .word("limit", limit);
+    match outcome {
+        PruneOutcome::Pruned => record.word("result", "pruned"),
+        PruneOutcome::Failed { code, cause } => record.word("result", code).quoted("cause", cause),
+    }
+}
+
 /// One client's refused requests in one window of the refusal log.
 pub struct RefusedBurst<'a> {
     pub port: &'static str,
@@ -466,6 +504,11 @@ mod tests {
             compressed_bytes: 6,
         };
         let date = Date::parse("2024-05-14").unwrap();
+        assert_eq!(
+            render(&snapshot_prune(date, "keep_count", 3, PruneOutcome::Pruned)),
+            "audit action=snapshot.prune client=server date=2024-05-14 result=pruned \
+             rule=keep_count limit=3"
+        );
         let live = ImportOutcome::Live { replaced: false, stats: &stats, took_ms: 9 };
         assert_eq!(
             render(&snapshot_import(0, date, live)),

@@ -78,6 +78,13 @@ pub enum SnapshotAction {
     Pull {
         date: Option<Date>,
     },
+    /// Write the served snapshot of `date` as a document, to `output` or standard output.
+    Export {
+        date: Date,
+        output: Option<PathBuf>,
+    },
+    /// Check the snapshot folder offline.
+    Verify,
 }
 
 /// A command line that does not fit the grammar (exit code 2).
@@ -102,7 +109,7 @@ usage: aims-api <command> [options]
 commands:
   serve          run the appliance
   key            show, generate, replace or revoke the API key (via the admin port)
-  snapshot       import, pull, list or delete the dated analysis snapshots (via the admin port)
+  snapshot       import, pull, list, export, delete or verify the dated analysis snapshots
   check-config   check a configuration file and exit
   diagnose       check the configuration, state, certificate, server and system; say what to do
   completions    print the shell completion script for bash, zsh or fish
@@ -160,7 +167,8 @@ const SNAPSHOT_HELP: &str = "\
 aims-api snapshot: manage the analysis snapshots that the API serves, through the admin port
 
 usage: aims-api snapshot <import FILE --date YYYY-MM-DD | pull [--date YYYY-MM-DD] | list |
-                         delete DATE> [--config PATH] [--json]
+                         export DATE [--output FILE] | delete DATE | verify> [--config PATH]
+                         [--json]
 
 actions:
   import FILE --date YYYY-MM-DD
@@ -173,20 +181,31 @@ actions:
             unless --date is given; says \"unchanged\" and writes nothing if the snapshot of that
             date already holds the same data. A failed pull changes nothing.
   list      show the snapshots served (newest first, the default answer) with their counts,
-            and any file refused at start
+            the bytes each takes on disk and in memory, the totals, and any file refused at
+            start
+  export DATE [--output FILE]
+            write the snapshot served for DATE as snapshot JSON, rendered from the served data
+            in one canonical form (import it back to get the same data, and the same bytes
+            when exported again); to standard output, or durably to FILE (mode 0600)
   delete DATE
             stop serving the snapshot of DATE and remove its file
+  verify    check the snapshot folder without a server (read-only, takes no lock): every
+            dated file must pass the checks of an import; names each file that does not (its
+            JSON path and reason) and any temporary file left by an interrupted import. Exit
+            status 0 when all is well, 1 otherwise
 
 options:
   -d, --date YYYY-MM-DD  the analysis date of the imported file (import), or of the pulled
                          data (pull)
-  -c, --config PATH      configuration file whose admin.listen to use (default
-                         /etc/aims-api/config.ron)
-      --json             print the admin port's JSON answer as it is
+  -o, --output FILE      export: write the snapshot to FILE instead of standard output
+  -c, --config PATH      configuration file whose admin.listen (and, for verify,
+                         state_dir) to use (default /etc/aims-api/config.ron)
+      --json             print the admin port's JSON answer as it is (verify: its report)
   -h, --help             print this help
   -V, --version          print the version
 
-The admin port only serves root (and admin.allowed_uids): run these with sudo.
+The admin port only serves root (and admin.allowed_uids), and the state folder is readable
+by the service's user only: run these with sudo.
 ";
 
 const CHECK_HELP: &str = "\
@@ -270,6 +289,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut action = None;
     let mut words = Vec::new();
     let mut date = None;
+    let mut output = None;
     let mut grace = None;
     let mut expires_in = None;
     while let Some(arg) = parser.next().map_err(|e| usage(e.to_string(), help))? {
@@ -297,6 +317,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             Short('d') | Long("date") if command == "snapshot" => {
                 let value = parser.value().map_err(|e| usage(e.to_string(), help))?;
                 date = Some(value.string().map_err(|e| usage(e.to_string(), help))?);
+            }
+            Short('o') | Long("output") if command == "snapshot" => {
+                output = Some(parser.value().map_err(|e| usage(e.to_string(), help))?.into());
             }
             Long("grace") if command == "key" => {
                 grace = Some(duration(&mut parser, "--grace", help)?);
@@ -330,7 +353,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             Some(shell) => Command::Completions(shell),
             None => return Err(usage("completions needs a shell: bash, zsh or fish".into(), help)),
         },
-        "snapshot" => Command::Snapshot { action: snapshot_action(words, date)?, config, json },
+        "snapshot" => {
+            Command::Snapshot { action: snapshot_action(words, date, output)?, config, json }
+        }
         _ => match (action, grace, expires_in) {
             (Some(KeyAction::Replace { .. }), grace, expires_in) => {
                 Command::Key { action: KeyAction::Replace { grace, expires_in }, config, json }
@@ -374,12 +399,17 @@ fn duration(
     }
 }
 
-/// The words after `snapshot`, and `--date`, as one action.
+/// The words after `snapshot`, `--date` and `--output`, as one action.
 fn snapshot_action(
     words: Vec<OsString>,
     date: Option<String>,
+    output: Option<PathBuf>,
 ) -> Result<SnapshotAction, UsageError> {
     let usage = |message: String| UsageError { message, help: SNAPSHOT_HELP };
+    let is_export = words.first().is_some_and(|w| w == "export");
+    if output.is_some() && !is_export {
+        return Err(usage("--output is for export".into()));
+    }
     let parse_date =
         |text: &str| Date::parse(text).map_err(|e| usage(format!("`{text}` is not a date: {e}")));
     let mut words = words.into_iter();
@@ -407,14 +437,22 @@ fn snapshot_action(
             Ok(SnapshotAction::Delete { date: parse_date(&date.to_string_lossy())? })
         }
         (Some("delete"), None, None) => Err(usage("delete needs the DATE to delete".into())),
-        (Some("list" | "delete"), _, Some(_)) => Err(usage(
-            "--date is for import and pull; delete takes the date as its argument".into(),
+        (Some("export"), Some(date), None) => {
+            Ok(SnapshotAction::Export { date: parse_date(&date.to_string_lossy())?, output })
+        }
+        (Some("export"), None, None) => Err(usage("export needs the DATE to export".into())),
+        (Some("verify"), None, None) => Ok(SnapshotAction::Verify),
+        (Some("list" | "delete" | "export" | "verify"), _, Some(_)) => Err(usage(
+            "--date is for import and pull; delete and export take the date as their argument"
+                .into(),
         )),
-        (Some("list"), Some(extra), None) => {
+        (Some("list" | "verify"), Some(extra), None) => {
             Err(usage(format!("unexpected argument `{}`", extra.to_string_lossy())))
         }
         (Some(other), _, _) => Err(usage(format!("unknown snapshot action `{other}`"))),
-        (None, _, _) => Err(usage("snapshot needs an action: import, pull, list or delete".into())),
+        (None, _, _) => Err(usage(
+            "snapshot needs an action: import, pull, list, export, delete or verify".into(),
+        )),
     }
 }
 
@@ -509,6 +547,34 @@ mod tests {
     }
 
     #[test]
+    fn export_takes_a_date_and_an_optional_output_and_verify_nothing() {
+        let date = Date::parse("2024-05-14").unwrap();
+        for (words, output) in [
+            ("snapshot export 2024-05-14", None),
+            ("snapshot export 2024-05-14 --output out.json", Some("out.json")),
+            ("snapshot -o out.json export 2024-05-14", Some("out.json")),
+        ] {
+            assert_eq!(
+                parse_words(words).unwrap(),
+                Command::Snapshot {
+                    action: SnapshotAction::Export { date, output: output.map(PathBuf::from) },
+                    config: DEFAULT_PATH.into(),
+                    json: false
+                },
+                "{words}"
+            );
+        }
+        assert_eq!(
+            parse_words("snapshot verify --json -c c.ron").unwrap(),
+            Command::Snapshot {
+                action: SnapshotAction::Verify,
+                config: "c.ron".into(),
+                json: true
+            }
+        );
+    }
+
+    #[test]
     fn pull_takes_an_optional_date() {
         assert_eq!(
             parse_words("snapshot pull --json").unwrap(),
@@ -586,7 +652,12 @@ mod tests {
             ("snapshot delete", "delete needs the DATE"),
             ("snapshot delete 14-05-2024", "`14-05-2024` is not a date"),
             ("snapshot delete 2024-05-14 --date 2024-05-14", "--date is for import"),
-            ("snapshot export", "unknown snapshot action `export`"),
+            ("snapshot export", "export needs the DATE"),
+            ("snapshot export 2024-5-14", "`2024-5-14` is not a date"),
+            ("snapshot export 2024-05-14 --date 2024-05-14", "--date is for import"),
+            ("snapshot list --output x.json", "--output is for export"),
+            ("snapshot verify now", "unexpected argument `now`"),
+            ("snapshot check", "unknown snapshot action `check`"),
             ("snapshot pull now", "unexpected argument `now`"),
             ("snapshot pull --date 2024-02-30", "`2024-02-30` is not a date"),
         ];

@@ -18,6 +18,7 @@ use crate::admin_client::{self, ClientError};
 use crate::cli::{Command, KeyAction, SnapshotAction};
 use crate::config::{Config, ConfigError};
 use crate::server::{self, ServeError};
+use crate::snapshot::Date;
 
 #[derive(Debug)]
 pub enum Error {
@@ -42,6 +43,12 @@ pub enum Error {
         warnings: usize,
     },
     Pull(crate::pull::PullError),
+    /// `snapshot export --output FILE` could not write FILE (it is as it was).
+    Export(crate::durable::WriteError),
+    /// `snapshot verify` found problems; the report names them.
+    Verify {
+        problems: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -61,6 +68,12 @@ impl fmt::Display for Error {
                  what to do"
             ),
             Self::Pull(e) => write!(f, "snapshot pull failed: {e}"),
+            Self::Export(e) => write!(f, "snapshot export failed: {e}"),
+            Self::Verify { problems } => write!(
+                f,
+                "snapshot verify found {problems} problem(s): each line above names the file \
+                 and what is wrong"
+            ),
         }
     }
 }
@@ -252,6 +265,8 @@ fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Er
     let addr = config.admin.listen;
     let answer = match action {
         SnapshotAction::Pull { date } => return pull(&config, *date, json),
+        SnapshotAction::Export { date, output } => return export(addr, *date, output.as_deref()),
+        SnapshotAction::Verify => return verify(&config, json),
         SnapshotAction::Import { file, date } => {
             let input = |reason: String| Error::Input { path: file.clone(), reason };
             let mut opened = File::open(file).map_err(|e| input(format!("cannot open: {e}")))?;
@@ -286,12 +301,66 @@ fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Er
         SnapshotAction::Import { .. } => describe_import(&body),
         SnapshotAction::List => describe_list(&body),
         SnapshotAction::Delete { .. } => describe_delete(&body),
-        SnapshotAction::Pull { .. } => String::new(),
+        SnapshotAction::Pull { .. } | SnapshotAction::Export { .. } | SnapshotAction::Verify => {
+            String::new()
+        }
     })
 }
 
+/// The most `snapshot export` reads: the server holds the snapshot in memory already, so this
+/// only stops a runaway answer.
+const EXPORT_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+/// `snapshot export DATE [--output FILE]`: the admin port's document, byte for byte, on
+/// standard output or durably in FILE.
+fn export(addr: std::net::SocketAddr, date: Date, output: Option<&Path>) -> Result<(), Error> {
+    let path = format!("/snapshots/{date}");
+    let answer = admin_client::call_capped(
+        addr,
+        "GET",
+        &path,
+        &mut io::empty(),
+        0,
+        IMPORT_TIMEOUT,
+        EXPORT_MAX_BYTES,
+    )
+    .map_err(Error::Client)?;
+    if !(200..300).contains(&answer.status) {
+        return Err(refused(answer.status, &answer.body));
+    }
+    match output {
+        // Nothing is added: the bytes are the export, so `> FILE` and `--output FILE` agree.
+        None => io::stdout().lock().write_all(&answer.body).map_err(Error::Output),
+        Some(file) => {
+            crate::durable::write(file, &answer.body, 0o600).map_err(Error::Export)?;
+            print(&format!(
+                "exported the snapshot of {date} to {} ({} bytes)\n",
+                file.display(),
+                answer.body.len()
+            ))
+        }
+    }
+}
+
+/// `snapshot verify`: the folder checked offline; exit 1 if anything is wrong.
+fn verify(config: &Config, json: bool) -> Result<(), Error> {
+    let report = crate::snapshot::verify::verify(&config.state_dir).map_err(|e| Error::Input {
+        path: config.state_dir.join("snapshots"),
+        reason: format!("cannot read the snapshot folder: {e}"),
+    })?;
+    if json {
+        print(&format!("{:#}\n", report.to_json()))?;
+    } else {
+        print(&report.render())?;
+    }
+    match report.problems() {
+        0 => Ok(()),
+        problems => Err(Error::Verify { problems }),
+    }
+}
+
 /// `snapshot pull`: progress on stderr (log lines under systemd), one summary on stdout.
-fn pull(config: &Config, date: Option<crate::snapshot::Date>, json: bool) -> Result<(), Error> {
+fn pull(config: &Config, date: Option<Date>, json: bool) -> Result<(), Error> {
     crate::logging::init(config.log_level.0);
     let summary = crate::pull::run(config, date).map_err(Error::Pull)?;
     if json {
@@ -316,7 +385,19 @@ fn describe_import(body: &Value) -> String {
         count(snapshot, "modules"),
         count(snapshot, "findings"),
         field(snapshot, "last_analyzed_on"),
-    )
+    ) + &pruned_line(body)
+}
+
+/// After an import, the dates the retention settings removed, if any.
+fn pruned_line(body: &Value) -> String {
+    let pruned: Vec<&str> = body["pruned"]
+        .as_array()
+        .map(|dates| dates.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match pruned.is_empty() {
+        true => String::new(),
+        false => format!("pruned (retention): {}\n", pruned.join(", ")),
+    }
 }
 
 fn describe_list(body: &Value) -> String {
@@ -325,17 +406,31 @@ fn describe_list(body: &Value) -> String {
     if snapshots.is_empty() {
         text.push_str("no snapshot is served: import one with aims-api snapshot import\n");
     } else {
-        text.push_str("DATE        LAST ANALYZED ON          APPLICATIONS  MODULES  FINDINGS\n");
+        text.push_str(&format!(
+            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}  {:>9}  {:>9}\n",
+            "DATE", "LAST ANALYZED ON", "APPLICATIONS", "MODULES", "FINDINGS", "DISK", "MEMORY"
+        ));
     }
     for (i, s) in snapshots.iter().enumerate() {
         text.push_str(&format!(
-            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}{}\n",
+            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}  {:>9}  {:>9}{}\n",
             field(s, "date"),
             field(s, "last_analyzed_on"),
             count(s, "applications"),
             count(s, "modules"),
             count(s, "findings"),
+            size(count(s, "disk_bytes")),
+            size(count(s, "memory_bytes")),
             if i == 0 { "  (newest: answers requests without Date)" } else { "" },
+        ));
+    }
+    if !snapshots.is_empty() {
+        let total = &body["total"];
+        text.push_str(&format!(
+            "total: {} date(s), {} on disk, {} in memory\n",
+            count(total, "dates"),
+            size(count(total, "disk_bytes")),
+            size(count(total, "memory_bytes")),
         ));
     }
     for refused in body["refused"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -346,6 +441,21 @@ fn describe_list(body: &Value) -> String {
         ));
     }
     text
+}
+
+/// Bytes for people: `812 B`, `57.5 KiB`, `48.9 MiB`, `1.5 GiB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
 }
 
 fn describe_delete(body: &Value) -> String {

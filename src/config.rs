@@ -17,6 +17,7 @@ use serde::de::{self, Deserializer};
 mod upstream;
 
 pub use crate::http::HttpLimits;
+pub use crate::snapshot::store::Retention;
 pub use crate::throttle::ThrottleSettings;
 pub use upstream::Upstream;
 use upstream::UpstreamFile;
@@ -41,6 +42,8 @@ pub struct Config {
     pub admin: Admin,
     /// Where `snapshot pull` fetches from; `None` when the appliance is fed by imports only.
     pub upstream: Option<Upstream>,
+    /// The `snapshots` section: which dates are kept (default: all).
+    pub retention: Retention,
 }
 
 /// How refused requests are logged: one line each up to `lines` per `window`, then only
@@ -236,6 +239,10 @@ impl Config {
                 },
             },
             upstream: file.upstream.map(|u| u.resolve(resolve)),
+            retention: Retention {
+                keep_days: file.snapshots.keep_days.map(|d| d.0 as u32),
+                keep_count: file.snapshots.keep_count.map(|c| c.0),
+            },
         })
     }
 }
@@ -267,6 +274,18 @@ struct File {
     admin: AdminFile,
     #[serde(default)]
     upstream: Option<UpstreamFile>,
+    #[serde(default)]
+    snapshots: SnapshotsFile,
+}
+
+/// The `snapshots` section: retention. Neither limit set keeps every date.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SnapshotsFile {
+    #[serde(default)]
+    keep_days: Option<Bounded<1, 36_500>>,
+    #[serde(default)]
+    keep_count: Option<Bounded<1, 100_000>>,
 }
 
 /// The `api` section. Wrapped so that the check needing two fields at once still fails inside
@@ -612,6 +631,21 @@ mod tests {
             r#"Some((url: "https://h.example/v1", api_key_file: "k", timeout: 5))"#,
         ));
         assert!(message.contains("timeout"), "{message}");
+    }
+
+    #[test]
+    fn retention_is_optional_and_bounded() {
+        assert!(parse(MINIMAL).unwrap().retention.keeps_all());
+        let with =
+            |section: &str| MINIMAL.replace("\n)", &format!("\n    snapshots: {section},\n)"));
+        let c = parse(&with("(keep_days: Some(30), keep_count: Some(3))")).unwrap();
+        assert_eq!(c.retention, Retention { keep_days: Some(30), keep_count: Some(3) });
+        let c = parse(&with("(keep_count: Some(7))")).unwrap();
+        assert_eq!(c.retention, Retention { keep_days: None, keep_count: Some(7) });
+        let (line, _, message) = syntax_error(&with("(keep_count: Some(0))"));
+        assert_eq!((line, message.as_str()), (6, "expected a number from 1 to 100000, found 0"));
+        let (_, _, message) = syntax_error(&with("(keep: Some(1))"));
+        assert!(message.contains("keep"), "{message}");
     }
 
     #[test]

@@ -401,7 +401,9 @@ mod tests {
                 ("import".to_owned(), true),
                 ("pull".to_owned(), false),
                 ("list".to_owned(), false),
-                ("delete".to_owned(), false)
+                ("export".to_owned(), false),
+                ("delete".to_owned(), false),
+                ("verify".to_owned(), false)
             ]
         );
         for command in &commands {

@@ -7,19 +7,25 @@
 //! request is copying bytes that already exist. A snapshot that fails any stage is refused
 //! whole: there is no half-loaded data.
 //!
+//! [`document`] writes a served snapshot back out in the file format (`snapshot export`), and
+//! [`verify`] checks the folder offline (`snapshot verify`).
+//!
 //! [`store`] owns the folder of dated snapshots (`<state_dir>/snapshots/<YYYY-MM-DD>.json`) and
 //! the set the API serves, which it swaps whole on import or delete, so a request never waits
 //! for an import and never sees one half done.
 
 mod check;
 mod date;
+pub mod document;
 mod file;
 mod render;
 pub mod store;
+pub mod verify;
 
 use std::fmt;
 
 pub use date::{Date, DateError};
+pub use document::{ExportError, export};
 pub use render::{Snapshot, Stats, Whole};
 pub use store::{Catalog, Snapshots};
 

@@ -4,7 +4,7 @@ complete -c aims-api -n __fish_use_subcommand -s h -l help -d 'print help'
 complete -c aims-api -n __fish_use_subcommand -s V -l version -d 'print the version'
 complete -c aims-api -n __fish_use_subcommand -a serve -d 'run the appliance'
 complete -c aims-api -n __fish_use_subcommand -a key -d 'show, generate, replace or revoke the API key'
-complete -c aims-api -n __fish_use_subcommand -a snapshot -d 'import, pull, list or delete the dated analysis snapshots'
+complete -c aims-api -n __fish_use_subcommand -a snapshot -d 'import, pull, list, export, delete or verify the dated analysis snapshots'
 complete -c aims-api -n __fish_use_subcommand -a check-config -d 'check a configuration file and exit'
 complete -c aims-api -n __fish_use_subcommand -a diagnose -d 'check the configuration, state, certificate, server and system; say what to do'
 complete -c aims-api -n __fish_use_subcommand -a completions -d 'print the shell completion script for bash, zsh or fish'
@@ -27,9 +27,12 @@ complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a import
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot; and __fish_seen_subcommand_from import' -F
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a pull
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a list
+complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a export
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a delete
+complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -a verify
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -s d -l date -r -d 'the analysis date of the imported file'
-complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -s c -l config -r -F -d 'configuration file whose admin.listen to use'
+complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -s o -l output -r -d 'export write the snapshot to FILE instead of standard output'
+complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -s c -l config -r -F -d 'configuration file whose admin.listen'
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -l json -d 'print the admin ports JSON answer as it is'
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -s h -l help -d 'print this help'
 complete -c aims-api -n '__fish_seen_subcommand_from snapshot' -s V -l version -d 'print the version'

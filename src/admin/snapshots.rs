@@ -1,8 +1,11 @@
-//! The admin port's snapshot routes: `GET /snapshots`, `PUT` and `DELETE /snapshots/<date>`.
+//! The admin port's snapshot routes: `GET /snapshots`, and `GET` (export), `PUT` (import) and
+//! `DELETE /snapshots/<date>`.
 //!
 //! Thin handlers over [`crate::snapshot::store`]: they parse the date in the path, hand the
 //! request body over as a stream, and turn the outcome into the admin port's JSON and one
-//! `audit` line for each import or delete, whatever its result. An invalid snapshot is a 422
+//! `audit` line for each import or delete, whatever its result. After an import the dates the
+//! retention settings no longer keep are pruned (see [`App::prune_snapshots`]). An export is
+//! the snapshot rendered back from memory ([`crate::snapshot::export`]), not its file. An invalid snapshot is a 422
 //! whose body names the JSON path and the reason (see [`super::AdminError`]), so a script can
 //! show the operator exactly what to fix; nothing served changes.
 
@@ -29,13 +32,15 @@ struct Entry {
     modules: usize,
     findings: usize,
     file_bytes: usize,
+    /// What the store holds on disk for this date now.
+    disk_bytes: u64,
     memory_bytes: usize,
     /// SHA-256 of the stored file, hex: equal digests are equal data.
     sha256: String,
 }
 
 impl Entry {
-    fn of(snapshot: &Snapshot) -> Self {
+    fn of(snapshot: &Snapshot, disk_bytes: u64) -> Self {
         let stats = snapshot.stats();
         Self {
             date: snapshot.date().to_string(),
@@ -44,6 +49,7 @@ impl Entry {
             modules: stats.modules,
             findings: stats.findings,
             file_bytes: stats.file_bytes,
+            disk_bytes,
             memory_bytes: stats.rendered_bytes + stats.compressed_bytes,
             sha256: snapshot.file_sha256().iter().map(|b| format!("{b:02x}")).collect(),
         }
@@ -53,15 +59,27 @@ impl Entry {
 /// `GET /snapshots`: the served snapshots, newest first, and the files refused at start.
 pub(super) fn list(app: &App) -> Response {
     let catalog = app.snapshots.catalog();
-    let snapshots: Vec<Entry> = catalog.newest_first().map(|s| Entry::of(s)).collect();
+    let snapshots: Vec<Entry> =
+        catalog.newest_first().map(|s| Entry::of(s, app.snapshots.disk_bytes(s.date()))).collect();
     let refused: Vec<_> = catalog
         .refused()
-        .map(|(date, reason)| json!({ "date": date.to_string(), "reason": reason }))
+        .map(|(date, reason)| {
+            let disk_bytes = app.snapshots.disk_bytes(date);
+            json!({ "date": date.to_string(), "reason": reason, "disk_bytes": disk_bytes })
+        })
         .collect();
+    // Refused files take disk space too, and no memory.
+    let disk_bytes = snapshots.iter().map(|e| e.disk_bytes).sum::<u64>()
+        + refused.iter().filter_map(|r| r["disk_bytes"].as_u64()).sum::<u64>();
     let body = json!({
         "newest": catalog.newest().map(|s| s.date().to_string()),
         "snapshots": snapshots,
         "refused": refused,
+        "total": {
+            "dates": snapshots.len(),
+            "disk_bytes": disk_bytes,
+            "memory_bytes": snapshots.iter().map(|e| e.memory_bytes).sum::<usize>(),
+        },
     });
     Response::json(Status::OK, body.to_string().into_bytes())
 }
@@ -90,8 +108,17 @@ pub(super) fn one(
             import(app, date, bytes, body, client, source)
         }
         Method::Delete => delete(app, date, client),
-        _ => Err(AdminError::MethodNotAllowed("PUT, DELETE")),
+        Method::Get | Method::Head => export(app, date),
+        _ => Err(AdminError::MethodNotAllowed("GET, HEAD, PUT, DELETE")),
     }
+}
+
+/// `GET /snapshots/<date>`: the served snapshot as a document, rendered from memory.
+fn export(app: &App, date: Date) -> Result<Response, AdminError> {
+    let catalog = app.snapshots.catalog();
+    let snapshot = catalog.on(date).ok_or(AdminError::NotServed(date))?;
+    let document = crate::snapshot::export(snapshot).map_err(|e| AdminError::Export(date, e))?;
+    Ok(Response::json(Status::OK, document))
 }
 
 fn import(
@@ -106,7 +133,9 @@ fn import(
     match app.snapshots.import(date, body) {
         Ok(imported) => {
             app.metrics.snapshot_imported(source);
-            Ok(imported_response(&imported, uid))
+            let disk_bytes = app.snapshots.disk_bytes(date);
+            let response = imported_response(&imported, uid, disk_bytes, || app.prune_snapshots());
+            Ok(response)
         }
         Err(e) => {
             let failure = AdminError::Import(date, e);
@@ -126,15 +155,22 @@ fn import(
     }
 }
 
-fn imported_response(imported: &Imported, uid: u32) -> Response {
+/// The import's audit line, then the retention's (`prune`), then the answer.
+fn imported_response(
+    imported: &Imported,
+    uid: u32,
+    disk_bytes: u64,
+    prune: impl FnOnce() -> Vec<Date>,
+) -> Response {
     let stats = imported.snapshot.stats();
     let took_ms = imported.took.as_millis();
     let outcome = ImportOutcome::Live { replaced: imported.replaced, stats: &stats, took_ms };
     audit::snapshot_import(uid, imported.snapshot.date(), outcome).emit();
+    let pruned: Vec<String> = prune().iter().map(Date::to_string).collect();
     let (status, result) =
         if imported.replaced { (Status::OK, "replaced") } else { (Status::CREATED, "created") };
-    let entry = Entry::of(&imported.snapshot);
-    let body = json!({ "result": result, "snapshot": entry, "took_ms": took_ms });
+    let entry = Entry::of(&imported.snapshot, disk_bytes);
+    let body = json!({ "result": result, "snapshot": entry, "took_ms": took_ms, "pruned": pruned });
     Response::json(status, body.to_string().into_bytes())
 }
 
@@ -175,7 +211,8 @@ mod tests {
         let snapshot = crate::snapshot::load(sample, date, "CODE").unwrap();
         let stats = snapshot.stats();
         assert!(stats.compressed_bytes > 0 && stats.rendered_bytes > 0);
-        let entry = Entry::of(&snapshot);
+        let entry = Entry::of(&snapshot, 7);
+        assert_eq!(entry.disk_bytes, 7);
         assert_eq!(entry.memory_bytes, stats.rendered_bytes + stats.compressed_bytes);
     }
 }

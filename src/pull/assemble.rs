@@ -15,12 +15,13 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use super::fetch::Fetcher;
 use super::progress::Progress;
 use super::{Method, PullError};
+use crate::snapshot::document::{Application, Category, Head, Named, Team, Writer};
 
 /// Applications per page: the most the API allows.
 pub const PAGE_LIMIT: u64 = 200;
@@ -93,7 +94,6 @@ fn copy_once(
     let teams: TeamAnswer = answer(fetcher, Method::Team, "", None)?;
     pinned.check(Method::Team, None, teams.info.as_ref())?;
 
-    let mut document = Vec::with_capacity(1024 * 1024);
     let head = Head {
         format_version: 1,
         last_analyzed_on: &first.last_analyzed_on,
@@ -101,10 +101,8 @@ fn copy_once(
         categories: &categories.categories,
         teams: &teams.teams,
     };
-    write_json(&mut document, &head)?;
-    // The head is an object; reopen it to append the applications as they come.
-    document.pop();
-    document.extend_from_slice(b",\"Applications\":[");
+    // The same writer as `snapshot export`: the same data gives the same bytes.
+    let mut document = Writer::start(&head, 1024 * 1024).map_err(cannot_render)?;
 
     let mut seen: HashSet<String> = HashSet::new();
     let (mut modules, mut findings) = (0, 0);
@@ -161,10 +159,7 @@ fn copy_once(
                     app.guid
                 )));
             }
-            if seen.len() > 1 {
-                document.push(b',');
-            }
-            write_json(&mut document, app)?;
+            document.application(app).map_err(cannot_render)?;
             modules += app.modules.len();
             findings += app.findings.len();
             findings += app.modules.iter().map(|m| m.findings.len()).sum::<usize>();
@@ -194,7 +189,7 @@ fn copy_once(
             seen.len()
         )));
     }
-    document.extend_from_slice(b"]}");
+    let document = document.finish();
 
     let last: Info = answer(fetcher, Method::LastAnalysisDate, "", None)?;
     if last.last_analyzed_on != first.last_analyzed_on {
@@ -283,8 +278,8 @@ fn answer<T: DeserializeOwned>(
     Ok(parsed)
 }
 
-fn write_json(out: &mut Vec<u8>, value: &impl Serialize) -> Result<(), PullError> {
-    serde_json::to_writer(out, value).map_err(|e| PullError::Setup(format!("cannot render: {e}")))
+fn cannot_render(e: serde_json::Error) -> PullError {
+    PullError::Setup(format!("cannot render: {e}"))
 }
 
 // What the upstream answers (the API's schema, /work's aims-v1-api.md §2.6) and, with the same
@@ -336,91 +331,6 @@ struct ApplicationAnswer {
 struct Page {
     #[serde(rename = "TotalResults", default)]
     total_results: Option<i64>,
-}
-
-/// The snapshot document up to its applications.
-#[derive(Serialize)]
-struct Head<'a> {
-    #[serde(rename = "FormatVersion")]
-    format_version: u32,
-    #[serde(rename = "LastAnalyzedOn")]
-    last_analyzed_on: &'a str,
-    #[serde(rename = "Levels")]
-    levels: &'a [Named],
-    #[serde(rename = "Categories")]
-    categories: &'a [Category],
-    #[serde(rename = "Teams")]
-    teams: &'a [Team],
-}
-
-#[derive(Deserialize, Serialize)]
-struct Named {
-    #[serde(rename = "GUID")]
-    guid: String,
-    #[serde(rename = "Name")]
-    name: String,
-}
-
-#[derive(Deserialize, Serialize)]
-struct Category {
-    #[serde(rename = "GUID")]
-    guid: String,
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "Patterns", default)]
-    patterns: Vec<Named>,
-}
-
-#[derive(Deserialize, Serialize)]
-struct Team {
-    #[serde(rename = "ExternalId")]
-    external_id: String,
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "Applications", default)]
-    applications: Vec<TeamApplication>,
-}
-
-#[derive(Deserialize, Serialize)]
-struct TeamApplication {
-    #[serde(rename = "GUID")]
-    guid: String,
-}
-
-#[derive(Deserialize, Serialize)]
-struct Application {
-    #[serde(rename = "GUID")]
-    guid: String,
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "LevelGUID")]
-    level_guid: String,
-    #[serde(rename = "Findings", default)]
-    findings: Vec<Finding>,
-    #[serde(rename = "Modules", default)]
-    modules: Vec<Module>,
-}
-
-#[derive(Deserialize, Serialize)]
-struct Module {
-    #[serde(rename = "GUID")]
-    guid: String,
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "LevelGUID")]
-    level_guid: String,
-    #[serde(rename = "Findings", default)]
-    findings: Vec<Finding>,
-}
-
-#[derive(Deserialize, Serialize)]
-struct Finding {
-    #[serde(rename = "CategoryGUID")]
-    category_guid: String,
-    #[serde(rename = "PatternGUID")]
-    pattern_guid: String,
-    #[serde(rename = "Count")]
-    count: i64,
 }
 
 #[cfg(test)]

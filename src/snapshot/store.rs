@@ -23,14 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Date, Invalid, Snapshot, Stats, load};
 use crate::durable::{self, Staged, WriteError};
 use crate::keystore::tighten_mode;
 use crate::locks;
 
-const FOLDER: &str = "snapshots";
+pub(super) const FOLDER: &str = "snapshots";
 
 /// The snapshots being served, by date, and the files at start that could not be.
 #[derive(Clone, Default)]
@@ -97,6 +97,65 @@ pub struct Reloaded {
 pub struct Deleted {
     /// What was being served for the date, if anything (a refused file is not served).
     pub served: Option<Stats>,
+}
+
+/// The config's `snapshots` section: which dates to keep. Both limits may be set; a date
+/// either of them rules out is pruned. The newest date is never pruned, and files refused at
+/// start are never pruned (they are not served; fix or delete them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep the dates from this many days before today (UTC) on, today and later included.
+    pub keep_days: Option<u32>,
+    /// Keep at most this many dates, the newest.
+    pub keep_count: Option<usize>,
+}
+
+/// Which limit of [`Retention`] pruned a date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    KeepDays(u32),
+    KeepCount(usize),
+}
+
+impl Retention {
+    pub fn keeps_all(&self) -> bool {
+        self.keep_days.is_none() && self.keep_count.is_none()
+    }
+
+    /// The dates among `served` (any order) that are due for pruning at `now`, oldest first,
+    /// each with the rule that prunes it (`keep_count` named first when both do).
+    pub fn due(&self, served: &[Date], now: SystemTime) -> Vec<(Date, Rule)> {
+        let mut dates = served.to_vec();
+        dates.sort_unstable();
+        dates.dedup();
+        // The newest date answers every request without `Date`: never leave the API empty.
+        let Some(newest) = dates.pop() else { return Vec::new() };
+        let keep_from = self.keep_days.map(|days| {
+            let back = Duration::from_secs(u64::from(days) * 86_400);
+            Date::of(now.checked_sub(back).unwrap_or(SystemTime::UNIX_EPOCH))
+        });
+        // The count includes the newest date.
+        let over = self.keep_count.map_or(0, |count| (dates.len() + 1).saturating_sub(count));
+        let mut due = Vec::new();
+        for (i, date) in dates.into_iter().enumerate() {
+            debug_assert!(date < newest);
+            match (self.keep_count, keep_from) {
+                (Some(count), _) if i < over => due.push((date, Rule::KeepCount(count))),
+                (_, Some(from)) if date < from => {
+                    due.push((date, Rule::KeepDays(self.keep_days.unwrap_or(0))));
+                }
+                _ => {}
+            }
+        }
+        due
+    }
+}
+
+/// One date that retention removed, or tried to.
+pub struct Pruned {
+    pub date: Date,
+    pub rule: Rule,
+    pub outcome: Result<Deleted, DeleteError>,
 }
 
 /// Why the folder could not be used at start.
@@ -257,6 +316,25 @@ impl Snapshots {
         Ok(Deleted { served })
     }
 
+    /// The bytes the store holds on disk for `date`: its file's size (0 if there is none).
+    pub fn disk_bytes(&self, date: Date) -> u64 {
+        fs::metadata(self.path_of(date)).map_or(0, |m| m.len())
+    }
+
+    /// Removes the served dates that `retention` no longer keeps at `now`, each through
+    /// [`Snapshots::delete`] (so each is durable, and a crash leaves a date whole or gone).
+    pub fn prune(&self, retention: Retention, now: SystemTime) -> Vec<Pruned> {
+        if retention.keeps_all() {
+            return Vec::new();
+        }
+        let served: Vec<Date> = self.catalog().by_date.keys().copied().collect();
+        retention
+            .due(&served, now)
+            .into_iter()
+            .map(|(date, rule)| Pruned { date, rule, outcome: self.delete(date) })
+            .collect()
+    }
+
     /// Re-reads the folder (SIGHUP or `POST /reload`), for files an operator placed by hand.
     /// New and changed files are loaded, removed ones stop being served, and a date whose file
     /// no longer loads keeps being served from memory: a bad file never takes data away.
@@ -390,4 +468,64 @@ fn load_file(date: Date, path: &Path, activation_code: &str) -> Result<Snapshot,
         started.elapsed().as_millis()
     );
     Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dates(texts: &[&str]) -> Vec<Date> {
+        texts.iter().map(|t| Date::parse(t).unwrap()).collect()
+    }
+
+    /// 2024-05-14T12:00:00Z.
+    fn noon() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_715_688_000)
+    }
+
+    fn due(retention: Retention, served: &[&str]) -> Vec<(String, Rule)> {
+        let due = retention.due(&dates(served), noon());
+        due.into_iter().map(|(d, rule)| (d.to_string(), rule)).collect()
+    }
+
+    #[test]
+    fn keep_count_keeps_the_newest() {
+        let five = ["2024-05-12", "2024-05-10", "2024-05-14", "2024-05-11", "2024-05-13"];
+        let three = Retention { keep_count: Some(3), ..Retention::default() };
+        assert_eq!(
+            due(three, &five),
+            [
+                ("2024-05-10".to_owned(), Rule::KeepCount(3)),
+                ("2024-05-11".to_owned(), Rule::KeepCount(3))
+            ]
+        );
+        assert_eq!(due(three, &five[..3]), []);
+        let one = Retention { keep_count: Some(1), ..Retention::default() };
+        assert_eq!(due(one, &five).len(), 4);
+        assert_eq!(due(Retention::default(), &five), []);
+        assert_eq!(due(three, &[]), []);
+    }
+
+    #[test]
+    fn keep_days_counts_back_from_today_and_never_prunes_the_newest() {
+        let two = Retention { keep_days: Some(2), ..Retention::default() };
+        // Today is 2024-05-14: 2024-05-12 is two days back and kept; a future date is kept.
+        assert_eq!(
+            due(two, &["2024-05-11", "2024-05-12", "2024-05-14", "2024-06-01", "2023-01-01"]),
+            [
+                ("2023-01-01".to_owned(), Rule::KeepDays(2)),
+                ("2024-05-11".to_owned(), Rule::KeepDays(2))
+            ]
+        );
+        // Only old dates: the newest of them stays, so the API still answers.
+        assert_eq!(
+            due(two, &["2024-01-01", "2024-01-02"]),
+            [("2024-01-01".to_owned(), Rule::KeepDays(2))]
+        );
+        let both = Retention { keep_days: Some(2), keep_count: Some(2) };
+        assert_eq!(
+            due(both, &["2024-05-10", "2024-05-13", "2024-05-14"]),
+            [("2024-05-10".to_owned(), Rule::KeepCount(2))]
+        );
+    }
 }

@@ -15,6 +15,7 @@ mod crash;
 mod diagnose;
 mod floods;
 mod gate;
+mod history;
 mod hostile;
 mod http;
 mod key_life;

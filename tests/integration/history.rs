@@ -29,15 +29,6 @@ fn put(server: &Server, date: &str, body: &[u8]) -> Value {
     answer
 }
 
-fn folder_names(server: &Server) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(server.state_dir().join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 fn served_dates(server: &Server) -> Vec<String> {
     let (status, list) = server.admin("GET", "/snapshots");
     assert_eq!(status, 200, "{list}");
@@ -321,7 +312,7 @@ fn keep_count_prunes_the_oldest_after_each_import_audited_and_removed() {
         [json!([]), json!([]), json!([]), json!(["2024-05-10"]), json!(["2024-05-11"])]
     );
     assert_eq!(served_dates(&server), ["2024-05-14", "2024-05-13", "2024-05-12"]);
-    assert_eq!(folder_names(&server), ["2024-05-12.json", "2024-05-13.json", "2024-05-14.json"]);
+    assert_eq!(server.snapshot_files(), ["2024-05-12.json", "2024-05-13.json", "2024-05-14.json"]);
     let log = server.wait_for_log("date=2024-05-11 result=pruned");
     for date in ["2024-05-10", "2024-05-11"] {
         let line = format!(
@@ -355,7 +346,7 @@ fn keep_days_prunes_dates_older_than_the_window_but_never_the_newest() {
     let log = server.wait_for_log(&format!("date={} result=pruned", pruned[1]));
     assert_eq!(served_dates(&server), [kept[0].clone(), kept[1].clone()]);
     let files: Vec<String> = kept.iter().rev().map(|d| format!("{d}.json")).collect();
-    assert_eq!(folder_names(&server), files);
+    assert_eq!(server.snapshot_files(), files);
     for date in &pruned {
         let line = format!(
             "audit action=snapshot.prune client=server date={date} result=pruned rule=keep_days \
@@ -380,7 +371,7 @@ fn retention_also_runs_at_start_and_daily() {
     let log = server.wait_for_log("date=2024-05-12 result=pruned rule=keep_count limit=2");
     assert!(log.contains("date=2024-05-11 result=pruned rule=keep_count limit=2"), "{log}");
     assert_eq!(served_dates(&server), ["2024-05-14", "2024-05-13"]);
-    assert_eq!(folder_names(&server), ["2024-05-13.json", "2024-05-14.json"]);
+    assert_eq!(server.snapshot_files(), ["2024-05-13.json", "2024-05-14.json"]);
 }
 
 fn verify(server: &Server, json: bool) -> (Option<i32>, String) {
@@ -497,7 +488,7 @@ fn a_kill_during_pruning_leaves_each_date_whole_or_gone() {
     assert_eq!(served, newest_first, "the oldest go first");
     let mut files: Vec<String> = newest_first.iter().rev().map(|d| format!("{d}.json")).collect();
     files.sort();
-    assert_eq!(folder_names(&server), files, "no file but the served ones, no temporary file");
+    assert_eq!(server.snapshot_files(), files, "no file but the served ones, no temporary file");
     let (code, text) = verify(&server, false);
     assert_eq!(code, Some(0), "{text}");
 }

@@ -18,15 +18,6 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-fn folder_names(server: &Server) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(server.state_dir().join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn import_list_and_delete() {
     let server = Server::start();
@@ -121,7 +112,7 @@ fn a_rejected_snapshot_leaves_the_served_data_as_it_was() {
     ];
     let before: Vec<Vec<u8>> = paths.iter().map(|p| server.get_with_key(p, &key).body).collect();
     let listed = server.admin("GET", "/snapshots").1;
-    let files = folder_names(&server);
+    let files = server.snapshot_files();
 
     let mut dangling = snapshot_json(6, 9, "2024-05-15T06:00:00.000Z");
     dangling["Applications"][3]["Modules"][1]["LevelGUID"] = json!("no-such-level");
@@ -167,7 +158,7 @@ fn a_rejected_snapshot_leaves_the_served_data_as_it_was() {
     let after: Vec<Vec<u8>> = paths.iter().map(|p| server.get_with_key(p, &key).body).collect();
     assert_eq!(after, before, "the same bytes are served");
     assert_eq!(server.admin("GET", "/snapshots").1, listed);
-    assert_eq!(folder_names(&server), files, "no file added, none left behind");
+    assert_eq!(server.snapshot_files(), files, "no file added, none left behind");
     let log = server.wait_for_log("result=invalid");
     assert!(log.contains("$.Applications[3].Modules[1].LevelGUID"), "{log}");
 }
@@ -197,7 +188,7 @@ fn admin_mistakes_get_precise_errors() {
     // GET is the export now: of a date not served, a 404.
     assert_eq!(server.admin("GET", "/snapshots/2024-05-14").0, 404);
     assert_eq!(server.admin("DELETE", "/snapshots/yesterday").0, 400);
-    assert_eq!(folder_names(&server), Vec::<String>::new());
+    assert_eq!(server.snapshot_files(), Vec::<String>::new());
 }
 
 #[test]

@@ -243,6 +243,16 @@ impl Server {
         (parsed.status, json)
     }
 
+    /// The names in the snapshot folder, sorted.
+    pub fn snapshot_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.state_dir().join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// One admin request with a body; returns status and JSON body.
     pub fn admin_with(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
         let request = format!(

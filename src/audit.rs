@@ -9,7 +9,7 @@
 //!
 //! Nothing here ever receives a key or a key hash: callers pass fingerprints and reasons.
 
-use std::fmt::{self, Display, Write};
+use std::fmt::{self, Display};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -387,13 +387,6 @@ pub fn refused(burst: &RefusedBurst<'_>) -> Record {
         .word("fingerprint", burst.fingerprint.map_or("-", Fingerprint::as_str))
 }
 
-/// Renders `record` for a test or a caller that needs the text itself.
-pub fn render(record: &Record) -> String {
-    let mut out = String::new();
-    let _ = write!(out, "{record}");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -457,7 +450,7 @@ mod tests {
             .word("date", "2024-05-14")
             .word("client", Peer::Uid(0));
         assert_eq!(
-            render(&line),
+            line.to_string(),
             "audit action=snapshot.delete client=uid:0 date=2024-05-14 result=deleted \
              was_served=true"
         );
@@ -467,7 +460,7 @@ mod tests {
     fn a_quoted_value_cannot_forge_a_field() {
         let line = reload(0, Some(&"bad\" result=ok"));
         assert_eq!(
-            render(&line),
+            line.to_string(),
             r#"audit action=reload client=uid:0 result=refused cause="bad\" result=ok""#
         );
     }
@@ -483,7 +476,7 @@ mod tests {
         );
         assert_eq!(line.level(), log::Level::Error);
         assert_eq!(
-            render(&line),
+            line.to_string(),
             "audit action=key.revoke client=uid:0 fingerprint=- generation=0 \
              result=memory-only cause=\"disk full\" note=\"the key is refused until restart; \
              the store still holds it as active\""
@@ -491,7 +484,7 @@ mod tests {
         let done = KeyOutcome::Done { previous: None };
         let line = key_change(KeyAction::Generate, Peer::Uid(7), &record, done);
         assert_eq!(
-            render(&line),
+            line.to_string(),
             "audit action=key.generate client=uid:7 fingerprint=- previous=- generation=0 \
              result=ok"
         );
@@ -505,13 +498,13 @@ mod tests {
         };
         let date = Date::parse("2024-05-14").unwrap();
         assert_eq!(
-            render(&snapshot_prune(date, "keep_count", 3, PruneOutcome::Pruned)),
+            snapshot_prune(date, "keep_count", 3, PruneOutcome::Pruned).to_string(),
             "audit action=snapshot.prune client=server date=2024-05-14 result=pruned \
              rule=keep_count limit=3"
         );
         let live = ImportOutcome::Live { replaced: false, stats: &stats, took_ms: 9 };
         assert_eq!(
-            render(&snapshot_import(0, date, live)),
+            snapshot_import(0, date, live).to_string(),
             "audit action=snapshot.import client=uid:0 date=2024-05-14 result=created \
              applications=1 modules=2 findings=3 bytes=4 ms=9"
         );

@@ -152,19 +152,6 @@ impl Staged {
     }
 }
 
-impl Write for Staged {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.file.as_mut() {
-            Some(file) => file.write(buf),
-            None => Err(io::Error::other("the staged file was already synced")),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl Drop for Staged {
     fn drop(&mut self) {
         if !self.temp.as_os_str().is_empty() {

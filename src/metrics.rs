@@ -404,8 +404,7 @@ impl Metrics {
         );
         let last = *locks::lock(&self.last_import);
         if let Some((at, source)) = last {
-            let secs = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-            let _ = writeln!(out, "{name}{{source=\"{}\"}} {secs}", source.label());
+            let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", source.label(), unix_seconds(at));
         }
     }
 
@@ -511,11 +510,7 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
 /// A gauge holding a Unix time, or nothing at all when there is no such time (so an alert on
 /// it never fires on a made-up 0).
 fn timestamp(out: &mut String, name: &str, help: &str, value: Option<SystemTime>) {
-    let Some(seconds) =
-        value.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64())
-    else {
-        return;
-    };
+    let Some(seconds) = value.map(unix_seconds) else { return };
     header(out, name, "gauge", help);
     let _ = writeln!(out, "{name} {seconds}");
 }

@@ -10,16 +10,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
 
-use crate::util::{BASE, Options, Response, Server, raw_exchange, snapshot_json};
+use crate::util::{BASE, Options, Server, admin_exchange, snapshot_json};
 
 /// `GET /snapshots/<date>` on the admin port: status and the body's bytes as sent.
 fn export_raw(server: &Server, date: &str) -> (u16, Vec<u8>) {
-    let request = format!(
-        "GET /snapshots/{date} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\
-         Connection: close\r\n\r\n"
-    );
-    let parsed = Response::parse(&raw_exchange(server.admin, request.as_bytes())).unwrap();
-    (parsed.status, parsed.body)
+    let answer = admin_exchange(server.admin, "GET", &format!("/snapshots/{date}"), b"");
+    (answer.status, answer.body)
 }
 
 /// Imports `body` for `date`, new or replacing.

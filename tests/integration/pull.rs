@@ -137,9 +137,7 @@ impl<'a> Pull<'a> {
 
 /// A GET on the admin port, as text.
 fn admin_text(server: &Server, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    let raw = crate::util::raw_exchange(server.admin, request.as_bytes());
-    let response = crate::util::Response::parse(&raw).unwrap();
+    let response = crate::util::admin_exchange(server.admin, "GET", path, b"");
     assert_eq!(response.status, 200);
     String::from_utf8(response.body).unwrap()
 }

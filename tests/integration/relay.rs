@@ -121,15 +121,9 @@ fn relay_one(
     if let Fault::ImportBefore { nth: n, admin, date, body } = fault
         && *n == nth
     {
-        let mut request = format!(
-            "PUT /snapshots/{date} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n\
-             connection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
-        let answer = crate::util::raw_exchange(*admin, &request);
-        assert!(answer.starts_with(b"HTTP/1.1 20"), "{}", String::from_utf8_lossy(&answer));
+        let path = format!("/snapshots/{date}");
+        let answer = crate::util::admin_exchange(*admin, "PUT", &path, body);
+        assert!((200..300).contains(&answer.status), "{}", String::from_utf8_lossy(&answer.body));
     }
     if let Fault::Endless = fault {
         client.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n")?;

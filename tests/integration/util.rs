@@ -234,13 +234,7 @@ impl Server {
 
     /// One admin request; returns status and JSON body.
     pub fn admin(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        let response = raw_exchange(self.admin, request.as_bytes());
-        let parsed = Response::parse(&response).expect("admin answered HTTP");
-        let json = serde_json::from_slice(&parsed.body).unwrap_or(serde_json::Value::Null);
-        (parsed.status, json)
+        self.admin_with(method, path, "")
     }
 
     /// The names in the snapshot folder, sorted.
@@ -255,14 +249,7 @@ impl Server {
 
     /// One admin request with a body; returns status and JSON body.
     pub fn admin_with(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let raw = raw_exchange(self.admin, request.as_bytes());
-        let parsed = Response::parse(&raw).expect("admin answered HTTP");
-        (parsed.status, serde_json::from_slice(&parsed.body).unwrap_or(serde_json::Value::Null))
+        admin_json(admin_exchange(self.admin, method, path, body.as_bytes()))
     }
 
     /// Generates a key through the admin port and returns it.
@@ -403,6 +390,24 @@ pub fn read_response(stream: &mut impl Read) -> Option<Response> {
     }
 }
 
+/// One request with `body` to the admin port at `admin`, on its own connection; its answer.
+pub fn admin_exchange(admin: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    Response::parse(&raw_exchange(admin, &request)).expect("admin answered HTTP")
+}
+
+/// An admin answer's status and JSON body (`Null` when the body is not JSON).
+fn admin_json(answer: Response) -> (u16, serde_json::Value) {
+    let json = serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+    (answer.status, json)
+}
+
 /// Sends `bytes` on a new plain TCP connection and reads until the server closes (or 10 s).
 pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut socket = TcpStream::connect(addr).unwrap();
@@ -437,17 +442,7 @@ pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/snapshot
 impl Server {
     /// `PUT /snapshots/<date>` with `body` on the admin port; returns status and JSON body.
     pub fn put_snapshot(&self, date: &str, body: &[u8]) -> (u16, serde_json::Value) {
-        let mut request = format!(
-            "PUT /snapshots/{date} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
-        let response = raw_exchange(self.admin, &request);
-        let parsed = Response::parse(&response).expect("admin answered HTTP");
-        let json = serde_json::from_slice(&parsed.body).unwrap_or(serde_json::Value::Null);
-        (parsed.status, json)
+        admin_json(admin_exchange(self.admin, "PUT", &format!("/snapshots/{date}"), body))
     }
 
     /// Imports `snapshot` for a `date` that has none yet, asserting it was created.
@@ -711,11 +706,7 @@ impl Server {
     /// The value of one series (`aims_open_connections{port="api"}`) on the admin port's
     /// `/metrics`, or `None` if it is not there.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        let raw = raw_exchange(
-            self.admin,
-            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        );
-        let response = Response::parse(&raw).expect("the admin port answered /metrics");
+        let response = admin_exchange(self.admin, "GET", "/metrics", b"");
         assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
         let text = String::from_utf8(response.body).expect("metrics are UTF-8");
         text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

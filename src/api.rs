@@ -108,14 +108,7 @@ pub fn handle(app: &App, shard: &Shard, request: &Request<'_>, peer: SocketAddr)
 /// connection closes after it.
 pub fn refuse_malformed(app: &App, shard: &Shard, peer: SocketAddr, e: ParseError) -> Response {
     let status = e.status();
-    app.refusals.refused(Refused {
-        port: "api",
-        peer: Peer::Address(peer.ip()),
-        reason: e.code(),
-        status: status.0,
-        fingerprint: None,
-    });
-    shard.refusal(Reason::BadRequest);
+    note_refusal(app, shard, peer, Reason::BadRequest, e.code(), status.0, None);
     shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
     error(status, &e.to_string()).closing()
 }
@@ -123,15 +116,9 @@ pub fn refuse_malformed(app: &App, shard: &Shard, peer: SocketAddr, e: ParseErro
 /// A new connection from an address that already holds `api.max_connections_per_address`: it
 /// is closed at once, unanswered (nothing was read yet), and logged and counted like a refusal.
 pub fn refuse_connection(app: &App, shard: &Shard, peer: SocketAddr) {
-    app.refusals.refused(Refused {
-        port: "api",
-        peer: Peer::Address(peer.ip()),
-        reason: "too many connections from this address (api.max_connections_per_address)",
-        // No answer: the connection is closed before a byte is read.
-        status: 0,
-        fingerprint: None,
-    });
-    shard.refusal(Reason::ConnectionCap);
+    let reason = "too many connections from this address (api.max_connections_per_address)";
+    // Status 0: no answer, the connection is closed before a byte is read.
+    note_refusal(app, shard, peer, Reason::ConnectionCap, reason, 0, None);
 }
 
 /// The answer to plain HTTP on the HTTPS port, sent in the clear before the connection closes.
@@ -140,14 +127,15 @@ pub fn refuse_connection(app: &App, shard: &Shard, peer: SocketAddr) {
 /// network in clear text, and the tripwire goes off (see [`key_exposed`]).
 pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr, head: &[u8]) -> Response {
     let status = Status::BAD_REQUEST;
-    app.refusals.refused(Refused {
-        port: "api",
-        peer: Peer::Address(peer.ip()),
-        reason: "plain HTTP on the HTTPS port",
-        status: status.0,
-        fingerprint: None,
-    });
-    shard.refusal(Reason::PlainHttp);
+    note_refusal(
+        app,
+        shard,
+        peer,
+        Reason::PlainHttp,
+        "plain HTTP on the HTTPS port",
+        status.0,
+        None,
+    );
     shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
     for presented in presented_keys(head) {
         if let Some((admitted, fingerprint)) = app.keys.note_exposure(presented, peer.ip()) {
@@ -238,15 +226,25 @@ fn refuse(
         Some(which) => format!("retired key {which}"),
         None => refusal.reason().to_owned(),
     };
-    app.refusals.refused(Refused {
-        port: "api",
-        peer: Peer::Address(peer.ip()),
-        reason: &reason,
-        status: response.status.0,
-        fingerprint: keys::presented_fingerprint(request),
-    });
-    shard.refusal(Reason::from(refusal));
+    let fingerprint = keys::presented_fingerprint(request);
+    note_refusal(app, shard, peer, Reason::from(refusal), &reason, response.status.0, fingerprint);
     response
+}
+
+/// Logs a refusal on this port (within the refusal log's budget; every one is in its burst's
+/// audit line) and counts it under `why`.
+fn note_refusal(
+    app: &App,
+    shard: &Shard,
+    peer: SocketAddr,
+    why: Reason,
+    reason: &str,
+    status: u16,
+    fingerprint: Option<Fingerprint>,
+) {
+    let peer = Peer::Address(peer.ip());
+    app.refusals.refused(Refused { port: "api", peer, reason, status, fingerprint });
+    shard.refusal(why);
 }
 
 /// The 429 for a throttled address. It closes the connection, so each further guess costs the

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use aims_api::config::HttpLimits;
 use aims_api::http::{self, Parsed};
-use aims_api::snapshot::{self, Catalog, Date};
+use aims_api::snapshot::store::Memory;
+use aims_api::snapshot::{self, Date, Snapshots};
 use aims_api::{api, gzip};
 
 const DATE: &str = "2024-05-14";
@@ -210,8 +211,17 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
     );
     println!("load (read + parse + check + render), {} runs: {}", o.runs, summary(&mut loads));
     let rss_after_load = status_kib("VmRSS");
-    compression_levels(&snapshot);
-    let catalog = Catalog::of([snapshot]);
+    compression_levels(&snapshot)?;
+    drop(snapshot);
+    // Pages are answered from a store, as `serve` answers them: the file imported into one
+    // kept in memory (the import is the one `PUT /snapshots/<date>` makes).
+    let catalog = Snapshots::in_memory("BENCH-ACTIVATION-CODE", Memory::default())
+        .map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let started = Instant::now();
+    catalog.import(date, &mut bytes.as_slice()).map_err(|e| e.to_string())?;
+    println!("import into an empty store: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    drop(bytes);
 
     let offsets: Vec<usize> = (0..apps).step_by(200).collect();
     let mut page_bytes = 0;
@@ -286,33 +296,36 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
 
 /// What compressing every application alone costs at each level, and what it saves: the
 /// figures behind `gzip::LOAD_LEVEL`.
-fn compression_levels(snapshot: &snapshot::Snapshot) {
+fn compression_levels(snapshot: &snapshot::Snapshot) -> Result<(), String> {
     let apps = snapshot.application_count();
-    let pieces: Vec<Vec<&[u8]>> = snapshot.applications(0..apps).map(|a| vec![a]).collect();
+    let plain = snapshot.applications(0..apps).map_err(|e| e.to_string())?;
+    let pieces: Vec<Vec<&[u8]>> = plain.iter().map(|a| vec![&**a]).collect();
     let plain: usize = pieces.iter().flatten().map(|p| p.len()).sum();
     for level in [1, 3, 6, 9] {
         let started = Instant::now();
         // One thread: the cost in CPU time (the load spreads it over every core).
-        let segments = gzip::Segments::of(&pieces, level, 1);
+        let segments = gzip::compress_each(&pieces, level, 1);
         let elapsed = started.elapsed();
+        let compressed: usize = segments.iter().map(|s| s.deflate.len()).sum();
         println!(
             "applications compressed alone at level {level}: {:.1} MiB -> {:.2} MiB ({:.1}x) in \
              {:.0} ms",
             plain as f64 / 1048576.0,
-            segments.memory_bytes() as f64 / 1048576.0,
-            plain as f64 / segments.memory_bytes() as f64,
+            compressed as f64 / 1048576.0,
+            plain as f64 / compressed as f64,
             elapsed.as_secs_f64() * 1000.0
         );
     }
+    Ok(())
 }
 
 /// Parses a GET for `path` and answers it as the event loop does; returns time and body size.
-fn timed(catalog: &Catalog, path: &str) -> Result<(Duration, usize), String> {
+fn timed(catalog: &Snapshots, path: &str) -> Result<(Duration, usize), String> {
     timed_with(catalog, path, "")
 }
 
 /// As [`timed`], with extra header lines (each ending in CRLF).
-fn timed_with(catalog: &Catalog, path: &str, headers: &str) -> Result<(Duration, usize), String> {
+fn timed_with(catalog: &Snapshots, path: &str, headers: &str) -> Result<(Duration, usize), String> {
     let raw = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
     let limits = HttpLimits {
         max_header_bytes: 8192,

@@ -31,7 +31,7 @@ use crate::keystore::{KeyRecord, rfc3339};
 use crate::metrics::{AdminRoute, Gauges, Reason};
 use crate::peer::PeerError;
 use crate::refusals::{Peer, Refused};
-use crate::snapshot::store::{DeleteError, ImportError};
+use crate::snapshot::store::{DeleteError, ImportError, ServeError};
 use crate::snapshot::{Date, ExportError};
 
 /// Who is calling, as the socket table says.
@@ -92,8 +92,10 @@ pub enum AdminError {
     Delete(Date, DeleteError),
     /// `GET /snapshots/<date>` for a date that is not served.
     NotServed(Date),
-    /// A served snapshot could not be written back as a document (a bug).
+    /// A served snapshot could not be written back as a document (a bug, or a damaged piece).
     Export(Date, ExportError),
+    /// The history store could not be read for a date.
+    Read(ServeError),
 }
 
 impl AdminError {
@@ -120,8 +122,11 @@ impl AdminError {
             )
             | Self::KeyNotRecorded
             | Self::Export(..)
-            | Self::Import(_, ImportError::Write(_))
-            | Self::Delete(_, DeleteError::Write(_)) => Status::INTERNAL_SERVER_ERROR,
+            | Self::Read(_)
+            | Self::Import(_, ImportError::History(_))
+            | Self::Delete(_, DeleteError::History(_) | DeleteError::Write(_)) => {
+                Status::INTERNAL_SERVER_ERROR
+            }
             Self::Reload(_) | Self::Import(_, ImportError::Invalid(_)) => Status::UNPROCESSABLE,
             Self::BadDate { .. } | Self::Import(_, ImportError::Empty | ImportError::Body(_)) => {
                 Status::BAD_REQUEST
@@ -154,10 +159,10 @@ impl AdminError {
             Self::Import(_, ImportError::Empty) => "empty_body",
             Self::Import(_, ImportError::Body(_)) => "body",
             Self::Import(_, ImportError::Invalid(_)) => "invalid_snapshot",
-            Self::Import(_, ImportError::Write(Io { .. }))
-            | Self::Delete(_, DeleteError::Write(Io { .. })) => "storage",
-            Self::Import(_, ImportError::Write(NotDurable { .. }))
-            | Self::Delete(_, DeleteError::Write(NotDurable { .. })) => "not_durable",
+            Self::Import(_, ImportError::History(_))
+            | Self::Read(_)
+            | Self::Delete(_, DeleteError::History(_) | DeleteError::Write(Io { .. })) => "storage",
+            Self::Delete(_, DeleteError::Write(NotDurable { .. })) => "not_durable",
         }
     }
 
@@ -217,6 +222,7 @@ impl fmt::Display for AdminError {
                 "no snapshot for {date} is served: aims-api snapshot list shows the dates there are"
             ),
             Self::Export(date, e) => write!(f, "cannot export the snapshot of {date}: {e}"),
+            Self::Read(e) => e.fmt(f),
         }
     }
 }
@@ -634,7 +640,11 @@ fn reload(app: &App, client: Client) -> Result<Response, AdminError> {
                 "certificate": done.cert.cert_path.display().to_string(),
                 "sha256": done.cert.sha256,
                 "changed": done.cert_changed,
-                "snapshots": { "served": done.snapshots.served, "refused": done.snapshots.refused },
+                "snapshots": {
+                    "served": done.snapshots.served,
+                    "imported": done.snapshots.imported,
+                    "refused": done.snapshots.refused,
+                },
             });
             Ok(Response::json(Status::OK, body.to_string().into_bytes()))
         }

@@ -8,8 +8,8 @@
 //! Only requests with valid credentials are routed. [`answer`] finds the method under
 //! either base path (`/ArchitectureDashboardAPI/rest/V1`, the documented one, and
 //! `/AIMentorStudioAPI/rest/v1`, the official client's), ignoring letter case and one trailing
-//! slash; only `GET` and `HEAD` are served. Every answer comes from one [`Catalog`] taken at the
-//! start of the request, so an import that lands meanwhile cannot mix two snapshots in one
+//! slash; only `GET` and `HEAD` are served. Every answer comes from one [`Snapshot`] taken at
+//! the start of the request, so an import that lands meanwhile cannot mix two snapshots in one
 //! answer. Bodies are pre-rendered by [`crate::snapshot`]: the Level, Category, Team and
 //! LastAnalysisDate answers are shared bytes, an application page is a concatenation. Each has
 //! a gzip form made at load too, chosen by the request's `Accept-Encoding`
@@ -44,7 +44,7 @@ use crate::key::Fingerprint;
 use crate::keys::{self, Admitted, ChangeError, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
 use crate::refusals::{Peer, Refused};
-use crate::snapshot::{Catalog, Date, Snapshot, Whole};
+use crate::snapshot::{Date, Snapshot, Snapshots, Whole};
 use crate::throttle::Verdict;
 use query::{Param, Query, QueryError};
 
@@ -95,7 +95,7 @@ pub fn handle(app: &App, shard: &Shard, request: &Request<'_>, peer: SocketAddr)
     let started = Instant::now();
     let (response, route) = match app.keys.check(request, peer.ip()) {
         Err(refusal) => (refuse(app, shard, request, peer, refusal), ApiRoute::Refused),
-        Ok(_) => route(&app.snapshots.catalog(), request),
+        Ok(_) => route(&app.snapshots, request),
     };
     if response.status == Status::INTERNAL_SERVER_ERROR {
         log::error!("api answered 500 to {} {}", peer.ip(), request.path);
@@ -259,15 +259,15 @@ fn throttled(retry_after_secs: u64) -> Response {
         .closing()
 }
 
-/// Answers an authenticated `request` from `catalog`. Public so benchmarks and tests reach it
-/// without a server.
-pub fn answer(catalog: &Catalog, request: &Request<'_>) -> Response {
-    route(catalog, request).0
+/// Answers an authenticated `request` from `snapshots`. Public so benchmarks and tests reach
+/// it without a server.
+pub fn answer(snapshots: &Snapshots, request: &Request<'_>) -> Response {
+    route(snapshots, request).0
 }
 
 /// Resolves the method once, and answers it in the content coding the request accepts: the
 /// answer and its `route` label.
-fn route(catalog: &Catalog, request: &Request<'_>) -> (Response, ApiRoute) {
+fn route(catalog: &Snapshots, request: &Request<'_>) -> (Response, ApiRoute) {
     let coding = Coding::accepted_by(request);
     let (response, label) = match resolve(request.path) {
         Some((base, endpoint)) => {
@@ -289,7 +289,7 @@ fn no_such_method(request: &Request<'_>) -> Response {
 }
 
 fn answer_endpoint(
-    catalog: &Catalog,
+    catalog: &Snapshots,
     request: &Request<'_>,
     base: usize,
     endpoint: Endpoint,
@@ -329,14 +329,14 @@ fn resolve(path: &str) -> Option<(usize, Endpoint)> {
 
 /// A method without parameters whose answer is pre-rendered whole.
 fn shared(
-    catalog: &Catalog,
+    catalog: &Snapshots,
     raw_query: Option<&str>,
     answer: Whole,
     coding: Coding,
 ) -> Result<Response, ApiError> {
     Query::parse(raw_query, query::NONE)?;
     let snapshot = pick(catalog, None)?;
-    Ok(whole(snapshot, answer, coding))
+    Ok(whole(&snapshot, answer, coding))
 }
 
 /// An answer rendered whole, in the coding chosen for it: both forms are shared bytes.
@@ -353,11 +353,15 @@ fn whole(snapshot: &Snapshot, answer: Whole, coding: Coding) -> Response {
 
 /// `/TechnicalDebt_Team`: all teams, or the one whose `ExternalId` is `Team` (none is an empty
 /// list, not a 404: the documentation lists no 404 for this method).
-fn teams(catalog: &Catalog, raw_query: Option<&str>, coding: Coding) -> Result<Response, ApiError> {
+fn teams(
+    catalog: &Snapshots,
+    raw_query: Option<&str>,
+    coding: Coding,
+) -> Result<Response, ApiError> {
     let query = Query::parse(raw_query, query::TEAM)?;
     let snapshot = pick(catalog, None)?;
     let Some(external_id) = query.text(Param::Team) else {
-        return Ok(whole(snapshot, Whole::Teams, coding));
+        return Ok(whole(&snapshot, Whole::Teams, coding));
     };
     let team = snapshot.team(external_id).unwrap_or_default();
     let infra = snapshot.infrastructure();
@@ -370,12 +374,24 @@ fn teams(catalog: &Catalog, raw_query: Option<&str>, coding: Coding) -> Result<R
     Ok(Response::json(Status::OK, body))
 }
 
-/// The snapshot for `date`, or the newest.
-fn pick(catalog: &Catalog, date: Option<Date>) -> Result<&Arc<Snapshot>, ApiError> {
-    match date {
-        None => catalog.newest().ok_or(ApiError::NoData),
-        Some(date) => catalog.on(date).ok_or(ApiError::NoDataOn(date)),
+/// The snapshot for `date`, or the newest. An older date may be read from the store here; a
+/// store that cannot be read is the operator's to fix, so the client gets a 500 that says so
+/// and the log gets the details.
+fn pick(snapshots: &Snapshots, date: Option<Date>) -> Result<Arc<Snapshot>, ApiError> {
+    match snapshots.snapshot(date) {
+        Ok(Some(snapshot)) => Ok(snapshot),
+        Ok(None) => Err(date.map_or(ApiError::NoData, ApiError::NoDataOn)),
+        Err(e) => Err(unavailable(date, &e)),
     }
+}
+
+/// Logs why a date could not be served and says, without the details, that it could not.
+fn unavailable(date: Option<Date>, cause: &dyn fmt::Display) -> ApiError {
+    log::error!(
+        "api: cannot serve the snapshot of {}: {cause}",
+        date.map_or("the newest date".into(), |d| d.to_string())
+    );
+    ApiError::Unavailable(date)
 }
 
 /// Why a request got no data. [`ApiError::status`] is the only mapping to a status code.
@@ -396,6 +412,8 @@ enum ApiError {
         offset: u32,
         total: usize,
     },
+    /// The store could not give the date's data (the log says why).
+    Unavailable(Option<Date>),
 }
 
 impl ApiError {
@@ -407,6 +425,7 @@ impl ApiError {
             | Self::UnknownApplication(_)
             | Self::UnknownModule(_)
             | Self::ModuleNotInApplication { .. } => Status::NOT_FOUND,
+            Self::Unavailable(_) => Status::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -431,6 +450,11 @@ impl fmt::Display for ApiError {
             Self::PastTheEnd { offset, total } => write!(
                 f,
                 "Offset {offset} is past the end of the results (TotalResults is {total})"
+            ),
+            Self::Unavailable(date) => write!(
+                f,
+                "the data for {} cannot be read now; the server's log says why",
+                date.map_or("the newest date".into(), |d| format!("Date {d}"))
             ),
         }
     }

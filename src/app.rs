@@ -17,13 +17,13 @@ use rustls::ServerConfig;
 use crate::audit::{self, PruneOutcome};
 use crate::config::Config;
 use crate::connections::PerAddress;
-use crate::durable::WriteError;
 use crate::keys::KeyManager;
 use crate::keystore::rfc3339;
 use crate::locks;
 use crate::metrics::Metrics;
 use crate::refusals::RefusalLog;
-use crate::snapshot::store::{DeleteError, Rule};
+use crate::snapshot::history::HistoryError;
+use crate::snapshot::store::Rule;
 use crate::snapshot::{Date, Snapshots, store};
 use crate::systemd;
 use crate::throttle::Throttle;
@@ -69,7 +69,7 @@ pub struct Reloaded {
 #[derive(Debug)]
 pub enum ReloadError {
     Tls(TlsError),
-    Snapshots(store::OpenError),
+    Snapshots(HistoryError),
 }
 
 impl fmt::Display for ReloadError {
@@ -130,11 +130,13 @@ impl App {
         let outcome = self.reload_quietly();
         match &outcome {
             Ok(done) => log::info!(
-                "reload ({trigger}): certificate {} sha256={}{}; snapshots served={} refused={}",
+                "reload ({trigger}): certificate {} sha256={}{}; snapshots served={} imported={} \
+                 refused={}",
                 done.cert.cert_path.display(),
                 done.cert.sha256,
                 if done.cert_changed { " (new)" } else { " (unchanged)" },
                 done.snapshots.served,
+                done.snapshots.imported,
                 done.snapshots.refused,
             ),
             Err(e) => {
@@ -191,18 +193,10 @@ impl App {
             };
             let outcome = match &pruned.outcome {
                 Ok(_) => PruneOutcome::Pruned,
-                Err(e) => {
-                    let code = match e {
-                        DeleteError::NotFound => "not_found",
-                        DeleteError::Write(WriteError::Io { .. }) => "storage",
-                        DeleteError::Write(WriteError::NotDurable { .. }) => "not_durable",
-                    };
-                    PruneOutcome::Failed { code, cause: e }
-                }
+                Err(e) => PruneOutcome::Failed { code: "storage", cause: &**e },
             };
             audit::snapshot_prune(pruned.date, rule, limit, outcome).emit();
-            // Not durable is still removed and no longer served.
-            if let Ok(_) | Err(DeleteError::Write(WriteError::NotDurable { .. })) = pruned.outcome {
+            if pruned.outcome.is_ok() {
                 removed.push(pruned.date);
             }
         }

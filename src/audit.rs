@@ -324,8 +324,7 @@ pub fn snapshot_delete(uid: u32, date: Date, outcome: DeleteOutcome<'_>) -> Reco
 /// How the removal of one date by retention ended.
 pub enum PruneOutcome<'a> {
     Pruned,
-    /// `code` as a delete's: `storage` (nothing changed), `not_durable` (removed, not synced),
-    /// `not_found` (removed by someone else first).
+    /// `code`: `storage` (the store could not be written; nothing changed).
     Failed {
         code: &'a str,
         cause: &'a dyn Display,

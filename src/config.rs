@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer};
 mod upstream;
 
 pub use crate::http::HttpLimits;
-pub use crate::snapshot::store::Retention;
+pub use crate::snapshot::store::{Memory, Retention};
 pub use crate::throttle::ThrottleSettings;
 pub use upstream::Upstream;
 use upstream::UpstreamFile;
@@ -44,6 +44,8 @@ pub struct Config {
     pub upstream: Option<Upstream>,
     /// The `snapshots` section: which dates are kept (default: all).
     pub retention: Retention,
+    /// The `snapshots` section: how much of the history is kept in memory.
+    pub snapshot_memory: Memory,
 }
 
 /// How refused requests are logged: one line each up to `lines` per `window`, then only
@@ -243,6 +245,10 @@ impl Config {
                 keep_days: file.snapshots.keep_days.map(|d| d.0 as u32),
                 keep_count: file.snapshots.keep_count.map(|c| c.0),
             },
+            snapshot_memory: Memory {
+                cached_dates: file.snapshots.cached_dates.0,
+                cache_bytes: file.snapshots.cache_mib.0 << 20,
+            },
         })
     }
 }
@@ -278,14 +284,29 @@ struct File {
     snapshots: SnapshotsFile,
 }
 
-/// The `snapshots` section: retention. Neither limit set keeps every date.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// The `snapshots` section: retention (neither limit set keeps every date) and memory.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename = "snapshots")]
 struct SnapshotsFile {
     #[serde(default)]
     keep_days: Option<Bounded<1, 36_500>>,
     #[serde(default)]
     keep_count: Option<Bounded<1, 100_000>>,
+    #[serde(default = "Bounded::default_cached_dates")]
+    cached_dates: Bounded<0, 1000>,
+    #[serde(default = "Bounded::default_cache_mib")]
+    cache_mib: Bounded<1, 65_536>,
+}
+
+impl Default for SnapshotsFile {
+    fn default() -> Self {
+        Self {
+            keep_days: None,
+            keep_count: None,
+            cached_dates: Bounded::default_cached_dates(),
+            cache_mib: Bounded::default_cache_mib(),
+        }
+    }
 }
 
 /// The `api` section. Wrapped so that the check needing two fields at once still fails inside
@@ -436,6 +457,12 @@ impl<const MIN: usize, const MAX: usize> Bounded<MIN, MAX> {
     }
     fn default_refusal_log_lines() -> Self {
         Self(20)
+    }
+    fn default_cached_dates() -> Self {
+        Self(Memory::default().cached_dates)
+    }
+    fn default_cache_mib() -> Self {
+        Self(Memory::default().cache_bytes >> 20)
     }
 }
 

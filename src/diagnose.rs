@@ -4,7 +4,8 @@
 //! the state folder, the certificate and the system, and asks a running `serve` what it can, then
 //! prints a tree of checks, each `ok`, `warning` or `failure` with a one-line reason and, when not
 //! ok, what to do. It never changes anything: the key store is read without its lock, modes are
-//! reported and not narrowed, snapshots are parsed in memory. Checks that need no server run
+//! reported and not narrowed, the history store is opened read-only, and waiting snapshot files
+//! are parsed in memory. Checks that need no server run
 //! without one; those that talk to it fail with the reason when it is down.
 //!
 //! Exit status (mapped in `commands`): 0 when nothing failed, 1 otherwise; `--strict` counts
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 use crate::admin_client;
 use crate::config::Config;
 use crate::keystore::{self, KeyState, rfc3339};
-use crate::snapshot::{self, Date};
+use crate::snapshot::{self, Date, history};
 use crate::tls::{self, Leaf};
 
 /// A newest analysis older than this is stale: the factory's analyses are daily or weekly.
@@ -252,7 +253,7 @@ fn ownership(dir: &Path, server: Option<u32>) -> Check {
     {
         problems.push(format!("it belongs to uid {owner} but serve (pid {pid}) runs as {uid}"));
     }
-    let mut private = vec![dir.join("key.ron"), keystore::lock_path(dir)];
+    let mut private = vec![dir.join("key.ron"), keystore::lock_path(dir), dir.join(history::FILE)];
     private.push(tls::self_signed_paths(dir).1);
     let mut entries = Vec::new();
     for sub in ["", "tls", "snapshots"] {
@@ -351,58 +352,53 @@ fn key_store(dir: &Path, now: SystemTime) -> Check {
 
 fn snapshots(config: &Config, now: SystemTime) -> Check {
     let name = "snapshots";
-    let dir = config.state_dir.join("snapshots");
-    let read = match fs::read_dir(&dir) {
-        Ok(read) => read,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Check::warning(
-                name,
-                "none imported: the API answers 404",
-                "aims-api snapshot import FILE --date YYYY-MM-DD",
-            );
-        }
+    let (pending, refused) = inbox(&config.state_dir.join("snapshots"));
+    let store = config.state_dir.join(history::FILE);
+    let dates = match fs::metadata(&store) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             return Check::failure(
                 name,
-                format!("cannot read {}: {e}", dir.display()),
+                format!("cannot read {}: {e}", store.display()),
                 run_as_root(),
             );
         }
+        Ok(_) => match history::ReadOnly::open(&store)
+            .and_then(|db| history::read_dates(&db.transaction()?, &store))
+        {
+            Ok(dates) => dates,
+            Err(e @ history::HistoryError::NeedsRepair(_)) => {
+                return Check::warning(name, e.to_string(), "systemctl start aims-api");
+            }
+            Err(e) => {
+                return Check::failure(name, e.to_string(), "aims-api snapshot verify");
+            }
+        },
     };
-    let mut loaded = Vec::new();
-    let mut refused = Vec::new();
-    for entry in read.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(date) = file_name.strip_suffix(".json").and_then(|d| Date::parse(d).ok()) else {
-            continue;
-        };
-        let outcome = fs::read(entry.path()).map_err(|e| e.to_string()).and_then(|bytes| {
-            snapshot::load(&bytes, date, config.activation_code.as_str()).map_err(|e| e.to_string())
-        });
-        match outcome {
-            Ok(snapshot) => loaded.push((date, snapshot.analyzed_on())),
-            Err(reason) => refused.push(format!("{file_name}: {reason}")),
-        }
-    }
+    let waiting = match pending {
+        0 => String::new(),
+        n => format!(", {n} file(s) in snapshots/ taken over at the next start or reload"),
+    };
     if let Some(first) = refused.first() {
         return Check::failure(
             name,
-            format!("{} loaded, refused {first}{}", loaded.len(), more(refused.len())),
+            format!("{} stored, refused {first}{}{waiting}", dates.len(), more(refused.len())),
             "import a valid file for that date, or aims-api snapshot delete DATE",
         );
     }
-    let Some((date, analyzed)) = loaded.iter().max_by_key(|(date, _)| *date) else {
+    let Some((date, header)) = dates.last() else {
         return Check::warning(
             name,
-            "none imported: the API answers 404",
+            format!("none imported: the API answers 404{waiting}"),
             "aims-api snapshot import FILE --date YYYY-MM-DD",
         );
     };
-    let age = now.duration_since(*analyzed).unwrap_or_default();
+    let analyzed = header.analyzed_on();
+    let age = now.duration_since(analyzed).unwrap_or_default();
     let described = format!(
-        "{} loaded; the newest, {date}, was analysed {} ({} days ago)",
-        loaded.len(),
-        rfc3339(*analyzed),
+        "{} stored; the newest, {date}, was analysed {} ({} days ago){waiting}",
+        dates.len(),
+        rfc3339(analyzed),
         age.as_secs() / 86_400
     );
     if age > STALE_ANALYSIS {
@@ -414,6 +410,28 @@ fn snapshots(config: &Config, now: SystemTime) -> Check {
     } else {
         Check::ok(name, described)
     }
+}
+
+/// The snapshot files waiting in the inbox: how many would load, and each one that would not.
+fn inbox(dir: &Path) -> (usize, Vec<String>) {
+    let Ok(read) = fs::read_dir(dir) else { return (0, Vec::new()) };
+    let mut pending = 0;
+    let mut refused = Vec::new();
+    for entry in read.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if file_name.strip_suffix(".json").and_then(|d| Date::parse(d).ok()).is_none() {
+            continue;
+        }
+        let outcome = fs::read(entry.path())
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| snapshot::validate(&bytes).map_err(|e| e.to_string()));
+        match outcome {
+            Ok(()) => pending += 1,
+            Err(reason) => refused.push(format!("{file_name}: {reason}")),
+        }
+    }
+    refused.sort();
+    (pending, refused)
 }
 
 fn disk_space(dir: &Path) -> Check {

@@ -17,7 +17,6 @@
 //! request (at most a few KiB: one team, one module) and for the whole pre-rendered answers.
 
 use std::cell::RefCell;
-use std::ops::Range;
 
 use flate2::{Compress, Compression, FlushCompress};
 
@@ -55,110 +54,124 @@ impl<'a> Segment<'a> {
     }
 }
 
-/// Many segments in one buffer, addressed by position: the compressed forms of a list of
-/// pieces (one per application of a snapshot).
-#[derive(Debug, Default)]
-pub struct Segments {
-    deflate: Box<[u8]>,
-    spans: Box<[Span]>,
+/// One piece compressed alone, owning its bytes: what the history store keeps beside each
+/// application (and each run of them), and reads back to serve without compressing again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compressed {
+    pub deflate: Box<[u8]>,
+    pub crc: u32,
+    pub plain_len: u32,
+    /// [`crc32_shift`] of `plain_len`.
+    pub crc_shift: u32,
 }
 
-#[derive(Debug, Clone)]
-struct Span {
-    deflate: Range<usize>,
-    crc: u32,
-    plain_len: u32,
-    crc_shift: u32,
+/// A compressed piece that does not decompress to what it claims (a damaged store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt(pub &'static str);
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
 }
 
-impl Segments {
-    /// Compresses each piece alone at `level`, on up to `threads` threads (the pieces are
-    /// independent, so the work splits without changing a byte of the result). A piece is
-    /// the concatenation of its parts, so a run of objects with commas between them is
-    /// compressed without being copied together first.
-    pub fn of(pieces: &[Vec<&[u8]>], level: u32, threads: usize) -> Self {
-        let per_thread = pieces.len().div_ceil(threads.max(1)).max(1);
-        let shares: Vec<Self> = std::thread::scope(|scope| {
-            // A share whose thread cannot be started (out of threads or memory) is done here
-            // afterwards: slower, never a failed load.
-            let handles: Vec<_> = pieces
-                .chunks(per_thread)
-                .skip(1)
-                .map(|chunk| {
-                    let spawned = std::thread::Builder::new()
-                        .name("gzip-load".into())
-                        .spawn_scoped(scope, move || Self::of_one_thread(chunk, level));
-                    (chunk, spawned.ok())
-                })
-                .collect();
-            // This thread takes the first share instead of waiting idle.
-            let first = Self::of_one_thread(pieces.get(..per_thread).unwrap_or(pieces), level);
-            let mut shares = vec![first];
-            for (chunk, handle) in handles {
-                shares.push(match handle {
-                    // A compressing thread cannot panic on any input; if it did, the panic is
-                    // passed on, as it would be had the work been done here.
-                    Some(handle) => handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    None => Self::of_one_thread(chunk, level),
-                });
-            }
-            shares
-        });
-        let mut deflate = Vec::with_capacity(shares.iter().map(|p| p.deflate.len()).sum());
-        let mut spans = Vec::with_capacity(pieces.len());
-        for share in shares {
-            let offset = deflate.len();
-            deflate.extend_from_slice(&share.deflate);
-            spans.extend(share.spans.iter().map(|span| Span {
-                deflate: span.deflate.start + offset..span.deflate.end + offset,
-                ..span.clone()
-            }));
-        }
-        Self { deflate: deflate.into(), spans: spans.into() }
+impl std::error::Error for Corrupt {}
+
+impl Compressed {
+    /// A piece read back from storage, with the CRC-32 and length stored beside it.
+    pub fn from_stored(deflate: Box<[u8]>, crc: u32, plain_len: u32) -> Self {
+        Self { deflate, crc, plain_len, crc_shift: crc32_shift(plain_len) }
     }
 
-    fn of_one_thread(pieces: &[Vec<&[u8]>], level: u32) -> Self {
+    pub fn segment(&self) -> Segment<'_> {
+        Segment {
+            deflate: &self.deflate,
+            crc: self.crc,
+            plain_len: self.plain_len,
+            crc_shift: self.crc_shift,
+        }
+    }
+
+    /// The plaintext, checked against the stored length and CRC-32.
+    pub fn inflate(&self) -> Result<Vec<u8>, Corrupt> {
+        let expected = self.plain_len as usize;
+        let mut plain = Vec::with_capacity(expected);
+        let mut inflate = flate2::Decompress::new(false);
+        // The segment ends with a sync flush, never a final block: the decoder has taken all
+        // of it when its input is used up, with exactly the plaintext out.
+        while (inflate.total_in() as usize) < self.deflate.len() {
+            let at = inflate.total_in() as usize;
+            let before = (inflate.total_in(), inflate.total_out());
+            plain.reserve(expected.saturating_sub(plain.len()).max(64));
+            inflate
+                .decompress_vec(&self.deflate[at..], &mut plain, flate2::FlushDecompress::Sync)
+                .map_err(|_| Corrupt("the compressed bytes are not valid deflate"))?;
+            if (inflate.total_in(), inflate.total_out()) == before {
+                return Err(Corrupt("the compressed bytes end in the middle of a block"));
+            }
+            if plain.len() > expected {
+                return Err(Corrupt("it decompresses to more bytes than stored beside it"));
+            }
+        }
+        if plain.len() != expected {
+            return Err(Corrupt("it decompresses to fewer bytes than stored beside it"));
+        }
+        if crc32fast::hash(&plain) != self.crc {
+            return Err(Corrupt("its CRC-32 does not match the one stored beside it"));
+        }
+        Ok(plain)
+    }
+
+    /// What it holds in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.deflate.len() + size_of::<Self>()
+    }
+
+    fn of_parts(compress: &mut Compress, parts: &[&[u8]]) -> Self {
         let mut deflate = Vec::new();
-        let mut spans = Vec::with_capacity(pieces.len());
+        deflate_alone(compress, parts, &mut deflate);
+        let mut crc = crc32fast::Hasher::new();
+        parts.iter().for_each(|part| crc.update(part));
+        let plain_len = parts.iter().fold(0u32, |n, part| n.wrapping_add(piece_len(part)));
+        Self::from_stored(deflate.into(), crc.finalize(), plain_len)
+    }
+}
+
+/// Compresses each piece alone at `level`, on up to `threads` threads (the pieces are
+/// independent, so the work splits without changing a byte of the result). A piece is the
+/// concatenation of its parts, so a run of objects with commas between them is compressed
+/// without being copied together first.
+pub fn compress_each(pieces: &[Vec<&[u8]>], level: u32, threads: usize) -> Vec<Compressed> {
+    let per_thread = pieces.len().div_ceil(threads.max(1)).max(1);
+    let one_thread = |chunk: &[Vec<&[u8]>]| -> Vec<Compressed> {
         let mut compress = Compress::new(Compression::new(level), false);
-        for parts in pieces {
-            let start = deflate.len();
-            deflate_alone(&mut compress, parts, &mut deflate);
-            let mut crc = crc32fast::Hasher::new();
-            parts.iter().for_each(|part| crc.update(part));
-            let plain_len = parts.iter().fold(0u32, |n, part| n.wrapping_add(piece_len(part)));
-            spans.push(Span {
-                deflate: start..deflate.len(),
-                crc: crc.finalize(),
-                plain_len,
-                crc_shift: crc32_shift(plain_len),
+        chunk.iter().map(|parts| Compressed::of_parts(&mut compress, parts)).collect()
+    };
+    std::thread::scope(|scope| {
+        // A share whose thread cannot be started (out of threads or memory) is done here
+        // afterwards: slower, never a failed load.
+        let handles: Vec<_> = pieces
+            .chunks(per_thread)
+            .skip(1)
+            .map(|chunk| {
+                let spawned = std::thread::Builder::new()
+                    .name("gzip-load".into())
+                    .spawn_scoped(scope, move || one_thread(chunk));
+                (chunk, spawned.ok())
+            })
+            .collect();
+        // This thread takes the first share instead of waiting idle.
+        let mut all = one_thread(pieces.get(..per_thread).unwrap_or(pieces));
+        for (chunk, handle) in handles {
+            all.extend(match handle {
+                // A compressing thread cannot panic on any input; if it did, the panic is
+                // passed on, as it would be had the work been done here.
+                Some(handle) => handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                None => one_thread(chunk),
             });
         }
-        Self { deflate: deflate.into(), spans: spans.into() }
-    }
-
-    pub fn get(&self, position: usize) -> Option<Segment<'_>> {
-        let span = self.spans.get(position)?;
-        Some(Segment {
-            deflate: self.deflate.get(span.deflate.clone())?,
-            crc: span.crc,
-            plain_len: span.plain_len,
-            crc_shift: span.crc_shift,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    /// What they hold in memory: the compressed bytes and the index.
-    pub fn memory_bytes(&self) -> usize {
-        self.deflate.len() + self.spans.len() * size_of::<Span>()
-    }
+        all
+    })
 }
 
 /// A gzip member being written: header, pieces, then [`Member::finish`].
@@ -354,13 +367,13 @@ mod tests {
 
     #[test]
     fn a_segment_ends_with_the_sync_flush_marker() {
-        let segments = Segments::of(&[vec![b"hello hello ".as_slice(), b"hello"]], 6, 1);
-        let segment = segments.get(0).unwrap();
+        let pieces = compress_each(&[vec![b"hello hello ".as_slice(), b"hello"]], 6, 1);
+        let segment = pieces[0].segment();
         assert!(segment.deflate.ends_with(&[0, 0, 0xff, 0xff]), "{:x?}", segment.deflate);
         assert_eq!(segment.plain_len, 17);
         assert_eq!(segment.crc, crc32fast::hash(b"hello hello hello"));
-        assert_eq!(segments.len(), 1);
-        assert!(segments.get(1).is_none());
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].inflate().unwrap(), b"hello hello hello");
     }
 
     #[test]
@@ -408,13 +421,30 @@ mod tests {
     fn the_lenient_reader_agrees_with_the_strict_one() {
         // The integration tests decode with curl and Python's gzip module as well.
         let plain = b"abc".repeat(1000);
-        let segments = Segments::of(&[vec![&plain], vec![&plain]], 1, 2);
+        let pieces = compress_each(&[vec![&plain], vec![&plain]], 1, 2);
         let mut member = Member::with_capacity(0);
-        member.segment(segments.get(0).unwrap());
+        member.segment(pieces[0].segment());
         member.stored(b",");
-        member.segment(segments.get(1).unwrap());
+        member.segment(pieces[1].segment());
         let member = member.finish();
         assert_eq!(gunzip(&member), [plain.as_slice(), b",", &plain].concat());
+    }
+
+    #[test]
+    fn a_damaged_piece_is_refused_not_served() {
+        let good = compress_each(&[vec![b"{\"GUID\":\"a\"}".as_slice()]], 6, 1).remove(0);
+        let mut flipped = good.clone();
+        flipped.crc ^= 1;
+        assert_eq!(
+            flipped.inflate(),
+            Err(Corrupt("its CRC-32 does not match the one stored beside it"))
+        );
+        let short = Compressed::from_stored(good.deflate[..3].into(), good.crc, good.plain_len);
+        assert!(short.inflate().is_err());
+        let longer = Compressed::from_stored(good.deflate.clone(), good.crc, good.plain_len - 1);
+        assert!(longer.inflate().is_err());
+        let garbage = Compressed::from_stored(vec![0xff; 40].into(), 0, 10);
+        assert!(garbage.inflate().is_err());
     }
 
     proptest! {
@@ -434,13 +464,16 @@ mod tests {
             // Each piece in two parts, cut anywhere: a piece is the concatenation of its parts.
             let slices: Vec<Vec<&[u8]>> =
                 pieces.iter().map(|p| p.split_at(p.len() / 3)).map(|(a, b)| vec![a, b]).collect();
-            let segments = Segments::of(&slices, level, threads);
+            let segments = compress_each(&slices, level, threads);
             prop_assert_eq!(segments.len(), pieces.len());
+            for (segment, plain) in segments.iter().zip(&pieces) {
+                prop_assert_eq!(&segment.inflate().unwrap(), plain);
+            }
             let mut member = Member::with_capacity(0);
             let mut expected = Vec::new();
             for (i, between) in &order {
                 if let Some(segment) = segments.get(*i) {
-                    member.segment(segment);
+                    member.segment(segment.segment());
                     expected.extend_from_slice(&pieces[*i]);
                 }
                 member.stored(between);

@@ -1,24 +1,29 @@
 //! Snapshots: one analysis of the whole infrastructure, the data every API answer comes from.
 //!
-//! A snapshot goes through three stages, one submodule each: `file` reads the documented JSON
-//! format (docs/snapshot-format.md) with `serde`; `check` validates everything a reference
-//! can get wrong and resolves each reference to an index, failing with the JSON path of the
-//! first problem; `render` turns the result into the API's JSON once, so that answering a
-//! request is copying bytes that already exist. A snapshot that fails any stage is refused
-//! whole: there is no half-loaded data.
+//! A snapshot file goes through three stages, one submodule each: `file` reads the documented
+//! JSON format (docs/snapshot-format.md) with `serde`; `check` validates everything a
+//! reference can get wrong and resolves each reference to an index, failing with the JSON path
+//! of the first problem; `render` turns the result into the API's JSON once, one object per
+//! application, so that answering a request is copying bytes that already exist. A snapshot
+//! that fails any stage is refused whole: there is no half-loaded data.
 //!
-//! [`document`] writes a served snapshot back out in the file format (`snapshot export`), and
-//! [`verify`] checks the folder offline (`snapshot verify`).
-//!
-//! [`store`] owns the folder of dated snapshots (`<state_dir>/snapshots/<YYYY-MM-DD>.json`) and
-//! the set the API serves, which it swaps whole on import or delete, so a request never waits
-//! for an import and never sees one half done.
+//! [`history`] keeps every date, each unchanged application once, compressed; [`prepare`]
+//! turns a rendered file into the pieces it stores, compressing only the new ones; [`served`]
+//! is a date as the API serves it, assembled from those pieces; [`store`] owns the history,
+//! the set the API serves (swapped whole on import, delete or prune, so a request never waits
+//! for an import and never sees one half done) and the inbox folder that older releases kept
+//! their files in. [`document`] writes a served snapshot back out in the file format
+//! (`snapshot export`), and [`verify`] checks the store offline (`snapshot verify`).
 
 mod check;
+mod codec;
 mod date;
 pub mod document;
 mod file;
+pub mod history;
+mod prepare;
 mod render;
+pub mod served;
 pub mod store;
 pub mod verify;
 
@@ -26,25 +31,34 @@ use std::fmt;
 
 pub use date::{Date, DateError};
 pub use document::{ExportError, export};
-pub use render::{Snapshot, Stats, Whole};
+pub use served::{Snapshot, Stats, Whole};
 pub use store::{Catalog, Snapshots};
 
-/// Reads, checks and renders a snapshot for `date` from the bytes of its file.
-/// `activation_code` goes into every `InfrastructureInfo` rendered.
+/// Reads, checks and renders a snapshot for `date` from the bytes of a file, with every piece
+/// compressed and all of it in memory, outside any store (for `diagnose`, the benchmarks and
+/// the tests). `activation_code` goes into every `InfrastructureInfo` rendered.
 pub fn load(bytes: &[u8], date: Date, activation_code: &str) -> Result<Snapshot, Invalid> {
     // Over the bytes as stored (a byte-order mark included): what `GET /snapshots` reports,
     // and what `snapshot pull` compares its own rendering with to find nothing changed.
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut file_sha256 = [0u8; 32];
-    file_sha256.copy_from_slice(digest.as_ref());
+    let file_sha256 = served::sha256(bytes);
+    let rendered = render_file(bytes)?;
+    let mut no_apps =
+        |keys: &[served::Digest]| -> Result<Vec<Option<_>>, Invalid> { Ok(vec![None; keys.len()]) };
+    let mut no_runs =
+        |keys: &[served::Digest]| -> Result<Vec<Option<_>>, Invalid> { Ok(vec![None; keys.len()]) };
+    let prepared = prepare::prepare(rendered, date, file_sha256, &mut no_apps, &mut no_runs)?;
+    let plain = served::Plain::Pinned(prepared.plain);
+    Ok(Snapshot::assemble(prepared.parts, activation_code, plain))
+}
+
+/// Reads, checks and renders the bytes of a snapshot file.
+pub(crate) fn render_file(bytes: &[u8]) -> Result<render::Rendered, Invalid> {
     // Editors on some systems start UTF-8 files with a byte-order mark that JSON forbids; it
     // carries no data, so it is skipped rather than refused.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut parsed = parse(bytes)?;
     let analyzed_on = check::check(&mut parsed)?;
-    let mut snapshot = render::render(&parsed, date, analyzed_on, activation_code, bytes.len());
-    snapshot.set_file_sha256(file_sha256);
-    Ok(snapshot)
+    Ok(render::render(&parsed, analyzed_on, bytes.len()))
 }
 
 /// Runs every check of [`load`] without rendering: for `snapshot pull`, which validates what it
@@ -294,7 +308,8 @@ mod tests {
                 {"GUID": "L1", "Name": "Low"}, {"GUID": "L2", "Name": "High"}]})
         );
         assert_eq!(json_of(snapshot.categories())["Categories"][0]["Patterns"][1]["GUID"], "P2");
-        let apps: Vec<Value> = snapshot.applications(0..2).map(json_of).collect();
+        let apps: Vec<Value> =
+            snapshot.applications(0..2).unwrap().iter().map(|a| json_of(a)).collect();
         assert_eq!(
             apps[0],
             json!({"GUID": "A1", "Name": "Alpha \"quoted\"", "LevelGUID": "L1",
@@ -321,7 +336,7 @@ mod tests {
         assert_eq!(snapshot.application_position("a2"), Some(1));
         assert_eq!(snapshot.module_position("m2"), Some((1, 1)));
         let parts = snapshot.application_with_module(1, 1).unwrap();
-        let only_m2 = json_of(&parts.concat());
+        let only_m2 = json_of(&parts.unwrap().parts().concat());
         assert_eq!(only_m2["Modules"], json!([apps[1]["Modules"][1]]));
         assert_eq!(only_m2["Findings"], apps[1]["Findings"]);
         let stats = snapshot.stats();
@@ -331,8 +346,7 @@ mod tests {
         let with_mark = load_text(&format!("\u{feff}{VALID}")).unwrap();
         assert_eq!(with_mark.levels(), snapshot.levels());
         assert_eq!(with_mark.teams(), snapshot.teams());
-        let with_mark_apps: Vec<&[u8]> = with_mark.applications(0..2).collect();
-        assert_eq!(with_mark_apps, snapshot.applications(0..2).collect::<Vec<_>>());
+        assert_eq!(with_mark.applications(0..2).unwrap(), snapshot.applications(0..2).unwrap());
     }
 
     fn gunzip(member: &[u8]) -> Vec<u8> {
@@ -350,7 +364,8 @@ mod tests {
         }
         assert_eq!(snapshot.whole(Whole::Levels), snapshot.levels());
         // Both applications are one run (the last, short one); each alone, in either order.
-        let apps: Vec<&[u8]> = snapshot.applications(0..2).collect();
+        let apps = snapshot.applications(0..2).unwrap();
+        let apps: Vec<&[u8]> = apps.iter().map(|a| &**a).collect();
         let run = snapshot.application_segments(0..2);
         assert_eq!(run.len(), 1);
         let mut member = crate::gzip::Member::with_capacity(0);

@@ -21,6 +21,13 @@ pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
 
+/// Start-up is taking long but moving (the take-over of many snapshot files): give it
+/// `more` again, so the start timeout only fires when it stops moving.
+pub fn extend_start(more: Duration, status: &str) {
+    let usec = u32::try_from(more.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::ExtendTimeoutUsec(usec), NotifyState::Status(status)]);
+}
+
 /// A reload has begun; [`ready`] ends it.
 pub fn reloading() {
     match NotifyState::monotonic_usec_now() {

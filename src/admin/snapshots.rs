@@ -20,10 +20,10 @@ use crate::audit::{self, DeleteOutcome, ImportOutcome};
 use crate::http::{Method, Response, Status};
 use crate::keystore::rfc3339;
 use crate::metrics::ImportSource;
-use crate::snapshot::store::{DeleteError, ImportError, Imported};
-use crate::snapshot::{Date, Snapshot};
+use crate::snapshot::Date;
+use crate::snapshot::store::{self, DeleteError, ImportError, Imported};
 
-/// One served snapshot as `GET /snapshots` and `PUT` show it.
+/// One served date as `GET /snapshots` and `PUT` show it.
 #[derive(Serialize)]
 struct Entry {
     date: String,
@@ -32,45 +32,60 @@ struct Entry {
     modules: usize,
     findings: usize,
     file_bytes: usize,
-    /// What the store holds on disk for this date now.
+    /// Its share of the history store on disk: its own records, and each piece it names
+    /// divided among the dates that name it (so the shares add up to the store).
     disk_bytes: u64,
+    /// What it holds in memory now: the newest date all of it, an older one while cached
+    /// (its index and compressed applications), else nothing.
     memory_bytes: usize,
-    /// SHA-256 of the stored file, hex: equal digests are equal data.
+    /// SHA-256 of the imported file, hex: equal digests are equal data.
     sha256: String,
 }
 
 impl Entry {
-    fn of(snapshot: &Snapshot, disk_bytes: u64) -> Self {
-        let stats = snapshot.stats();
+    fn of(entry: &store::Entry, disk_bytes: u64, memory_bytes: usize) -> Self {
+        let stats = entry.stats;
         Self {
-            date: snapshot.date().to_string(),
-            last_analyzed_on: rfc3339(snapshot.analyzed_on()),
+            date: entry.date.to_string(),
+            last_analyzed_on: rfc3339(entry.analyzed_on),
             applications: stats.applications,
             modules: stats.modules,
             findings: stats.findings,
             file_bytes: stats.file_bytes,
             disk_bytes,
-            memory_bytes: stats.rendered_bytes + stats.compressed_bytes,
-            sha256: snapshot.file_sha256().iter().map(|b| format!("{b:02x}")).collect(),
+            memory_bytes,
+            sha256: hex(&entry.file_sha256),
         }
     }
 }
 
-/// `GET /snapshots`: the served snapshots, newest first, and the files refused at start.
+fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET /snapshots`: the served dates, newest first, the inbox files refused, and the totals.
 pub(super) fn list(app: &App) -> Response {
     let catalog = app.snapshots.catalog();
-    let snapshots: Vec<Entry> =
-        catalog.newest_first().map(|s| Entry::of(s, app.snapshots.disk_bytes(s.date()))).collect();
+    let shares = app.snapshots.disk_shares();
+    let snapshots: Vec<Entry> = catalog
+        .newest_first()
+        .map(|e| {
+            let disk = shares.get(&e.date).copied().unwrap_or(0);
+            Entry::of(e, disk, app.snapshots.memory_bytes(e.date))
+        })
+        .collect();
     let refused: Vec<_> = catalog
         .refused()
         .map(|(date, reason)| {
-            let disk_bytes = app.snapshots.disk_bytes(date);
+            let disk_bytes = app.snapshots.inbox_bytes(date);
             json!({ "date": date.to_string(), "reason": reason, "disk_bytes": disk_bytes })
         })
         .collect();
-    // Refused files take disk space too, and no memory.
-    let disk_bytes = snapshots.iter().map(|e| e.disk_bytes).sum::<u64>()
-        + refused.iter().filter_map(|r| r["disk_bytes"].as_u64()).sum::<u64>();
+    // The store's file as a whole (free pages included), and the refused files beside it.
+    let store_bytes = app.snapshots.store_bytes();
+    let disk_bytes =
+        store_bytes + refused.iter().filter_map(|r| r["disk_bytes"].as_u64()).sum::<u64>();
+    let cache_bytes = app.snapshots.cache_bytes();
     let body = json!({
         "newest": catalog.newest().map(|s| s.date().to_string()),
         "snapshots": snapshots,
@@ -78,7 +93,9 @@ pub(super) fn list(app: &App) -> Response {
         "total": {
             "dates": snapshots.len(),
             "disk_bytes": disk_bytes,
-            "memory_bytes": snapshots.iter().map(|e| e.memory_bytes).sum::<usize>(),
+            "store_bytes": store_bytes,
+            "memory_bytes": snapshots.iter().map(|e| e.memory_bytes).sum::<usize>() + cache_bytes,
+            "cache_bytes": cache_bytes,
         },
     });
     Response::json(Status::OK, body.to_string().into_bytes())
@@ -115,9 +132,9 @@ pub(super) fn one(
 
 /// `GET /snapshots/<date>`: the served snapshot as a document, rendered from memory.
 fn export(app: &App, date: Date) -> Result<Response, AdminError> {
-    let catalog = app.snapshots.catalog();
-    let snapshot = catalog.on(date).ok_or(AdminError::NotServed(date))?;
-    let document = crate::snapshot::export(snapshot).map_err(|e| AdminError::Export(date, e))?;
+    let snapshot = app.snapshots.snapshot(Some(date)).map_err(AdminError::Read)?;
+    let snapshot = snapshot.ok_or(AdminError::NotServed(date))?;
+    let document = crate::snapshot::export(&snapshot).map_err(|e| AdminError::Export(date, e))?;
     Ok(Response::json(Status::OK, document))
 }
 
@@ -133,8 +150,11 @@ fn import(
     match app.snapshots.import(date, body) {
         Ok(imported) => {
             app.metrics.snapshot_imported(source);
-            let disk_bytes = app.snapshots.disk_bytes(date);
-            let response = imported_response(&imported, uid, disk_bytes, || app.prune_snapshots());
+            let disk_bytes = app.snapshots.disk_shares().get(&date).copied().unwrap_or(0);
+            let memory_bytes = app.snapshots.memory_bytes(date);
+            let response = imported_response(&imported, uid, (disk_bytes, memory_bytes), || {
+                app.prune_snapshots()
+            });
             Ok(response)
         }
         Err(e) => {
@@ -159,18 +179,30 @@ fn import(
 fn imported_response(
     imported: &Imported,
     uid: u32,
-    disk_bytes: u64,
+    (disk_bytes, memory_bytes): (u64, usize),
     prune: impl FnOnce() -> Vec<Date>,
 ) -> Response {
-    let stats = imported.snapshot.stats();
+    let stats = imported.stats;
     let took_ms = imported.took.as_millis();
     let outcome = ImportOutcome::Live { replaced: imported.replaced, stats: &stats, took_ms };
-    audit::snapshot_import(uid, imported.snapshot.date(), outcome).emit();
+    audit::snapshot_import(uid, imported.date, outcome).emit();
     let pruned: Vec<String> = prune().iter().map(Date::to_string).collect();
     let (status, result) =
         if imported.replaced { (Status::OK, "replaced") } else { (Status::CREATED, "created") };
-    let entry = Entry::of(&imported.snapshot, disk_bytes);
-    let body = json!({ "result": result, "snapshot": entry, "took_ms": took_ms, "pruned": pruned });
+    let listed = store::Entry {
+        date: imported.date,
+        analyzed_on: imported.analyzed_on,
+        stats,
+        file_sha256: imported.file_sha256,
+    };
+    let entry = Entry::of(&listed, disk_bytes, memory_bytes);
+    let body = json!({
+        "result": result,
+        "snapshot": entry,
+        "took_ms": took_ms,
+        "new_pieces": imported.new_pieces,
+        "pruned": pruned,
+    });
     Response::json(status, body.to_string().into_bytes())
 }
 
@@ -205,14 +237,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_counts_the_compressed_forms_too() {
+    fn an_entry_shows_the_stored_facts_and_the_sizes_it_is_given() {
         let sample = include_bytes!("../../examples/snapshot-2024-05-14.json");
         let date = Date::parse("2024-05-14").unwrap();
         let snapshot = crate::snapshot::load(sample, date, "CODE").unwrap();
         let stats = snapshot.stats();
         assert!(stats.compressed_bytes > 0 && stats.rendered_bytes > 0);
-        let entry = Entry::of(&snapshot, 7);
-        assert_eq!(entry.disk_bytes, 7);
-        assert_eq!(entry.memory_bytes, stats.rendered_bytes + stats.compressed_bytes);
+        let listed = store::Entry {
+            date,
+            analyzed_on: snapshot.analyzed_on(),
+            stats,
+            file_sha256: *snapshot.file_sha256(),
+        };
+        let entry = Entry::of(&listed, 7, 9);
+        assert_eq!((entry.disk_bytes, entry.memory_bytes), (7, 9));
+        assert_eq!(entry.sha256, hex(snapshot.file_sha256()));
+        assert_eq!(entry.sha256.len(), 64);
+        assert!(snapshot.memory_bytes() > stats.rendered_bytes + stats.compressed_bytes);
     }
 }

@@ -21,13 +21,15 @@
 //! any other answer.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::query::{self, DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Param, Query};
 use super::{ApiError, pick};
 use crate::gzip::{Member, Segment};
 use crate::http::encoding::{self, Coding};
 use crate::http::{Response, Status};
-use crate::snapshot::{Catalog, Snapshot};
+use crate::snapshot::served::WithModule;
+use crate::snapshot::{Snapshot, Snapshots};
 
 /// What the filters selected.
 enum Selection {
@@ -38,7 +40,7 @@ enum Selection {
 }
 
 pub(super) fn answer(
-    catalog: &Catalog,
+    catalog: &Snapshots,
     raw_query: Option<&str>,
     coding: Coding,
 ) -> Result<Response, ApiError> {
@@ -47,7 +49,7 @@ pub(super) fn answer(
     let limit = query.integer(Param::Limit, DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let offset = query.integer(Param::Offset, 0, 0, MAX_OFFSET)?;
     let snapshot = pick(catalog, date)?;
-    let selection = select(snapshot, &query)?;
+    let selection = select(&snapshot, &query)?;
     let total = match selection {
         Selection::All => snapshot.application_count(),
         _ => 1,
@@ -57,7 +59,7 @@ pub(super) fn answer(
         return Err(ApiError::PastTheEnd { offset, total });
     }
     let page = start..total.min(start + limit as usize);
-    Ok(render(snapshot, &selection, page, limit, total, coding))
+    render(&snapshot, &selection, page, limit, total, coding)
 }
 
 fn select(snapshot: &Snapshot, query: &Query) -> Result<Selection, ApiError> {
@@ -99,16 +101,22 @@ fn render(
     limit: u32,
     total: usize,
     coding: Coding,
-) -> Response {
-    // Each application is written as up to three slices: whole, or head, module and tail.
-    let items: Vec<[&[u8]; 3]> = match *selection {
+) -> Result<Response, ApiError> {
+    let wholes_or_cut = match *selection {
         // A filtered set has one element: page 0..1 holds it, page 1..1 does not.
-        _ if page.is_empty() => Vec::new(),
-        Selection::All => snapshot.applications(page.clone()).map(whole).collect(),
-        Selection::Application(app) => snapshot.applications(app..app + 1).map(whole).collect(),
+        _ if page.is_empty() => Ok((Vec::new(), None)),
+        Selection::All => snapshot.applications(page.clone()).map(|apps| (apps, None)),
+        Selection::Application(app) => snapshot.applications(app..app + 1).map(|apps| (apps, None)),
         Selection::Module(app, module) => {
-            snapshot.application_with_module(app, module).into_iter().collect()
+            snapshot.application_with_module(app, module).map(|cut| (Vec::new(), cut))
         }
+    };
+    let (apps, cut): (Vec<Arc<[u8]>>, Option<WithModule>) =
+        wholes_or_cut.map_err(|e| super::unavailable(Some(snapshot.date()), &e))?;
+    // Each application is written as up to three slices: whole, or head, module and tail.
+    let items: Vec<[&[u8]; 3]> = match &cut {
+        Some(cut) => vec![cut.parts()],
+        None => apps.iter().map(|app| whole(app)).collect(),
     };
     // The positions of the page's applications when each is whole, and so has a segment.
     let wholes = match *selection {
@@ -143,7 +151,7 @@ fn render(
             member.segment(segment);
         }
         member.stored(tail.as_bytes());
-        return encoding::gzipped(Response::json(Status::OK, member.finish()));
+        return Ok(encoding::gzipped(Response::json(Status::OK, member.finish())));
     }
     let mut body = Vec::with_capacity(size);
     body.extend_from_slice(&head);
@@ -154,7 +162,7 @@ fn render(
         parts.iter().for_each(|part| body.extend_from_slice(part));
     }
     body.extend_from_slice(tail.as_bytes());
-    Response::json(Status::OK, body)
+    Ok(Response::json(Status::OK, body))
 }
 
 fn whole(app: &[u8]) -> [&[u8]; 3] {

@@ -21,6 +21,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -78,8 +79,24 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         record.generation
     );
     // After the store's lock: no other server works in this state folder while we read it.
-    let snapshots = Snapshots::open(&config.state_dir, config.activation_code.as_str())
-        .map_err(ServeError::Snapshots)?;
+    // An upgrade from a release that kept one file per date imports them all before the
+    // ports open: each file keeps the service manager's start timeout at bay.
+    let mut progress = |done: usize, of: usize| {
+        systemd::extend_start(
+            Duration::from_secs(60),
+            &format!("taking over snapshot files: {done} of {of} in the history store"),
+        );
+        if done.is_multiple_of(10) {
+            log::info!("snapshots: taking over file {} of {of}", done + 1);
+        }
+    };
+    let snapshots = Snapshots::open(
+        &config.state_dir,
+        config.activation_code.as_str(),
+        config.snapshot_memory,
+        &mut progress,
+    )
+    .map_err(ServeError::Snapshots)?;
     match snapshots.catalog().newest() {
         Some(newest) => log::info!("serving the snapshot of {} by default", newest.date()),
         None => log::warn!(
@@ -151,6 +168,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if let Err(e) = app.keys.save_usage() {
         log::warn!("{e}: the key usage since the last minute is lost");
     }
+    // Marks the history store clean, so `snapshot verify` can read it while the server is down
+    // (an import still running on an admin thread finishes first).
+    app.snapshots.close();
     log::info!("stopped");
     Ok(())
 }

@@ -203,11 +203,24 @@ pub fn export(snapshot: &Snapshot) -> Result<Vec<u8>, ExportError> {
     };
     let capacity = snapshot.stats().rendered_bytes;
     let mut writer = Writer::start(&head, capacity).map_err(written("head"))?;
-    for bytes in snapshot.applications(0..snapshot.application_count()) {
-        let application: Application = read("applications", bytes)?;
-        writer.application(&application).map_err(written("applications"))?;
+    // A piece that does not decompress stops the export; the error from the closure names it.
+    let mut failed = None;
+    let walked = snapshot.each_application(|bytes| {
+        let outcome = read::<Application>("applications", bytes)
+            .and_then(|app| writer.application(&app).map_err(written("applications")));
+        outcome.map_err(|e| {
+            failed = Some(e);
+            crate::gzip::Corrupt("the export stopped")
+        })
+    });
+    match (walked, failed) {
+        (_, Some(e)) => Err(e),
+        (Err(corrupt), None) => Err(ExportError {
+            piece: "applications",
+            reason: format!("a stored application is damaged: {corrupt}"),
+        }),
+        (Ok(()), None) => Ok(writer.finish()),
     }
-    Ok(writer.finish())
 }
 
 #[cfg(test)]

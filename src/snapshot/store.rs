@@ -1,18 +1,25 @@
-//! The snapshot folder, `<state_dir>/snapshots/`, and the set of snapshots the API serves.
+//! The dated snapshots: the history store, the set the API serves, and the folder an operator
+//! (or an older release) drops snapshot files in.
 //!
-//! The folder holds one `<YYYY-MM-DD>.json` per analysis date (mode 0600, folder 0700). At
-//! start every such file is loaded, on all cores; a file that fails to load is logged with its
-//! path, JSON path and reason, listed as refused, and skipped, but never deleted or changed:
-//! it may be the operator's only copy. Leftover temporary files of an interrupted import are
-//! removed; any other file is left alone with a warning.
+//! Every date lives in the history store ([`super::history`], `<state_dir>/history.redb`),
+//! where an application that did not change is kept once. Serving needs far less than all of
+//! it in memory: the newest date, which answers every request without `Date`, is held whole
+//! (its pages cost a copy); an older date is read when a request first names it, kept among the
+//! `cached_dates` most recently used, and its applications decompressed through a cache of
+//! `cache_mib`. So memory is bounded by the configuration, and start-up reads the newest date
+//! only, whatever the number of dates kept.
 //!
-//! The served set is a [`Catalog`] behind an `RwLock<Arc<…>>`. Readers clone the `Arc` and let
-//! go of the lock at once; an import or delete builds a new catalog and swaps it in whole. So
-//! an API request never waits for an import (only for a pointer swap) and sees the old set or
-//! the new one, never a mix. An import streams the body to a temporary file in the same
-//! folder, fsyncs it, loads it from disk (so what is served is what was made durable), and
-//! only then renames it into place, fsyncs the folder and swaps. Imports and deletes take one
-//! commit lock for their rename-and-swap step, so two of them cannot lose each other's change.
+//! The set served is a [`Catalog`] behind an `RwLock<Arc<…>>`: readers clone the `Arc` and
+//! let go at once; an import, delete or prune commits to the store first and then swaps a new
+//! catalog in whole, so a request sees the old set or the new one, never a mix, and never
+//! waits for an import. Those three take one commit lock, so two of them cannot lose each
+//! other's change.
+//!
+//! `<state_dir>/snapshots/` is the inbox: a `YYYY-MM-DD.json` found there at start or reload
+//! (a file placed by hand, or the whole folder of a release that kept one file per date) is
+//! imported into the store, and the files are removed once all of them are in, never before:
+//! a crash half-way leaves them all, and the next start resumes. A file that does not load is
+//! logged, listed as refused and left untouched; it may be the operator's only copy.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,76 +27,136 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Date, Invalid, Snapshot, Stats, load};
-use crate::durable::{self, Staged, WriteError};
+use super::history::{History, HistoryError, NewDate, Shared};
+use super::prepare::{Prepared, prepare};
+use super::served::{Digest, Plain, PlainCache, Snapshot, Stats, sha256};
+use super::{Date, Invalid};
+use crate::durable::{self, WriteError};
+use crate::gzip::Corrupt;
 use crate::keystore::tighten_mode;
 use crate::locks;
 
+/// The inbox folder, under the state folder.
 pub(super) const FOLDER: &str = "snapshots";
 
-/// The snapshots being served, by date, and the files at start that could not be.
+/// How much of the history `serve` keeps in memory besides the newest date (the config's
+/// `snapshots` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Older dates kept ready (their index and compressed applications), most recently used.
+    pub cached_dates: usize,
+    /// Decompressed applications of older dates, in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self { cached_dates: 4, cache_bytes: 64 << 20 }
+    }
+}
+
+/// The page cache redb itself keeps: the pieces an older date is read from pass through it.
+const DB_CACHE_BYTES: usize = 16 << 20;
+
+/// One date as listed: what the store says of it, without reading its applications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub date: Date,
+    pub analyzed_on: SystemTime,
+    pub stats: Stats,
+    pub file_sha256: Digest,
+}
+
+/// The dates being served, the newest held whole, and the files refused from the inbox.
 #[derive(Clone, Default)]
 pub struct Catalog {
-    by_date: BTreeMap<Date, Arc<Snapshot>>,
-    /// Files found at start that failed to load, with the reason; until imported or deleted.
+    entries: BTreeMap<Date, Entry>,
+    newest: Option<Arc<Snapshot>>,
+    /// Inbox files that failed to load, with the reason; until imported or deleted.
     refused: BTreeMap<Date, Arc<str>>,
 }
 
 impl Catalog {
-    /// A catalog of these snapshots (for tests and benchmarks; `serve` loads a folder).
-    pub fn of(snapshots: impl IntoIterator<Item = Snapshot>) -> Self {
-        let by_date = snapshots.into_iter().map(|s| (s.date(), Arc::new(s))).collect();
-        Self { by_date, refused: BTreeMap::new() }
-    }
-
     /// The snapshot that answers requests without `Date`.
     pub fn newest(&self) -> Option<&Arc<Snapshot>> {
-        self.by_date.values().next_back()
+        self.newest.as_ref()
     }
 
-    pub fn on(&self, date: Date) -> Option<&Arc<Snapshot>> {
-        self.by_date.get(&date)
+    pub fn entry(&self, date: Date) -> Option<&Entry> {
+        self.entries.get(&date)
     }
 
-    /// Served snapshots, newest first.
-    pub fn newest_first(&self) -> impl Iterator<Item = &Arc<Snapshot>> {
-        self.by_date.values().rev()
+    /// Served dates, newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values().rev()
     }
 
-    /// Files that failed to load at start, with why.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Inbox files that failed to load, with why.
     pub fn refused(&self) -> impl Iterator<Item = (Date, &str)> {
         self.refused.iter().map(|(date, reason)| (*date, &**reason))
     }
 }
 
-/// The folder and the live catalog.
+/// The store, the live catalog and the caches.
 pub struct Snapshots {
     dir: PathBuf,
+    history: History,
     activation_code: String,
+    memory: Memory,
     live: RwLock<Arc<Catalog>>,
-    /// Held for the rename-and-swap of an import and for a delete.
+    /// Held for the commit-and-swap of an import, a delete, a prune and an inbox take-over.
     commit: Mutex<()>,
+    /// Pieces some served date holds, so the next one read shares them.
+    shared: Shared,
+    /// Older dates read recently, least recently used first.
+    views: Mutex<Vec<Arc<Snapshot>>>,
+    plain: Arc<PlainCache>,
+    /// Each date's share of the disk, computed on the first listing after a change.
+    disk: Mutex<Option<Arc<BTreeMap<Date, u64>>>>,
+}
+
+/// Where an import's bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `PUT /snapshots/<date>`.
+    Request,
+    /// A file in the inbox, taken over at start or reload.
+    Inbox,
 }
 
 /// An import that is live.
 pub struct Imported {
-    pub snapshot: Arc<Snapshot>,
-    /// A file for that date was already there (and is now replaced).
+    pub date: Date,
+    pub stats: Stats,
+    pub file_sha256: Digest,
+    pub analyzed_on: SystemTime,
+    /// The date was already in the store (and is now replaced).
     pub replaced: bool,
     /// From the first byte received to live.
     pub took: Duration,
+    /// Applications and runs the store did not have (the rest were shared with other dates).
+    pub new_pieces: usize,
 }
 
-/// What a reload of the folder found.
-#[derive(Debug, Clone, Copy)]
+/// What a take-over of the inbox found.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Reloaded {
     pub served: usize,
-    /// Files that did not load (their dates are still served if they were before).
+    /// Files imported into the store (and removed from the inbox).
+    pub imported: usize,
+    /// Files that did not load (left in the inbox).
     pub refused: usize,
 }
 
@@ -155,25 +222,31 @@ impl Retention {
 pub struct Pruned {
     pub date: Date,
     pub rule: Rule,
-    pub outcome: Result<Deleted, DeleteError>,
+    /// One commit removes every date due, so they share its outcome.
+    pub outcome: Result<Deleted, Arc<HistoryError>>,
 }
 
-/// Why the folder could not be used at start.
+/// Why the store could not be opened at start.
 #[derive(Debug)]
-pub struct OpenError {
-    pub path: PathBuf,
-    pub source: io::Error,
+pub enum OpenError {
+    Folder { path: PathBuf, source: io::Error },
+    History(HistoryError),
 }
 
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot use the snapshot folder {}: {}", self.path.display(), self.source)
+        match self {
+            Self::Folder { path, source } => {
+                write!(f, "cannot use the snapshot folder {}: {source}", path.display())
+            }
+            Self::History(e) => e.fmt(f),
+        }
     }
 }
 
 impl std::error::Error for OpenError {}
 
-/// Why an import did not happen (or, for `NotDurable`, happened without the last fsync).
+/// Why an import did not happen.
 #[derive(Debug)]
 pub enum ImportError {
     /// The request had no body.
@@ -181,8 +254,8 @@ pub enum ImportError {
     /// The body could not be read from the client.
     Body(io::Error),
     Invalid(Invalid),
-    /// Writing the file failed (nothing changed), or its last fsync did (it is served).
-    Write(WriteError),
+    /// The store could not be read or written; nothing changed.
+    History(HistoryError),
 }
 
 impl fmt::Display for ImportError {
@@ -193,8 +266,7 @@ impl fmt::Display for ImportError {
             ),
             Self::Body(e) => write!(f, "the request body could not be read: {e}"),
             Self::Invalid(e) => write!(f, "the snapshot is invalid, nothing changed: {e}"),
-            Self::Write(e @ WriteError::Io { .. }) => write!(f, "{e}; nothing changed"),
-            Self::Write(e) => write!(f, "{e}; the new snapshot is served"),
+            Self::History(e) => write!(f, "{e}; nothing changed"),
         }
     }
 }
@@ -204,7 +276,9 @@ impl std::error::Error for ImportError {}
 #[derive(Debug)]
 pub enum DeleteError {
     NotFound,
-    /// Removing the file failed (nothing changed), or its folder's fsync did (it is gone).
+    /// The store could not be written; nothing changed.
+    History(HistoryError),
+    /// Removing a refused inbox file failed (nothing changed), or its folder's fsync did.
     Write(WriteError),
 }
 
@@ -212,39 +286,99 @@ impl fmt::Display for DeleteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotFound => f.write_str("no snapshot has that date"),
+            Self::History(e) => write!(f, "{e}; nothing changed"),
             Self::Write(e @ WriteError::Io { .. }) => write!(f, "{e}; nothing changed"),
-            Self::Write(e) => write!(f, "{e}; the snapshot is no longer served"),
+            Self::Write(e) => write!(f, "{e}; the file is no longer listed"),
         }
     }
 }
 
 impl std::error::Error for DeleteError {}
 
+/// A date that could not be served: the store could not be read, or a piece is damaged.
+#[derive(Debug)]
+pub enum ServeError {
+    History(HistoryError),
+    Corrupt(Date, Corrupt),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::History(e) => e.fmt(f),
+            Self::Corrupt(date, e) => write!(
+                f,
+                "the snapshot history is damaged at {date}: an application does not decompress \
+                 ({e}); run `aims-api snapshot verify`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
 impl Snapshots {
-    /// Prepares `<state_dir>/snapshots/` and loads every snapshot in it.
-    pub fn open(state_dir: &Path, activation_code: &str) -> Result<Self, OpenError> {
+    /// Opens the history store under `state_dir`, serves its newest date, and takes over any
+    /// snapshot file in the inbox (`progress` hears of each one, for the service manager).
+    pub fn open(
+        state_dir: &Path,
+        activation_code: &str,
+        memory: Memory,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, OpenError> {
         let dir = state_dir.join(FOLDER);
-        let fail = |source| OpenError { path: dir.clone(), source };
+        let fail = |source| OpenError::Folder { path: dir.clone(), source };
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(fail)?;
         tighten_mode(&dir, 0o700);
-        let files = scan(&dir).map_err(fail)?;
         let started = Instant::now();
-        let count = files.len();
-        let catalog = load_all(files, activation_code);
-        if count > 0 {
+        let history = History::open(&state_dir.join(super::history::FILE), DB_CACHE_BYTES)
+            .map_err(OpenError::History)?;
+        let snapshots = Self::with_history(dir, history, activation_code, memory)?;
+        let catalog = snapshots.catalog();
+        if !catalog.is_empty() {
             log::info!(
-                "snapshots: {} of {count} loaded from {} in {} ms",
-                catalog.by_date.len(),
-                dir.display(),
+                "snapshots: {} date(s) in {}, the newest ready in {} ms",
+                catalog.len(),
+                snapshots.history.path().display(),
                 started.elapsed().as_millis()
             );
         }
-        Ok(Self {
+        snapshots.take_over(progress).map_err(OpenError::History)?;
+        Ok(snapshots)
+    }
+
+    /// A store in memory, without an inbox: for benchmarks and tests that answer requests
+    /// through [`crate::api::answer`] without a server. Fill it with [`Snapshots::import`].
+    pub fn in_memory(activation_code: &str, memory: Memory) -> Result<Self, OpenError> {
+        let history = History::in_memory().map_err(OpenError::History)?;
+        Self::with_history(PathBuf::new(), history, activation_code, memory)
+    }
+
+    fn with_history(
+        dir: PathBuf,
+        history: History,
+        activation_code: &str,
+        memory: Memory,
+    ) -> Result<Self, OpenError> {
+        let snapshots = Self {
             dir,
+            history,
             activation_code: activation_code.to_owned(),
-            live: RwLock::new(Arc::new(catalog)),
+            memory,
+            live: RwLock::new(Arc::new(Catalog::default())),
             commit: Mutex::new(()),
-        })
+            shared: Shared::default(),
+            views: Mutex::new(Vec::new()),
+            plain: Arc::new(PlainCache::new(memory.cache_bytes)),
+            disk: Mutex::new(None),
+        };
+        let _commit = snapshots.lock_commit();
+        let entries = snapshots.read_entries().map_err(OpenError::History)?;
+        let newest = snapshots.pin_newest(&entries);
+        *locks::write(&snapshots.live) =
+            Arc::new(Catalog { entries, newest, refused: BTreeMap::new() });
+        drop(_commit);
+        Ok(snapshots)
     }
 
     /// The catalog in force now. Cheap: one `Arc` clone under a read lock.
@@ -252,112 +386,442 @@ impl Snapshots {
         Arc::clone(&locks::read(&self.live))
     }
 
+    /// The inbox folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn path_of(&self, date: Date) -> PathBuf {
+    pub fn history_path(&self) -> &Path {
+        self.history.path()
+    }
+
+    /// The snapshot of `date` (the newest when `None`), if the store has that date. An older
+    /// date is read from the store on first use and then kept among the recently used.
+    pub fn snapshot(&self, date: Option<Date>) -> Result<Option<Arc<Snapshot>>, ServeError> {
+        let catalog = self.catalog();
+        let Some(newest) = catalog.newest() else { return Ok(None) };
+        let date = match date {
+            None => return Ok(Some(Arc::clone(newest))),
+            Some(date) if date == newest.date() => return Ok(Some(Arc::clone(newest))),
+            Some(date) => date,
+        };
+        let Some(entry) = catalog.entry(date) else { return Ok(None) };
+        if let Some(view) = self.cached_view(entry) {
+            return Ok(Some(view));
+        }
+        let Some(parts) = self.history.read(date, &self.shared).map_err(ServeError::History)?
+        else {
+            return Ok(None);
+        };
+        let view = Arc::new(Snapshot::assemble(
+            parts,
+            &self.activation_code,
+            Plain::Cached(Arc::clone(&self.plain)),
+        ));
+        if view.file_sha256() != &entry.file_sha256 {
+            // Re-imported between the catalog read and the store read: serve what was read
+            // (it is that date's data, one version or the other) but do not keep it.
+            return Ok(Some(view));
+        }
+        self.keep_view(&view);
+        Ok(Some(view))
+    }
+
+    /// The memory a date holds now, if it is in memory: the newest always, an older one
+    /// while cached. Decompressed applications of older dates are counted in
+    /// [`Snapshots::cache_bytes`] instead.
+    pub fn memory_bytes(&self, date: Date) -> usize {
+        if let Some(newest) = self.catalog().newest().filter(|s| s.date() == date) {
+            return newest.memory_bytes();
+        }
+        let views = locks::lock(&self.views);
+        views.iter().find(|v| v.date() == date).map_or(0, |v| v.memory_bytes())
+    }
+
+    /// The decompressed applications of older dates held now.
+    pub fn cache_bytes(&self) -> usize {
+        self.plain.bytes()
+    }
+
+    /// Each date's share of the store on disk (see [`History::disk_shares`]).
+    pub fn disk_shares(&self) -> Arc<BTreeMap<Date, u64>> {
+        let mut disk = locks::lock(&self.disk);
+        if let Some(shares) = &*disk {
+            return Arc::clone(shares);
+        }
+        let shares = match self.history.disk_shares() {
+            Ok(shares) => Arc::new(shares),
+            Err(e) => {
+                log::warn!("snapshots: cannot size the dates on disk: {e}");
+                return Arc::new(BTreeMap::new());
+            }
+        };
+        *disk = Some(Arc::clone(&shares));
+        shares
+    }
+
+    /// The size of the store's file.
+    pub fn store_bytes(&self) -> u64 {
+        self.history.file_bytes()
+    }
+
+    /// The size of a refused inbox file (0 if there is none).
+    pub fn inbox_bytes(&self, date: Date) -> u64 {
+        fs::metadata(self.inbox_path(date)).map_or(0, |m| m.len())
+    }
+
+    fn inbox_path(&self, date: Date) -> PathBuf {
         self.dir.join(format!("{date}.json"))
     }
 
     /// Imports the snapshot in `body` for `date`, replacing the one of that date if any.
     pub fn import(&self, date: Date, body: &mut dyn Read) -> Result<Imported, ImportError> {
         let started = Instant::now();
-        let path = self.path_of(date);
-        let mut staged = Staged::create(&path, 0o600).map_err(ImportError::Write)?;
-        receive(body, &mut staged)?;
-        staged.sync().map_err(ImportError::Write)?;
-        let temp = staged.temp_path();
-        let bytes = fs::read(temp).map_err(|source| {
-            ImportError::Write(WriteError::Io { step: "read back", path: temp.to_owned(), source })
-        })?;
-        let snapshot = load(&bytes, date, &self.activation_code).map_err(ImportError::Invalid)?;
-        drop(bytes);
-        let snapshot = Arc::new(snapshot);
-
-        let _commit = self.lock_commit();
-        let replaced = path.try_exists().map_err(|source| {
-            ImportError::Write(WriteError::Io { step: "look for", path: path.clone(), source })
-        })?;
-        let durable = match staged.commit() {
-            Ok(()) => Ok(()),
-            // In place: it is what the next start serves, so it is what we serve now.
-            Err(e @ WriteError::NotDurable { .. }) => Err(ImportError::Write(e)),
-            Err(e) => return Err(ImportError::Write(e)),
-        };
-        self.swap(|catalog| {
-            catalog.by_date.insert(date, Arc::clone(&snapshot));
-            catalog.refused.remove(&date);
-        });
-        durable?;
-        Ok(Imported { snapshot, replaced, took: started.elapsed() })
+        let bytes = receive(body)?;
+        self.import_bytes(date, &bytes, started, Origin::Request)
     }
 
-    /// Stops serving the snapshot of `date` and removes its file. A file refused at start can
-    /// be deleted the same way.
+    fn import_bytes(
+        &self,
+        date: Date,
+        bytes: &[u8],
+        started: Instant,
+        origin: Origin,
+    ) -> Result<Imported, ImportError> {
+        let file_sha256 = sha256(bytes);
+        let rendered = super::render_file(bytes).map_err(ImportError::Invalid)?;
+        let _commit = self.lock_commit();
+        let prepared = self.prepare(rendered, date, file_sha256).map_err(ImportError::History)?;
+        let new = NewDate {
+            date,
+            header: &prepared.header,
+            keys: &prepared.keys,
+            apps: &prepared.new_apps,
+            runs: &prepared.new_runs,
+            lists: &prepared.lists,
+        };
+        let replaces = self.catalog().entry(date).is_some();
+        self.history.put(&new, replaces).map_err(ImportError::History)?;
+        let new_pieces = prepared.new_apps.len() + prepared.new_runs.len();
+        let catalog = self.catalog();
+        // A file for this date that the inbox refused is superseded by this import: it goes,
+        // or the next reload would try it again. (A take-over removes its files itself, once
+        // all of them are in.)
+        let refused_file = origin == Origin::Request
+            && catalog.refused.contains_key(&date)
+            && match durable::remove(&self.inbox_path(date)) {
+                Ok(removed) => removed,
+                Err(e) => {
+                    log::warn!("snapshot {date}: {e}; remove it by hand, the import supersedes it");
+                    false
+                }
+            };
+        let replaced = catalog.entry(date).is_some() || refused_file;
+        let analyzed_on = prepared.parts.analyzed_on;
+        let entry = Entry { date, analyzed_on, stats: prepared.header.stats(), file_sha256 };
+        let becomes_newest = catalog.newest().is_none_or(|newest| date >= newest.date());
+        let stats;
+        if becomes_newest {
+            let Prepared { parts, plain, .. } = prepared;
+            let snapshot = Snapshot::assemble(parts, &self.activation_code, Plain::Pinned(plain));
+            stats = snapshot.stats();
+            let snapshot = Arc::new(snapshot);
+            self.share_pieces(&snapshot);
+            self.swap(|next| {
+                next.entries.insert(date, entry);
+                next.refused.remove(&date);
+                next.newest = Some(snapshot);
+            });
+        } else {
+            stats = entry.stats;
+            self.forget_view(date);
+            self.swap(|next| {
+                next.entries.insert(date, entry);
+                next.refused.remove(&date);
+            });
+        }
+        Ok(Imported {
+            date,
+            stats,
+            file_sha256,
+            analyzed_on,
+            replaced,
+            took: started.elapsed(),
+            new_pieces,
+        })
+    }
+
+    /// The pieces of a rendered date, reusing what memory or the store already has.
+    fn prepare(
+        &self,
+        rendered: super::render::Rendered,
+        date: Date,
+        file_sha256: Digest,
+    ) -> Result<Prepared, HistoryError> {
+        let shared = &self.shared;
+        let history = &self.history;
+        let mut known_apps = |keys: &[Digest]| -> Result<Vec<_>, HistoryError> {
+            let mut known: Vec<_> = keys.iter().map(|key| shared.apps.get(key)).collect();
+            let missing: Vec<Digest> =
+                keys.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(key, _)| *key).collect();
+            let mut stored = history.stored_apps(&missing)?.into_iter();
+            for slot in known.iter_mut().filter(|k| k.is_none()) {
+                *slot = stored.next().flatten().map(Arc::new);
+            }
+            Ok(known)
+        };
+        let mut known_runs = |keys: &[Digest]| -> Result<Vec<_>, HistoryError> {
+            let mut known: Vec<_> = keys.iter().map(|key| shared.runs.get(key)).collect();
+            let missing: Vec<Digest> =
+                keys.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(key, _)| *key).collect();
+            let mut stored = history.stored_runs(&missing)?.into_iter();
+            for slot in known.iter_mut().filter(|k| k.is_none()) {
+                *slot = stored.next().flatten().map(Arc::new);
+            }
+            Ok(known)
+        };
+        prepare(rendered, date, file_sha256, &mut known_apps, &mut known_runs)
+    }
+
+    /// Stops serving `date` and removes it from the store, with every piece no other date
+    /// names. A file refused from the inbox can be deleted the same way.
     pub fn delete(&self, date: Date) -> Result<Deleted, DeleteError> {
         let _commit = self.lock_commit();
-        let path = self.path_of(date);
-        let served = self.catalog().on(date).map(|s| s.stats());
-        let durable = match durable::remove(&path) {
-            Ok(true) => Ok(()),
-            // Removed by hand while served: stop serving it.
-            Ok(false) if served.is_some() => Ok(()),
-            Ok(false) => return Err(DeleteError::NotFound),
-            // Gone from the folder: the next start would not serve it, so neither do we.
-            Err(e @ WriteError::NotDurable { .. }) => Err(DeleteError::Write(e)),
-            Err(e) => return Err(DeleteError::Write(e)),
+        let catalog = self.catalog();
+        let served = catalog.entry(date).map(|e| e.stats);
+        if served.is_some() {
+            self.history.remove(&[date]).map_err(DeleteError::History)?;
+        }
+        let removed_file = if catalog.refused.contains_key(&date) {
+            durable::remove(&self.inbox_path(date)).map_err(DeleteError::Write)?
+        } else {
+            false
         };
-        self.swap(|catalog| {
-            catalog.by_date.remove(&date);
-            catalog.refused.remove(&date);
-        });
-        durable?;
+        if served.is_none() && !removed_file && !catalog.refused.contains_key(&date) {
+            return Err(DeleteError::NotFound);
+        }
+        self.remove_from_catalog(&[date]);
         Ok(Deleted { served })
     }
 
-    /// The bytes the store holds on disk for `date`: its file's size (0 if there is none).
-    pub fn disk_bytes(&self, date: Date) -> u64 {
-        fs::metadata(self.path_of(date)).map_or(0, |m| m.len())
-    }
-
-    /// Removes the served dates that `retention` no longer keeps at `now`, each through
-    /// [`Snapshots::delete`] (so each is durable, and a crash leaves a date whole or gone).
+    /// Removes the dates that `retention` no longer keeps at `now`, in one commit (so a crash
+    /// leaves each date whole or gone, and the pieces only they named go with them).
     pub fn prune(&self, retention: Retention, now: SystemTime) -> Vec<Pruned> {
         if retention.keeps_all() {
             return Vec::new();
         }
-        let served: Vec<Date> = self.catalog().by_date.keys().copied().collect();
-        retention
-            .due(&served, now)
-            .into_iter()
-            .map(|(date, rule)| Pruned { date, rule, outcome: self.delete(date) })
+        let _commit = self.lock_commit();
+        let catalog = self.catalog();
+        let served: Vec<Date> = catalog.entries.keys().copied().collect();
+        let due = retention.due(&served, now);
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let dates: Vec<Date> = due.iter().map(|(date, _)| *date).collect();
+        let outcome = self.history.remove(&dates).map_err(Arc::new);
+        if outcome.is_ok() {
+            self.remove_from_catalog(&dates);
+        }
+        due.into_iter()
+            .map(|(date, rule)| Pruned {
+                date,
+                rule,
+                outcome: match &outcome {
+                    Ok(_) => Ok(Deleted { served: catalog.entry(date).map(|e| e.stats) }),
+                    Err(e) => Err(Arc::clone(e)),
+                },
+            })
             .collect()
     }
 
-    /// Re-reads the folder (SIGHUP or `POST /reload`), for files an operator placed by hand.
-    /// New and changed files are loaded, removed ones stop being served, and a date whose file
-    /// no longer loads keeps being served from memory: a bad file never takes data away.
-    pub fn reload(&self) -> Result<Reloaded, OpenError> {
+    /// At shutdown, once no request is served any more: waits for an import, delete or prune
+    /// in flight, then closes the store cleanly.
+    pub fn close(&self) {
         let _commit = self.lock_commit();
-        let files =
-            scan(&self.dir).map_err(|source| OpenError { path: self.dir.clone(), source })?;
-        let mut fresh = load_all(files, &self.activation_code);
-        let current = self.catalog();
-        for date in fresh.refused.keys() {
-            if let Some(kept) = current.on(*date) {
-                log::warn!("snapshot {date}: keeping the version already served");
-                fresh.by_date.insert(*date, Arc::clone(kept));
+        self.history.close();
+    }
+
+    /// Takes over the snapshot files in the inbox (SIGHUP or `POST /reload`).
+    pub fn reload(&self) -> Result<Reloaded, HistoryError> {
+        self.take_over(&mut |_, _| {})
+    }
+
+    /// Imports each `YYYY-MM-DD.json` of the inbox, oldest first, then removes the ones that
+    /// are in the store: only once all are, so a crash half-way leaves every file.
+    fn take_over(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Reloaded, HistoryError> {
+        let files = scan(&self.dir).map_err(|source| HistoryError::Damaged {
+            date: None,
+            what: format!("cannot read the inbox {}: {source}", self.dir.display()),
+        })?;
+        let mut reloaded = Reloaded::default();
+        if !files.is_empty() {
+            log::info!(
+                "snapshots: taking over {} file(s) from {} into {}",
+                files.len(),
+                self.dir.display(),
+                self.history.path().display()
+            );
+        }
+        let mut done = Vec::new();
+        let mut refused = BTreeMap::new();
+        for (i, (date, path)) in files.iter().enumerate() {
+            progress(i, files.len());
+            let started = Instant::now();
+            tighten_mode(path, 0o600);
+            let outcome = match fs::read(path) {
+                Err(e) => Err(format!("cannot read: {e}")),
+                Ok(bytes) if self.holds(*date, &bytes) => Ok(None),
+                Ok(bytes) => match self.import_bytes(*date, &bytes, started, Origin::Inbox) {
+                    Ok(imported) => Ok(Some(imported)),
+                    Err(ImportError::History(e)) => return Err(e),
+                    Err(e) => Err(match e {
+                        ImportError::Invalid(invalid) => invalid.to_string(),
+                        other => other.to_string(),
+                    }),
+                },
+            };
+            match outcome {
+                Ok(imported) => {
+                    if let Some(imported) = imported {
+                        log::info!(
+                            "snapshot {date}: taken over from {}: {} applications, {} new \
+                             piece(s), in {} ms",
+                            path.display(),
+                            imported.stats.applications,
+                            imported.new_pieces,
+                            imported.took.as_millis()
+                        );
+                    }
+                    done.push(path.clone());
+                }
+                Err(reason) => {
+                    log::error!(
+                        "snapshot {}: {reason}; not served, and left as it is: fix it and \
+                         reload, import that date, or delete it",
+                        path.display()
+                    );
+                    refused.insert(*date, Arc::<str>::from(reason));
+                }
             }
         }
-        let reloaded = Reloaded { served: fresh.by_date.len(), refused: fresh.refused.len() };
-        let fresh = Arc::new(fresh);
-        *locks::write(&self.live) = fresh;
+        // Every file is in the store now (or refused): the copies can go.
+        for path in &done {
+            match durable::remove(path) {
+                Ok(_) => reloaded.imported += 1,
+                Err(e) => log::warn!("snapshots: {e}; it is in the store, remove it by hand"),
+            }
+        }
+        reloaded.refused = refused.len();
+        if !refused.is_empty() {
+            self.swap(|next| next.refused.extend(refused));
+        }
+        reloaded.served = self.catalog().len();
         Ok(reloaded)
     }
 
+    /// Whether the store already holds `date` from exactly these bytes (a take-over that was
+    /// interrupted before it removed the files).
+    fn holds(&self, date: Date, bytes: &[u8]) -> bool {
+        self.catalog().entry(date).is_some_and(|e| e.file_sha256 == sha256(bytes))
+    }
+
+    fn read_entries(&self) -> Result<BTreeMap<Date, Entry>, HistoryError> {
+        Ok(self
+            .history
+            .dates()?
+            .into_iter()
+            .map(|(date, header)| {
+                let file_sha256 = super::codec::unhex(&header.file_sha256).unwrap_or([0; 32]);
+                let entry = Entry {
+                    date,
+                    analyzed_on: header.analyzed_on(),
+                    stats: header.stats(),
+                    file_sha256,
+                };
+                (date, entry)
+            })
+            .collect())
+    }
+
+    /// Reads the newest date of `entries` and decompresses all of it. A newest date that
+    /// cannot be read is logged and the next one tried: an older answer beats none.
+    fn pin_newest(&self, entries: &BTreeMap<Date, Entry>) -> Option<Arc<Snapshot>> {
+        for date in entries.keys().rev() {
+            match self.read_pinned(*date) {
+                Ok(Some(snapshot)) => return Some(snapshot),
+                Ok(None) => {}
+                Err(e) => log::error!("snapshot {date}: {e}; not served by default"),
+            }
+        }
+        None
+    }
+
+    fn read_pinned(&self, date: Date) -> Result<Option<Arc<Snapshot>>, ServeError> {
+        let Some(parts) = self.history.read(date, &self.shared).map_err(ServeError::History)?
+        else {
+            return Ok(None);
+        };
+        let plain = inflate_all(&parts).map_err(|e| ServeError::Corrupt(date, e))?;
+        let snapshot = Snapshot::assemble(parts, &self.activation_code, Plain::Pinned(plain));
+        Ok(Some(Arc::new(snapshot)))
+    }
+
+    /// Drops `dates` from the catalog; when the newest goes, the next one is read and pinned.
+    fn remove_from_catalog(&self, dates: &[Date]) {
+        let catalog = self.catalog();
+        let mut entries = catalog.entries.clone();
+        dates.iter().for_each(|date| {
+            entries.remove(date);
+        });
+        let newest_gone = catalog.newest().is_some_and(|n| dates.contains(&n.date()));
+        let newest = if newest_gone { self.pin_newest(&entries) } else { catalog.newest.clone() };
+        dates.iter().for_each(|date| self.forget_view(*date));
+        self.swap(|next| {
+            next.entries = entries;
+            next.newest = newest;
+            dates.iter().for_each(|date| {
+                next.refused.remove(date);
+            });
+        });
+        self.shared.sweep();
+    }
+
+    fn cached_view(&self, entry: &Entry) -> Option<Arc<Snapshot>> {
+        let mut views = locks::lock(&self.views);
+        let at = views
+            .iter()
+            .position(|v| v.date() == entry.date && v.file_sha256() == &entry.file_sha256)?;
+        let view = views.remove(at);
+        views.push(Arc::clone(&view));
+        Some(view)
+    }
+
+    fn keep_view(&self, view: &Arc<Snapshot>) {
+        let mut views = locks::lock(&self.views);
+        views.retain(|v| v.date() != view.date());
+        views.push(Arc::clone(view));
+        let over = views.len().saturating_sub(self.memory.cached_dates);
+        let dropped = views.drain(..over).count();
+        drop(views);
+        if dropped > 0 {
+            self.shared.sweep();
+        }
+    }
+
+    fn forget_view(&self, date: Date) {
+        locks::lock(&self.views).retain(|v| v.date() != date);
+    }
+
+    /// Lets later reads share the pieces of a snapshot made by an import.
+    fn share_pieces(&self, snapshot: &Snapshot) {
+        snapshot.pieces().for_each(|p| self.shared.apps.share(p.hash, p));
+        snapshot.run_pieces().for_each(|r| self.shared.runs.share(r.key, r));
+        let teams = snapshot.team_piece();
+        self.shared.teams.share(teams.hash, teams);
+    }
+
     fn lock_commit(&self) -> MutexGuard<'_, ()> {
-        // The guard protects no data, only the order of renames and swaps.
+        // The guard protects no data, only the order of commits and swaps.
         locks::lock(&self.commit)
     }
 
@@ -367,30 +831,53 @@ impl Snapshots {
         change(&mut next);
         let next = Arc::new(next);
         *locks::write(&self.live) = next;
+        *locks::lock(&self.disk) = None;
     }
 }
 
-/// Streams `body` into the staged file.
-fn receive(body: &mut dyn Read, staged: &mut Staged) -> Result<(), ImportError> {
-    let mut chunk = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match body.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ImportError::Body(e)),
-        };
-        staged.write_all(&chunk[..n]).map_err(ImportError::Write)?;
-        total += n as u64;
-    }
-    if total == 0 {
+/// Every application of `parts` decompressed, on every core: the newest date's pages then
+/// cost a copy.
+fn inflate_all(parts: &super::served::Parts) -> Result<Box<[Arc<[u8]>]>, Corrupt> {
+    let cores = thread::available_parallelism().map_or(1, usize::from);
+    let per_thread = parts.apps.len().div_ceil(cores).max(1);
+    let inflate = |chunk: &[Arc<super::served::AppPiece>]| -> Result<Vec<Arc<[u8]>>, Corrupt> {
+        chunk.iter().map(|app| app.compressed.inflate().map(Arc::from)).collect()
+    };
+    thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .apps
+            .chunks(per_thread)
+            .skip(1)
+            .map(|chunk| {
+                let spawned = thread::Builder::new()
+                    .name("snapshot-read".into())
+                    .spawn_scoped(scope, move || inflate(chunk));
+                (chunk, spawned.ok())
+            })
+            .collect();
+        let mut all = inflate(parts.apps.get(..per_thread).unwrap_or(&parts.apps))?;
+        for (chunk, handle) in handles {
+            all.extend(match handle {
+                Some(handle) => handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?,
+                None => inflate(chunk)?,
+            });
+        }
+        Ok(all.into())
+    })
+}
+
+/// The request body, whole: a snapshot is parsed in one piece anyway. The admin port bounds
+/// its size.
+fn receive(body: &mut dyn Read) -> Result<Vec<u8>, ImportError> {
+    let mut bytes = Vec::new();
+    body.read_to_end(&mut bytes).map_err(ImportError::Body)?;
+    if bytes.is_empty() {
         return Err(ImportError::Empty);
     }
-    Ok(())
+    Ok(bytes)
 }
 
-/// The snapshot files in the folder, after removing leftover temporary files.
+/// The snapshot files in the inbox, oldest first, after removing leftover temporary files.
 fn scan(dir: &Path) -> io::Result<Vec<(Date, PathBuf)>> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -402,9 +889,9 @@ fn scan(dir: &Path) -> io::Result<Vec<(Date, PathBuf)>> {
             continue;
         };
         if durable::is_temp_name(name) {
-            // Only an import interrupted by a crash leaves one; its snapshot never went live.
+            // Only a write interrupted by a crash leaves one (an older release's import).
             match fs::remove_file(&path) {
-                Ok(()) => log::info!("snapshots: removed {}, left by an interrupted import", name),
+                Ok(()) => log::info!("snapshots: removed {name}, left by an interrupted write"),
                 Err(e) => log::warn!("snapshots: cannot remove {}: {e}", path.display()),
             }
             continue;
@@ -417,57 +904,8 @@ fn scan(dir: &Path) -> io::Result<Vec<(Date, PathBuf)>> {
             ),
         }
     }
+    files.sort();
     Ok(files)
-}
-
-/// Loads `files` on every core. Failures are logged and listed, never fatal.
-fn load_all(files: Vec<(Date, PathBuf)>, activation_code: &str) -> Catalog {
-    let next = AtomicUsize::new(0);
-    let loaded = Mutex::new(Catalog::default());
-    let work = || {
-        while let Some((date, path)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let outcome = load_file(*date, path, activation_code);
-            let mut catalog = locks::lock(&loaded);
-            match outcome {
-                Ok(snapshot) => {
-                    catalog.by_date.insert(*date, Arc::new(snapshot));
-                }
-                Err(reason) => {
-                    log::error!(
-                        "snapshot {}: {reason}; not served, and left as it is: fix it and \
-                         restart, re-import that date, or delete it",
-                        path.display()
-                    );
-                    catalog.refused.insert(*date, reason.into());
-                }
-            }
-        }
-    };
-    let threads = thread::available_parallelism().map_or(1, usize::from).min(files.len());
-    thread::scope(|scope| {
-        for _ in 1..threads {
-            // A thread that cannot start leaves its share to the others and to this one.
-            let _ = thread::Builder::new().name("snapshot-load".into()).spawn_scoped(scope, work);
-        }
-        work();
-    });
-    locks::into_inner(loaded)
-}
-
-fn load_file(date: Date, path: &Path, activation_code: &str) -> Result<Snapshot, String> {
-    tighten_mode(path, 0o600);
-    let started = Instant::now();
-    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let snapshot = load(&bytes, date, activation_code).map_err(|e| e.to_string())?;
-    let stats = snapshot.stats();
-    log::info!(
-        "snapshot {date}: {} applications, {} modules, {} findings, loaded in {} ms",
-        stats.applications,
-        stats.modules,
-        stats.findings,
-        started.elapsed().as_millis()
-    );
-    Ok(snapshot)
 }
 
 #[cfg(test)]

@@ -1,26 +1,34 @@
-//! `aims-api snapshot verify`: the snapshot folder checked offline, read-only.
+//! `aims-api snapshot verify`: the history store and the inbox checked offline, read-only.
 //!
-//! Every dated file is read and put through the same checks as an import (the whole of
-//! [`super::validate`]), and each one that fails is named with its JSON path and reason;
-//! temporary files left by an interrupted import are named too (`serve` removes them at its
-//! next start). Nothing is changed, nothing is locked, and no server is needed: it can run
-//! beside a running `serve` (which only ever renames whole files into place) or with none,
-//! before a start or after a restore. Files that are not snapshots are listed as ignored, as
-//! `serve` ignores them; they are not problems.
+//! The store: every date is read, and every piece it names is read back, decompressed and
+//! checked against its key (an application's SHA-256, a run's members, a list's SHA-256), so a
+//! bit flipped on disk is named with the date and the piece, before a request meets it. Each
+//! piece is checked once, however many dates share it. The database is opened read-only beside
+//! a running `serve` (its single writer), so the check needs no downtime.
+//!
+//! The inbox (`<state_dir>/snapshots/`): every dated file is put through the same checks as an
+//! import (the whole of [`super::validate`]): one that passes is pending (the server takes it
+//! over at its next start or reload), one that fails is named with its JSON path and reason.
+//! Temporary files left by an interrupted write are named too. Files that are not snapshots are
+//! listed as ignored, as `serve` ignores them; they are not problems.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use super::codec;
+use super::history::{self, HistoryError, PieceKind, ReadOnly};
+use super::served::{Digest, RUN_APPS, run_key, sha256};
 use super::{Date, Invalid, validate};
 use crate::durable;
 
 /// What one file in the folder is.
 #[derive(Debug)]
 pub enum State {
-    /// A dated snapshot that would load.
+    /// A dated snapshot that would load: the server takes it over at its next start or reload.
     Ok { bytes: u64 },
     /// A dated snapshot that would be refused: where and why.
     Invalid(Invalid),
@@ -49,7 +57,7 @@ impl FileCheck {
 
     fn status(&self) -> &'static str {
         match self.state {
-            State::Ok { .. } => "ok",
+            State::Ok { .. } => "pending",
             State::Invalid(_) => "invalid",
             State::Unreadable(_) => "unreadable",
             State::Leftover => "leftover",
@@ -60,7 +68,10 @@ impl FileCheck {
     /// Why it is what it is, for people.
     pub fn reason(&self) -> String {
         match &self.state {
-            State::Ok { bytes } => format!("loads ({bytes} bytes)"),
+            State::Ok { bytes } => format!(
+                "loads ({bytes} bytes); serve takes it into the history store at its next start \
+                 or reload"
+            ),
             State::Invalid(invalid) => invalid.to_string(),
             State::Unreadable(reason) => reason.clone(),
             State::Leftover => "a temporary file left by an interrupted write; serve removes it \
@@ -71,16 +82,47 @@ impl FileCheck {
     }
 }
 
-/// The folder's files, in name order.
+/// One date of the store.
+#[derive(Debug)]
+pub struct DateCheck {
+    pub date: Date,
+    /// `Ok(pieces named)`, or what is wrong.
+    pub outcome: Result<usize, String>,
+}
+
+/// The store as a whole.
+#[derive(Debug)]
+pub enum StoreCheck {
+    /// No store yet (nothing imported since the upgrade): not a problem.
+    Absent,
+    /// It could not be opened or read at all.
+    Unreadable(String),
+    Read {
+        dates: Vec<DateCheck>,
+        /// Distinct pieces checked.
+        pieces: usize,
+        /// Pieces no date names (a removal always takes them with it, so normally 0).
+        unnamed: usize,
+    },
+}
+
+/// The store's dates, then the inbox's files in name order.
 #[derive(Debug)]
 pub struct Report {
+    pub store_path: PathBuf,
+    pub store: StoreCheck,
     pub folder: PathBuf,
     pub files: Vec<FileCheck>,
 }
 
 impl Report {
     pub fn problems(&self) -> usize {
-        self.files.iter().filter(|f| f.is_problem()).count()
+        let store = match &self.store {
+            StoreCheck::Absent => 0,
+            StoreCheck::Unreadable(_) => 1,
+            StoreCheck::Read { dates, .. } => dates.iter().filter(|d| d.outcome.is_err()).count(),
+        };
+        store + self.files.iter().filter(|f| f.is_problem()).count()
     }
 
     pub fn to_json(&self) -> Value {
@@ -107,49 +149,95 @@ impl Report {
                 entry
             })
             .collect();
+        let store = match &self.store {
+            StoreCheck::Absent => json!({ "status": "absent" }),
+            StoreCheck::Unreadable(reason) => json!({ "status": "unreadable", "reason": reason }),
+            StoreCheck::Read { dates, pieces, unnamed } => {
+                let dates: Vec<Value> = dates
+                    .iter()
+                    .map(|d| match &d.outcome {
+                        Ok(pieces) => json!({
+                            "date": d.date.to_string(), "status": "ok", "pieces": pieces,
+                        }),
+                        Err(reason) => json!({
+                            "date": d.date.to_string(), "status": "damaged", "reason": reason,
+                        }),
+                    })
+                    .collect();
+                json!({ "status": "read", "dates": dates, "pieces": pieces, "unnamed_pieces": unnamed })
+            }
+        };
         json!({
+            "store": self.store_path.display().to_string(),
             "folder": self.folder.display().to_string(),
             "ok": self.problems() == 0,
             "problems": self.problems(),
+            "history": store,
             "files": files,
         })
     }
 
-    /// One line per file, then the verdict.
+    /// One line per date and per file, then the verdict.
     pub fn render(&self) -> String {
         let mut text = String::new();
+        let store = self.store_path.display();
+        match &self.store {
+            StoreCheck::Absent => {
+                text.push_str(&format!("absent      {store}: no history store yet\n"));
+            }
+            StoreCheck::Unreadable(reason) => {
+                text.push_str(&format!("unreadable  {store}: {reason}\n"));
+            }
+            StoreCheck::Read { dates, pieces, unnamed } => {
+                for date in dates {
+                    match &date.outcome {
+                        Ok(named) => text.push_str(&format!(
+                            "ok          {}: {named} piece(s), each matches its key\n",
+                            date.date
+                        )),
+                        Err(reason) => {
+                            text.push_str(&format!("damaged     {}: {reason}\n", date.date));
+                        }
+                    }
+                }
+                let unnamed = match unnamed {
+                    0 => String::new(),
+                    n => format!(", {n} piece(s) no date names"),
+                };
+                text.push_str(&format!(
+                    "{store}: {} date(s), {pieces} distinct piece(s) checked{unnamed}\n",
+                    dates.len()
+                ));
+            }
+        }
         for file in &self.files {
             let status = file.status();
             text.push_str(&format!("{status:<10}  {}: {}\n", file.name, file.reason()));
         }
-        let dated = self.files.iter().filter(|f| f.date.is_some()).count();
         match self.problems() {
-            0 => text.push_str(&format!(
-                "{}: {dated} snapshot file(s), all load\n",
-                self.folder.display()
-            )),
+            0 => text.push_str("no problem found\n"),
             n => text.push_str(&format!(
-                "{}: {n} problem(s) among {} file(s): import a good snapshot for a date, or \
-                 delete it (aims-api snapshot delete DATE)\n",
-                self.folder.display(),
-                self.files.len()
+                "{n} problem(s): import a good snapshot for a damaged date or an invalid file, or \
+                 delete it (aims-api snapshot delete DATE)\n"
             )),
         }
         text
     }
 }
 
-/// Checks `<state_dir>/snapshots/`. A folder that does not exist yet holds no snapshots and
-/// is not a problem; one that cannot be read is an error.
+/// Checks `<state_dir>/history.redb` and `<state_dir>/snapshots/`. A folder that does not
+/// exist yet holds no snapshots and is not a problem; one that cannot be read is an error.
 pub fn verify(state_dir: &Path) -> io::Result<Report> {
+    let store_path = state_dir.join(super::history::FILE);
+    let store = check_store(&store_path);
     let folder = state_dir.join(super::store::FOLDER);
     let mut files = Vec::new();
     let entries = match fs::read_dir(&folder) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Report { folder, files }),
+        Ok(entries) => Some(entries),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    for entry in entries {
+    for entry in entries.into_iter().flatten() {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let date = name.strip_suffix(".json").and_then(|d| Date::parse(d).ok());
@@ -163,7 +251,163 @@ pub fn verify(state_dir: &Path) -> io::Result<Report> {
         files.push(FileCheck { name, date, state });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Report { folder, files })
+    Ok(Report { store_path, store, folder, files })
+}
+
+fn check_store(path: &Path) -> StoreCheck {
+    match fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return StoreCheck::Absent,
+        Err(e) => return StoreCheck::Unreadable(format!("cannot read: {e}")),
+        Ok(_) => {}
+    }
+    let store = match ReadOnly::open(path) {
+        Ok(store) => store,
+        Err(e) => return StoreCheck::Unreadable(e.to_string()),
+    };
+    match read_store(&store) {
+        Ok(check) => check,
+        Err(e) => StoreCheck::Unreadable(e.to_string()),
+    }
+}
+
+/// Every date, every piece it names (each piece once), and the pieces no date names.
+fn read_store(store: &ReadOnly) -> Result<StoreCheck, HistoryError> {
+    let txn = store.transaction()?;
+    let path = store.path();
+    let dates = history::read_dates(&txn, path)?;
+    let mut checked = Verdicts::new();
+    let mut named: HashSet<(PieceKind, Digest)> = HashSet::new();
+    let mut results = Vec::with_capacity(dates.len());
+    for (date, header) in dates {
+        let outcome = check_date(&txn, path, date, &header, &mut checked, &mut named);
+        results.push(DateCheck { date, outcome });
+    }
+    let mut unnamed = 0;
+    for kind in [PieceKind::Application, PieceKind::Run, PieceKind::List] {
+        let keys = history::all_keys(&txn, path, kind)?;
+        unnamed += keys.iter().filter(|key| !named.contains(&(kind, **key))).count();
+    }
+    Ok(StoreCheck::Read { dates: results, pieces: checked.len(), unnamed })
+}
+
+/// Each piece checked so far and its verdict: for an application its plaintext length (which
+/// the runs it sits in need), for the others 0.
+type Verdicts = HashMap<(PieceKind, Digest), Result<u32, String>>;
+
+/// One date: `Ok(pieces it names)` or the first thing wrong. `checked` remembers each
+/// piece's verdict (and an application's plaintext length, which its runs need).
+fn check_date(
+    txn: &redb::ReadTransaction,
+    path: &Path,
+    date: Date,
+    header: &codec::Header,
+    checked: &mut Verdicts,
+    named: &mut HashSet<(PieceKind, Digest)>,
+) -> Result<usize, String> {
+    let keys = history::read_keys(txn, path, date)
+        .map_err(|e| e.to_string())?
+        .ok_or("its application list is missing")?;
+    let mut count = 0;
+    for hex in [&header.levels, &header.categories, &header.teams] {
+        let key = codec::unhex(hex).map_err(|e| e.0)?;
+        let teams = hex == &header.teams;
+        let verdict = checked
+            .entry((PieceKind::List, key))
+            .or_insert_with(|| check_list(txn, path, &key, teams).map(|()| 0));
+        verdict.clone().map_err(|e| format!("list {hex}: {e}"))?;
+        named.insert((PieceKind::List, key));
+        count += 1;
+    }
+    let mut lengths = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let verdict = checked
+            .entry((PieceKind::Application, *key))
+            .or_insert_with(|| check_app(txn, path, key));
+        let len = verdict.clone().map_err(|e| format!("application {}: {e}", codec::hex(key)))?;
+        lengths.push(len);
+        named.insert((PieceKind::Application, *key));
+        count += 1;
+    }
+    for (members, lengths) in keys.chunks(RUN_APPS).zip(lengths.chunks(RUN_APPS)) {
+        let key = run_key(members);
+        let verdict = checked
+            .entry((PieceKind::Run, key))
+            .or_insert_with(|| check_run(txn, path, &key, members, lengths).map(|()| 0));
+        verdict.clone().map_err(|e| format!("run {}: {e}", codec::hex(&key)))?;
+        named.insert((PieceKind::Run, key));
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn raw(
+    txn: &redb::ReadTransaction,
+    path: &Path,
+    kind: PieceKind,
+    key: &Digest,
+) -> Result<Vec<u8>, String> {
+    history::read_raw(txn, path, kind, key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the {} is missing from the store", kind.name()))
+}
+
+/// An application: it decodes, decompresses to its stored length and CRC-32, and its bytes'
+/// SHA-256 is its key. Returns its plaintext length.
+fn check_app(txn: &redb::ReadTransaction, path: &Path, key: &Digest) -> Result<u32, String> {
+    let app =
+        codec::decode_app(*key, &raw(txn, path, PieceKind::Application, key)?).map_err(|e| e.0)?;
+    let plain = app.compressed.inflate().map_err(|e| e.to_string())?;
+    if &sha256(&plain) != key {
+        return Err("its bytes do not match its SHA-256".into());
+    }
+    Ok(app.compressed.plain_len)
+}
+
+/// A run: it decompresses to its members joined by commas, each matching its key.
+fn check_run(
+    txn: &redb::ReadTransaction,
+    path: &Path,
+    key: &Digest,
+    members: &[Digest],
+    lengths: &[u32],
+) -> Result<(), String> {
+    let run = codec::decode_run(*key, &raw(txn, path, PieceKind::Run, key)?).map_err(|e| e.0)?;
+    let plain = run.compressed.inflate().map_err(|e| e.to_string())?;
+    let mut at = 0usize;
+    for (i, (member, &len)) in members.iter().zip(lengths).enumerate() {
+        if i > 0 {
+            if plain.get(at) != Some(&b',') {
+                return Err(format!("no comma before member {i}"));
+            }
+            at += 1;
+        }
+        let piece = plain.get(at..at + len as usize).ok_or("it is shorter than its members")?;
+        if &sha256(piece) != member {
+            return Err(format!("member {i} does not match its application"));
+        }
+        at += len as usize;
+    }
+    if at != plain.len() {
+        return Err("it is longer than its members".into());
+    }
+    Ok(())
+}
+
+/// A list: its bytes' SHA-256 is its key, and the teams' encoding reads back.
+fn check_list(
+    txn: &redb::ReadTransaction,
+    path: &Path,
+    key: &Digest,
+    teams: bool,
+) -> Result<(), String> {
+    let bytes = raw(txn, path, PieceKind::List, key)?;
+    if &sha256(&bytes) != key {
+        return Err("its bytes do not match its SHA-256".into());
+    }
+    if teams {
+        codec::decode_teams(&bytes).map_err(|e| e.0)?;
+    }
+    Ok(())
 }
 
 fn check(path: &Path) -> State {
@@ -189,7 +433,10 @@ mod tests {
     #[test]
     fn each_kind_of_file_is_told_apart_and_nothing_is_changed() {
         let state = tempfile::tempdir().unwrap();
-        assert_eq!(verify(state.path()).unwrap().files.len(), 0, "no folder yet: nothing wrong");
+        let empty = verify(state.path()).unwrap();
+        assert_eq!(empty.files.len(), 0, "no folder yet: nothing wrong");
+        assert!(matches!(empty.store, StoreCheck::Absent), "no store yet: nothing wrong");
+        assert_eq!(empty.problems(), 0);
         let folder = state.path().join("snapshots");
         fs::create_dir(&folder).unwrap();
         let sample = include_bytes!("../../examples/snapshot-2024-05-14.json");
@@ -206,7 +453,7 @@ mod tests {
             [
                 (".2024-05-17.json.1.0.tmp", "leftover"),
                 ("2024-02-30.json", "ignored"),
-                ("2024-05-14.json", "ok"),
+                ("2024-05-14.json", "pending"),
                 ("2024-05-15.json", "invalid"),
                 ("2024-05-16.json", "unreadable"),
             ]

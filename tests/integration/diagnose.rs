@@ -152,7 +152,7 @@ fn without_a_server_the_file_checks_still_run_and_the_server_checks_fail() {
     server.generate_key();
     server.import("2024-05-14", &snapshot_json(3, 1, &days_ago(1)));
     let config = real_config(&server);
-    let (_dir, _) = server.stop();
+    let (_dir, _) = server.shut_down();
     let report = diagnose(&config, &[], &[]);
     for leaf in ["server/lock", "server/admin port", "certificate/api port"] {
         assert_eq!(report.status(leaf), "failure", "{leaf}: {:#}", report.json);
@@ -194,12 +194,12 @@ fn each_fault_in_the_state_folder_is_found() {
     // An owner that is not the folder's (only root can give a file away: the tests run as root).
     {
         crate::util::require_root("the diagnose state-folder test", "give a file to another uid");
-        let snapshot = state.join("snapshots/2024-05-14.json");
+        let snapshot = state.join("history.redb");
         std::os::unix::fs::chown(&snapshot, Some(65534), None).unwrap();
         let report = diagnose(&config, &[], &[]);
         let (status, reason) = report.check("state folder/ownership and modes");
         assert_eq!(status, "failure");
-        assert_eq!(reason, "snapshots/2024-05-14.json belongs to uid 65534, not 0");
+        assert_eq!(reason, "history.redb belongs to uid 65534, not 0");
         std::os::unix::fs::chown(&snapshot, Some(0), None).unwrap();
     }
 
@@ -215,7 +215,7 @@ fn each_fault_in_the_state_folder_is_found() {
     std::fs::write(state.join("snapshots/2024-05-15.json"), "{\"Applications\": 5}").unwrap();
     let (status, reason) = diagnose(&config, &[], &[]).check("state folder/snapshots");
     assert_eq!(status, "failure");
-    assert!(reason.starts_with("1 loaded, refused 2024-05-15.json: $"), "{reason}");
+    assert!(reason.starts_with("1 stored, refused 2024-05-15.json: $"), "{reason}");
     std::fs::remove_file(state.join("snapshots/2024-05-15.json")).unwrap();
 
     // Too little disk space (the threshold raised above any disk's free space).

@@ -1,6 +1,7 @@
-//! The history tools of issue 12 that do not depend on the storage engine: export
-//! (`GET /snapshots/<date>`, `snapshot export`), sizes in the listing, retention
-//! (`snapshots.keep_days` / `keep_count`) and the offline `snapshot verify`.
+//! The history store of issue 12: export (`GET /snapshots/<date>`, `snapshot export`), sizes in
+//! the listing, retention (`snapshots.keep_days` / `keep_count`), `snapshot verify`, the
+//! take-over of a folder of snapshot files (the upgrade from one file per date), and kills at
+//! every step of an import, a delete and a prune.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -39,12 +40,24 @@ fn served_dates(server: &Server) -> Vec<String> {
 /// Every V1 answer a snapshot gives, as raw bodies: the whole answers, each team, pages of
 /// applications at several offsets, each application and each module by GUID.
 fn every_answer(server: &Server, key: &str, snapshot: &Value) -> Vec<(String, u16, Vec<u8>)> {
-    let mut paths: Vec<String> = ["LastAnalysisDate", "Level", "Category", "Team", "Application"]
+    every_answer_on(server, key, snapshot, None)
+}
+
+/// As [`every_answer`], with `Date=` on every application request when `date` is given (the
+/// other methods answer from the newest date only).
+fn every_answer_on(
+    server: &Server,
+    key: &str,
+    snapshot: &Value,
+    date: Option<&str>,
+) -> Vec<(String, u16, Vec<u8>)> {
+    let mut paths: Vec<String> = ["LastAnalysisDate", "Level", "Category", "Team"]
         .iter()
         .map(|m| format!("{BASE}/TechnicalDebt_{m}"))
         .collect();
+    let mut app_queries = vec![String::new()];
     for (limit, offset) in [(200, 0), (3, 0), (3, 2), (10, 5), (1, 1000)] {
-        paths.push(format!("{BASE}/TechnicalDebt_Application?Limit={limit}&Offset={offset}"));
+        app_queries.push(format!("Limit={limit}&Offset={offset}"));
     }
     for team in snapshot["Teams"].as_array().unwrap() {
         paths.push(format!(
@@ -54,11 +67,20 @@ fn every_answer(server: &Server, key: &str, snapshot: &Value) -> Vec<(String, u1
     }
     for app in snapshot["Applications"].as_array().unwrap() {
         let guid = app["GUID"].as_str().unwrap();
-        paths.push(format!("{BASE}/TechnicalDebt_Application?ApplicationGUID={guid}"));
+        app_queries.push(format!("ApplicationGUID={guid}"));
         for module in app["Modules"].as_array().into_iter().flatten() {
             let guid = module["GUID"].as_str().unwrap();
-            paths.push(format!("{BASE}/TechnicalDebt_Application?ModuleGUID={guid}"));
+            app_queries.push(format!("ModuleGUID={guid}"));
         }
+    }
+    for query in app_queries {
+        let query = match (date, query.is_empty()) {
+            (None, true) => String::new(),
+            (None, false) => format!("?{query}"),
+            (Some(date), true) => format!("?Date={date}"),
+            (Some(date), false) => format!("?{query}&Date={date}"),
+        };
+        paths.push(format!("{BASE}/TechnicalDebt_Application{query}"));
     }
     paths
         .into_iter()
@@ -144,27 +166,50 @@ fn variants() -> impl Strategy<Value = Variant> {
 }
 
 /// export → import → export gives the same bytes, and the imported export answers every V1
-/// method exactly as the original: two servers, one fed the original, one fed its export.
+/// method exactly as the original: two servers, one fed the original, one fed its export. The
+/// original also keeps the same data under an older date, which is served from the store on
+/// demand (not held whole like the newest): its export and its pages are the same bytes.
 #[test]
 fn export_import_export_is_byte_identical_and_answers_the_same() {
     let original = Server::start();
     let copy = Server::start();
     let (key_original, key_copy) = (original.generate_key(), copy.generate_key());
-    let date = "2024-05-14";
+    let (date, older) = ("2024-05-14", "2024-01-01");
     let mut runner = TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
     runner
         .run(&variants(), |variant| {
             put(&original, date, &variant.bytes());
+            put(&original, older, &variant.bytes());
             let (status, first) = export_raw(&original, date);
             prop_assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
             put(&copy, date, &first);
             let (status, second) = export_raw(&copy, date);
             prop_assert_eq!(status, 200);
             prop_assert_eq!(String::from_utf8_lossy(&first), String::from_utf8_lossy(&second));
+            let (status, from_older) = export_raw(&original, older);
+            prop_assert_eq!(status, 200);
+            prop_assert_eq!(String::from_utf8_lossy(&first), String::from_utf8_lossy(&from_older));
 
             let document = variant.document();
             let answers = every_answer(&original, &key_original, &document);
             let again = every_answer(&copy, &key_copy, &document);
+            let on_older = every_answer_on(&original, &key_original, &document, Some(older));
+            let on_newest = every_answer_on(&copy, &key_copy, &document, Some(date));
+            prop_assert_eq!(on_older.len(), on_newest.len());
+            for ((path, status, body), (path_again, status_again, body_again)) in
+                on_older.iter().zip(&on_newest)
+            {
+                prop_assert_eq!(
+                    (path.replace(older, date), status),
+                    (path_again.clone(), status_again)
+                );
+                prop_assert_eq!(
+                    String::from_utf8_lossy(body),
+                    String::from_utf8_lossy(body_again),
+                    "{}",
+                    path
+                );
+            }
             prop_assert_eq!(answers.len(), again.len());
             for ((path, status, body), (_, status_again, body_again)) in answers.iter().zip(&again)
             {
@@ -197,9 +242,13 @@ fn export_on_the_admin_port_and_the_cli() {
     assert_eq!(exported_json["Applications"].as_array().unwrap().len(), 12);
     assert_eq!(exported_json["Teams"].as_array().unwrap().len(), 3);
 
-    // The file does not take part: remove it by hand, and the served data still exports.
-    let file = server.state_dir().join("snapshots/2024-05-14.json");
-    std::fs::remove_file(&file).unwrap();
+    // No file takes part: the store keeps pieces, and the date exports the same after a
+    // restart (read back from the store), and as an older date (read on demand).
+    assert_eq!(server.snapshot_files(), Vec::<String>::new());
+    let (dir, config) = server.shut_down();
+    let server = Server::start_in(dir, config).unwrap();
+    assert_eq!(export_raw(&server, "2024-05-14"), (200, exported.clone()));
+    put(&server, "2024-05-20", &stored);
     assert_eq!(export_raw(&server, "2024-05-14"), (200, exported.clone()));
 
     let (status, body) = server.admin("GET", "/snapshots/2024-05-13");
@@ -251,36 +300,65 @@ fn export_on_the_admin_port_and_the_cli() {
 
 #[test]
 fn the_listing_reports_disk_and_memory_per_date_and_in_total() {
-    let server = Server::start();
-    for (date, apps) in [("2024-05-13", 4), ("2024-05-14", 9)] {
+    let server = Server::start_with(&Options {
+        top: "snapshots: (cached_dates: 1, cache_mib: 1),".into(),
+        ..Options::default()
+    });
+    for (date, apps) in [("2024-05-12", 6), ("2024-05-13", 4), ("2024-05-14", 9)] {
         let stamp = format!("{date}T06:00:00.000Z");
         put(&server, date, snapshot_json(apps, 1, &stamp).to_string().as_bytes());
     }
-    let (status, list) = server.admin("GET", "/snapshots");
-    assert_eq!(status, 200);
-    let entries = list["snapshots"].as_array().unwrap();
-    let mut disk_total = 0;
-    let mut memory_total = 0;
-    for entry in entries {
-        let date = entry["date"].as_str().unwrap();
-        let file = server.state_dir().join(format!("snapshots/{date}.json"));
-        let on_disk = std::fs::metadata(&file).unwrap().len();
-        assert_eq!(entry["disk_bytes"], on_disk, "{entry}");
-        assert_eq!(entry["file_bytes"], on_disk, "the existing fields stay: {entry}");
-        let memory = entry["memory_bytes"].as_u64().unwrap();
-        assert!(memory > on_disk / 2, "rendered JSON and its gzip forms: {entry}");
-        disk_total += on_disk;
-        memory_total += memory;
-    }
-    assert_eq!(
-        list["total"],
-        json!({"dates": 2, "disk_bytes": disk_total, "memory_bytes": memory_total})
-    );
+    let listing = || {
+        let (status, list) = server.admin("GET", "/snapshots");
+        assert_eq!(status, 200);
+        let sizes: Vec<(String, u64, u64)> = list["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let date = e["date"].as_str().unwrap().to_owned();
+                (date, e["disk_bytes"].as_u64().unwrap(), e["memory_bytes"].as_u64().unwrap())
+            })
+            .collect();
+        (list, sizes)
+    };
+    let (list, sizes) = listing();
+    let store = std::fs::metadata(server.state_dir().join("history.redb")).unwrap().len();
+    // The newest is held whole; the older dates are on disk only until a request names one.
+    let memory: Vec<u64> = sizes.iter().map(|s| s.2).collect();
+    assert!(memory[0] > 0 && memory[1..] == [0, 0], "{list}");
+    // Each date's share of the store; the shares add up to what the pieces take, within the
+    // file (which also holds redb's own pages).
+    let shares: u64 = sizes.iter().map(|s| s.1).sum();
+    assert!(sizes.iter().all(|s| s.1 > 0) && shares <= store, "{list}");
+    assert_eq!(list["total"]["dates"], 3);
+    assert_eq!(list["total"]["store_bytes"], store);
+    assert_eq!(list["total"]["disk_bytes"], store, "no refused file: the store is all");
+    assert_eq!(list["total"]["memory_bytes"], memory[0], "{list}");
+
+    // A page of an older date reads it: it is in memory now, with its applications in the
+    // cache. With cached_dates 1, reading a second older date lets the first go.
+    let key = server.generate_key();
+    let page = |date: &str| {
+        let path = format!("{BASE}/TechnicalDebt_Application?Limit=200&Date={date}");
+        let response = server.get_with_key(&path, &key);
+        assert_eq!(response.status, 200, "{}", response.exception());
+    };
+    page("2024-05-13");
+    let (list, sizes) = listing();
+    assert!(sizes[1].2 > 0 && sizes[2].2 == 0, "{list}");
+    let cache = list["total"]["cache_bytes"].as_u64().unwrap();
+    assert!(cache > 0, "{list}");
+    assert_eq!(list["total"]["memory_bytes"], sizes[0].2 + sizes[1].2 + cache);
+    page("2024-05-12");
+    let (list, sizes) = listing();
+    assert!(sizes[1].2 == 0 && sizes[2].2 > 0, "{list}");
+
     let out = server.cli(&["snapshot", "list"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("DATE        LAST ANALYZED ON          APPLICATIONS  MODULES  FINDINGS       DISK     MEMORY\n"), "{text}");
-    assert!(text.contains("\ntotal: 2 date(s), "), "{text}");
+    assert!(text.contains("\ntotal: 3 date(s), "), "{text}");
 }
 
 fn with_retention(section: &str) -> Options {
@@ -308,7 +386,7 @@ fn keep_count_prunes_the_oldest_after_each_import_audited_and_removed() {
         [json!([]), json!([]), json!([]), json!(["2024-05-10"]), json!(["2024-05-11"])]
     );
     assert_eq!(served_dates(&server), ["2024-05-14", "2024-05-13", "2024-05-12"]);
-    assert_eq!(server.snapshot_files(), ["2024-05-12.json", "2024-05-13.json", "2024-05-14.json"]);
+    assert_eq!(stored_dates(&server), ["2024-05-12", "2024-05-13", "2024-05-14"]);
     let log = server.wait_for_log("date=2024-05-11 result=pruned");
     for date in ["2024-05-10", "2024-05-11"] {
         let line = format!(
@@ -341,8 +419,7 @@ fn keep_days_prunes_dates_older_than_the_window_but_never_the_newest() {
     // Imported oldest first: the first date was the newest until the next came, so kept.
     let log = server.wait_for_log(&format!("date={} result=pruned", pruned[1]));
     assert_eq!(served_dates(&server), [kept[0].clone(), kept[1].clone()]);
-    let files: Vec<String> = kept.iter().rev().map(|d| format!("{d}.json")).collect();
-    assert_eq!(server.snapshot_files(), files);
+    assert_eq!(stored_dates(&server), [kept[1].clone(), kept[0].clone()]);
     for date in &pruned {
         let line = format!(
             "audit action=snapshot.prune client=server date={date} result=pruned rule=keep_days \
@@ -359,7 +436,7 @@ fn retention_also_runs_at_start_and_daily() {
         let stamp = format!("{date}T06:00:00.000Z");
         put(&server, date, snapshot_json(2, 1, &stamp).to_string().as_bytes());
     }
-    let (dir, config) = server.stop();
+    let (dir, config) = server.shut_down();
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text.replacen("    api: (", "    snapshots: (keep_count: Some(2)),\n    api: (", 1);
     std::fs::write(&config, text).unwrap();
@@ -367,7 +444,7 @@ fn retention_also_runs_at_start_and_daily() {
     let log = server.wait_for_log("date=2024-05-12 result=pruned rule=keep_count limit=2");
     assert!(log.contains("date=2024-05-11 result=pruned rule=keep_count limit=2"), "{log}");
     assert_eq!(served_dates(&server), ["2024-05-14", "2024-05-13"]);
-    assert_eq!(server.snapshot_files(), ["2024-05-13.json", "2024-05-14.json"]);
+    assert_eq!(stored_dates(&server), ["2024-05-13", "2024-05-14"]);
 }
 
 fn verify(server: &Server, json: bool) -> (Option<i32>, String) {
@@ -380,7 +457,19 @@ fn verify(server: &Server, json: bool) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-fn snapshot_files(folder: &Path) -> Vec<(String, Vec<u8>)> {
+/// The dates the history store holds, oldest first, from `snapshot verify --json`, which must
+/// find every piece sound and none that no date names (a removal takes its pieces with it).
+fn stored_dates(server: &Server) -> Vec<String> {
+    let (code, text) = verify(server, true);
+    assert_eq!(code, Some(0), "{text}");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["history"]["unnamed_pieces"], 0, "{text}");
+    let dates = report["history"]["dates"].as_array().unwrap();
+    assert!(dates.iter().all(|d| d["status"] == "ok"), "{text}");
+    dates.iter().map(|d| d["date"].as_str().unwrap().to_owned()).collect()
+}
+
+fn folder_files(folder: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(folder)
         .unwrap()
         .map(|e| {
@@ -393,47 +482,51 @@ fn snapshot_files(folder: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn verify_passes_a_good_folder_and_names_each_problem_read_only() {
+fn verify_checks_every_piece_and_the_waiting_files_read_only() {
     let server = Server::start();
     for date in ["2024-05-13", "2024-05-14"] {
         let stamp = format!("{date}T06:00:00.000Z");
         put(&server, date, snapshot_json(5, 1, &stamp).to_string().as_bytes());
     }
-    let folder = server.state_dir().join("snapshots");
-    // Beside a running server (which holds the lock): verify needs neither.
+    let store = server.state_dir().join("history.redb");
+    // Beside a running server: the store is opened read-only, next to its one writer.
     let (code, text) = verify(&server, false);
     assert_eq!(code, Some(0), "{text}");
-    let bytes = |date: &str| std::fs::metadata(folder.join(format!("{date}.json"))).unwrap().len();
+    // Five applications, one run of them, the level, category and team lists: nine pieces a
+    // date, and the same nine for both (only the analysis time differs).
     assert_eq!(
         text,
         format!(
-            "ok          2024-05-13.json: loads ({} bytes)\nok          2024-05-14.json: loads \
-             ({} bytes)\n{}: 2 snapshot file(s), all load\n",
-            bytes("2024-05-13"),
-            bytes("2024-05-14"),
-            folder.display()
+            "ok          2024-05-13: 9 piece(s), each matches its key\n\
+             ok          2024-05-14: 9 piece(s), each matches its key\n\
+             {}: 2 date(s), 9 distinct piece(s) checked\n\
+             no problem found\n",
+            store.display()
         )
     );
 
-    // Break it three ways, and add a file that is not a snapshot.
+    // Files waiting in the folder: one that will be taken over, three that will not, a
+    // temporary file and a file that is not a snapshot.
+    let folder = server.state_dir().join("snapshots");
+    let good = snapshot_json(2, 3, "2024-05-18T06:00:00Z");
+    std::fs::write(folder.join("2024-05-18.json"), good.to_string()).unwrap();
     let mut bad = snapshot_json(5, 1, "2024-05-15T06:00:00Z");
     bad["Applications"][3]["LevelGUID"] = json!("no-such-level");
     std::fs::write(folder.join("2024-05-15.json"), bad.to_string()).unwrap();
     std::fs::write(folder.join("2024-05-16.json"), "{\"LastAnalyzedOn\": 5}").unwrap();
     std::fs::write(folder.join(".2024-05-17.json.4242.0.tmp"), "half").unwrap();
     std::fs::write(folder.join("notes.txt"), "mine").unwrap();
-    let before = snapshot_files(&folder);
-
+    let before = folder_files(&folder);
     let (code, text) = verify(&server, false);
     assert_eq!(code, Some(1), "{text}");
     for line in [
         "leftover    .2024-05-17.json.4242.0.tmp: a temporary file left by an interrupted write",
         "invalid     2024-05-15.json: $.Applications[3].LevelGUID: `no-such-level` names no level in $.Levels\n",
         "invalid     2024-05-16.json: $.LastAnalyzedOn: invalid type: integer `5`, expected a string (line 1, column 20)\n",
+        "pending     2024-05-18.json: loads (",
         "ignored     notes.txt: not a snapshot file name (YYYY-MM-DD.json); ignored\n",
-        ": 3 problem(s) among 6 file(s)",
-        "\naims-api: snapshot verify found 3 problem(s): each line above names the file and what \
-         is wrong\n",
+        "\n3 problem(s): import a good snapshot for a damaged date or an invalid file, or delete it",
+        "\naims-api: snapshot verify found 3 problem(s): each line above names",
     ] {
         assert!(text.contains(line), "{line:?} in\n{text}");
     }
@@ -441,16 +534,57 @@ fn verify_passes_a_good_folder_and_names_each_problem_read_only() {
     assert_eq!(code, Some(1));
     let report: Value = serde_json::from_str(text.split("\naims-api:").next().unwrap()).unwrap();
     assert_eq!((report["ok"].as_bool(), report["problems"].as_u64()), (Some(false), Some(3)));
-    let invalid = &report["files"][3];
+    let invalid = &report["files"][1];
     assert_eq!(
         (invalid["file"].as_str(), invalid["status"].as_str(), invalid["path"].as_str()),
         (Some("2024-05-15.json"), Some("invalid"), Some("$.Applications[3].LevelGUID"))
     );
-    assert_eq!(report["files"][4]["line"], 1);
+    assert_eq!(report["files"][2]["line"], 1);
     assert_eq!(report["files"][0]["status"], "leftover");
-
-    assert_eq!(snapshot_files(&folder), before, "verify changed nothing");
+    assert_eq!(report["history"]["pieces"], 9);
+    assert_eq!(folder_files(&folder), before, "verify changed nothing");
     assert_eq!(served_dates(&server), ["2024-05-14", "2024-05-13"]);
+    for (name, _) in &before {
+        std::fs::remove_file(folder.join(name)).unwrap();
+    }
+
+    // A flipped byte in the store, where a stored list keeps a level's name: verify names the
+    // date and the piece. (A stopped server: the file is closed cleanly, then damaged.)
+    let (dir, config) = server.shut_down();
+    let mut bytes = std::fs::read(&store).unwrap();
+    let name = b"\"Name\":\"Medium\"";
+    let at =
+        bytes.windows(name.len()).position(|w| w == name).expect("a level's name in the store");
+    bytes[at + 8] = b'X';
+    std::fs::write(&store, &bytes).unwrap();
+    let server = Server::start_in(dir, config).unwrap();
+    let (code, text) = verify(&server, false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("damaged     2024-05-13: list "), "{text}");
+    assert!(text.contains("damaged     2024-05-14: list "), "{text}");
+    assert!(text.contains("\n2 problem(s)"), "{text}");
+}
+
+/// After a SIGKILL the store is not marked clean: verify says so and what to do, and the next
+/// start repairs it at once, with every date as it was.
+#[test]
+fn after_a_kill_verify_waits_for_the_repair_that_the_next_start_makes() {
+    let server = Server::start();
+    put(&server, "2024-05-14", snapshot_json(5, 1, "2024-05-14T06:00:00Z").to_string().as_bytes());
+    let (dir, config) = server.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aims-api"))
+        .args(["snapshot", "verify", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("was not closed cleanly (the server was killed or crashed): `serve` repairs it in a moment at its next start; check again after that"),
+        "{text}"
+    );
+    let server = Server::start_in(dir, config).unwrap();
+    assert_eq!(stored_dates(&server), ["2024-05-14"]);
 }
 
 /// A SIGKILL while retention prunes at start: each date is left whole or gone (a prune is
@@ -464,7 +598,7 @@ fn a_kill_during_pruning_leaves_each_date_whole_or_gone() {
         let stamp = format!("{date}T06:00:00.000Z");
         put(&server, date, snapshot_json(300, 1, &stamp).to_string().as_bytes());
     }
-    let (dir, config) = server.stop();
+    let (dir, config) = server.shut_down();
     let plain = std::fs::read_to_string(&config).unwrap();
     let pruning =
         plain.replacen("    api: (", "    snapshots: (keep_count: Some(1)),\n    api: (", 1);
@@ -482,9 +616,6 @@ fn a_kill_during_pruning_leaves_each_date_whole_or_gone() {
     assert!(!served.is_empty() && served.len() < dates.len(), "{served:?}");
     let newest_first: Vec<String> = dates.iter().rev().take(served.len()).cloned().collect();
     assert_eq!(served, newest_first, "the oldest go first");
-    let mut files: Vec<String> = newest_first.iter().rev().map(|d| format!("{d}.json")).collect();
-    files.sort();
-    assert_eq!(server.snapshot_files(), files, "no file but the served ones, no temporary file");
-    let (code, text) = verify(&server, false);
-    assert_eq!(code, Some(0), "{text}");
+    let oldest_first: Vec<String> = newest_first.iter().rev().cloned().collect();
+    assert_eq!(stored_dates(&server), oldest_first, "the store holds the served dates, whole");
 }

@@ -28,5 +28,6 @@ mod refusals;
 mod relay;
 mod secrets;
 mod snapshots;
+mod store;
 mod util;
 mod workload;

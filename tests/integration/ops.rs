@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
+use serde_json::json;
 
 use crate::util::{
     ACTIVATION_CODE, Options, Response, Server, no_method, read_response, tls_client_trusting,
@@ -363,17 +364,24 @@ fn a_reload_picks_up_snapshot_files_placed_by_hand_and_keeps_a_date_whose_file_b
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/snapshot-2024-05-14.json");
     std::fs::copy(example, folder.join("2024-05-14.json")).unwrap();
     let (status, body) = server.admin("POST", "/reload");
-    assert_eq!((status, body["snapshots"]["served"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(
+        (status, &body["snapshots"]),
+        (200, &json!({"served": 1, "imported": 1, "refused": 0})),
+        "{body}"
+    );
+    // Taken into the history store, the file is gone from the folder.
+    assert_eq!(server.snapshot_files(), Vec::<String>::new());
     let served = server.get_with_key(level, &key);
     assert_eq!(served.status, 200);
     let metrics = scrape(&server);
     assert_eq!(value(&metrics, "aims_snapshots"), 1.0);
     assert!(value(&metrics, "aims_snapshot_newest_analysis_timestamp_seconds") > 1.7e9);
 
-    // The file breaks on disk: SIGHUP reports it, and the date keeps its data.
+    // A broken file for the same date: SIGHUP reports it, leaves it, and the date keeps its data.
     std::fs::write(folder.join("2024-05-14.json"), "{ not json").unwrap();
     server.signal(Signal::HUP);
-    let log = server.wait_for_log("keeping the version already served");
-    assert!(log.contains("snapshots served=1 refused=1"), "{log}");
+    let log = server.wait_for_log("snapshots served=1 imported=0 refused=1");
+    assert!(log.contains("2024-05-14.json: $.?: key must be a string (line 1, column 3); not served, and left as it is"), "{log}");
     assert_eq!(server.get_with_key(level, &key).body, served.body);
+    assert_eq!(server.snapshot_files(), ["2024-05-14.json"]);
 }

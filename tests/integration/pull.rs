@@ -166,15 +166,12 @@ fn downstream_serving_a_sample() -> (Server, Value) {
     (down, served)
 }
 
-/// Nothing served changed: the same list (digests included), and no other file in the folder.
+/// Nothing served changed: the same list (digests and sizes included), and nothing left in the
+/// inbox folder.
 fn assert_nothing_changed(down: &Server, before: &Value) {
     let (_, now) = down.admin("GET", "/snapshots");
     assert_eq!(&now, before);
-    let names: Vec<String> = std::fs::read_dir(down.state_dir().join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, ["2024-05-13.json"]);
+    assert_eq!(down.snapshot_files(), Vec::<String>::new());
 }
 
 /// Every V1 answer of `down` equals the upstream's, apart from the activation code: each
@@ -257,7 +254,8 @@ fn a_pull_copies_every_answer_and_a_second_one_is_unchanged() {
     assert_eq!((first["requests"].as_u64(), first["retries"].as_u64()), (Some(6), Some(0)));
     assert_same_answers(&up, &down, "2024-05-14", true);
 
-    let file = down.state_dir().join("snapshots/2024-05-14.json");
+    // An unchanged pull writes nothing: the history store is not touched.
+    let file = down.state_dir().join("history.redb");
     let written = std::fs::metadata(&file).unwrap().modified().unwrap();
     let (output, _) = pull.run(&down, &[]);
     let second = summary(&output);

@@ -52,10 +52,14 @@ fn import_list_and_delete() {
     let level = server.get_with_key(&format!("{BASE}/TechnicalDebt_Level"), &key);
     assert_eq!(level.status, 200);
 
-    let file = server.state_dir().join("snapshots/2024-05-14.json");
-    assert_eq!(mode(&file), 0o600);
+    // Into the history store (0600), not a file per date; the folder for hand-placed files
+    // stays private and empty.
+    let store = server.state_dir().join("history.redb");
+    assert_eq!(mode(&store), 0o600);
     assert_eq!(mode(&server.state_dir().join("snapshots")), 0o700);
-    assert_eq!(std::fs::read(&file).unwrap(), first.to_string().into_bytes());
+    assert_eq!(server.snapshot_files(), Vec::<String>::new());
+    let (_, export) = server.admin("GET", "/snapshots/2024-05-14");
+    assert_eq!(export["Applications"].as_array().map(Vec::len), Some(10));
 
     let second = snapshot_json(4, 2, "2024-05-14T18:00:00.000Z");
     let (status, body) = server.put_snapshot("2024-05-14", second.to_string().as_bytes());
@@ -79,7 +83,7 @@ fn import_list_and_delete() {
         (body["was_served"].as_bool(), body["newest"].as_str()),
         (Some(true), Some("2024-05-10"))
     );
-    assert!(!file.exists());
+    assert_eq!(server.admin("GET", "/snapshots/2024-05-14").0, 404);
     let page = server.get_with_key(&format!("{BASE}/TechnicalDebt_Application"), &key).json();
     assert_eq!(page["Page"]["TotalResults"], 2, "the older snapshot answers now");
     assert_eq!(server.admin("DELETE", "/snapshots/2024-05-14").0, 404);

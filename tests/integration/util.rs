@@ -194,6 +194,16 @@ impl Server {
         (dir, self.config.clone())
     }
 
+    /// Stops the server as systemd does (SIGTERM), waits for a clean exit, and returns the
+    /// folder: its history store is then closed cleanly, as after `systemctl stop`.
+    pub fn shut_down(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.signal(rustix::process::Signal::TERM);
+        let status = self.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "a clean exit\n{}", self.log());
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.config.clone())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -237,7 +247,8 @@ impl Server {
         self.admin_with(method, path, "")
     }
 
-    /// The names in the snapshot folder, sorted.
+    /// The files in the inbox folder (`<state>/snapshots/`): empty once every file placed
+    /// there is in the history store.
     pub fn snapshot_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.state_dir().join("snapshots"))
             .unwrap()

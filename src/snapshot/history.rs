@@ -1,0 +1,657 @@
+//! The history store: every dated snapshot, each piece kept once, in one redb database.
+//!
+//! From one day to the next a factory changes a few applications out of thousands, so a date
+//! is stored as the list of its applications' keys (the SHA-256 of each one's JSON) and an
+//! application is stored once for all the dates that have it, compressed: the deflate segment
+//! served to gzip clients, so a stored piece is served without compressing again. Runs of ten
+//! applications (compressed together for gzip pages) are keyed by their members' keys; the
+//! level, category and team lists by their bytes' SHA-256.
+//!
+//! Why redb: a well-kept, pure-Rust embedded database with atomic, durable transactions
+//! across tables, so an import (its new pieces and the date that names them) or a delete or a
+//! prune (the dates and the pieces no date names any more) is one commit: a SIGKILL at any
+//! point leaves every date as it was or as it became, never half of either. Its commits save
+//! the allocator state (quick repair), so the first start after a crash opens at once instead
+//! of walking the whole file. The process that serves holds it as its single writer; `snapshot
+//! verify` reads it beside the running server.
+//!
+//! Tables: `dates` (date → [`Header`], small, read at start), `date_apps` (date → keys),
+//! `applications` and `runs` (key → piece), `lists` (key → levels, categories or teams).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use redb::{
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+use super::Date;
+use super::codec::{self, Header};
+use super::served::{AppPiece, Digest, Items, Parts, RUN_APPS, RunPiece, TeamsPiece, run_key};
+use crate::locks;
+
+pub const FILE: &str = "history.redb";
+
+const DATES: TableDefinition<&str, &[u8]> = TableDefinition::new("dates");
+const DATE_APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("date_apps");
+const APPS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("applications");
+const RUNS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("runs");
+const LISTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("lists");
+
+/// What went wrong with the store, and where.
+#[derive(Debug)]
+pub enum HistoryError {
+    /// The database could not be opened, read or written.
+    Db { step: &'static str, path: PathBuf, source: Box<redb::Error> },
+    /// A date names a piece the store does not have, or a piece does not read back.
+    Damaged { date: Option<Date>, what: String },
+    /// The server is stopping and has closed the store.
+    Closed,
+    /// The file was not closed cleanly, and a read-only open cannot repair it.
+    NeedsRepair(PathBuf),
+}
+
+impl fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Db { step, path, source } => {
+                write!(f, "cannot {step} the snapshot history {}: {source}", path.display())
+            }
+            Self::Damaged { date: Some(date), what } => {
+                write!(
+                    f,
+                    "the snapshot history is damaged at {date}: {what}; run `aims-api snapshot verify`"
+                )
+            }
+            Self::Damaged { date: None, what } => {
+                write!(f, "the snapshot history is damaged: {what}; run `aims-api snapshot verify`")
+            }
+            Self::Closed => f.write_str("the snapshot history is closed: the server is stopping"),
+            Self::NeedsRepair(path) => write!(
+                f,
+                "{} was not closed cleanly (the server was killed or crashed): `serve` repairs it \
+                 in a moment at its next start; check again after that",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HistoryError {}
+
+/// The database file, opened by the one process that writes it.
+pub struct History {
+    /// `None` once closed: redb marks the file clean only when the database is dropped, and
+    /// the server's threads that hold the store end with the process, so [`History::close`]
+    /// drops it explicitly at shutdown.
+    db: RwLock<Option<Database>>,
+    path: PathBuf,
+}
+
+/// A date's pieces to commit: the date's own records and the pieces the store lacks.
+pub struct NewDate<'a> {
+    pub date: Date,
+    pub header: &'a Header,
+    pub keys: &'a [Digest],
+    pub apps: &'a [Arc<AppPiece>],
+    pub runs: &'a [Arc<RunPiece>],
+    /// Levels and categories items, and the encoded teams, by their SHA-256.
+    pub lists: &'a [(Digest, Vec<u8>)],
+}
+
+/// What a removal took out besides the dates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    pub applications: usize,
+    pub runs: usize,
+    pub lists: usize,
+}
+
+impl History {
+    /// Opens `path`, creating it (mode 0600) when missing. `cache_bytes` bounds redb's own
+    /// page cache, which counts against the server's memory like everything else.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, HistoryError> {
+        let db = Builder::new()
+            .set_cache_size(cache_bytes)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(path)
+            .map_err(|e| db_error("open", path, e))?;
+        crate::keystore::tighten_mode(path, 0o600);
+        Self::with_tables(db, path)
+    }
+
+    /// A store in memory only: for the benchmarks and tests that answer pages without a
+    /// server.
+    pub fn in_memory() -> Result<Self, HistoryError> {
+        let path = Path::new("(in memory)");
+        let db = Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| db_error("open", path, e))?;
+        Self::with_tables(db, path)
+    }
+
+    fn with_tables(db: Database, path: &Path) -> Result<Self, HistoryError> {
+        let history = Self { db: RwLock::new(Some(db)), path: path.to_owned() };
+        // Every table exists from the first commit on, so a reader never meets a missing one.
+        let txn = history.begin_write()?;
+        for table in [DATES, DATE_APPS] {
+            txn.open_table(table).map_err(|e| history.error("create the tables of", e))?;
+        }
+        for table in [APPS, RUNS, LISTS] {
+            txn.open_table(table).map_err(|e| history.error("create the tables of", e))?;
+        }
+        txn.commit().map_err(|e| history.error("create the tables of", e))?;
+        Ok(history)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every date with its header, oldest first.
+    pub fn dates(&self) -> Result<Vec<(Date, Header)>, HistoryError> {
+        let txn = self.begin_read()?;
+        read_dates(&txn, &self.path)
+    }
+
+    /// The pieces of `date`, sharing what `shared` already holds in memory.
+    pub fn read(&self, date: Date, shared: &Shared) -> Result<Option<Parts>, HistoryError> {
+        let txn = self.begin_read()?;
+        read_parts(&txn, &self.path, date, shared)
+    }
+
+    /// The stored applications among `keys` (None where the store has none).
+    pub fn stored_apps(&self, keys: &[Digest]) -> Result<Vec<Option<AppPiece>>, HistoryError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(APPS).map_err(|e| self.error("read", e))?;
+        keys.iter()
+            .map(|key| {
+                let value = table.get(key).map_err(|e| self.error("read", e))?;
+                value
+                    .map(|bytes| codec::decode_app(*key, bytes.value()))
+                    .transpose()
+                    .map_err(|e| HistoryError::Damaged { date: None, what: e.0 })
+            })
+            .collect()
+    }
+
+    /// The stored runs among `keys`.
+    pub fn stored_runs(&self, keys: &[Digest]) -> Result<Vec<Option<RunPiece>>, HistoryError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(RUNS).map_err(|e| self.error("read", e))?;
+        keys.iter()
+            .map(|key| {
+                let value = table.get(key).map_err(|e| self.error("read", e))?;
+                value
+                    .map(|bytes| codec::decode_run(*key, bytes.value()))
+                    .transpose()
+                    .map_err(|e| HistoryError::Damaged { date: None, what: e.0 })
+            })
+            .collect()
+    }
+
+    /// Commits a date and the pieces it adds, in one transaction. A date replaced may leave
+    /// pieces that no date names any more: they go in the same transaction.
+    pub fn put(&self, new: &NewDate<'_>, replaces: bool) -> Result<(), HistoryError> {
+        let txn = self.begin_write()?;
+        let fail = |e: redb::Error| self.error("write", e);
+        {
+            let mut apps = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
+            for app in new.apps {
+                apps.insert(&app.hash, codec::encode_app(app).as_slice())
+                    .map_err(|e| fail(e.into()))?;
+            }
+            let mut runs = txn.open_table(RUNS).map_err(|e| fail(e.into()))?;
+            for run in new.runs {
+                runs.insert(&run.key, codec::encode_run(run).as_slice())
+                    .map_err(|e| fail(e.into()))?;
+            }
+            let mut lists = txn.open_table(LISTS).map_err(|e| fail(e.into()))?;
+            for (key, bytes) in new.lists {
+                lists.insert(key, bytes.as_slice()).map_err(|e| fail(e.into()))?;
+            }
+            let day = new.date.to_string();
+            let keys: Vec<u8> = new.keys.concat();
+            let mut date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
+            date_apps.insert(day.as_str(), keys.as_slice()).map_err(|e| fail(e.into()))?;
+            let mut dates = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
+            dates
+                .insert(day.as_str(), new.header.encode().as_slice())
+                .map_err(|e| fail(e.into()))?;
+        }
+        if replaces {
+            self.collect(&txn)?;
+        }
+        txn.commit().map_err(|e| self.error("commit to", e))
+    }
+
+    /// Removes `dates` and every piece no remaining date names, in one transaction.
+    pub fn remove(&self, dates: &[Date]) -> Result<Collected, HistoryError> {
+        let txn = self.begin_write()?;
+        let fail = |e: redb::Error| self.error("remove from", e);
+        {
+            let mut headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
+            let mut date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
+            for date in dates {
+                let day = date.to_string();
+                headers.remove(day.as_str()).map_err(|e| fail(e.into()))?;
+                date_apps.remove(day.as_str()).map_err(|e| fail(e.into()))?;
+            }
+        }
+        let collected = self.collect(&txn)?;
+        txn.commit().map_err(|e| self.error("commit to", e))?;
+        Ok(collected)
+    }
+
+    /// Removes, within `txn`, every piece no date names any more: after a removal, or a
+    /// replacement that dropped some of the date's pieces.
+    fn collect(&self, txn: &WriteTransaction) -> Result<Collected, HistoryError> {
+        let fail = |e: redb::Error| self.error("remove from", e);
+        let named = {
+            let headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
+            let date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
+            named_pieces(&headers, &date_apps)?
+        };
+        let mut collected = Collected::default();
+        for (table, keep, removed) in [
+            (APPS, &named.apps, &mut collected.applications),
+            (RUNS, &named.runs, &mut collected.runs),
+            (LISTS, &named.lists, &mut collected.lists),
+        ] {
+            let mut table = txn.open_table(table).map_err(|e| fail(e.into()))?;
+            let before = table.len().map_err(|e| fail(e.into()))?;
+            table.retain(|key, _| keep.contains(key)).map_err(|e| fail(e.into()))?;
+            *removed = count(before, table.len().map_err(|e| fail(e.into()))?);
+        }
+        Ok(collected)
+    }
+
+    /// Each date's share of the disk: its own records, and each piece it names divided among
+    /// the dates that name it, so the shares add up to what the pieces take.
+    pub fn disk_shares(&self) -> Result<BTreeMap<Date, u64>, HistoryError> {
+        let txn = self.begin_read()?;
+        let fail = |e: redb::Error| self.error("read", e);
+        let headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
+        let date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
+        let mut uses: HashMap<Digest, u32> = HashMap::new();
+        let mut per_date: Vec<(Date, u64, Vec<Digest>)> = Vec::new();
+        for row in date_apps.iter().map_err(|e| fail(e.into()))? {
+            let (day, keys) = row.map_err(|e| fail(e.into()))?;
+            let Ok(date) = Date::parse(day.value()) else { continue };
+            let own = keys.value().len() as u64
+                + headers
+                    .get(day.value())
+                    .map_err(|e| fail(e.into()))?
+                    .map_or(0, |h| h.value().len() as u64);
+            let keys = codec::decode_keys(keys.value()).unwrap_or_default();
+            let mut named = keys.clone();
+            named.extend(keys.chunks(RUN_APPS).map(run_key));
+            if let Some(header) = headers.get(day.value()).map_err(|e| fail(e.into()))?
+                && let Ok(header) = Header::decode(header.value())
+            {
+                for list in [&header.levels, &header.categories, &header.teams] {
+                    named.extend(codec::unhex(list));
+                }
+            }
+            named.sort_unstable();
+            named.dedup();
+            named.iter().for_each(|key| *uses.entry(*key).or_default() += 1);
+            per_date.push((date, own, named));
+        }
+        let mut sizes: HashMap<Digest, u64> = HashMap::with_capacity(uses.len());
+        for table in [APPS, RUNS, LISTS] {
+            let table = txn.open_table(table).map_err(|e| fail(e.into()))?;
+            for row in table.iter().map_err(|e| fail(e.into()))? {
+                let (key, value) = row.map_err(|e| fail(e.into()))?;
+                sizes.insert(*key.value(), value.value().len() as u64 + 32);
+            }
+        }
+        Ok(per_date
+            .into_iter()
+            .map(|(date, own, named)| {
+                let shared: u64 = named
+                    .iter()
+                    .map(|key| sizes.get(key).copied().unwrap_or(0) / u64::from(uses[key].max(1)))
+                    .sum();
+                (date, own + shared)
+            })
+            .collect())
+    }
+
+    /// The size of the database file.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// Closes the database cleanly (at shutdown, after the last write): the next open, and
+    /// `snapshot verify` meanwhile, find it clean. Reads and writes after it fail.
+    pub fn close(&self) {
+        drop(locks::write(&self.db).take());
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, HistoryError> {
+        let db = locks::read(&self.db);
+        let db = db.as_ref().ok_or_else(|| self.closed())?;
+        db.begin_read().map_err(|e| self.error("read", e))
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, HistoryError> {
+        let db = locks::read(&self.db);
+        let db = db.as_ref().ok_or_else(|| self.closed())?;
+        let mut txn = db.begin_write().map_err(|e| self.error("write", e))?;
+        txn.set_durability(Durability::Immediate).map_err(|e| self.error("write", e))?;
+        // Saves the allocator state with each commit: a restart after a crash need not walk
+        // the whole file to rebuild it.
+        txn.set_quick_repair(true);
+        Ok(txn)
+    }
+
+    fn closed(&self) -> HistoryError {
+        HistoryError::Closed
+    }
+
+    fn error(&self, step: &'static str, source: impl Into<redb::Error>) -> HistoryError {
+        db_error(step, &self.path, source)
+    }
+}
+
+fn db_error(step: &'static str, path: &Path, source: impl Into<redb::Error>) -> HistoryError {
+    HistoryError::Db { step, path: path.to_owned(), source: Box::new(source.into()) }
+}
+
+fn count(before: u64, after: u64) -> usize {
+    usize::try_from(before.saturating_sub(after)).unwrap_or(usize::MAX)
+}
+
+/// The database opened read-only beside the server, for `snapshot verify`.
+pub struct ReadOnly {
+    db: ReadOnlyDatabase,
+    path: PathBuf,
+}
+
+impl ReadOnly {
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        let db = Builder::new()
+            .set_cache_size(16 << 20)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open_read_only(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::RepairAborted => HistoryError::NeedsRepair(path.to_owned()),
+                e => db_error("open", path, e),
+            })?;
+        Ok(Self { db, path: path.to_owned() })
+    }
+
+    pub fn transaction(&self) -> Result<ReadTransaction, HistoryError> {
+        self.db.begin_read().map_err(|e| db_error("read", &self.path, e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Every date with its header, oldest first.
+pub fn read_dates(txn: &ReadTransaction, path: &Path) -> Result<Vec<(Date, Header)>, HistoryError> {
+    let fail = |e: redb::Error| db_error("read", path, e);
+    let table = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
+    let mut dates = Vec::new();
+    for row in table.iter().map_err(|e| fail(e.into()))? {
+        let (day, header) = row.map_err(|e| fail(e.into()))?;
+        let date = Date::parse(day.value()).map_err(|e| HistoryError::Damaged {
+            date: None,
+            what: format!("date `{}`: {e}", day.value()),
+        })?;
+        let header = Header::decode(header.value())
+            .map_err(|e| HistoryError::Damaged { date: Some(date), what: e.0 })?;
+        dates.push((date, header));
+    }
+    Ok(dates)
+}
+
+/// The keys of a date's applications, in serving order.
+pub fn read_keys(
+    txn: &ReadTransaction,
+    path: &Path,
+    date: Date,
+) -> Result<Option<Vec<Digest>>, HistoryError> {
+    let table = txn.open_table(DATE_APPS).map_err(|e| db_error("read", path, e))?;
+    let Some(keys) = table.get(date.to_string().as_str()).map_err(|e| db_error("read", path, e))?
+    else {
+        return Ok(None);
+    };
+    codec::decode_keys(keys.value())
+        .map(Some)
+        .map_err(|e| HistoryError::Damaged { date: Some(date), what: e.0 })
+}
+
+/// The raw bytes of a piece, for verify.
+pub fn read_raw(
+    txn: &ReadTransaction,
+    path: &Path,
+    kind: PieceKind,
+    key: &Digest,
+) -> Result<Option<Vec<u8>>, HistoryError> {
+    let table = txn.open_table(kind.table()).map_err(|e| db_error("read", path, e))?;
+    let value = table.get(key).map_err(|e| db_error("read", path, e))?;
+    Ok(value.map(|v| v.value().to_vec()))
+}
+
+/// The kinds of stored piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PieceKind {
+    Application,
+    Run,
+    List,
+}
+
+impl PieceKind {
+    fn table(self) -> TableDefinition<'static, &'static [u8; 32], &'static [u8]> {
+        match self {
+            Self::Application => APPS,
+            Self::Run => RUNS,
+            Self::List => LISTS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Application => "application",
+            Self::Run => "run",
+            Self::List => "list",
+        }
+    }
+}
+
+/// The keys every piece table holds, for verify's count of pieces no date names.
+pub fn all_keys(
+    txn: &ReadTransaction,
+    path: &Path,
+    kind: PieceKind,
+) -> Result<Vec<Digest>, HistoryError> {
+    let fail = |e: redb::Error| db_error("read", path, e);
+    let table = txn.open_table(kind.table()).map_err(|e| fail(e.into()))?;
+    let mut keys = Vec::new();
+    for row in table.iter().map_err(|e| fail(e.into()))? {
+        let (key, _) = row.map_err(|e| fail(e.into()))?;
+        keys.push(*key.value());
+    }
+    Ok(keys)
+}
+
+fn read_parts(
+    txn: &ReadTransaction,
+    path: &Path,
+    date: Date,
+    shared: &Shared,
+) -> Result<Option<Parts>, HistoryError> {
+    let fail = |e: redb::Error| db_error("read", path, e);
+    let damaged = |what: String| HistoryError::Damaged { date: Some(date), what };
+    let headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
+    let Some(header) = headers.get(date.to_string().as_str()).map_err(|e| fail(e.into()))? else {
+        return Ok(None);
+    };
+    let header = Header::decode(header.value()).map_err(|e| damaged(e.0))?;
+    let keys = read_keys(txn, path, date)?
+        .ok_or_else(|| damaged("its application list is missing".into()))?;
+
+    let apps_table = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
+    let mut apps = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let piece = match shared.apps.get(key) {
+            Some(piece) => piece,
+            None => {
+                let bytes = apps_table.get(key).map_err(|e| fail(e.into()))?;
+                let bytes = bytes.ok_or_else(|| {
+                    damaged(format!("application {} is missing", codec::hex(key)))
+                })?;
+                let piece = codec::decode_app(*key, bytes.value()).map_err(|e| damaged(e.0))?;
+                shared.apps.insert(*key, piece)
+            }
+        };
+        apps.push(piece);
+    }
+    let runs_table = txn.open_table(RUNS).map_err(|e| fail(e.into()))?;
+    let mut runs = Vec::with_capacity(keys.len().div_ceil(RUN_APPS));
+    for members in keys.chunks(RUN_APPS) {
+        let key = run_key(members);
+        let run = match shared.runs.get(&key) {
+            Some(run) => run,
+            None => {
+                let bytes = runs_table.get(&key).map_err(|e| fail(e.into()))?;
+                let bytes =
+                    bytes.ok_or_else(|| damaged(format!("run {} is missing", codec::hex(&key))))?;
+                let run = codec::decode_run(key, bytes.value()).map_err(|e| damaged(e.0))?;
+                shared.runs.insert(key, run)
+            }
+        };
+        runs.push(run);
+    }
+    let lists = txn.open_table(LISTS).map_err(|e| fail(e.into()))?;
+    let list = |hex: &str| -> Result<(Digest, Vec<u8>), HistoryError> {
+        let key = codec::unhex(hex).map_err(|e| damaged(e.0))?;
+        let bytes = lists.get(&key).map_err(|e| fail(e.into()))?;
+        let bytes = bytes.ok_or_else(|| damaged(format!("list {hex} is missing")))?;
+        Ok((key, bytes.value().to_vec()))
+    };
+    let items = |hex: &str| -> Result<Arc<Items>, HistoryError> {
+        let key = codec::unhex(hex).map_err(|e| damaged(e.0))?;
+        if let Some(items) = shared.items.get(&key) {
+            return Ok(items);
+        }
+        let (hash, json) = list(hex)?;
+        Ok(shared.items.insert(key, Items { hash, json: json.into() }))
+    };
+    let levels = items(&header.levels)?;
+    let categories = items(&header.categories)?;
+    let teams_key = codec::unhex(&header.teams).map_err(|e| damaged(e.0))?;
+    let teams = match shared.teams.get(&teams_key) {
+        Some(teams) => teams,
+        None => {
+            let (hash, bytes) = list(&header.teams)?;
+            let teams = codec::decode_teams(&bytes).map_err(|e| damaged(e.0))?;
+            shared.teams.insert(teams_key, TeamsPiece { hash, teams })
+        }
+    };
+    let file_sha256 = codec::unhex(&header.file_sha256).map_err(|e| damaged(e.0))?;
+    Ok(Some(Parts {
+        date,
+        analyzed_on: header.analyzed_on(),
+        file_bytes: header.stats().file_bytes,
+        file_sha256,
+        levels,
+        categories,
+        teams,
+        apps,
+        runs,
+    }))
+}
+
+/// The pieces the remaining dates name.
+struct Named {
+    apps: HashSet<Digest>,
+    runs: HashSet<Digest>,
+    lists: HashSet<Digest>,
+}
+
+fn named_pieces(
+    headers: &impl ReadableTable<&'static str, &'static [u8]>,
+    date_apps: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Named, HistoryError> {
+    let damaged = |what: String| HistoryError::Damaged { date: None, what };
+    let io = |e: redb::StorageError| damaged(format!("cannot read the dates: {e}"));
+    let mut named = Named { apps: HashSet::new(), runs: HashSet::new(), lists: HashSet::new() };
+    for row in date_apps.iter().map_err(io)? {
+        let (_, keys) = row.map_err(io)?;
+        let keys = codec::decode_keys(keys.value()).map_err(|e| damaged(e.0))?;
+        named.runs.extend(keys.chunks(RUN_APPS).map(run_key));
+        named.apps.extend(keys);
+    }
+    for row in headers.iter().map_err(io)? {
+        let (_, header) = row.map_err(io)?;
+        let header = Header::decode(header.value()).map_err(|e| damaged(e.0))?;
+        for list in [&header.levels, &header.categories, &header.teams] {
+            named.lists.insert(codec::unhex(list).map_err(|e| damaged(e.0))?);
+        }
+    }
+    Ok(named)
+}
+
+/// The pieces some served date holds in memory, by key, so the next date read shares them
+/// instead of reading and holding a second copy. Weak: a piece no date holds any more goes.
+#[derive(Default)]
+pub struct Shared {
+    pub apps: Interned<AppPiece>,
+    pub runs: Interned<RunPiece>,
+    pub items: Interned<Items>,
+    pub teams: Interned<TeamsPiece>,
+}
+
+impl Shared {
+    /// Forgets the pieces nothing holds any more.
+    pub fn sweep(&self) {
+        self.apps.sweep();
+        self.runs.sweep();
+        self.items.sweep();
+        self.teams.sweep();
+    }
+}
+
+pub struct Interned<T> {
+    map: Mutex<HashMap<Digest, Weak<T>>>,
+}
+
+impl<T> Default for Interned<T> {
+    fn default() -> Self {
+        Self { map: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<T> Interned<T> {
+    pub fn get(&self, key: &Digest) -> Option<Arc<T>> {
+        locks::lock(&self.map).get(key).and_then(Weak::upgrade)
+    }
+
+    /// `value`, or the copy another reader put in first.
+    pub fn insert(&self, key: Digest, value: T) -> Arc<T> {
+        let mut map = locks::lock(&self.map);
+        if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
+            return existing;
+        }
+        let value = Arc::new(value);
+        map.insert(key, Arc::downgrade(&value));
+        value
+    }
+
+    /// Shares an `Arc` made elsewhere (an import's new pieces).
+    pub fn share(&self, key: Digest, value: &Arc<T>) {
+        locks::lock(&self.map).insert(key, Arc::downgrade(value));
+    }
+
+    fn sweep(&self) {
+        locks::lock(&self.map).retain(|_, weak| weak.strong_count() > 0);
+    }
+}

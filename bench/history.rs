@@ -1,0 +1,373 @@
+//! History benchmark: a deterministic history of daily snapshots in which a chosen share of the
+//! applications changes each day (issue 12, "A year of history").
+//!
+//! `bench/history.sh` runs it; see there for the table it prints.
+//!
+//!     history-bench day FILE --day N --churn PCT [--apps N] [--modules N] [--findings N]
+//!
+//! `day` writes the snapshot of day N (0-based) of the history. Day 0 is the benchmark snapshot
+//! of `bench/snapshot.rs` (same shape and content: 2,000 applications, 20,000 modules, 400,000
+//! findings by default, about 49 MiB), dated 2025-01-01; day N is dated N days later, analysed
+//! at 06:00Z. On each day after day 0, PCT % of the applications (rounded to a whole number of
+//! applications, the same number every day, chosen by a hash of the day and the application)
+//! change their findings (patterns and counts) and their level, and so do their modules. What
+//! an application looks like on day N depends only on the last day it changed, so one that did
+//! not change is byte-identical to the day before. Teams and patterns change rarely: when PCT
+//! is above 0, a team is renamed every 30th day and a pattern every 90th; at 0 % every day
+//! holds the same data (only `LastAnalyzedOn` moves).
+//!
+//! One day is generated directly, without the days before it: the last change day of each
+//! application is found by walking the days backwards until every application has one (or day
+//! 0 is reached), which costs a hash per application and day walked, not a snapshot.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use aims_api::snapshot::Date;
+use lexopt::prelude::*;
+
+const USAGE: &str = "usage: history-bench day FILE --day N --churn PCT [--apps N] [--modules N] \
+                     [--findings N]";
+
+const CATEGORIES: usize = 8;
+const PATTERNS_PER_CATEGORY: usize = 12;
+const PATTERNS: usize = CATEGORIES * PATTERNS_PER_CATEGORY;
+const LEVELS: [&str; 4] = ["Low", "Medium", "High", "Critical"];
+const TEAMS: usize = 20;
+/// 2025-01-01T00:00:00Z, the date of day 0.
+const DAY_0_UNIX_SECS: u64 = 1_735_689_600;
+/// A hundred years of days: far more than any run, small enough that no date overflows.
+const MAX_DAY: u32 = 36_500;
+/// A team is renamed every this many days (when anything changes at all).
+const TEAM_RENAME_DAYS: u32 = 30;
+/// A pattern is renamed every this many days (when anything changes at all).
+const PATTERN_RENAME_DAYS: u32 = 90;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("history-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut parser = lexopt::Parser::from_env();
+    let command = match parser.next().map_err(|e| e.to_string())? {
+        Some(Value(command)) => command.string().map_err(|e| e.to_string())?,
+        _ => return Err(USAGE.into()),
+    };
+    // One function per subcommand, each parsing its own options from the same parser.
+    match command.as_str() {
+        "day" => day(DayArgs::parse(&mut parser)?),
+        other => Err(format!("unknown subcommand `{other}`\n{USAGE}")),
+    }
+}
+
+/// The size of each day's snapshot; the defaults are `bench/snapshot.rs`'s.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    apps: usize,
+    modules: usize,
+    findings: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self { apps: 2_000, modules: 20_000, findings: 400_000 }
+    }
+}
+
+struct DayArgs {
+    file: PathBuf,
+    day: u32,
+    churn_pct: f64,
+    shape: Shape,
+}
+
+impl DayArgs {
+    fn parse(parser: &mut lexopt::Parser) -> Result<Self, String> {
+        let mut file = None;
+        let mut day = None;
+        let mut churn_pct = None;
+        let mut shape = Shape::default();
+        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+            match arg {
+                Value(value) if file.is_none() => file = Some(PathBuf::from(value)),
+                Long("day") => day = Some(number(parser, "--day")?),
+                Long("churn") => churn_pct = Some(number(parser, "--churn")?),
+                Long("apps") => shape.apps = number(parser, "--apps")?,
+                Long("modules") => shape.modules = number(parser, "--modules")?,
+                Long("findings") => shape.findings = number(parser, "--findings")?,
+                _ => return Err(format!("{}\n{USAGE}", arg.unexpected())),
+            }
+        }
+        let file = file.ok_or_else(|| format!("day: the output FILE is missing\n{USAGE}"))?;
+        let day: u32 = day.ok_or_else(|| format!("day: --day N is missing\n{USAGE}"))?;
+        let churn_pct: f64 =
+            churn_pct.ok_or_else(|| format!("day: --churn PCT is missing\n{USAGE}"))?;
+        if day > MAX_DAY {
+            return Err(format!(
+                "--day {day} is past the last day this generator dates ({MAX_DAY})"
+            ));
+        }
+        if !(0.0..=100.0).contains(&churn_pct) {
+            return Err(format!("--churn {churn_pct} is not a percentage from 0 to 100"));
+        }
+        if shape.apps == 0 {
+            return Err("--apps must be at least 1".into());
+        }
+        Ok(Self { file, day, churn_pct, shape })
+    }
+}
+
+/// The value of option `name`, parsed (underscores allowed as digit separators: `400_000`).
+fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, name: &str) -> Result<T, String> {
+    let value = parser.value().map_err(|e| format!("{name}: {e}"))?;
+    let text = value.string().map_err(|e| e.to_string())?;
+    text.replace('_', "").parse().map_err(|_| format!("{name} needs a number, not `{text}`"))
+}
+
+/// `history-bench day`: writes the snapshot of one day and says what it holds.
+fn day(args: DayArgs) -> Result<(), String> {
+    let started = Instant::now();
+    let history = History::new(args.shape, args.churn_pct);
+    let last_change = history.last_changes(args.day);
+    let changed_today = last_change.iter().filter(|&&d| d == args.day && d > 0).count();
+    let changed_ever = last_change.iter().filter(|&&d| d > 0).count();
+    let json = history.snapshot(args.day, &last_change);
+    std::fs::write(&args.file, &json).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    // The first words are what bench/history.sh reads: the day and its date.
+    println!(
+        "day {} {}: {changed_today} of {} applications changed that day ({changed_ever} since \
+         day 0), {:.1} MiB in {:.3} s -> {}",
+        args.day,
+        date_of(args.day),
+        args.shape.apps,
+        json.len() as f64 / 1048576.0,
+        started.elapsed().as_secs_f64(),
+        args.file.display()
+    );
+    Ok(())
+}
+
+/// The date of day `day`: 2025-01-01 plus `day` days.
+fn date_of(day: u32) -> Date {
+    Date::of(UNIX_EPOCH + Duration::from_secs(DAY_0_UNIX_SECS + u64::from(day) * 86_400))
+}
+
+/// A history: a shape, and how many applications change each day.
+struct History {
+    shape: Shape,
+    changed_per_day: usize,
+    /// GUIDs of the levels, categories and patterns, written once instead of per finding.
+    level_guids: Vec<String>,
+    category_guids: Vec<String>,
+    pattern_guids: Vec<String>,
+}
+
+impl History {
+    fn new(shape: Shape, churn_pct: f64) -> Self {
+        let apps = shape.apps as f64;
+        // Bounded to 0..=apps by the percentage check; a whole number of applications a day.
+        let changed_per_day = ((apps * churn_pct / 100.0).round() as usize).min(shape.apps);
+        Self {
+            shape,
+            changed_per_day,
+            level_guids: (0..LEVELS.len()).map(|i| guid(1, i)).collect(),
+            category_guids: (0..CATEGORIES).map(|c| guid(2, c)).collect(),
+            pattern_guids: (0..PATTERNS).map(|p| guid(3, p)).collect(),
+        }
+    }
+
+    /// The applications that change on `day` (1 or later): the `changed_per_day` with the
+    /// smallest hash of (day, application).
+    fn changed_on(&self, day: u32) -> Vec<usize> {
+        let mut ranked: Vec<(u64, usize)> =
+            (0..self.shape.apps).map(|a| (mix(u64::from(day) << 32 | a as u64), a)).collect();
+        if self.changed_per_day < ranked.len() {
+            ranked.select_nth_unstable(self.changed_per_day);
+            ranked.truncate(self.changed_per_day);
+        }
+        ranked.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// For each application, the last day up to `day` on which it changed (0: never since day
+    /// 0). Walks the days backwards and stops as soon as every application has one.
+    fn last_changes(&self, day: u32) -> Vec<u32> {
+        let mut last = vec![0; self.shape.apps];
+        if self.changed_per_day == 0 {
+            return last;
+        }
+        let mut unknown = self.shape.apps;
+        for d in (1..=day).rev() {
+            for a in self.changed_on(d) {
+                if last[a] == 0 {
+                    last[a] = d;
+                    unknown -= 1;
+                }
+            }
+            if unknown == 0 {
+                break;
+            }
+        }
+        last
+    }
+
+    /// The last day up to `day` on which rename number r (made every `every` days, on item
+    /// `r * step % items`) renamed `item`; None if it never was or nothing changes at all.
+    fn renamed_on(
+        &self,
+        day: u32,
+        every: u32,
+        step: usize,
+        items: usize,
+        item: usize,
+    ) -> Option<u32> {
+        if self.changed_per_day == 0 {
+            return None;
+        }
+        (1..=day / every).rev().find(|&r| r as usize * step % items == item).map(|r| r * every)
+    }
+
+    /// The snapshot JSON of `day`, given each application's last change day.
+    fn snapshot(&self, day: u32, last_change: &[u32]) -> String {
+        let o = self.shape;
+        let modules_per_app = o.modules / o.apps;
+        // As bench/snapshot.rs: a fifth of the findings at application level, the rest spread
+        // over the modules.
+        let per_app = (o.findings / 5 / o.apps).min(PATTERNS);
+        let per_module =
+            (o.findings.saturating_sub(per_app * o.apps) / o.modules.max(1)).min(PATTERNS);
+        let mut out = String::with_capacity(o.findings * 130 + o.modules * 200);
+        let _ = write!(
+            out,
+            "{{\"FormatVersion\":1,\"LastAnalyzedOn\":\"{}T06:00:00.000Z\",\"Levels\":[",
+            date_of(day)
+        );
+        for (i, name) in LEVELS.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ =
+                write!(out, "{sep}{{\"GUID\":\"{}\",\"Name\":\"{name}\"}}", self.level_guids[i]);
+        }
+        out.push_str("],\"Categories\":[");
+        for c in 0..CATEGORIES {
+            let sep = if c > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{{\"GUID\":\"{}\",\"Name\":\"Category {c}\",\"Patterns\":[",
+                self.category_guids[c]
+            );
+            for p in 0..PATTERNS_PER_CATEGORY {
+                let sep = if p > 0 { "," } else { "" };
+                let n = c * PATTERNS_PER_CATEGORY + p;
+                let _ = write!(
+                    out,
+                    "{sep}{{\"GUID\":\"{}\",\"Name\":\"Pattern {n}{}\"}}",
+                    self.pattern_guids[n],
+                    renamed(self.renamed_on(day, PATTERN_RENAME_DAYS, 11, PATTERNS, n))
+                );
+            }
+            out.push_str("]}");
+        }
+        out.push_str("],\"Teams\":[");
+        for t in 0..TEAMS {
+            let sep = if t > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{{\"ExternalId\":\"{}\",\"Name\":\"Team {t}{}\",\"Applications\":[",
+                guid(4, t),
+                renamed(self.renamed_on(day, TEAM_RENAME_DAYS, 7, TEAMS, t))
+            );
+            for (i, a) in (t..o.apps).step_by(TEAMS).enumerate() {
+                let sep = if i > 0 { "," } else { "" };
+                let _ = write!(out, "{sep}{{\"GUID\":\"{}\"}}", guid(5, a));
+            }
+            out.push_str("]}");
+        }
+        out.push_str("],\"Applications\":[");
+        for (a, &version) in last_change.iter().enumerate() {
+            let sep = if a > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{{\"GUID\":\"{}\",\"Name\":\"Application {:05}\",\"LevelGUID\":\"{}\",\
+                 \"Findings\":",
+                guid(5, a),
+                (a * 7919) % o.apps,
+                self.level_guids[level(a, version)]
+            );
+            self.findings(&mut out, per_app, a, version);
+            out.push_str(",\"Modules\":[");
+            for m in 0..modules_per_app {
+                let sep = if m > 0 { "," } else { "" };
+                let _ = write!(
+                    out,
+                    "{sep}{{\"GUID\":\"{}\",\"Name\":\"App{a}_Module{m}\",\"LevelGUID\":\"{}\",\
+                     \"Findings\":",
+                    guid(6, a * modules_per_app + m),
+                    self.level_guids[level(a + m, version)]
+                );
+                self.findings(&mut out, per_module, a + m, version);
+                out.push('}');
+            }
+            out.push_str("]}");
+        }
+        out.push_str("]}\n");
+        out
+    }
+
+    /// A `Findings` array of `n` distinct patterns. Version 0 is bench/snapshot.rs's array for
+    /// `seed`; each later version (the day of the change) shifts the patterns and adds the day
+    /// to every count, so two versions of one array always differ.
+    fn findings(&self, out: &mut String, n: usize, seed: usize, version: u32) {
+        let shift = version as usize * 7;
+        out.push('[');
+        for k in 0..n {
+            let pattern = (seed * 5 + shift + k) % PATTERNS;
+            let sep = if k > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}{{\"CategoryGUID\":\"{}\",\"PatternGUID\":\"{}\",\"Count\":{}}}",
+                self.category_guids[pattern / PATTERNS_PER_CATEGORY],
+                self.pattern_guids[pattern],
+                (seed * 31 + k * 17) % 250 + version as usize
+            );
+        }
+        out.push(']');
+    }
+}
+
+/// The level of an application or module (`seed`) in `version`: bench/snapshot.rs's in
+/// version 0, turned by the day of the change after that.
+fn level(seed: usize, version: u32) -> usize {
+    (seed + version as usize) % LEVELS.len()
+}
+
+/// The suffix a renamed team or pattern carries: the day of its last rename.
+fn renamed(day: Option<u32>) -> String {
+    day.map_or_else(String::new, |d| format!(" (renamed on day {d})"))
+}
+
+/// GUID-shaped, distinct per kind and number, and not in name order (as bench/snapshot.rs).
+fn guid(kind: u32, n: usize) -> String {
+    let scrambled = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    format!(
+        "{kind:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        n >> 16 & 0xffff,
+        n & 0xfff,
+        kind,
+        scrambled
+    )
+}
+
+/// SplitMix64's finaliser: a well-spread hash of a 64-bit key, the same on every machine.
+fn mix(key: u64) -> u64 {
+    let mut z = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# History benchmark (issue 12): what a history of daily snapshots costs the server, for
+# 1, 30 and 365 days at 0 %, 1 % and 100 % of the 2,000 applications changing each day.
+#
+#   bench/history.sh [--days 1,30,365] [--churn 0,1,100] [--dates 30] [--in-process]
+#                    [--apps N --modules N --findings N]
+#
+# For each (days, churn) scenario, in a fresh state folder of its own:
+# 1. starts the real `aims-api serve` on free loopback ports, generates the days one at a time
+#    with `history-bench day` (bench/history.rs) and imports each on the admin port with curl,
+#    deleting each file after its import; the last import's time is "import one more day";
+# 2. stops the server and measures the snapshot storage on disk (STORE_PATHS below);
+# 3. starts it again and times start to both ports listening, with its RSS right then;
+# 4. fetches one Limit=200 application page of each of --dates random dates (a fixed seed) twice
+#    over HTTPS with curl on one kept-alive connection, and reports the slowest first and second
+#    touch, the newest date's page, and the RSS after;
+# 5. with --in-process, runs `history-bench pages STATE_DIR --dates N` on the stopped store.
+# It prints one row per scenario and the issue's targets beside them. Everything it starts is
+# stopped and its folder removed on exit. Needs curl. 365 days at 100 % churn imports 365 x 49
+# MiB: hours, not minutes (progress every 30 days on stderr).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The snapshot storage whose size is "disk", relative to the state folder (globs allowed; what
+# does not exist counts 0). Today's store keeps one file per date in snapshots/; the key store,
+# certificate, usage and audit files are not snapshot storage. Change this one line when the
+# store moves.
+STORE_PATHS=(snapshots store '*.redb' '*.sqlite')
+CODE=BENCH-ACTIVATION-CODE
+# Bounds on every wait: a start, a stop, and the whole of one import (curl's --max-time).
+START_TIMEOUT_SECS=600
+STOP_TIMEOUT_SECS=120
+IMPORT_TIMEOUT_SECS=600
+SEED=12
+
+usage() {
+    sed -n '4,5p' "$0" | sed 's/^# *//'
+    exit "${1:-2}"
+}
+
+days_list=1,30,365
+churn_list=0,1,100
+dates_wanted=30
+in_process=0
+shape=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --days) days_list=${2:?--days needs a list, e.g. 1,30}; shift 2 ;;
+        --churn) churn_list=${2:?--churn needs a list, e.g. 0,1,100}; shift 2 ;;
+        --dates) dates_wanted=${2:?--dates needs a number}; shift 2 ;;
+        --in-process) in_process=1; shift ;;
+        --apps | --modules | --findings) shape+=("$1" "${2:?$1 needs a number}"); shift 2 ;;
+        -h | --help) usage 0 ;;
+        *) echo "unknown option $1" >&2; usage ;;
+    esac
+done
+IFS=, read -ra days_each <<< "$days_list"
+IFS=, read -ra churn_each <<< "$churn_list"
+for days in "${days_each[@]}"; do
+    if ! [[ "$days" =~ ^[1-9][0-9]*$ ]]; then
+        echo "--days: $days is not a number of days" >&2
+        exit 2
+    fi
+done
+
+# /var/tmp, not /tmp: a long history on the file-per-date store is many GiB, too much for a tmpfs.
+work=$(mktemp -d /var/tmp/aims-history.XXXXXX)
+server_pid=
+cleanup() {
+    if [ -n "$server_pid" ]; then
+        kill -KILL "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "==> building (release)" >&2
+cargo build --release --quiet --bin aims-api --example history-bench
+bin=target/release/aims-api
+bench=target/release/examples/history-bench
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$server_pid/status"; }
+# The slowest curl time_total, in ms, of lines $1 to $2 of pages.txt.
+max_ms() {
+    awk -v from="$1" -v to="$2" 'NR >= from && NR <= to && $2 > m { m = $2 }
+        END { printf "%.1f", m * 1000 }' "$work/pages.txt"
+}
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+# Bytes of snapshot storage under state folder $1.
+store_bytes() {
+    (cd "$1" && { du -scb -- ${STORE_PATHS[@]} 2>/dev/null || true; } \
+        | awk '$2 == "total" { t = $1 } END { print t + 0 }')
+}
+
+# Starts the server of state folder $state; sets api, admin and start_secs (launch to both
+# "listening" lines in its log).
+start_server() {
+    : > "$work/server.log"
+    local started; started=$(now)
+    "$bin" serve --config "$work/config.ron" 2>> "$work/server.log" &
+    server_pid=$!
+    local deadline=$((SECONDS + START_TIMEOUT_SECS))
+    until grep -q "api listening on" "$work/server.log" \
+        && grep -q "admin listening on" "$work/server.log"; do
+        if ! kill -0 "$server_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            echo "the server did not start within ${START_TIMEOUT_SECS} s; its log:" >&2
+            tail -n 20 "$work/server.log" >&2
+            exit 1
+        fi
+        sleep 0.01
+    done
+    start_secs=$(elapsed "$started" "$(now)")
+    api=$(sed -nE 's/.*api listening on https:\/\/([^ ]+).*/\1/p' "$work/server.log")
+    admin=$(sed -nE 's/.*admin listening on http:\/\/([^ ]+).*/\1/p' "$work/server.log")
+}
+
+# SIGTERM, then wait for the exit (SIGKILL after STOP_TIMEOUT_SECS, and say so).
+stop_server() {
+    kill -TERM "$server_pid"
+    local deadline=$((SECONDS + STOP_TIMEOUT_SECS))
+    # A child that exited stays a zombie (state Z) until waited for.
+    while [ "$(awk '{ print $3 }' "/proc/$server_pid/stat" 2>/dev/null || echo Z)" != Z ]; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "the server did not stop within ${STOP_TIMEOUT_SECS} s of SIGTERM: killed" >&2
+            kill -KILL "$server_pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.05
+    done
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+}
+
+# Generates day $1 at churn $2 into a file, imports it, removes it; sets date_of[$1] and
+# import_secs.
+import_day() {
+    local file="$work/day.json" line date code
+    line=$("$bench" day "$file" --day "$1" --churn "$2" "${shape[@]}")
+    read -r _ _ date _ <<< "$line"
+    date=${date%:}
+    date_of[$1]=$date
+    read -r code import_secs < <(curl -s --max-time "$IMPORT_TIMEOUT_SECS" \
+        -o "$work/import.json" -w '%{http_code} %{time_total}\n' -X PUT --data-binary "@$file" \
+        "http://$admin/snapshots/$date")
+    rm -f "$file"
+    if [ "$code" != 200 ] && [ "$code" != 201 ]; then
+        echo "import of day $1 ($date) answered $code: $(head -c 500 "$work/import.json")" >&2
+        exit 1
+    fi
+}
+
+header() {
+    printf '%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s\n' \
+        days churn start "RSS start" "RSS dates" disk "disk/day" import newest "1st touch" \
+        "2nd touch"
+    printf '%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s\n' \
+        "" "%" s MiB MiB MiB MiB s ms ms ms
+}
+targets() {
+    printf '%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s\n' \
+        target "" "<=1" "<=256" "<=256" "<=512*" "" "<=2" "<=5" "<=50" "<=5"
+}
+
+rows="$work/rows.txt"
+: > "$rows"
+header
+targets
+for days in "${days_each[@]}"; do
+    for churn in "${churn_each[@]}"; do
+        state="$work/state"
+        rm -rf "$state"
+        cat > "$work/config.ron" <<EOF
+(
+    activation_code: "$CODE",
+    state_dir: "$state",
+    log_level: "info",
+    api: (listen: "127.0.0.1:0", workers: 2),
+    admin: (listen: "127.0.0.1:0", max_body_bytes: 1073741824),
+)
+EOF
+        echo "==> $days day(s) at $churn % churn" >&2
+        start_server
+        key=$(curl -s -X POST "http://$admin/key" | sed -nE 's/.*"api_key":"([^"]+)".*/\1/p')
+        if [ -z "$key" ]; then echo "POST /key gave no key" >&2; exit 1; fi
+        date_of=()
+        first_day_bytes=0
+        started=$(now)
+        for ((d = 0; d < days; d++)); do
+            import_day "$d" "$churn"
+            if [ "$d" -eq 0 ]; then first_day_bytes=$(store_bytes "$state"); fi
+            if [ $(((d + 1) % 30)) -eq 0 ]; then
+                echo "    $((d + 1))/$days days imported in $(elapsed "$started" "$(now)") s; \
+last import $(printf "%.2f" "$import_secs") s, server RSS $(rss_mib) MiB" >&2
+            fi
+        done
+        stop_server
+        disk_bytes=$(store_bytes "$state")
+        if [ "$days" -gt 1 ]; then
+            per_day=$(awk -v a="$first_day_bytes" -v b="$disk_bytes" -v n="$days" \
+                'BEGIN { printf "%.1f", (b - a) / (n - 1) / 1048576 }')
+        else
+            per_day=-
+        fi
+
+        start_server
+        rss_start=$(rss_mib)
+        # Distinct days drawn with a fixed seed (Fisher-Yates in awk).
+        picks=$(awk -v n="$days" -v k="$dates_wanted" -v seed="$SEED" 'BEGIN {
+            srand(seed); if (k > n) k = n
+            for (i = 0; i < n; i++) a[i] = i
+            for (i = 0; i < k; i++) {
+                j = i + int(rand() * (n - i)); t = a[i]; a[i] = a[j]; a[j] = t; print a[i]
+            }
+        }')
+        base="https://$api/AIMentorStudioAPI/rest/v1/TechnicalDebt_Application?Limit=200"
+        # One connection: the Level request pays the handshake, then the newest date's page,
+        # each picked date once (first touch), then each again (second touch).
+        args=(-o /dev/null "https://$api/ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level"
+            -o /dev/null "$base")
+        for touch in 1 2; do
+            for d in $picks; do args+=(-o /dev/null "$base&Date=${date_of[$d]}"); done
+        done
+        curl -s --max-time 600 --cacert "$state/tls/cert.pem" -H "x-api-key: $key" \
+            -H "x-activation-code: $CODE" -w '%{http_code} %{time_total}\n' "${args[@]}" \
+            > "$work/pages.txt"
+        if awk '$1 != 200 { bad = 1 } END { exit !bad }' "$work/pages.txt"; then
+            echo "non-200 answers (Level, newest, then the dates):" >&2; cat "$work/pages.txt" >&2
+            exit 1
+        fi
+        rss_dates=$(rss_mib)
+        picked=$(wc -w <<< "$picks")
+        newest_ms=$(max_ms 2 2)
+        first_ms=$(max_ms 3 $((2 + picked)))
+        second_ms=$(max_ms $((3 + picked)) $((2 + 2 * picked)))
+        stop_server
+        if [ "$in_process" -eq 1 ]; then
+            "$bench" pages "$state" --dates "$dates_wanted" >&2
+        fi
+        row=$(printf '%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s' "$days" "$churn" \
+            "$start_secs" "$rss_start" "$rss_dates" "$(mib "$disk_bytes")" "$per_day" \
+            "$(printf '%.2f' "$import_secs")" "$newest_ms" "$first_ms" "$second_ms")
+        echo "$row"
+        echo "$row" >> "$rows"
+        rm -rf "$state"
+    done
+done
+
+# The whole table again, in one piece (progress lines on stderr may have split it above).
+echo
+header
+cat "$rows"
+targets
+cat <<'EOF'
+start: launch to both ports listening. RSS: the server's VmRSS right after start, and after one
+Limit=200 page of each of up to 30 random dates. disk: snapshot storage once stopped;
+disk/day: (disk - disk after day 0) / (days - 1). import: curl's time for the last day's PUT.
+Pages: curl's time_total on one kept-alive HTTPS connection, the slowest of each touch.
+* 512 MiB is the target for 365 days at 1 % churn; the page targets are in-process, curl's
+figures are end to end.
+EOF

@@ -4,6 +4,7 @@
 //! `bench/history.sh` runs it; see there for the table it prints.
 //!
 //!     history-bench day FILE --day N --churn PCT [--apps N] [--modules N] [--findings N]
+//!     history-bench pages STATE_DIR [--dates N]
 //!
 //! `day` writes the snapshot of day N (0-based) of the history. Day 0 is the benchmark snapshot
 //! of `bench/snapshot.rs` (same shape and content: 2,000 applications, 20,000 modules, 400,000
@@ -15,6 +16,13 @@
 //! not change is byte-identical to the day before. Teams and patterns change rarely: when PCT
 //! is above 0, a team is renamed every 30th day and a pattern every 90th; at 0 % every day
 //! holds the same data (only `LastAnalyzedOn` moves).
+//!
+//! `pages` opens a stopped server's state folder the way `serve` does (the history store, with
+//! the default memory settings) and answers `Limit=200` pages through `api::answer`, exactly as
+//! the event loop calls it: the newest date's, then one page of each of N dates drawn at random,
+//! each twice in a row (first touch: read from the store; second: once touched). It prints one line,
+//! `open_ms newest_ms first_ms second_ms rss_mib`: the slowest page of each kind, and the
+//! process's resident memory after all of them, for `bench/history.sh` to put in its table.
 //!
 //! One day is generated directly, without the days before it: the last change day of each
 //! application is found by walking the days backwards until every application has one (or day
@@ -29,7 +37,7 @@ use aims_api::snapshot::Date;
 use lexopt::prelude::*;
 
 const USAGE: &str = "usage: history-bench day FILE --day N --churn PCT [--apps N] [--modules N] \
-                     [--findings N]";
+                     [--findings N]\n       history-bench pages STATE_DIR [--dates N]";
 
 const CATEGORIES: usize = 8;
 const PATTERNS_PER_CATEGORY: usize = 12;
@@ -64,6 +72,7 @@ fn run() -> Result<(), String> {
     // One function per subcommand, each parsing its own options from the same parser.
     match command.as_str() {
         "day" => day(DayArgs::parse(&mut parser)?),
+        "pages" => pages(PagesArgs::parse(&mut parser)?),
         other => Err(format!("unknown subcommand `{other}`\n{USAGE}")),
     }
 }
@@ -370,4 +379,99 @@ fn mix(key: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+struct PagesArgs {
+    state_dir: PathBuf,
+    dates: usize,
+}
+
+impl PagesArgs {
+    fn parse(parser: &mut lexopt::Parser) -> Result<Self, String> {
+        let mut state_dir = None;
+        let mut dates = 30;
+        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+            match arg {
+                Value(path) if state_dir.is_none() => state_dir = Some(PathBuf::from(path)),
+                Long("dates") => dates = number(parser, "--dates")?,
+                other => return Err(format!("{}\n{USAGE}", other.unexpected())),
+            }
+        }
+        Ok(Self { state_dir: state_dir.ok_or(USAGE)?, dates })
+    }
+}
+
+/// Times `Limit=200` pages in-process over a stopped server's history store.
+fn pages(args: PagesArgs) -> Result<(), String> {
+    use aims_api::snapshot::Snapshots;
+    use aims_api::snapshot::store::Memory;
+
+    let started = Instant::now();
+    let snapshots = Snapshots::open(&args.state_dir, "BENCH", Memory::default(), &mut |_, _| {})
+        .map_err(|e| e.to_string())?;
+    let open = started.elapsed();
+    let catalog = snapshots.catalog();
+    let newest = catalog.newest().map(|s| s.date()).ok_or("the store holds no date")?;
+    let mut older: Vec<Date> = catalog.newest_first().map(|e| e.date).filter(|d| *d != newest).collect();
+    // Distinct dates drawn with a fixed seed (Fisher-Yates with `mix` as the generator).
+    let picks = args.dates.min(older.len());
+    for i in 0..picks {
+        let j = i + (mix(0xda7e_u64 + i as u64) as usize) % (older.len() - i);
+        older.swap(i, j);
+    }
+    older.truncate(picks);
+
+    let page = |date: Option<Date>| -> Result<Duration, String> {
+        let query = date.map_or(String::new(), |d| format!("&Date={d}"));
+        let path = format!("/AIMentorStudioAPI/rest/v1/TechnicalDebt_Application?Limit=200{query}");
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        let limits = aims_api::config::HttpLimits {
+            max_header_bytes: 8192,
+            max_headers: 64,
+            max_body_bytes: 0,
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let started = Instant::now();
+        let Ok(aims_api::http::Parsed::Complete(request, _)) =
+            aims_api::http::parse(raw.as_bytes(), &mut headers, &limits)
+        else {
+            return Err(format!("cannot parse a request for {path}"));
+        };
+        let response = aims_api::api::answer(&snapshots, &request);
+        let elapsed = started.elapsed();
+        if response.status.0 != 200 {
+            return Err(format!("{path}: {}", response.status.0));
+        }
+        Ok(elapsed)
+    };
+    let slowest = |times: &[Duration]| times.iter().max().copied().unwrap_or_default();
+    let newest_times: Vec<Duration> = (0..20).map(|_| page(None)).collect::<Result<_, _>>()?;
+    // Each date twice in a row: read from the store, then once touched.
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for date in &older {
+        first.push(page(Some(*date))?);
+        second.push(page(Some(*date))?);
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{:.1} {:.2} {:.1} {:.2} {}",
+        ms(open),
+        ms(slowest(&newest_times)),
+        ms(slowest(&first)),
+        ms(slowest(&second)),
+        rss_kib() / 1024
+    );
+    Ok(())
+}
+
+/// This process's resident memory, from /proc.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -412,7 +412,8 @@ fn pages(args: PagesArgs) -> Result<(), String> {
     let open = started.elapsed();
     let catalog = snapshots.catalog();
     let newest = catalog.newest().map(|s| s.date()).ok_or("the store holds no date")?;
-    let mut older: Vec<Date> = catalog.newest_first().map(|e| e.date).filter(|d| *d != newest).collect();
+    let mut older: Vec<Date> =
+        catalog.newest_first().map(|e| e.date).filter(|d| *d != newest).collect();
     // Distinct dates drawn with a fixed seed (Fisher-Yates with `mix` as the generator).
     let picks = args.dates.min(older.len());
     for i in 0..picks {

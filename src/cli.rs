@@ -83,7 +83,7 @@ pub enum SnapshotAction {
         date: Date,
         output: Option<PathBuf>,
     },
-    /// Check the snapshot folder offline.
+    /// Check the history store and the waiting files, read-only.
     Verify,
 }
 
@@ -181,18 +181,20 @@ actions:
             unless --date is given; says \"unchanged\" and writes nothing if the snapshot of that
             date already holds the same data. A failed pull changes nothing.
   list      show the snapshots served (newest first, the default answer) with their counts,
-            the bytes each takes on disk and in memory, the totals, and any file refused at
-            start
+            each one's share of the history store on disk and what it holds in memory now,
+            the totals, and any file refused from the snapshot folder
   export DATE [--output FILE]
             write the snapshot served for DATE as snapshot JSON, rendered from the served data
             in one canonical form (import it back to get the same data, and the same bytes
             when exported again); to standard output, or durably to FILE (mode 0600)
   delete DATE
-            stop serving the snapshot of DATE and remove its file
-  verify    check the snapshot folder without a server (read-only, takes no lock): every
-            dated file must pass the checks of an import; names each file that does not (its
-            JSON path and reason) and any temporary file left by an interrupted import. Exit
-            status 0 when all is well, 1 otherwise
+            stop serving the snapshot of DATE and remove it from the history store, with
+            every stored piece no other date uses
+  verify    check the history store read-only, beside a running server or without one:
+            every date loads and every stored piece matches its key (names the date and
+            piece that does not); and every dated file waiting in the snapshot folder passes
+            the checks of an import (names its JSON path and reason). Exit status 0 when all
+            is well, 1 otherwise
 
 options:
   -d, --date YYYY-MM-DD  the analysis date of the imported file (import), or of the pulled

@@ -283,6 +283,10 @@ pub struct Gauges<'a> {
     pub open_connections: usize,
     pub snapshots: usize,
     pub newest_analysis: Option<SystemTime>,
+    /// The history store's file.
+    pub snapshot_store_bytes: u64,
+    /// What the dates in memory hold, the decompressed-application cache included.
+    pub snapshot_memory_bytes: usize,
     /// `notAfter` of the certificate in service.
     pub cert_not_after: SystemTime,
 }
@@ -505,6 +509,16 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0.0, |d| d.as_secs_f64());
     let _ = writeln!(out, "aims_snapshot_newest_analysis_timestamp_seconds {newest}");
+    header(out, "aims_snapshot_store_bytes", "gauge", "Size of the history store's file.");
+    let _ = writeln!(out, "aims_snapshot_store_bytes {}", gauges.snapshot_store_bytes);
+    header(
+        out,
+        "aims_snapshot_memory_bytes",
+        "gauge",
+        "Memory the snapshots hold: the newest date, the older dates cached, and their \
+         decompressed applications (bounded by snapshots.cached_dates and cache_mib).",
+    );
+    let _ = writeln!(out, "aims_snapshot_memory_bytes {}", gauges.snapshot_memory_bytes);
 }
 
 /// A gauge holding a Unix time, or nothing at all when there is no such time (so an alert on
@@ -576,6 +590,8 @@ mod tests {
             open_connections: 3,
             snapshots: 0,
             newest_analysis: None,
+            snapshot_store_bytes: 4096,
+            snapshot_memory_bytes: 0,
             cert_not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         };
         let text = metrics.render(&gauges);

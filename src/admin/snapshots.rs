@@ -33,8 +33,10 @@ struct Entry {
     findings: usize,
     file_bytes: usize,
     /// Its share of the history store on disk: its own records, and each piece it names
-    /// divided among the dates that name it (so the shares add up to the store).
-    disk_bytes: u64,
+    /// divided among the dates that name it (so the shares add up to the store). Listed only:
+    /// an import's answer gives what it added instead (`added_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_bytes: Option<u64>,
     /// What it holds in memory now: the newest date all of it, an older one while cached
     /// (its index and compressed applications), else nothing.
     memory_bytes: usize,
@@ -43,7 +45,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn of(entry: &store::Entry, disk_bytes: u64, memory_bytes: usize) -> Self {
+    fn of(entry: &store::Entry, disk_bytes: Option<u64>, memory_bytes: usize) -> Self {
         let stats = entry.stats;
         Self {
             date: entry.date.to_string(),
@@ -71,7 +73,7 @@ pub(super) fn list(app: &App) -> Response {
         .newest_first()
         .map(|e| {
             let disk = shares.get(&e.date).copied().unwrap_or(0);
-            Entry::of(e, disk, app.snapshots.memory_bytes(e.date))
+            Entry::of(e, Some(disk), app.snapshots.memory_bytes(e.date))
         })
         .collect();
     let refused: Vec<_> = catalog
@@ -150,11 +152,9 @@ fn import(
     match app.snapshots.import(date, body) {
         Ok(imported) => {
             app.metrics.snapshot_imported(source);
-            let disk_bytes = app.snapshots.disk_shares().get(&date).copied().unwrap_or(0);
             let memory_bytes = app.snapshots.memory_bytes(date);
-            let response = imported_response(&imported, uid, (disk_bytes, memory_bytes), || {
-                app.prune_snapshots()
-            });
+            let response =
+                imported_response(&imported, uid, memory_bytes, || app.prune_snapshots());
             Ok(response)
         }
         Err(e) => {
@@ -179,7 +179,7 @@ fn import(
 fn imported_response(
     imported: &Imported,
     uid: u32,
-    (disk_bytes, memory_bytes): (u64, usize),
+    memory_bytes: usize,
     prune: impl FnOnce() -> Vec<Date>,
 ) -> Response {
     let stats = imported.stats;
@@ -195,12 +195,13 @@ fn imported_response(
         stats,
         file_sha256: imported.file_sha256,
     };
-    let entry = Entry::of(&listed, disk_bytes, memory_bytes);
+    let entry = Entry::of(&listed, None, memory_bytes);
     let body = json!({
         "result": result,
         "snapshot": entry,
         "took_ms": took_ms,
         "new_pieces": imported.new_pieces,
+        "added_bytes": imported.added_bytes,
         "pruned": pruned,
     });
     Response::json(status, body.to_string().into_bytes())
@@ -249,8 +250,8 @@ mod tests {
             stats,
             file_sha256: *snapshot.file_sha256(),
         };
-        let entry = Entry::of(&listed, 7, 9);
-        assert_eq!((entry.disk_bytes, entry.memory_bytes), (7, 9));
+        let entry = Entry::of(&listed, Some(7), 9);
+        assert_eq!((entry.disk_bytes, entry.memory_bytes), (Some(7), 9));
         assert_eq!(entry.sha256, hex(snapshot.file_sha256()));
         assert_eq!(entry.sha256.len(), 64);
         assert!(snapshot.memory_bytes() > stats.rendered_bytes + stats.compressed_bytes);

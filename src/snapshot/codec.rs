@@ -142,6 +142,8 @@ pub struct Header {
     pub findings: u64,
     pub rendered_bytes: u64,
     pub compressed_bytes: u64,
+    /// The stored size of the level, category and team lists, for the listing's shares.
+    pub lists_bytes: [u64; 3],
 }
 
 impl Header {
@@ -171,22 +173,65 @@ impl Header {
     }
 }
 
-/// A date's applications: their keys back to back, in serving order.
-pub fn decode_keys(bytes: &[u8]) -> Result<Vec<Digest>, Damaged> {
-    if !bytes.len().is_multiple_of(32) {
-        return Err(Damaged(format!(
-            "application list: {} bytes is not a whole number of keys",
-            bytes.len()
-        )));
+/// A date's pieces: its applications' keys in serving order, each with the size of its stored
+/// record, then the size of each run's record. The sizes let the listing divide the store
+/// among the dates from these records alone, without reading a single piece.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatePieces {
+    pub keys: Vec<Digest>,
+    pub sizes: Vec<u32>,
+    pub run_sizes: Vec<u32>,
+}
+
+impl DatePieces {
+    /// Count, then each key and size, then each run's size.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 36 * self.keys.len() + 4 * self.run_sizes.len());
+        put_u32(&mut out, len_u32(self.keys.len()));
+        for (key, size) in self.keys.iter().zip(&self.sizes) {
+            out.extend_from_slice(key);
+            put_u32(&mut out, *size);
+        }
+        self.run_sizes.iter().for_each(|size| put_u32(&mut out, *size));
+        out
     }
-    Ok(bytes
-        .chunks_exact(32)
-        .map(|chunk| {
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Damaged> {
+        let mut r = Reader { bytes, at: 0, what: "application list" };
+        let count = r.u32()? as usize;
+        let runs = count.div_ceil(super::served::RUN_APPS);
+        if r.left() != 36 * count + 4 * runs {
+            return Err(r.damaged("its length does not match its count"));
+        }
+        let mut pieces = Self {
+            keys: Vec::with_capacity(count),
+            sizes: Vec::with_capacity(count),
+            run_sizes: Vec::with_capacity(runs),
+        };
+        for _ in 0..count {
             let mut key = [0u8; 32];
-            key.copy_from_slice(chunk);
-            key
-        })
-        .collect())
+            key.copy_from_slice(r.take(32)?);
+            pieces.keys.push(key);
+            pieces.sizes.push(r.u32()?);
+        }
+        for _ in 0..runs {
+            pieces.run_sizes.push(r.u32()?);
+        }
+        Ok(pieces)
+    }
+}
+
+/// The size of [`encode_app`]'s record, without making it.
+pub fn app_len(app: &AppPiece) -> u32 {
+    let meta = &app.meta;
+    let str_len = |s: &str| 2 + s.len().min(u16::MAX as usize);
+    let modules: usize = meta.modules.iter().map(|m| 8 + str_len(&m.guid)).sum();
+    len_u32(20 + str_len(&meta.guid) + modules + app.compressed.deflate.len())
+}
+
+/// The size of [`encode_run`]'s record.
+pub fn run_len(run: &RunPiece) -> u32 {
+    len_u32(8 + run.compressed.deflate.len())
 }
 
 pub fn hex(digest: &Digest) -> String {
@@ -298,6 +343,7 @@ mod tests {
     fn an_application_reads_back_as_written_and_damage_is_named() {
         let piece = app("a1", &[(2, 5, "m1"), (6, 9, "é")], b"0123456789");
         let bytes = encode_app(&piece);
+        assert_eq!(app_len(&piece) as usize, bytes.len());
         assert_eq!(decode_app([7; 32], &bytes), Ok(piece));
         for cut in [0, 3, 17, 21] {
             let error = decode_app([7; 32], &bytes[..cut]).unwrap_err();
@@ -327,8 +373,16 @@ mod tests {
             compressed: gzip::compress_each(&[vec![b"x,y"]], 6, 1).remove(0),
         };
         assert_eq!(decode_run([1; 32], &encode_run(&run)), Ok(run));
-        assert_eq!(decode_keys(&[[1u8; 32], [2; 32]].concat()), Ok(vec![[1; 32], [2; 32]]));
-        assert!(decode_keys(&[0; 33]).is_err());
+        let pieces = DatePieces {
+            keys: (0..11u8).map(|i| [i; 32]).collect(),
+            sizes: (0..11).collect(),
+            run_sizes: vec![70, 7],
+        };
+        assert_eq!(DatePieces::decode(&pieces.encode()), Ok(pieces.clone()));
+        let mut short = pieces.encode();
+        short.pop();
+        assert!(DatePieces::decode(&short).is_err());
+        assert_eq!(DatePieces::decode(&DatePieces::default().encode()), Ok(DatePieces::default()));
         assert_eq!(unhex(&hex(&[0xab; 32])), Ok([0xab; 32]));
         assert!(unhex("zz").is_err());
         assert!(Header::decode(b"{}").is_err());
@@ -341,7 +395,7 @@ mod tests {
             let _ = decode_app([0; 32], &bytes);
             let _ = decode_run([0; 32], &bytes);
             let _ = decode_teams(&bytes);
-            let _ = decode_keys(&bytes);
+            let _ = DatePieces::decode(&bytes);
             let _ = Header::decode(&bytes);
         }
     }

@@ -29,7 +29,7 @@ use redb::{
 };
 
 use super::Date;
-use super::codec::{self, Header};
+use super::codec::{self, DatePieces, Header};
 use super::served::{AppPiece, Digest, Items, Parts, RUN_APPS, RunPiece, TeamsPiece, run_key};
 use crate::locks;
 
@@ -95,7 +95,7 @@ pub struct History {
 pub struct NewDate<'a> {
     pub date: Date,
     pub header: &'a Header,
-    pub keys: &'a [Digest],
+    pub pieces: &'a DatePieces,
     pub apps: &'a [Arc<AppPiece>],
     pub runs: &'a [Arc<RunPiece>],
     /// Levels and categories items, and the encoded teams, by their SHA-256.
@@ -214,7 +214,7 @@ impl History {
                 lists.insert(key, bytes.as_slice()).map_err(|e| fail(e.into()))?;
             }
             let day = new.date.to_string();
-            let keys: Vec<u8> = new.keys.concat();
+            let keys: Vec<u8> = new.pieces.encode();
             let mut date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
             date_apps.insert(day.as_str(), keys.as_slice()).map_err(|e| fail(e.into()))?;
             let mut dates = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
@@ -270,51 +270,48 @@ impl History {
     }
 
     /// Each date's share of the disk: its own records, and each piece it names divided among
-    /// the dates that name it, so the shares add up to what the pieces take.
+    /// the dates that name it, so the shares add up to what the pieces take. Read from the
+    /// dates' records alone (they carry every piece's size), never from the pieces.
     pub fn disk_shares(&self) -> Result<BTreeMap<Date, u64>, HistoryError> {
         let txn = self.begin_read()?;
         let fail = |e: redb::Error| self.error("read", e);
-        let headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
+        let damaged = |date, what| HistoryError::Damaged { date: Some(date), what };
+        let headers = read_dates(&txn, &self.path)?;
         let date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
-        let mut uses: HashMap<Digest, u32> = HashMap::new();
-        let mut per_date: Vec<(Date, u64, Vec<Digest>)> = Vec::new();
-        for row in date_apps.iter().map_err(|e| fail(e.into()))? {
-            let (day, keys) = row.map_err(|e| fail(e.into()))?;
-            let Ok(date) = Date::parse(day.value()) else { continue };
-            let own = keys.value().len() as u64
-                + headers
-                    .get(day.value())
-                    .map_err(|e| fail(e.into()))?
-                    .map_or(0, |h| h.value().len() as u64);
-            let keys = codec::decode_keys(keys.value()).unwrap_or_default();
-            let mut named = keys.clone();
-            named.extend(keys.chunks(RUN_APPS).map(run_key));
-            if let Some(header) = headers.get(day.value()).map_err(|e| fail(e.into()))?
-                && let Ok(header) = Header::decode(header.value())
+        // Every piece each date names, with its size; then how many dates name each.
+        let mut per_date: Vec<(Date, u64, Sized)> = Vec::with_capacity(headers.len());
+        for (date, header) in &headers {
+            let Some(record) =
+                date_apps.get(date.to_string().as_str()).map_err(|e| fail(e.into()))?
+            else {
+                continue;
+            };
+            let own = (record.value().len() + header.encode().len()) as u64;
+            let pieces = DatePieces::decode(record.value()).map_err(|e| damaged(*date, e.0))?;
+            let mut named: Sized =
+                pieces.keys.iter().zip(&pieces.sizes).map(|(k, s)| (*k, u64::from(*s))).collect();
+            let runs = pieces.keys.chunks(RUN_APPS).map(run_key);
+            named.extend(runs.zip(pieces.run_sizes.iter().map(|s| u64::from(*s))));
+            for (hex, size) in [&header.levels, &header.categories, &header.teams]
+                .into_iter()
+                .zip(header.lists_bytes)
             {
-                for list in [&header.levels, &header.categories, &header.teams] {
-                    named.extend(codec::unhex(list));
-                }
+                named.extend(codec::unhex(hex).ok().map(|key| (key, size)));
             }
             named.sort_unstable();
-            named.dedup();
-            named.iter().for_each(|key| *uses.entry(*key).or_default() += 1);
-            per_date.push((date, own, named));
+            named.dedup_by_key(|(key, _)| *key);
+            per_date.push((*date, own, named));
         }
-        let mut sizes: HashMap<Digest, u64> = HashMap::with_capacity(uses.len());
-        for table in [APPS, RUNS, LISTS] {
-            let table = txn.open_table(table).map_err(|e| fail(e.into()))?;
-            for row in table.iter().map_err(|e| fail(e.into()))? {
-                let (key, value) = row.map_err(|e| fail(e.into()))?;
-                sizes.insert(*key.value(), value.value().len() as u64 + 32);
-            }
+        let mut uses: HashMap<Digest, u64> = HashMap::new();
+        for (_, _, named) in &per_date {
+            named.iter().for_each(|(key, _)| *uses.entry(*key).or_default() += 1);
         }
         Ok(per_date
             .into_iter()
             .map(|(date, own, named)| {
                 let shared: u64 = named
                     .iter()
-                    .map(|key| sizes.get(key).copied().unwrap_or(0) / u64::from(uses[key].max(1)))
+                    .map(|(key, size)| size / uses.get(key).copied().unwrap_or(1).max(1))
                     .sum();
                 (date, own + shared)
             })
@@ -366,6 +363,9 @@ fn count(before: u64, after: u64) -> usize {
     usize::try_from(before.saturating_sub(after)).unwrap_or(usize::MAX)
 }
 
+/// The pieces a date names, each with its stored size.
+type Sized = Vec<(Digest, u64)>;
+
 /// The database opened read-only beside the server, for `snapshot verify`.
 pub struct ReadOnly {
     db: ReadOnlyDatabase,
@@ -412,18 +412,19 @@ pub fn read_dates(txn: &ReadTransaction, path: &Path) -> Result<Vec<(Date, Heade
     Ok(dates)
 }
 
-/// The keys of a date's applications, in serving order.
-pub fn read_keys(
+/// A date's record: its applications' keys, in serving order, and its pieces' sizes.
+pub fn read_pieces(
     txn: &ReadTransaction,
     path: &Path,
     date: Date,
-) -> Result<Option<Vec<Digest>>, HistoryError> {
+) -> Result<Option<DatePieces>, HistoryError> {
     let table = txn.open_table(DATE_APPS).map_err(|e| db_error("read", path, e))?;
-    let Some(keys) = table.get(date.to_string().as_str()).map_err(|e| db_error("read", path, e))?
+    let Some(record) =
+        table.get(date.to_string().as_str()).map_err(|e| db_error("read", path, e))?
     else {
         return Ok(None);
     };
-    codec::decode_keys(keys.value())
+    DatePieces::decode(record.value())
         .map(Some)
         .map_err(|e| HistoryError::Damaged { date: Some(date), what: e.0 })
 }
@@ -495,7 +496,8 @@ fn read_parts(
         return Ok(None);
     };
     let header = Header::decode(header.value()).map_err(|e| damaged(e.0))?;
-    let keys = read_keys(txn, path, date)?
+    let keys = read_pieces(txn, path, date)?
+        .map(|pieces| pieces.keys)
         .ok_or_else(|| damaged("its application list is missing".into()))?;
 
     let apps_table = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
@@ -586,7 +588,7 @@ fn named_pieces(
     let mut named = Named { apps: HashSet::new(), runs: HashSet::new(), lists: HashSet::new() };
     for row in date_apps.iter().map_err(io)? {
         let (_, keys) = row.map_err(io)?;
-        let keys = codec::decode_keys(keys.value()).map_err(|e| damaged(e.0))?;
+        let keys = DatePieces::decode(keys.value()).map_err(|e| damaged(e.0))?.keys;
         named.runs.extend(keys.chunks(RUN_APPS).map(run_key));
         named.apps.extend(keys);
     }

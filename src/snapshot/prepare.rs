@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::Date;
-use super::codec::{self, Header};
+use super::codec::{self, DatePieces, Header};
 use super::render::Rendered;
 use super::served::{
     AppPiece, Digest, Items, Parts, RUN_APPS, RunPiece, TeamsPiece, run_key, sha256,
@@ -22,7 +22,8 @@ pub struct Prepared {
     /// Each application's JSON, in serving order: the newest date keeps it all.
     pub plain: Box<[Arc<[u8]>]>,
     pub header: Header,
-    pub keys: Vec<Digest>,
+    /// The date's record: its applications' keys and every piece's stored size.
+    pub pieces: DatePieces,
     /// The pieces the store did not have.
     pub new_apps: Vec<Arc<AppPiece>>,
     pub new_runs: Vec<Arc<RunPiece>>,
@@ -99,11 +100,18 @@ pub fn prepare<E>(
     let categories = Arc::new(Items { hash: sha256(&categories), json: categories });
     let teams_bytes = codec::encode_teams(&teams);
     let teams = Arc::new(TeamsPiece { hash: sha256(&teams_bytes), teams });
+    let lists_bytes =
+        [levels.json.len(), categories.json.len(), teams_bytes.len()].map(|n| n as u64);
     let lists = vec![
         (levels.hash, levels.json.to_vec()),
         (categories.hash, categories.json.to_vec()),
         (teams.hash, teams_bytes),
     ];
+    let pieces = DatePieces {
+        keys,
+        sizes: apps.iter().map(|app| codec::app_len(app)).collect(),
+        run_sizes: runs.iter().map(|run| codec::run_len(run)).collect(),
+    };
     let app_plain: usize = plain.iter().map(|p| p.len()).sum();
     let header = Header {
         analyzed_on_ms: analyzed_on
@@ -124,10 +132,11 @@ pub fn prepare<E>(
         compressed_bytes: (apps.iter().map(|a| a.compressed.memory_bytes()).sum::<usize>()
             + runs.iter().map(|r| r.compressed.memory_bytes()).sum::<usize>())
             as u64,
+        lists_bytes,
     };
     let parts =
         Parts { date, analyzed_on, file_bytes, file_sha256, levels, categories, teams, apps, runs };
-    Ok(Prepared { parts, plain: plain.into(), header, keys, new_apps, new_runs, lists })
+    Ok(Prepared { parts, plain: plain.into(), header, pieces, new_apps, new_runs, lists })
 }
 
 /// Run `r`'s applications with the commas a page puts between them.

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use super::Date;
@@ -139,8 +139,10 @@ pub struct Snapshot {
     levels: Arc<[u8]>,
     categories: Arc<[u8]>,
     teams: Arc<[u8]>,
-    /// The gzip member of each [`Whole`] answer, by its discriminant.
-    whole_gzip: [Arc<[u8]>; 4],
+    /// The gzip member of each [`Whole`] answer, by its discriminant: made at assembly for the
+    /// newest date (which serves them), on first use for an older one (the whole answers are
+    /// served from the newest date only; an older date's are read by an export, uncompressed).
+    whole_gzip: OnceLock<[Arc<[u8]>; 4]>,
     team_part: Arc<TeamsPiece>,
     /// Lower-case `ExternalId` → team position.
     team_index: HashMap<Box<str>, usize>,
@@ -184,8 +186,11 @@ impl Snapshot {
         let categories = envelope(&infrastructure, "Categories", &[&parts.categories.json]);
         let team_items: Vec<&[u8]> = team_objects(&parts.teams.teams).collect();
         let teams = envelope(&infrastructure, "Teams", &team_items);
-        let whole_gzip: [Arc<[u8]>; 4] = [&infrastructure, &levels, &categories, &teams]
-            .map(|plain| Arc::from(gzip::compress(plain, gzip::LOAD_LEVEL)));
+        let whole_gzip = OnceLock::new();
+        if matches!(plain, Plain::Pinned(_)) {
+            let _ =
+                whole_gzip.set(compress_wholes([&infrastructure, &levels, &categories, &teams]));
+        }
 
         let team_index = parts.teams.teams.ids.iter().cloned().zip(0..).collect();
         let mut app_index = HashMap::with_capacity(parts.apps.len());
@@ -206,7 +211,9 @@ impl Snapshot {
             findings: parts.apps.iter().map(|app| app.meta.findings as usize).sum(),
             file_bytes: parts.file_bytes,
             rendered_bytes: app_plain + wholes.iter().map(|w| w.len()).sum::<usize>(),
-            compressed_bytes: whole_gzip.iter().map(|m| m.len()).sum::<usize>()
+            compressed_bytes: whole_gzip
+                .get()
+                .map_or(0, |w| w.iter().map(|m| m.len()).sum::<usize>())
                 + parts.apps.iter().map(|a| a.compressed.memory_bytes()).sum::<usize>()
                 + parts.runs.iter().map(|r| r.compressed.memory_bytes()).sum::<usize>(),
         };
@@ -306,7 +313,10 @@ impl Snapshot {
 
     /// The gzip member of an answer rendered whole: [`Snapshot::whole`] compressed.
     pub fn whole_gzip(&self, answer: Whole) -> &Arc<[u8]> {
-        &self.whole_gzip[answer as usize]
+        let wholes = self.whole_gzip.get_or_init(|| {
+            compress_wholes([&self.infrastructure, &self.levels, &self.categories, &self.teams])
+        });
+        &wholes[answer as usize]
     }
 
     /// One team's object, by `ExternalId` (letter case ignored).
@@ -418,6 +428,11 @@ impl Snapshot {
     pub(super) fn team_piece(&self) -> &Arc<TeamsPiece> {
         &self.team_part
     }
+}
+
+/// The gzip members of the whole answers, in [`Whole`]'s order.
+fn compress_wholes<T: AsRef<[u8]>>(plain: [&T; 4]) -> [Arc<[u8]>; 4] {
+    plain.map(|plain| Arc::from(gzip::compress(plain.as_ref(), gzip::LOAD_LEVEL)))
 }
 
 /// Each team's object, in serving order.

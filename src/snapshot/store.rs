@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::codec;
 use super::history::{History, HistoryError, NewDate, Shared};
 use super::prepare::{Prepared, prepare};
 use super::served::{Digest, Plain, PlainCache, Snapshot, Stats, sha256};
@@ -148,6 +149,8 @@ pub struct Imported {
     pub took: Duration,
     /// Applications and runs the store did not have (the rest were shared with other dates).
     pub new_pieces: usize,
+    /// What the import added to the store: those pieces and the date's own records.
+    pub added_bytes: u64,
 }
 
 /// What a take-over of the inbox found.
@@ -438,6 +441,13 @@ impl Snapshots {
         views.iter().find(|v| v.date() == date).map_or(0, |v| v.memory_bytes())
     }
 
+    /// What every date in memory holds now, and the cache of decompressed applications.
+    pub fn resident_bytes(&self) -> usize {
+        let newest = self.catalog().newest().map_or(0, |s| s.memory_bytes());
+        let views: usize = locks::lock(&self.views).iter().map(|v| v.memory_bytes()).sum();
+        newest + views + self.plain.bytes()
+    }
+
     /// The decompressed applications of older dates held now.
     pub fn cache_bytes(&self) -> usize {
         self.plain.bytes()
@@ -495,7 +505,7 @@ impl Snapshots {
         let new = NewDate {
             date,
             header: &prepared.header,
-            keys: &prepared.keys,
+            pieces: &prepared.pieces,
             apps: &prepared.new_apps,
             runs: &prepared.new_runs,
             lists: &prepared.lists,
@@ -503,6 +513,10 @@ impl Snapshots {
         let replaces = self.catalog().entry(date).is_some();
         self.history.put(&new, replaces).map_err(ImportError::History)?;
         let new_pieces = prepared.new_apps.len() + prepared.new_runs.len();
+        let added_bytes =
+            prepared.new_apps.iter().map(|a| u64::from(codec::app_len(a))).sum::<u64>()
+                + prepared.new_runs.iter().map(|r| u64::from(codec::run_len(r))).sum::<u64>()
+                + (prepared.pieces.encode().len() + prepared.header.encode().len()) as u64;
         let catalog = self.catalog();
         // A file for this date that the inbox refused is superseded by this import: it goes,
         // or the next reload would try it again. (A take-over removes its files itself, once
@@ -548,6 +562,7 @@ impl Snapshots {
             replaced,
             took: started.elapsed(),
             new_pieces,
+            added_bytes,
         })
     }
 
@@ -713,6 +728,7 @@ impl Snapshots {
         }
         reloaded.refused = refused.len();
         if !refused.is_empty() {
+            let _commit = self.lock_commit();
             self.swap(|next| next.refused.extend(refused));
         }
         reloaded.served = self.catalog().len();
@@ -731,7 +747,7 @@ impl Snapshots {
             .dates()?
             .into_iter()
             .map(|(date, header)| {
-                let file_sha256 = super::codec::unhex(&header.file_sha256).unwrap_or([0; 32]);
+                let file_sha256 = codec::unhex(&header.file_sha256).unwrap_or([0; 32]);
                 let entry = Entry {
                     date,
                     analyzed_on: header.analyzed_on(),

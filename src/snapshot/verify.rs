@@ -304,9 +304,10 @@ fn check_date(
     checked: &mut Verdicts,
     named: &mut HashSet<(PieceKind, Digest)>,
 ) -> Result<usize, String> {
-    let keys = history::read_keys(txn, path, date)
+    let keys = history::read_pieces(txn, path, date)
         .map_err(|e| e.to_string())?
-        .ok_or("its application list is missing")?;
+        .ok_or("its application list is missing")?
+        .keys;
     let mut count = 0;
     for hex in [&header.levels, &header.categories, &header.teams] {
         let key = codec::unhex(hex).map_err(|e| e.0)?;

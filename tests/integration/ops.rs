@@ -376,6 +376,11 @@ fn a_reload_picks_up_snapshot_files_placed_by_hand_and_keeps_a_date_whose_file_b
     let metrics = scrape(&server);
     assert_eq!(value(&metrics, "aims_snapshots"), 1.0);
     assert!(value(&metrics, "aims_snapshot_newest_analysis_timestamp_seconds") > 1.7e9);
+    let store = std::fs::metadata(server.state_dir().join("history.redb")).unwrap().len();
+    assert_eq!(value(&metrics, "aims_snapshot_store_bytes"), store as f64);
+    let (_, list) = server.admin("GET", "/snapshots");
+    let memory = list["total"]["memory_bytes"].as_f64().unwrap();
+    assert_eq!(value(&metrics, "aims_snapshot_memory_bytes"), memory);
 
     // A broken file for the same date: SIGHUP reports it, leaves it, and the date keeps its data.
     std::fs::write(folder.join("2024-05-14.json"), "{ not json").unwrap();

@@ -94,9 +94,21 @@ impl Compressed {
 
     /// The plaintext, checked against the stored length and CRC-32.
     pub fn inflate(&self) -> Result<Vec<u8>, Corrupt> {
+        thread_local! {
+            // Making a decompressor allocates and sets up its tables: a page of an older date
+            // decompresses 200 applications, so each thread keeps one and resets it.
+            static INFLATE: RefCell<flate2::Decompress> =
+                RefCell::new(flate2::Decompress::new(false));
+        }
+        INFLATE.with_borrow_mut(|inflate| {
+            inflate.reset(false);
+            self.inflate_with(inflate)
+        })
+    }
+
+    fn inflate_with(&self, inflate: &mut flate2::Decompress) -> Result<Vec<u8>, Corrupt> {
         let expected = self.plain_len as usize;
         let mut plain = Vec::with_capacity(expected);
-        let mut inflate = flate2::Decompress::new(false);
         // The segment ends with a sync flush, never a final block: the decoder has taken all
         // of it when its input is used up, with exactly the plaintext out.
         while (inflate.total_in() as usize) < self.deflate.len() {

@@ -500,38 +500,20 @@ fn read_parts(
         .map(|pieces| pieces.keys)
         .ok_or_else(|| damaged("its application list is missing".into()))?;
 
+    let failed = |kind: PieceKind, failure: ReadFailure| match failure {
+        ReadFailure::Db(e) => fail(e.into()),
+        ReadFailure::Missing(key) => {
+            damaged(format!("{} {} is missing", kind.name(), codec::hex(&key)))
+        }
+        ReadFailure::Damaged(e) => damaged(e.0),
+    };
     let apps_table = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
-    let mut apps = Vec::with_capacity(keys.len());
-    for key in &keys {
-        let piece = match shared.apps.get(key) {
-            Some(piece) => piece,
-            None => {
-                let bytes = apps_table.get(key).map_err(|e| fail(e.into()))?;
-                let bytes = bytes.ok_or_else(|| {
-                    damaged(format!("application {} is missing", codec::hex(key)))
-                })?;
-                let piece = codec::decode_app(*key, bytes.value()).map_err(|e| damaged(e.0))?;
-                shared.apps.insert(*key, piece)
-            }
-        };
-        apps.push(piece);
-    }
+    let apps = read_shared(&apps_table, &keys, &shared.apps, codec::decode_app)
+        .map_err(|e| failed(PieceKind::Application, e))?;
+    let run_keys: Vec<Digest> = keys.chunks(RUN_APPS).map(run_key).collect();
     let runs_table = txn.open_table(RUNS).map_err(|e| fail(e.into()))?;
-    let mut runs = Vec::with_capacity(keys.len().div_ceil(RUN_APPS));
-    for members in keys.chunks(RUN_APPS) {
-        let key = run_key(members);
-        let run = match shared.runs.get(&key) {
-            Some(run) => run,
-            None => {
-                let bytes = runs_table.get(&key).map_err(|e| fail(e.into()))?;
-                let bytes =
-                    bytes.ok_or_else(|| damaged(format!("run {} is missing", codec::hex(&key))))?;
-                let run = codec::decode_run(key, bytes.value()).map_err(|e| damaged(e.0))?;
-                shared.runs.insert(key, run)
-            }
-        };
-        runs.push(run);
-    }
+    let runs = read_shared(&runs_table, &run_keys, &shared.runs, codec::decode_run)
+        .map_err(|e| failed(PieceKind::Run, e))?;
     let lists = txn.open_table(LISTS).map_err(|e| fail(e.into()))?;
     let list = |hex: &str| -> Result<(Digest, Vec<u8>), HistoryError> {
         let key = codec::unhex(hex).map_err(|e| damaged(e.0))?;
@@ -570,6 +552,44 @@ fn read_parts(
         apps,
         runs,
     }))
+}
+
+/// Why a piece could not be read.
+enum ReadFailure {
+    Db(redb::StorageError),
+    Missing(Digest),
+    Damaged(codec::Damaged),
+}
+
+type PieceTable = redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>;
+
+/// The pieces `keys` names, in order: those `interned` already holds in memory shared, the
+/// others read from `table` and decoded, in key order (which keeps the B-tree's pages near each
+/// other). One thread: reading on two was measured no faster (redb serialises its page reads).
+fn read_shared<T>(
+    table: &PieceTable,
+    keys: &[Digest],
+    interned: &Interned<T>,
+    decode: fn(Digest, &[u8]) -> Result<T, codec::Damaged>,
+) -> Result<Vec<Arc<T>>, ReadFailure> {
+    let mut pieces: Vec<Option<Arc<T>>> = keys.iter().map(|key| interned.get(key)).collect();
+    let mut missing: Vec<(Digest, usize)> =
+        pieces.iter().enumerate().filter(|(_, p)| p.is_none()).map(|(i, _)| (keys[i], i)).collect();
+    missing.sort_unstable();
+    for (key, at) in missing {
+        let bytes = table.get(&key).map_err(ReadFailure::Db)?;
+        let bytes = bytes.ok_or(ReadFailure::Missing(key))?;
+        let piece = decode(key, bytes.value()).map_err(ReadFailure::Damaged)?;
+        if let Some(slot) = pieces.get_mut(at) {
+            *slot = Some(interned.insert(key, piece));
+        }
+    }
+    // Every slot is filled: each was shared, or read above (a read that failed returned).
+    pieces
+        .into_iter()
+        .zip(keys)
+        .map(|(piece, key)| piece.ok_or(ReadFailure::Missing(*key)))
+        .collect()
 }
 
 /// The pieces the remaining dates name.

@@ -71,7 +71,7 @@ impl fmt::Display for Error {
             Self::Export(e) => write!(f, "snapshot export failed: {e}"),
             Self::Verify { problems } => write!(
                 f,
-                "snapshot verify found {problems} problem(s): each line above names the file \
+                "snapshot verify found {problems} problem(s): each line above names the date or file \
                  and what is wrong"
             ),
         }

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -114,6 +115,14 @@ impl History {
     /// Opens `path`, creating it (mode 0600) when missing. `cache_bytes` bounds redb's own
     /// page cache, which counts against the server's memory like everything else.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, HistoryError> {
+        // Made here with its mode, before redb opens it (redb initialises an empty file): it
+        // holds the data, and is never readable by others, not even for a moment.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| db_error("create", path, redb::Error::Io(e)))?;
         let db = Builder::new()
             .set_cache_size(cache_bytes)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)

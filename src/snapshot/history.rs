@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use redb::{
     Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction,
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
 use super::Date;
@@ -105,14 +105,6 @@ pub struct NewDate<'a> {
     pub runs: &'a [Arc<RunPiece>],
     /// Levels and categories items, and the encoded teams, by their SHA-256.
     pub lists: &'a [(Digest, Vec<u8>)],
-}
-
-/// What a removal took out besides the dates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Collected {
-    pub applications: usize,
-    pub runs: usize,
-    pub lists: usize,
 }
 
 impl History {
@@ -242,7 +234,7 @@ impl History {
     }
 
     /// Removes `dates` and every piece no remaining date names, in one transaction.
-    pub fn remove(&self, dates: &[Date]) -> Result<Collected, HistoryError> {
+    pub fn remove(&self, dates: &[Date]) -> Result<(), HistoryError> {
         let txn = self.begin_write()?;
         let fail = |e: redb::Error| self.error("remove from", e);
         {
@@ -254,34 +246,26 @@ impl History {
                 date_apps.remove(day.as_bytes()).map_err(|e| fail(e.into()))?;
             }
         }
-        let collected = self.collect(&txn)?;
-        txn.commit().map_err(|e| self.error("commit to", e))?;
-        Ok(collected)
+        self.collect(&txn)?;
+        txn.commit().map_err(|e| self.error("commit to", e))
     }
 
     /// Removes, within `txn`, every piece no date names any more: after a removal, or a
     /// replacement that dropped some of the date's pieces.
-    fn collect(&self, txn: &WriteTransaction) -> Result<Collected, HistoryError> {
+    fn collect(&self, txn: &WriteTransaction) -> Result<(), HistoryError> {
         let fail = |e: redb::Error| self.error("remove from", e);
         let named = {
             let headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
             let date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
             named_pieces(&headers, &date_apps)?
         };
-        let mut collected = Collected::default();
-        for (table, keep, removed) in [
-            (APPS, &named.apps, &mut collected.applications),
-            (RUNS, &named.runs, &mut collected.runs),
-            (LISTS, &named.lists, &mut collected.lists),
-        ] {
+        for (table, keep) in [(APPS, &named.apps), (RUNS, &named.runs), (LISTS, &named.lists)] {
             let mut table = txn.open_table(table).map_err(|e| fail(e.into()))?;
-            let before = table.len().map_err(|e| fail(e.into()))?;
             table
                 .retain(|key, _| digest(key).is_some_and(|key| keep.contains(&key)))
                 .map_err(|e| fail(e.into()))?;
-            *removed = count(before, table.len().map_err(|e| fail(e.into()))?);
         }
-        Ok(collected)
+        Ok(())
     }
 
     /// Each date's share of the disk: its own records, and each piece it names divided among
@@ -377,10 +361,6 @@ fn db_error(step: &'static str, path: &Path, source: impl Into<redb::Error>) -> 
 /// A stored key as a SHA-256 (a key of another length is no piece of ours).
 fn digest(key: &[u8]) -> Option<Digest> {
     key.try_into().ok()
-}
-
-fn count(before: u64, after: u64) -> usize {
-    usize::try_from(before.saturating_sub(after)).unwrap_or(usize::MAX)
 }
 
 /// The pieces a date names, each with its stored size.

@@ -255,11 +255,6 @@ impl Snapshot {
         &self.file_sha256
     }
 
-    /// Whether all its plaintext is in memory (the newest date).
-    pub fn is_pinned(&self) -> bool {
-        matches!(self.plain, Plain::Pinned(_))
-    }
-
     /// What it holds in memory of its own and through its pieces (pieces shared with other
     /// dates are counted in each): the compressed forms, the indexes and, when pinned, the
     /// plaintext. An older date's decompressed applications are in the shared cache instead.
@@ -510,10 +505,6 @@ impl PlainCache {
     /// The bytes it holds now.
     pub fn bytes(&self) -> usize {
         locks::lock(&self.inner).bytes
-    }
-
-    pub fn clear(&self) {
-        *locks::lock(&self.inner) = CacheInner::default();
     }
 }
 

@@ -389,15 +389,6 @@ impl Snapshots {
         Arc::clone(&locks::read(&self.live))
     }
 
-    /// The inbox folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn history_path(&self) -> &Path {
-        self.history.path()
-    }
-
     /// The snapshot of `date` (the newest when `None`), if the store has that date. An older
     /// date is read from the store on first use and then kept among the recently used.
     pub fn snapshot(&self, date: Option<Date>) -> Result<Option<Arc<Snapshot>>, ServeError> {

@@ -168,34 +168,25 @@ impl History {
         read_parts(&txn, &self.path, date, shared)
     }
 
-    /// The stored applications among `keys` (None where the store has none).
-    pub fn stored_apps(&self, keys: &[Digest]) -> Result<Vec<Option<AppPiece>>, HistoryError> {
+    /// The pieces among `keys` that memory (`interned`) or the store already holds, `None`
+    /// for the others: what an import need not compress again.
+    pub fn known<T>(
+        &self,
+        kind: PieceKind,
+        keys: &[Digest],
+        interned: &Interned<T>,
+        decode: fn(Digest, &[u8]) -> Result<T, codec::Damaged>,
+    ) -> Result<Vec<Option<Arc<T>>>, HistoryError> {
         let txn = self.begin_read()?;
-        let table = txn.open_table(APPS).map_err(|e| self.error("read", e))?;
-        keys.iter()
-            .map(|key| {
-                let value = table.get(key.as_slice()).map_err(|e| self.error("read", e))?;
-                value
-                    .map(|bytes| codec::decode_app(*key, bytes.value()))
-                    .transpose()
-                    .map_err(|e| HistoryError::Damaged { date: None, what: e.0 })
-            })
-            .collect()
-    }
-
-    /// The stored runs among `keys`.
-    pub fn stored_runs(&self, keys: &[Digest]) -> Result<Vec<Option<RunPiece>>, HistoryError> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(RUNS).map_err(|e| self.error("read", e))?;
-        keys.iter()
-            .map(|key| {
-                let value = table.get(key.as_slice()).map_err(|e| self.error("read", e))?;
-                value
-                    .map(|bytes| codec::decode_run(*key, bytes.value()))
-                    .transpose()
-                    .map_err(|e| HistoryError::Damaged { date: None, what: e.0 })
-            })
-            .collect()
+        let table = txn.open_table(kind.table()).map_err(|e| self.error("read", e))?;
+        read_known(&table, keys, interned, decode).map_err(|failure| match failure {
+            ReadFailure::Db(e) => self.error("read", e),
+            ReadFailure::Damaged(e) => HistoryError::Damaged { date: None, what: e.0 },
+            ReadFailure::Missing(key) => HistoryError::Damaged {
+                date: None,
+                what: format!("{} {} is missing", kind.name(), codec::hex(&key)),
+            },
+        })
     }
 
     /// Commits a date and the pieces it adds, in one transaction. A date replaced may leave
@@ -564,33 +555,43 @@ enum ReadFailure {
 
 type PieceTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
-/// The pieces `keys` names, in order: those `interned` already holds in memory shared, the
-/// others read from `table` and decoded, in key order (which keeps the B-tree's pages near each
-/// other). One thread: reading on two was measured no faster (redb serialises its page reads).
+/// The pieces `keys` names, in order, each one required: see [`read_known`].
 fn read_shared<T>(
     table: &PieceTable,
     keys: &[Digest],
     interned: &Interned<T>,
     decode: fn(Digest, &[u8]) -> Result<T, codec::Damaged>,
 ) -> Result<Vec<Arc<T>>, ReadFailure> {
-    let mut pieces: Vec<Option<Arc<T>>> = keys.iter().map(|key| interned.get(key)).collect();
-    let mut missing: Vec<(Digest, usize)> =
-        pieces.iter().enumerate().filter(|(_, p)| p.is_none()).map(|(i, _)| (keys[i], i)).collect();
-    missing.sort_unstable();
-    for (key, at) in missing {
-        let bytes = table.get(key.as_slice()).map_err(ReadFailure::Db)?;
-        let bytes = bytes.ok_or(ReadFailure::Missing(key))?;
-        let piece = decode(key, bytes.value()).map_err(ReadFailure::Damaged)?;
-        if let Some(slot) = pieces.get_mut(at) {
-            *slot = Some(interned.insert(key, piece));
-        }
-    }
-    // Every slot is filled: each was shared, or read above (a read that failed returned).
+    let pieces = read_known(table, keys, interned, decode)?;
     pieces
         .into_iter()
         .zip(keys)
         .map(|(piece, key)| piece.ok_or(ReadFailure::Missing(*key)))
         .collect()
+}
+
+/// The pieces `keys` names, in order: those `interned` already holds in memory shared, the
+/// others read from `table` and decoded (and shared from then on), `None` where the store has
+/// none. Read in key order, which keeps the B-tree's pages near each other. One thread: reading
+/// on two was measured no faster (redb serialises its page reads).
+fn read_known<T>(
+    table: &PieceTable,
+    keys: &[Digest],
+    interned: &Interned<T>,
+    decode: fn(Digest, &[u8]) -> Result<T, codec::Damaged>,
+) -> Result<Vec<Option<Arc<T>>>, ReadFailure> {
+    let mut pieces: Vec<Option<Arc<T>>> = keys.iter().map(|key| interned.get(key)).collect();
+    let mut missing: Vec<(Digest, usize)> =
+        pieces.iter().enumerate().filter(|(_, p)| p.is_none()).map(|(i, _)| (keys[i], i)).collect();
+    missing.sort_unstable();
+    for (key, at) in missing {
+        let Some(bytes) = table.get(key.as_slice()).map_err(ReadFailure::Db)? else { continue };
+        let piece = decode(key, bytes.value()).map_err(ReadFailure::Damaged)?;
+        if let Some(slot) = pieces.get_mut(at) {
+            *slot = Some(interned.insert(key, piece));
+        }
+    }
+    Ok(pieces)
 }
 
 /// The pieces the remaining dates name.

@@ -32,7 +32,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec;
-use super::history::{History, HistoryError, NewDate, Shared};
+use super::history::{History, HistoryError, NewDate, PieceKind, Shared};
 use super::prepare::{Prepared, prepare};
 use super::served::{Digest, Plain, PlainCache, Snapshot, Stats, sha256};
 use super::{Date, Invalid};
@@ -564,28 +564,12 @@ impl Snapshots {
         date: Date,
         file_sha256: Digest,
     ) -> Result<Prepared, HistoryError> {
-        let shared = &self.shared;
-        let history = &self.history;
-        let mut known_apps = |keys: &[Digest]| -> Result<Vec<_>, HistoryError> {
-            let mut known: Vec<_> = keys.iter().map(|key| shared.apps.get(key)).collect();
-            let missing: Vec<Digest> =
-                keys.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(key, _)| *key).collect();
-            let mut stored = history.stored_apps(&missing)?.into_iter();
-            for slot in known.iter_mut().filter(|k| k.is_none()) {
-                *slot = stored.next().flatten().map(Arc::new);
-            }
-            Ok(known)
+        let (history, shared) = (&self.history, &self.shared);
+        let mut known_apps = |keys: &[Digest]| {
+            history.known(PieceKind::Application, keys, &shared.apps, codec::decode_app)
         };
-        let mut known_runs = |keys: &[Digest]| -> Result<Vec<_>, HistoryError> {
-            let mut known: Vec<_> = keys.iter().map(|key| shared.runs.get(key)).collect();
-            let missing: Vec<Digest> =
-                keys.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(key, _)| *key).collect();
-            let mut stored = history.stored_runs(&missing)?.into_iter();
-            for slot in known.iter_mut().filter(|k| k.is_none()) {
-                *slot = stored.next().flatten().map(Arc::new);
-            }
-            Ok(known)
-        };
+        let mut known_runs =
+            |keys: &[Digest]| history.known(PieceKind::Run, keys, &shared.runs, codec::decode_run);
         prepare(rendered, date, file_sha256, &mut known_apps, &mut known_runs)
     }
 

@@ -154,32 +154,56 @@ impl Compressed {
 /// concatenation of its parts, so a run of objects with commas between them is compressed
 /// without being copied together first.
 pub fn compress_each(pieces: &[Vec<&[u8]>], level: u32, threads: usize) -> Vec<Compressed> {
-    let per_thread = pieces.len().div_ceil(threads.max(1)).max(1);
-    let one_thread = |chunk: &[Vec<&[u8]>]| -> Vec<Compressed> {
+    let shares = in_shares(pieces, threads, "gzip-load", |share| {
         let mut compress = Compress::new(Compression::new(level), false);
-        chunk.iter().map(|parts| Compressed::of_parts(&mut compress, parts)).collect()
-    };
+        share.iter().map(|parts| Compressed::of_parts(&mut compress, parts)).collect::<Vec<_>>()
+    });
+    shares.into_iter().flatten().collect()
+}
+
+/// Decompresses each piece (checked as [`Compressed::inflate`] checks it) on up to `threads`
+/// threads, in order.
+pub fn inflate_each(pieces: &[&Compressed], threads: usize) -> Result<Vec<Vec<u8>>, Corrupt> {
+    let shares = in_shares(pieces, threads, "gzip-inflate", |share| {
+        share.iter().map(|piece| piece.inflate()).collect::<Result<Vec<_>, _>>()
+    });
+    let mut all = Vec::with_capacity(pieces.len());
+    for share in shares {
+        all.extend(share?);
+    }
+    Ok(all)
+}
+
+/// `work` over `items` cut into up to `threads` shares, one thread each, the first on this
+/// thread instead of waiting idle; the shares' results in order. The pieces are independent,
+/// so the split changes nothing in the result. A share whose thread cannot be started (out of
+/// threads or memory) is done here afterwards: slower, never a failure.
+fn in_shares<I: Sync, O: Send>(
+    items: &[I],
+    threads: usize,
+    name: &str,
+    work: impl Fn(&[I]) -> O + Sync,
+) -> Vec<O> {
+    let per_thread = items.len().div_ceil(threads.max(1)).max(1);
+    let work = &work;
     std::thread::scope(|scope| {
-        // A share whose thread cannot be started (out of threads or memory) is done here
-        // afterwards: slower, never a failed load.
-        let handles: Vec<_> = pieces
+        let handles: Vec<_> = items
             .chunks(per_thread)
             .skip(1)
-            .map(|chunk| {
+            .map(|share| {
                 let spawned = std::thread::Builder::new()
-                    .name("gzip-load".into())
-                    .spawn_scoped(scope, move || one_thread(chunk));
-                (chunk, spawned.ok())
+                    .name(name.into())
+                    .spawn_scoped(scope, move || work(share));
+                (share, spawned.ok())
             })
             .collect();
-        // This thread takes the first share instead of waiting idle.
-        let mut all = one_thread(pieces.get(..per_thread).unwrap_or(pieces));
-        for (chunk, handle) in handles {
-            all.extend(match handle {
-                // A compressing thread cannot panic on any input; if it did, the panic is
-                // passed on, as it would be had the work been done here.
+        let mut all = vec![work(items.get(..per_thread).unwrap_or(items))];
+        for (share, handle) in handles {
+            all.push(match handle {
+                // Compressing and decompressing cannot panic on any input; if one did, the
+                // panic is passed on, as it would be had the work been done here.
                 Some(handle) => handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                None => one_thread(chunk),
+                None => work(share),
             });
         }
         all
@@ -481,6 +505,8 @@ mod tests {
             for (segment, plain) in segments.iter().zip(&pieces) {
                 prop_assert_eq!(&segment.inflate().unwrap(), plain);
             }
+            let refs: Vec<&Compressed> = segments.iter().collect();
+            prop_assert_eq!(&inflate_each(&refs, threads).unwrap(), &pieces);
             let mut member = Member::with_capacity(0);
             let mut expected = Vec::new();
             for (i, between) in &order {

@@ -37,7 +37,7 @@ use super::prepare::{Prepared, prepare};
 use super::served::{Digest, Plain, PlainCache, Snapshot, Stats, sha256};
 use super::{Date, Invalid};
 use crate::durable::{self, WriteError};
-use crate::gzip::Corrupt;
+use crate::gzip::{self, Corrupt};
 use crate::keystore::tighten_mode;
 use crate::locks;
 
@@ -830,31 +830,9 @@ impl Snapshots {
 /// cost a copy.
 fn inflate_all(parts: &super::served::Parts) -> Result<Box<[Arc<[u8]>]>, Corrupt> {
     let cores = thread::available_parallelism().map_or(1, usize::from);
-    let per_thread = parts.apps.len().div_ceil(cores).max(1);
-    let inflate = |chunk: &[Arc<super::served::AppPiece>]| -> Result<Vec<Arc<[u8]>>, Corrupt> {
-        chunk.iter().map(|app| app.compressed.inflate().map(Arc::from)).collect()
-    };
-    thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .apps
-            .chunks(per_thread)
-            .skip(1)
-            .map(|chunk| {
-                let spawned = thread::Builder::new()
-                    .name("snapshot-read".into())
-                    .spawn_scoped(scope, move || inflate(chunk));
-                (chunk, spawned.ok())
-            })
-            .collect();
-        let mut all = inflate(parts.apps.get(..per_thread).unwrap_or(&parts.apps))?;
-        for (chunk, handle) in handles {
-            all.extend(match handle {
-                Some(handle) => handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?,
-                None => inflate(chunk)?,
-            });
-        }
-        Ok(all.into())
-    })
+    let pieces: Vec<&gzip::Compressed> = parts.apps.iter().map(|app| &app.compressed).collect();
+    let plain = gzip::inflate_each(&pieces, cores)?;
+    Ok(plain.into_iter().map(Arc::from).collect())
 }
 
 /// The request body, whole: a snapshot is parsed in one piece anyway. The admin port bounds

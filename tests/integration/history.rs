@@ -11,13 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
 
-use crate::util::{BASE, Options, Server, admin_exchange, snapshot_json};
-
-/// `GET /snapshots/<date>` on the admin port: status and the body's bytes as sent.
-fn export_raw(server: &Server, date: &str) -> (u16, Vec<u8>) {
-    let answer = admin_exchange(server.admin, "GET", &format!("/snapshots/{date}"), b"");
-    (answer.status, answer.body)
-}
+use crate::util::{BASE, Options, Server, snapshot_json};
 
 /// Imports `body` for `date`, new or replacing.
 fn put(server: &Server, date: &str, body: &[u8]) -> Value {
@@ -180,13 +174,13 @@ fn export_import_export_is_byte_identical_and_answers_the_same() {
         .run(&variants(), |variant| {
             put(&original, date, &variant.bytes());
             put(&original, older, &variant.bytes());
-            let (status, first) = export_raw(&original, date);
+            let (status, first) = original.export(date);
             prop_assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
             put(&copy, date, &first);
-            let (status, second) = export_raw(&copy, date);
+            let (status, second) = copy.export(date);
             prop_assert_eq!(status, 200);
             prop_assert_eq!(String::from_utf8_lossy(&first), String::from_utf8_lossy(&second));
-            let (status, from_older) = export_raw(&original, older);
+            let (status, from_older) = original.export(older);
             prop_assert_eq!(status, 200);
             prop_assert_eq!(String::from_utf8_lossy(&first), String::from_utf8_lossy(&from_older));
 
@@ -233,7 +227,7 @@ fn export_on_the_admin_port_and_the_cli() {
     // Pretty-printed: the export is the canonical form, not the file as stored.
     let stored = serde_json::to_vec_pretty(&snapshot).unwrap();
     put(&server, "2024-05-14", &stored);
-    let (status, exported) = export_raw(&server, "2024-05-14");
+    let (status, exported) = server.export("2024-05-14");
     assert_eq!(status, 200);
     assert_ne!(exported, stored, "the export is rendered, not the stored file");
     let exported_json: Value = serde_json::from_slice(&exported).unwrap();
@@ -247,9 +241,9 @@ fn export_on_the_admin_port_and_the_cli() {
     assert_eq!(server.snapshot_files(), Vec::<String>::new());
     let (dir, config) = server.shut_down();
     let server = Server::start_in(dir, config).unwrap();
-    assert_eq!(export_raw(&server, "2024-05-14"), (200, exported.clone()));
+    assert_eq!(server.export("2024-05-14"), (200, exported.clone()));
     put(&server, "2024-05-20", &stored);
-    assert_eq!(export_raw(&server, "2024-05-14"), (200, exported.clone()));
+    assert_eq!(server.export("2024-05-14"), (200, exported.clone()));
 
     let (status, body) = server.admin("GET", "/snapshots/2024-05-13");
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
@@ -460,13 +454,9 @@ fn verify(server: &Server, json: bool) -> (Option<i32>, String) {
 /// The dates the history store holds, oldest first, from `snapshot verify --json`, which must
 /// find every piece sound and none that no date names (a removal takes its pieces with it).
 fn stored_dates(server: &Server) -> Vec<String> {
-    let (code, text) = verify(server, true);
-    assert_eq!(code, Some(0), "{text}");
-    let report: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(report["history"]["unnamed_pieces"], 0, "{text}");
-    let dates = report["history"]["dates"].as_array().unwrap();
-    assert!(dates.iter().all(|d| d["status"] == "ok"), "{text}");
-    dates.iter().map(|d| d["date"].as_str().unwrap().to_owned()).collect()
+    let (code, dates) = server.verified_history();
+    assert_eq!(code, Some(0), "verify finds no problem, waiting files included");
+    dates
 }
 
 fn folder_files(folder: &Path) -> Vec<(String, Vec<u8>)> {

@@ -8,35 +8,20 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use crate::util::{BASE, Server, snapshot_json};
 
-use crate::util::{BASE, Server, admin_exchange, snapshot_json};
-
+/// The export of `date`, or `None` when the store has no such date.
 fn export(server: &Server, date: &str) -> Option<Vec<u8>> {
-    let answer = admin_exchange(server.admin, "GET", &format!("/snapshots/{date}"), b"");
-    match answer.status {
-        200 => Some(answer.body),
-        404 => None,
-        other => panic!("export of {date}: {other} {}", String::from_utf8_lossy(&answer.body)),
+    match server.export(date) {
+        (200, body) => Some(body),
+        (404, _) => None,
+        (other, body) => panic!("export of {date}: {other} {}", String::from_utf8_lossy(&body)),
     }
 }
 
-/// `snapshot verify --json` finds every date of the store sound and no piece that no date
-/// names (files waiting in the folder are not looked at here); returns the dates, oldest first.
+/// The dates of the store, each sound (see `Server::verified_history`).
 fn verified_dates(server: &Server) -> Vec<String> {
-    let out = server.cli(&["snapshot", "verify", "--json"]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let report: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(report["history"]["status"], "read", "{text}");
-    assert_eq!(report["history"]["unnamed_pieces"], 0, "{text}");
-    let dates = report["history"]["dates"].as_array().unwrap();
-    assert!(dates.iter().all(|d| d["status"] == "ok"), "{text}");
-    report["history"]["dates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["date"].as_str().unwrap().to_owned())
-        .collect()
+    server.verified_history().1
 }
 
 /// Sends a request and does not wait for the answer: the server is about to be killed.

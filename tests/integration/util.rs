@@ -451,6 +451,27 @@ pub const CLIENT_BASE: &str = "/AIMentorStudioAPI/rest/v1";
 pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/snapshot-2024-05-14.json");
 
 impl Server {
+    /// `GET /snapshots/<date>` on the admin port (the export): status and the body's bytes.
+    pub fn export(&self, date: &str) -> (u16, Vec<u8>) {
+        let answer = admin_exchange(self.admin, "GET", &format!("/snapshots/{date}"), b"");
+        (answer.status, answer.body)
+    }
+
+    /// `snapshot verify --json`'s exit code, and the dates of the history store, oldest first,
+    /// asserting that every one is sound and that no piece is left that no date names (a
+    /// removal takes its pieces with it). Files waiting in the folder are the caller's to judge.
+    pub fn verified_history(&self) -> (Option<i32>, Vec<String>) {
+        let out = self.cli(&["snapshot", "verify", "--json"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(report["history"]["status"], "read", "{text}");
+        assert_eq!(report["history"]["unnamed_pieces"], 0, "{text}");
+        let dates = report["history"]["dates"].as_array().unwrap();
+        assert!(dates.iter().all(|d| d["status"] == "ok"), "{text}");
+        let dates = dates.iter().map(|d| d["date"].as_str().unwrap().to_owned()).collect();
+        (out.status.code(), dates)
+    }
+
     /// `PUT /snapshots/<date>` with `body` on the admin port; returns status and JSON body.
     pub fn put_snapshot(&self, date: &str, body: &[u8]) -> (u16, serde_json::Value) {
         admin_json(admin_exchange(self.admin, "PUT", &format!("/snapshots/{date}"), body))

@@ -34,6 +34,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use aims_api::snapshot::Date;
+
+#[path = "common.rs"]
+mod common;
+use common::guid;
 use lexopt::prelude::*;
 
 const USAGE: &str = "usage: history-bench day FILE --day N --churn PCT [--apps N] [--modules N] \
@@ -361,18 +365,6 @@ fn renamed(day: Option<u32>) -> String {
     day.map_or_else(String::new, |d| format!(" (renamed on day {d})"))
 }
 
-/// GUID-shaped, distinct per kind and number, and not in name order (as bench/snapshot.rs).
-fn guid(kind: u32, n: usize) -> String {
-    let scrambled = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
-    format!(
-        "{kind:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        n >> 16 & 0xffff,
-        n & 0xfff,
-        kind,
-        scrambled
-    )
-}
-
 /// SplitMix64's finaliser: a well-spread hash of a 64-bit key, the same on every machine.
 fn mix(key: u64) -> u64 {
     let mut z = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -425,27 +417,7 @@ fn pages(args: PagesArgs) -> Result<(), String> {
     let page = |date: Option<Date>| -> Result<Duration, String> {
         let query = date.map_or(String::new(), |d| format!("&Date={d}"));
         let path = format!("/AIMentorStudioAPI/rest/v1/TechnicalDebt_Application?Limit=200{query}");
-        let raw = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
-        let limits = aims_api::config::HttpLimits {
-            max_header_bytes: 8192,
-            max_headers: 64,
-            max_body_bytes: 0,
-            header_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-        };
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let started = Instant::now();
-        let Ok(aims_api::http::Parsed::Complete(request, _)) =
-            aims_api::http::parse(raw.as_bytes(), &mut headers, &limits)
-        else {
-            return Err(format!("cannot parse a request for {path}"));
-        };
-        let response = aims_api::api::answer(&snapshots, &request);
-        let elapsed = started.elapsed();
-        if response.status.0 != 200 {
-            return Err(format!("{path}: {}", response.status.0));
-        }
-        Ok(elapsed)
+        common::timed_with(&snapshots, &path, "").map(|(elapsed, _)| elapsed)
     };
     let slowest = |times: &[Duration]| times.iter().max().copied().unwrap_or_default();
     let newest_times: Vec<Duration> = (0..20).map(|_| page(None)).collect::<Result<_, _>>()?;
@@ -462,17 +434,7 @@ fn pages(args: PagesArgs) -> Result<(), String> {
         ms(slowest(&newest_times)),
         ms(slowest(&first)),
         ms(slowest(&second)),
-        rss_kib() / 1024
+        common::status_kib("VmRSS") / 1024
     );
     Ok(())
-}
-
-/// This process's resident memory, from /proc.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

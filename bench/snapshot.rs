@@ -17,11 +17,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aims_api::config::HttpLimits;
-use aims_api::http::{self, Parsed};
+use aims_api::gzip;
 use aims_api::snapshot::store::Memory;
 use aims_api::snapshot::{self, Date, Snapshots};
-use aims_api::{api, gzip};
+
+#[path = "common.rs"]
+mod common;
+use common::{guid, status_kib, timed_with};
 
 const DATE: &str = "2024-05-14";
 const CATEGORIES: usize = 8;
@@ -63,18 +65,6 @@ struct Options {
     findings: usize,
     runs: usize,
     pages: usize,
-}
-
-fn guid(kind: u32, n: usize) -> String {
-    // GUID-shaped, distinct per kind and number, and not in name order.
-    let scrambled = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
-    format!(
-        "{kind:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        n >> 16 & 0xffff,
-        n & 0xfff,
-        kind,
-        scrambled
-    )
 }
 
 fn generate(file: &PathBuf, o: &Options) -> Result<(), String> {
@@ -324,34 +314,6 @@ fn timed(catalog: &Snapshots, path: &str) -> Result<(Duration, usize), String> {
     timed_with(catalog, path, "")
 }
 
-/// As [`timed`], with extra header lines (each ending in CRLF).
-fn timed_with(catalog: &Snapshots, path: &str, headers: &str) -> Result<(Duration, usize), String> {
-    let raw = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
-    let limits = HttpLimits {
-        max_header_bytes: 8192,
-        max_headers: 64,
-        max_body_bytes: 0,
-        header_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(1),
-    };
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let started = Instant::now();
-    let Ok(Parsed::Complete(request, _)) = http::parse(raw.as_bytes(), &mut headers, &limits)
-    else {
-        return Err(format!("cannot parse a request for {path}"));
-    };
-    let response = api::answer(catalog, &request);
-    let elapsed = started.elapsed();
-    if response.status.0 != 200 {
-        return Err(format!(
-            "{path}: {} {}",
-            response.status.0,
-            String::from_utf8_lossy(response.body())
-        ));
-    }
-    Ok((elapsed, response.body().len()))
-}
-
 fn summary(times: &mut [Duration]) -> String {
     times.sort_unstable();
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
@@ -363,17 +325,4 @@ fn summary(times: &mut [Duration]) -> String {
         ms(at(0.99)),
         ms(at(1.0))
     )
-}
-
-/// A `/proc/self/status` field in KiB (0 where there is none).
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                let rest = line.strip_prefix(field)?.strip_prefix(':')?;
-                rest.trim().trim_end_matches("kB").trim().parse().ok()
-            })
-        })
-        .unwrap_or(0)
 }

@@ -189,39 +189,44 @@ impl History {
         })
     }
 
-    /// Commits a date and the pieces it adds, in one transaction. A date replaced may leave
-    /// pieces that no date names any more: they go in the same transaction.
-    pub fn put(&self, new: &NewDate<'_>, replaces: bool) -> Result<(), HistoryError> {
+    /// Commits a date and the pieces it adds, in one transaction, and returns the bytes of the
+    /// records it wrote for them (the lists, a few KiB stored again each time, are not
+    /// counted). A date replaced may leave pieces that no date names any more: they go in the
+    /// same transaction.
+    pub fn put(&self, new: &NewDate<'_>, replaces: bool) -> Result<u64, HistoryError> {
         let txn = self.begin_write()?;
         let fail = |e: redb::Error| self.error("write", e);
+        let mut added = 0;
         {
             let mut apps = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
             for app in new.apps {
-                apps.insert(app.hash.as_slice(), codec::encode_app(app).as_slice())
-                    .map_err(|e| fail(e.into()))?;
+                let record = codec::encode_app(app);
+                apps.insert(app.hash.as_slice(), record.as_slice()).map_err(|e| fail(e.into()))?;
+                added += record.len();
             }
             let mut runs = txn.open_table(RUNS).map_err(|e| fail(e.into()))?;
             for run in new.runs {
-                runs.insert(run.key.as_slice(), codec::encode_run(run).as_slice())
-                    .map_err(|e| fail(e.into()))?;
+                let record = codec::encode_run(run);
+                runs.insert(run.key.as_slice(), record.as_slice()).map_err(|e| fail(e.into()))?;
+                added += record.len();
             }
             let mut lists = txn.open_table(LISTS).map_err(|e| fail(e.into()))?;
             for (key, bytes) in new.lists {
                 lists.insert(key.as_slice(), bytes.as_slice()).map_err(|e| fail(e.into()))?;
             }
             let day = new.date.to_string();
-            let keys: Vec<u8> = new.pieces.encode();
+            let (pieces, header) = (new.pieces.encode(), new.header.encode());
             let mut date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
-            date_apps.insert(day.as_bytes(), keys.as_slice()).map_err(|e| fail(e.into()))?;
+            date_apps.insert(day.as_bytes(), pieces.as_slice()).map_err(|e| fail(e.into()))?;
             let mut dates = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
-            dates
-                .insert(day.as_bytes(), new.header.encode().as_slice())
-                .map_err(|e| fail(e.into()))?;
+            dates.insert(day.as_bytes(), header.as_slice()).map_err(|e| fail(e.into()))?;
+            added += pieces.len() + header.len();
         }
         if replaces {
             self.collect(&txn)?;
         }
-        txn.commit().map_err(|e| self.error("commit to", e))
+        txn.commit().map_err(|e| self.error("commit to", e))?;
+        Ok(added as u64)
     }
 
     /// Removes `dates` and every piece no remaining date names, in one transaction.

@@ -479,17 +479,17 @@ impl Snapshots {
     pub fn import(&self, date: Date, body: &mut dyn Read) -> Result<Imported, ImportError> {
         let started = Instant::now();
         let bytes = receive(body)?;
-        self.import_bytes(date, &bytes, started, Origin::Request)
+        self.import_bytes(date, &bytes, sha256(&bytes), started, Origin::Request)
     }
 
     fn import_bytes(
         &self,
         date: Date,
         bytes: &[u8],
+        file_sha256: Digest,
         started: Instant,
         origin: Origin,
     ) -> Result<Imported, ImportError> {
-        let file_sha256 = sha256(bytes);
         let rendered = super::render_file(bytes).map_err(ImportError::Invalid)?;
         let _commit = self.lock_commit();
         let prepared = self.prepare(rendered, date, file_sha256).map_err(ImportError::History)?;
@@ -501,14 +501,11 @@ impl Snapshots {
             runs: &prepared.new_runs,
             lists: &prepared.lists,
         };
-        let replaces = self.catalog().entry(date).is_some();
-        self.history.put(&new, replaces).map_err(ImportError::History)?;
-        let new_pieces = prepared.new_apps.len() + prepared.new_runs.len();
-        let added_bytes =
-            prepared.new_apps.iter().map(|a| u64::from(codec::app_len(a))).sum::<u64>()
-                + prepared.new_runs.iter().map(|r| u64::from(codec::run_len(r))).sum::<u64>()
-                + (prepared.pieces.encode().len() + prepared.header.encode().len()) as u64;
+        // Under the commit lock: the catalog cannot change until this import swaps it.
         let catalog = self.catalog();
+        let added_bytes =
+            self.history.put(&new, catalog.entry(date).is_some()).map_err(ImportError::History)?;
+        let new_pieces = prepared.new_apps.len() + prepared.new_runs.len();
         // A file for this date that the inbox refused is superseded by this import: it goes,
         // or the next reload would try it again. (A take-over removes its files itself, once
         // all of them are in.)
@@ -656,20 +653,7 @@ impl Snapshots {
         let mut refused = BTreeMap::new();
         for (i, (date, path)) in files.iter().enumerate() {
             progress(i, files.len());
-            let started = Instant::now();
-            tighten_mode(path, 0o600);
-            let outcome = match fs::read(path) {
-                Err(e) => Err(format!("cannot read: {e}")),
-                Ok(bytes) if self.holds(*date, &bytes) => Ok(None),
-                Ok(bytes) => match self.import_bytes(*date, &bytes, started, Origin::Inbox) {
-                    Ok(imported) => Ok(Some(imported)),
-                    Err(ImportError::History(e)) => return Err(e),
-                    Err(e) => Err(match e {
-                        ImportError::Invalid(invalid) => invalid.to_string(),
-                        other => other.to_string(),
-                    }),
-                },
-            };
+            let outcome = self.take_over_file(*date, path)?;
             match outcome {
                 Ok(imported) => {
                     if let Some(imported) = imported {
@@ -710,10 +694,36 @@ impl Snapshots {
         Ok(reloaded)
     }
 
+    /// One file of the inbox: `Ok(None)` when the store holds it already, `Ok(Some(…))` once
+    /// imported, `Err(reason)` when it does not load. A store that cannot be written stops the
+    /// take-over (the outer error).
+    fn take_over_file(
+        &self,
+        date: Date,
+        path: &Path,
+    ) -> Result<Result<Option<Imported>, String>, HistoryError> {
+        let started = Instant::now();
+        tighten_mode(path, 0o600);
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => return Ok(Err(format!("cannot read: {e}"))),
+        };
+        let digest = sha256(&bytes);
+        if self.holds(date, &digest) {
+            return Ok(Ok(None));
+        }
+        match self.import_bytes(date, &bytes, digest, started, Origin::Inbox) {
+            Ok(imported) => Ok(Ok(Some(imported))),
+            Err(ImportError::History(e)) => Err(e),
+            Err(ImportError::Invalid(invalid)) => Ok(Err(invalid.to_string())),
+            Err(other) => Ok(Err(other.to_string())),
+        }
+    }
+
     /// Whether the store already holds `date` from exactly these bytes (a take-over that was
     /// interrupted before it removed the files).
-    fn holds(&self, date: Date, bytes: &[u8]) -> bool {
-        self.catalog().entry(date).is_some_and(|e| e.file_sha256 == sha256(bytes))
+    fn holds(&self, date: Date, file_sha256: &Digest) -> bool {
+        self.catalog().entry(date).is_some_and(|e| &e.file_sha256 == file_sha256)
     }
 
     fn read_entries(&self) -> Result<BTreeMap<Date, Entry>, HistoryError> {

@@ -29,7 +29,8 @@ use serde_json::{Value, json};
 use crate::admin_client;
 use crate::config::Config;
 use crate::keystore::{self, KeyState, rfc3339};
-use crate::snapshot::{self, Date, history};
+use crate::snapshot::history;
+use crate::snapshot::verify::{State, waiting_files};
 use crate::tls::{self, Leaf};
 
 /// A newest analysis older than this is stale: the factory's analyses are daily or weekly.
@@ -352,7 +353,7 @@ fn key_store(dir: &Path, now: SystemTime) -> Check {
 
 fn snapshots(config: &Config, now: SystemTime) -> Check {
     let name = "snapshots";
-    let (pending, refused) = inbox(&config.state_dir.join("snapshots"));
+    let (pending, refused) = inbox(&config.state_dir);
     let store = config.state_dir.join(history::FILE);
     let dates = match fs::metadata(&store) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -413,24 +414,14 @@ fn snapshots(config: &Config, now: SystemTime) -> Check {
 }
 
 /// The snapshot files waiting in the inbox: how many would load, and each one that would not.
-fn inbox(dir: &Path) -> (usize, Vec<String>) {
-    let Ok(read) = fs::read_dir(dir) else { return (0, Vec::new()) };
-    let mut pending = 0;
-    let mut refused = Vec::new();
-    for entry in read.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        if file_name.strip_suffix(".json").and_then(|d| Date::parse(d).ok()).is_none() {
-            continue;
-        }
-        let outcome = fs::read(entry.path())
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| snapshot::validate(&bytes).map_err(|e| e.to_string()));
-        match outcome {
-            Ok(()) => pending += 1,
-            Err(reason) => refused.push(format!("{file_name}: {reason}")),
-        }
-    }
-    refused.sort();
+fn inbox(state_dir: &Path) -> (usize, Vec<String>) {
+    let Ok((_, files)) = waiting_files(state_dir) else { return (0, Vec::new()) };
+    let pending = files.iter().filter(|f| matches!(f.state, State::Ok { .. })).count();
+    let refused = files
+        .iter()
+        .filter(|f| matches!(f.state, State::Invalid(_) | State::Unreadable(_)))
+        .map(|f| format!("{}: {}", f.name, f.reason()))
+        .collect();
     (pending, refused)
 }
 

@@ -230,6 +230,13 @@ impl Report {
 pub fn verify(state_dir: &Path) -> io::Result<Report> {
     let store_path = state_dir.join(super::history::FILE);
     let store = check_store(&store_path);
+    let (folder, files) = waiting_files(state_dir)?;
+    Ok(Report { store_path, store, folder, files })
+}
+
+/// The files in `<state_dir>/snapshots/`, in name order, each checked as an import would be
+/// (`diagnose` counts them too). A folder that does not exist yet holds none.
+pub fn waiting_files(state_dir: &Path) -> io::Result<(PathBuf, Vec<FileCheck>)> {
     let folder = state_dir.join(super::store::FOLDER);
     let mut files = Vec::new();
     let entries = match fs::read_dir(&folder) {
@@ -251,7 +258,7 @@ pub fn verify(state_dir: &Path) -> io::Result<Report> {
         files.push(FileCheck { name, date, state });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Report { store_path, store, folder, files })
+    Ok((folder, files))
 }
 
 fn check_store(path: &Path) -> StoreCheck {

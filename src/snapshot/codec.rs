@@ -163,6 +163,11 @@ impl Header {
         }
     }
 
+    /// The keys of its level, category and team lists, in that order.
+    pub fn list_keys(&self) -> Result<[Digest; 3], Damaged> {
+        Ok([unhex(&self.levels)?, unhex(&self.categories)?, unhex(&self.teams)?])
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         // A struct of numbers and strings always serializes.
         serde_json::to_vec(self).unwrap_or_default()

@@ -31,7 +31,7 @@ use redb::{
 
 use super::Date;
 use super::codec::{self, DatePieces, Header};
-use super::served::{AppPiece, Digest, Items, Parts, RUN_APPS, RunPiece, TeamsPiece, run_key};
+use super::served::{AppPiece, Digest, Items, Parts, RunPiece, TeamsPiece, run_keys};
 use crate::locks;
 
 pub const FILE: &str = "history.redb";
@@ -285,13 +285,10 @@ impl History {
             let pieces = DatePieces::decode(record.value()).map_err(|e| damaged(*date, e.0))?;
             let mut named: Sized =
                 pieces.keys.iter().zip(&pieces.sizes).map(|(k, s)| (*k, u64::from(*s))).collect();
-            let runs = pieces.keys.chunks(RUN_APPS).map(run_key);
+            let runs = run_keys(&pieces.keys).into_iter();
             named.extend(runs.zip(pieces.run_sizes.iter().map(|s| u64::from(*s))));
-            for (hex, size) in [&header.levels, &header.categories, &header.teams]
-                .into_iter()
-                .zip(header.lists_bytes)
-            {
-                named.extend(codec::unhex(hex).ok().map(|key| (key, size)));
+            if let Ok(lists) = header.list_keys() {
+                named.extend(lists.into_iter().zip(header.lists_bytes));
             }
             named.sort_unstable();
             named.dedup_by_key(|(key, _)| *key);
@@ -507,34 +504,31 @@ fn read_parts(
     let apps_table = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
     let apps = read_shared(&apps_table, &keys, &shared.apps, codec::decode_app)
         .map_err(|e| failed(PieceKind::Application, e))?;
-    let run_keys: Vec<Digest> = keys.chunks(RUN_APPS).map(run_key).collect();
+    let run_keys = run_keys(&keys);
     let runs_table = txn.open_table(RUNS).map_err(|e| fail(e.into()))?;
     let runs = read_shared(&runs_table, &run_keys, &shared.runs, codec::decode_run)
         .map_err(|e| failed(PieceKind::Run, e))?;
     let lists = txn.open_table(LISTS).map_err(|e| fail(e.into()))?;
-    let list = |hex: &str| -> Result<(Digest, Vec<u8>), HistoryError> {
-        let key = codec::unhex(hex).map_err(|e| damaged(e.0))?;
+    let list = |key: &Digest| -> Result<Vec<u8>, HistoryError> {
         let bytes = lists.get(key.as_slice()).map_err(|e| fail(e.into()))?;
-        let bytes = bytes.ok_or_else(|| damaged(format!("list {hex} is missing")))?;
-        Ok((key, bytes.value().to_vec()))
+        let bytes = bytes.ok_or_else(|| damaged(format!("list {} is missing", codec::hex(key))))?;
+        Ok(bytes.value().to_vec())
     };
-    let items = |hex: &str| -> Result<Arc<Items>, HistoryError> {
-        let key = codec::unhex(hex).map_err(|e| damaged(e.0))?;
+    let items = |key: Digest| -> Result<Arc<Items>, HistoryError> {
         if let Some(items) = shared.items.get(&key) {
             return Ok(items);
         }
-        let (hash, json) = list(hex)?;
-        Ok(shared.items.insert(key, Items { hash, json: json.into() }))
+        let json = list(&key)?;
+        Ok(shared.items.insert(key, Items { hash: key, json: json.into() }))
     };
-    let levels = items(&header.levels)?;
-    let categories = items(&header.categories)?;
-    let teams_key = codec::unhex(&header.teams).map_err(|e| damaged(e.0))?;
+    let [levels_key, categories_key, teams_key] = header.list_keys().map_err(|e| damaged(e.0))?;
+    let levels = items(levels_key)?;
+    let categories = items(categories_key)?;
     let teams = match shared.teams.get(&teams_key) {
         Some(teams) => teams,
         None => {
-            let (hash, bytes) = list(&header.teams)?;
-            let teams = codec::decode_teams(&bytes).map_err(|e| damaged(e.0))?;
-            shared.teams.insert(teams_key, TeamsPiece { hash, teams })
+            let teams = codec::decode_teams(&list(&teams_key)?).map_err(|e| damaged(e.0))?;
+            shared.teams.insert(teams_key, TeamsPiece { hash: teams_key, teams })
         }
     };
     let file_sha256 = codec::unhex(&header.file_sha256).map_err(|e| damaged(e.0))?;
@@ -616,15 +610,13 @@ fn named_pieces(
     for row in date_apps.iter().map_err(io)? {
         let (_, keys) = row.map_err(io)?;
         let keys = DatePieces::decode(keys.value()).map_err(|e| damaged(e.0))?.keys;
-        named.runs.extend(keys.chunks(RUN_APPS).map(run_key));
+        named.runs.extend(run_keys(&keys));
         named.apps.extend(keys);
     }
     for row in headers.iter().map_err(io)? {
         let (_, header) = row.map_err(io)?;
         let header = Header::decode(header.value()).map_err(|e| damaged(e.0))?;
-        for list in [&header.levels, &header.categories, &header.teams] {
-            named.lists.insert(codec::unhex(list).map_err(|e| damaged(e.0))?);
-        }
+        named.lists.extend(header.list_keys().map_err(|e| damaged(e.0))?);
     }
     Ok(named)
 }

@@ -12,7 +12,7 @@ use super::Date;
 use super::codec::{self, DatePieces, Header};
 use super::render::Rendered;
 use super::served::{
-    AppPiece, Digest, Items, Parts, RUN_APPS, RunPiece, TeamsPiece, run_key, sha256,
+    AppPiece, Digest, Items, Parts, RUN_APPS, RunPiece, TeamsPiece, run_keys, sha256,
 };
 use crate::gzip;
 
@@ -71,7 +71,7 @@ pub fn prepare<E>(
         apps.push(piece);
     }
 
-    let run_keys: Vec<Digest> = keys.chunks(RUN_APPS).map(run_key).collect();
+    let run_keys = run_keys(&keys);
     let known = known_runs(&run_keys)?;
     let missing: Vec<usize> =
         (0..run_keys.len()).filter(|&r| known.get(r).is_none_or(Option::is_none)).collect();

@@ -45,6 +45,11 @@ pub fn run_key(members: &[Digest]) -> Digest {
     out
 }
 
+/// The keys of the runs that applications with these keys form, in serving order.
+pub fn run_keys(apps: &[Digest]) -> Vec<Digest> {
+    apps.chunks(RUN_APPS).map(run_key).collect()
+}
+
 /// Applications per compressed run. Compressed alone, an application of a few KiB shrinks
 /// 3-4x (the sample's: 27,664 bytes -> 7,169 for its 12); in runs of ten the repeated GUIDs
 /// and keys of its neighbours are in the window too. Ten divides the page sizes clients use

@@ -316,13 +316,12 @@ fn check_date(
         .ok_or("its application list is missing")?
         .keys;
     let mut count = 0;
-    for hex in [&header.levels, &header.categories, &header.teams] {
-        let key = codec::unhex(hex).map_err(|e| e.0)?;
-        let teams = hex == &header.teams;
+    let [levels, categories, teams] = header.list_keys().map_err(|e| e.0)?;
+    for (key, is_teams) in [(levels, false), (categories, false), (teams, true)] {
         let verdict = checked
             .entry((PieceKind::List, key))
-            .or_insert_with(|| check_list(txn, path, &key, teams).map(|()| 0));
-        verdict.clone().map_err(|e| format!("list {hex}: {e}"))?;
+            .or_insert_with(|| check_list(txn, path, &key, is_teams).map(|()| 0));
+        verdict.clone().map_err(|e| format!("list {}: {e}", codec::hex(&key)))?;
         named.insert((PieceKind::List, key));
         count += 1;
     }

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use aims_api::key::KeyHash;
-use aims_api::keystore::{KeyRecord, KeyState, KeyStore};
+use aims_api::keystore::{self, KeyRecord, KeyState};
 
 use crate::util::{ACTIVATION_CODE, Response, Server, TlsStream, read_response};
 
@@ -639,9 +639,12 @@ fn check_store_after_kill(
     change: Change,
     answered: bool,
 ) -> Result<Outcome, String> {
-    // Opening takes the lock (so it must be free) and parses the store.
-    let (store, record) = KeyStore::open(state_dir).map_err(|e| format!("store: {e}"))?;
-    drop(store);
+    // The lock is checked without taking it: a lock this process held would be shared with
+    // any child another test forks meanwhile, and the restart would find it still held.
+    if let Some(holder) = flock_holder(&keystore::lock_path(state_dir))? {
+        return Err(format!("the store's lock is still held after the kill (pid {holder})"));
+    }
+    let record = keystore::peek(state_dir).map_err(|e| format!("store: {e}"))?;
     if record.generation == known.generation {
         matches_known(&record, known)?;
         return Ok(if answered { Outcome::Acknowledged } else { Outcome::Old });
@@ -671,6 +674,25 @@ fn check_store_after_kill(
         }
     };
     Ok(Outcome::New(next))
+}
+
+/// The pid holding a `flock` on `path`, read from `/proc/locks` (whose lines are
+/// `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`); `None` when nobody holds one.
+fn flock_holder(path: &Path) -> Result<Option<u32>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = match std::fs::metadata(path) {
+        Ok(meta) => meta.ino(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot stat {}: {e}", path.display())),
+    };
+    let locks = std::fs::read_to_string("/proc/locks")
+        .map_err(|e| format!("cannot read /proc/locks: {e}"))?;
+    Ok(locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, file) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let on_inode = file.rsplit(':').next()?.parse::<u64>().ok()? == inode;
+        (*kind == "FLOCK" && on_inode).then(|| pid.parse().unwrap_or(0))
+    }))
 }
 
 fn matches_known(record: &KeyRecord, known: &Known) -> Result<(), String> {

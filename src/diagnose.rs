@@ -208,7 +208,7 @@ pub fn run(config_path: &Path) -> Report {
         }
     };
     let now = SystemTime::now();
-    let server = server_pid(&config.state_dir);
+    let server = keystore::lock_holder(&config.state_dir);
     let checks = vec![
         Check::ok("configuration", "parses"),
         state_folder(&config, server, now),
@@ -501,27 +501,6 @@ fn server_checks(config: &Config, server: Option<u32>) -> Check {
         ),
     };
     Check::group("server", "a running serve", vec![lock, health])
-}
-
-/// The pid of the `serve` holding the state folder's lock, from `/proc/locks` (taking the lock
-/// to test it could make a starting server fail).
-fn server_pid(state_dir: &Path) -> Option<u32> {
-    let meta = fs::metadata(keystore::lock_path(state_dir)).ok()?;
-    // glibc's major()/minor() of st_dev, which /proc/locks prints as MAJ:MIN.
-    let dev = meta.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let locks = procfs::locks().ok()?;
-    let on_file = |lock: &&procfs::Lock| lock.inode == meta.ino();
-    let same_device =
-        |lock: &&procfs::Lock| u64::from(lock.devmaj) == major && u64::from(lock.devmin) == minor;
-    // The device must match too, but overlay file systems may report another device in
-    // /proc/locks than stat does: then the inode alone decides.
-    let holder = locks.iter().filter(on_file).find(same_device);
-    holder
-        .or_else(|| locks.iter().find(on_file))
-        .and_then(|lock| lock.pid)
-        .and_then(|pid| u32::try_from(pid).ok())
 }
 
 fn process_uid(pid: u32) -> Option<u32> {

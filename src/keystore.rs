@@ -11,7 +11,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -414,6 +414,28 @@ pub fn peek(state_dir: &Path) -> Result<KeyRecord, StoreError> {
         column: e.span.start.col,
         message: e.code.to_string(),
     })
+}
+
+/// The pid of the process holding the lock in `state_dir`, from `/proc/locks`, without taking
+/// it: taking the lock to test it could make a starting server fail, and a lock held even
+/// briefly is shared with any child another thread forks meanwhile.
+pub fn lock_holder(state_dir: &Path) -> Option<u32> {
+    let meta = fs::metadata(lock_path(state_dir)).ok()?;
+    // glibc's major()/minor() of st_dev, which /proc/locks prints as MAJ:MIN.
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let locks = procfs::locks().ok()?;
+    let on_file = |lock: &&procfs::Lock| lock.inode == meta.ino();
+    let same_device =
+        |lock: &&procfs::Lock| u64::from(lock.devmaj) == major && u64::from(lock.devmin) == minor;
+    // The device must match too, but overlay file systems may report another device in
+    // /proc/locks than stat does: then the inode alone decides.
+    let holder = locks.iter().filter(on_file).find(same_device);
+    holder
+        .or_else(|| locks.iter().find(on_file))
+        .and_then(|lock| lock.pid)
+        .and_then(|pid| u32::try_from(pid).ok())
 }
 
 /// The lock file `serve` holds in `state_dir`.
@@ -856,6 +878,9 @@ mod tests {
             Err(StoreError::Locked { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
             other => panic!("expected Locked, got {other:?}"),
         }
+        // /proc/locks names the holder without taking the lock.
+        assert_eq!(lock_holder(dir.path()), Some(std::process::id()));
+        assert_eq!(lock_holder(&dir.path().join("nowhere")), None);
     }
 
     #[test]

@@ -641,7 +641,7 @@ fn check_store_after_kill(
 ) -> Result<Outcome, String> {
     // The lock is checked without taking it: a lock this process held would be shared with
     // any child another test forks meanwhile, and the restart would find it still held.
-    if let Some(holder) = flock_holder(&keystore::lock_path(state_dir))? {
+    if let Some(holder) = keystore::lock_holder(state_dir) {
         return Err(format!("the store's lock is still held after the kill (pid {holder})"));
     }
     let record = keystore::peek(state_dir).map_err(|e| format!("store: {e}"))?;
@@ -674,25 +674,6 @@ fn check_store_after_kill(
         }
     };
     Ok(Outcome::New(next))
-}
-
-/// The pid holding a `flock` on `path`, read from `/proc/locks` (whose lines are
-/// `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`); `None` when nobody holds one.
-fn flock_holder(path: &Path) -> Result<Option<u32>, String> {
-    use std::os::unix::fs::MetadataExt;
-    let inode = match std::fs::metadata(path) {
-        Ok(meta) => meta.ino(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot stat {}: {e}", path.display())),
-    };
-    let locks = std::fs::read_to_string("/proc/locks")
-        .map_err(|e| format!("cannot read /proc/locks: {e}"))?;
-    Ok(locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (kind, pid, file) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
-        let on_inode = file.rsplit(':').next()?.parse::<u64>().ok()? == inode;
-        (*kind == "FLOCK" && on_inode).then(|| pid.parse().unwrap_or(0))
-    }))
 }
 
 fn matches_known(record: &KeyRecord, known: &Known) -> Result<(), String> {

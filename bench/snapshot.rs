@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aims_api::gzip;
-use aims_api::snapshot::store::Memory;
+use aims_api::snapshot::store::{Memory, Source};
 use aims_api::snapshot::{self, Date, Snapshots};
 
 #[path = "common.rs"]
@@ -209,7 +209,7 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let started = Instant::now();
-    catalog.import(date, &mut bytes.as_slice()).map_err(|e| e.to_string())?;
+    catalog.import(date, &mut bytes.as_slice(), Source::Import).map_err(|e| e.to_string())?;
     println!("import into an empty store: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
     drop(bytes);
 

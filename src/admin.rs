@@ -624,6 +624,7 @@ fn metrics(app: &App) -> Response {
         open_connections: app.open_connections.load(Ordering::Relaxed),
         snapshots: catalog.newest_first().count(),
         newest_analysis: catalog.newest().map(|s| s.analyzed_on()),
+        last_import: catalog.last_arrival().map(|a| (a.time(), a.source.label())),
         snapshot_store_bytes: app.snapshots.store_bytes(),
         snapshot_memory_bytes: app.snapshots.resident_bytes(),
         cert_not_after: app.cert_info().leaf.not_after,

@@ -407,13 +407,20 @@ fn describe_list(body: &Value) -> String {
         text.push_str("no snapshot is served: import one with aims-api snapshot import\n");
     } else {
         text.push_str(&format!(
-            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}  {:>9}  {:>9}\n",
-            "DATE", "LAST ANALYZED ON", "APPLICATIONS", "MODULES", "FINDINGS", "DISK", "MEMORY"
+            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}  {:>9}  {:>9}  {}\n",
+            "DATE",
+            "LAST ANALYZED ON",
+            "APPLICATIONS",
+            "MODULES",
+            "FINDINGS",
+            "DISK",
+            "MEMORY",
+            "IMPORTED"
         ));
     }
     for (i, s) in snapshots.iter().enumerate() {
-        text.push_str(&format!(
-            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}  {:>9}  {:>9}{}\n",
+        let row = format!(
+            "{:<10}  {:<24}  {:>12}  {:>7}  {:>8}  {:>9}  {:>9}  {:<23}{}",
             field(s, "date"),
             field(s, "last_analyzed_on"),
             count(s, "applications"),
@@ -421,8 +428,11 @@ fn describe_list(body: &Value) -> String {
             count(s, "findings"),
             size(count(s, "disk_bytes")),
             size(count(s, "memory_bytes")),
+            imported(s),
             if i == 0 { "  (newest: answers requests without Date)" } else { "" },
-        ));
+        );
+        text.push_str(row.trim_end());
+        text.push('\n');
     }
     if !snapshots.is_empty() {
         let total = &body["total"];
@@ -441,6 +451,15 @@ fn describe_list(body: &Value) -> String {
         ));
     }
     text
+}
+
+/// When and how a date came in, to the minute: `2026-12-01T05:10Z pull`; `-` for a date
+/// stored before the server kept it.
+fn imported(entry: &Value) -> String {
+    match (entry["imported_at"].as_str(), entry["source"].as_str()) {
+        (Some(at), Some(source)) => format!("{}Z {source}", at.get(..16).unwrap_or(at)),
+        _ => "-".to_owned(),
+    }
 }
 
 /// Bytes for people: `812 B`, `57.5 KiB`, `48.9 MiB`, `1.5 GiB`.

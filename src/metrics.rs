@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::keystore::KeyRecord;
-use crate::locks;
 
 /// What a request on the public port was, for its `route` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,30 +246,10 @@ impl Shard {
     }
 }
 
-/// Where an imported snapshot came from, for `aims_snapshot_last_import_timestamp_seconds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImportSource {
-    /// `aims-api snapshot pull`, from the upstream.
-    Pull,
-    /// Anything else: `snapshot import`, curl.
-    Import,
-}
-
-impl ImportSource {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Pull => "pull",
-            Self::Import => "import",
-        }
-    }
-}
-
 /// Every shard: one per API worker, one for the admin port.
 pub struct Metrics {
     api: Vec<Shard>,
     admin: Shard,
-    /// The last import that went live since start, and where it came from.
-    last_import: std::sync::Mutex<Option<(SystemTime, ImportSource)>>,
 }
 
 /// The gauges a scrape reads from the rest of the server.
@@ -283,6 +262,8 @@ pub struct Gauges<'a> {
     pub open_connections: usize,
     pub snapshots: usize,
     pub newest_analysis: Option<SystemTime>,
+    /// When the last import still in the store went live, and its source's label.
+    pub last_import: Option<(SystemTime, &'static str)>,
     /// The history store's file.
     pub snapshot_store_bytes: u64,
     /// What the dates in memory hold, the decompressed-application cache included.
@@ -293,16 +274,7 @@ pub struct Gauges<'a> {
 
 impl Metrics {
     pub fn new(api_workers: usize) -> Self {
-        Self {
-            api: (0..api_workers).map(|_| Shard::default()).collect(),
-            admin: Shard::default(),
-            last_import: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Records that a snapshot from `source` went live now.
-    pub fn snapshot_imported(&self, source: ImportSource) {
-        *locks::lock(&self.last_import) = Some((SystemTime::now(), source));
+        Self { api: (0..api_workers).map(|_| Shard::default()).collect(), admin: Shard::default() }
     }
 
     /// The shard of API worker `id` (the admin shard if out of range, which never happens).
@@ -391,25 +363,8 @@ impl Metrics {
         );
         self.render_latency(&mut out);
         render_gauges(&mut out, gauges);
-        self.render_last_import(&mut out);
+        render_last_import(&mut out, gauges.last_import);
         out
-    }
-
-    /// One series, labelled with the last import's source, so that an alert can fire when
-    /// pulls stop: absent until an import since start.
-    fn render_last_import(&self, out: &mut String) {
-        let name = "aims_snapshot_last_import_timestamp_seconds";
-        header(
-            out,
-            name,
-            "gauge",
-            "When the last snapshot import since start went live, as Unix time; source is pull \
-             (aims-api snapshot pull) or import (anything else).",
-        );
-        let last = *locks::lock(&self.last_import);
-        if let Some((at, source)) = last {
-            let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", source.label(), unix_seconds(at));
-        }
     }
 
     fn render_latency(&self, out: &mut String) {
@@ -537,6 +492,24 @@ fn unix_seconds(time: SystemTime) -> f64 {
     }
 }
 
+/// One series, labelled with the last import's source, so that an alert can fire when pulls
+/// stop. Read from the store, so it survives a restart; absent while no date in the store has
+/// a recorded import.
+fn render_last_import(out: &mut String, last: Option<(SystemTime, &'static str)>) {
+    let name = "aims_snapshot_last_import_timestamp_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "When the last snapshot import still in the store went live, as Unix time; source is \
+         pull (aims-api snapshot pull), import (another PUT /snapshots/<date>) or inbox (a file \
+         taken over from snapshots/, with the file's time).",
+    );
+    if let Some((at, source)) = last {
+        let _ = writeln!(out, "{name}{{source=\"{source}\"}} {}", unix_seconds(at));
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -590,6 +563,10 @@ mod tests {
             open_connections: 3,
             snapshots: 0,
             newest_analysis: None,
+            last_import: Some((
+                SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_500),
+                "pull",
+            )),
             snapshot_store_bytes: 4096,
             snapshot_memory_bytes: 0,
             cert_not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
@@ -607,6 +584,7 @@ mod tests {
             "aims_open_connections{port=\"api\"} 3",
             "aims_key_state{state=\"none\"} 1",
             "aims_tls_certificate_expiry_timestamp_seconds 1800000000\n",
+            "aims_snapshot_last_import_timestamp_seconds{source=\"pull\"} 1800000000.5\n",
             concat!("aims_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n"),
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");

@@ -19,9 +19,8 @@ use crate::app::App;
 use crate::audit::{self, DeleteOutcome, ImportOutcome};
 use crate::http::{Method, Response, Status};
 use crate::keystore::rfc3339;
-use crate::metrics::ImportSource;
 use crate::snapshot::Date;
-use crate::snapshot::store::{self, DeleteError, ImportError, Imported};
+use crate::snapshot::store::{self, DeleteError, ImportError, Imported, Source};
 
 /// One served date as `GET /snapshots` and `PUT` show it.
 #[derive(Serialize)]
@@ -42,6 +41,10 @@ struct Entry {
     memory_bytes: usize,
     /// SHA-256 of the imported file, hex: equal digests are equal data.
     sha256: String,
+    /// When it went live, and how it came (`pull`, `import`, or `inbox` for a file taken
+    /// over from the release that kept files); `null` for a date stored before they were kept.
+    imported_at: Option<String>,
+    source: Option<&'static str>,
 }
 
 impl Entry {
@@ -57,6 +60,8 @@ impl Entry {
             disk_bytes,
             memory_bytes,
             sha256: hex(&entry.file_sha256),
+            imported_at: entry.arrival.map(|a| rfc3339(a.time())),
+            source: entry.arrival.map(|a| a.source.label()),
         }
     }
 }
@@ -118,11 +123,12 @@ pub(super) fn one(
         reason: reason.to_string(),
     })?;
     match method {
-        // `?source=pull` marks an import made by `snapshot pull`, for the metrics.
+        // `?source=pull` marks an import made by `snapshot pull`, for the listing and the
+        // metrics.
         Method::Put => {
             let source = match query {
-                Some("source=pull") => ImportSource::Pull,
-                _ => ImportSource::Import,
+                Some("source=pull") => Source::Pull,
+                _ => Source::Import,
             };
             import(app, date, bytes, body, client, source)
         }
@@ -146,12 +152,11 @@ fn import(
     bytes: u64,
     body: &mut dyn Read,
     client: Client,
-    source: ImportSource,
+    source: Source,
 ) -> Result<Response, AdminError> {
     let uid = client.uid;
-    match app.snapshots.import(date, body) {
+    match app.snapshots.import(date, body, source) {
         Ok(imported) => {
-            app.metrics.snapshot_imported(source);
             let memory_bytes = app.snapshots.memory_bytes(date);
             let response =
                 imported_response(&imported, uid, memory_bytes, || app.prune_snapshots());
@@ -194,6 +199,7 @@ fn imported_response(
         analyzed_on: imported.analyzed_on,
         stats,
         file_sha256: imported.file_sha256,
+        arrival: Some(imported.arrival),
     };
     let entry = Entry::of(&listed, None, memory_bytes);
     let body = json!({
@@ -249,9 +255,12 @@ mod tests {
             analyzed_on: snapshot.analyzed_on(),
             stats,
             file_sha256: *snapshot.file_sha256(),
+            arrival: Some(store::Arrival { at_ms: 1_800_000_000_250, source: Source::Inbox }),
         };
         let entry = Entry::of(&listed, Some(7), 9);
         assert_eq!((entry.disk_bytes, entry.memory_bytes), (Some(7), 9));
+        assert_eq!(entry.imported_at.as_deref(), Some("2027-01-15T08:00:00.250Z"));
+        assert_eq!(entry.source, Some("inbox"));
         assert_eq!(entry.sha256, hex(snapshot.file_sha256()));
         assert_eq!(entry.sha256.len(), 64);
         assert!(snapshot.memory_bytes() > stats.rendered_bytes + stats.compressed_bytes);

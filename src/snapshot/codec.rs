@@ -144,6 +144,59 @@ pub struct Header {
     pub compressed_bytes: u64,
     /// The stored size of the level, category and team lists, for the listing's shares.
     pub lists_bytes: [u64; 3],
+    /// When and how the date came into the store; absent in records written before it was
+    /// kept, and in a snapshot loaded outside the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival: Option<Arrival>,
+}
+
+/// When a date went live and how it came, kept with it so that the listing and the
+/// last-import metric survive a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arrival {
+    pub at_ms: u64,
+    pub source: Source,
+}
+
+impl Arrival {
+    pub fn now(source: Source) -> Self {
+        Self::at(SystemTime::now(), source)
+    }
+
+    pub fn at(time: SystemTime, source: Source) -> Self {
+        let at_ms = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self { at_ms, source }
+    }
+
+    pub fn time(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.at_ms)
+    }
+}
+
+/// How a date came into the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `aims-api snapshot pull`, from the upstream (`PUT …?source=pull`).
+    Pull,
+    /// Any other `PUT /snapshots/<date>`: `snapshot import`, curl.
+    Import,
+    /// A file of the inbox, taken over at start or reload; its time is the file's, when the
+    /// release that kept files wrote it.
+    Inbox,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Import => "import",
+            Self::Inbox => "inbox",
+        }
+    }
 }
 
 impl Header {
@@ -391,6 +444,23 @@ mod tests {
         assert_eq!(unhex(&hex(&[0xab; 32])), Ok([0xab; 32]));
         assert!(unhex("zz").is_err());
         assert!(Header::decode(b"{}").is_err());
+    }
+
+    #[test]
+    fn a_header_keeps_its_arrival_and_one_written_before_arrivals_has_none() {
+        let digest = hex(&[7; 32]);
+        let old = format!(
+            r#"{{"analyzed_on_ms":5,"file_bytes":1,"file_sha256":"{digest}","levels":"{digest}",
+            "categories":"{digest}","teams":"{digest}","applications":1,"modules":2,
+            "findings":3,"rendered_bytes":4,"compressed_bytes":5,"lists_bytes":[1,2,3]}}"#
+        );
+        let mut header = Header::decode(old.as_bytes()).unwrap();
+        assert_eq!(header.arrival, None);
+        header.arrival = Some(Arrival { at_ms: 1_800_000_000_123, source: Source::Pull });
+        let encoded = header.encode();
+        let text = String::from_utf8(encoded.clone()).unwrap();
+        assert!(text.ends_with(r#""arrival":{"at_ms":1800000000123,"source":"pull"}}"#), "{text}");
+        assert_eq!(Header::decode(&encoded), Ok(header));
     }
 
     proptest! {

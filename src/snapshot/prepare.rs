@@ -133,6 +133,8 @@ pub fn prepare<E>(
             + runs.iter().map(|r| r.compressed.memory_bytes()).sum::<usize>())
             as u64,
         lists_bytes,
+        // The store says when it arrived; the data alone cannot.
+        arrival: None,
     };
     let parts =
         Parts { date, analyzed_on, file_bytes, file_sha256, levels, categories, teams, apps, runs };

@@ -32,6 +32,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec;
+pub use super::codec::{Arrival, Source};
 use super::history::{History, HistoryError, NewDate, PieceKind, Shared};
 use super::prepare::{Prepared, prepare};
 use super::served::{Digest, Plain, PlainCache, Snapshot, Stats, sha256};
@@ -70,6 +71,8 @@ pub struct Entry {
     pub analyzed_on: SystemTime,
     pub stats: Stats,
     pub file_sha256: Digest,
+    /// When and how it came; `None` for a date stored before arrivals were kept.
+    pub arrival: Option<Arrival>,
 }
 
 /// The dates being served, the newest held whole, and the files refused from the inbox.
@@ -94,6 +97,12 @@ impl Catalog {
     /// Served dates, newest first.
     pub fn newest_first(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values().rev()
+    }
+
+    /// The latest arrival among the dates served: when the last import still in the store
+    /// went live, and how it came.
+    pub fn last_arrival(&self) -> Option<Arrival> {
+        self.entries.values().filter_map(|e| e.arrival).max_by_key(|a| a.at_ms)
     }
 
     pub fn len(&self) -> usize {
@@ -128,21 +137,13 @@ pub struct Snapshots {
     disk: Mutex<Option<Arc<BTreeMap<Date, u64>>>>,
 }
 
-/// Where an import's bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// `PUT /snapshots/<date>`.
-    Request,
-    /// A file in the inbox, taken over at start or reload.
-    Inbox,
-}
-
 /// An import that is live.
 pub struct Imported {
     pub date: Date,
     pub stats: Stats,
     pub file_sha256: Digest,
     pub analyzed_on: SystemTime,
+    pub arrival: Arrival,
     /// The date was already in the store (and is now replaced).
     pub replaced: bool,
     /// From the first byte received to live.
@@ -475,11 +476,20 @@ impl Snapshots {
         self.dir.join(format!("{date}.json"))
     }
 
-    /// Imports the snapshot in `body` for `date`, replacing the one of that date if any.
-    pub fn import(&self, date: Date, body: &mut dyn Read) -> Result<Imported, ImportError> {
+    /// Imports the snapshot in `body` for `date`, replacing the one of that date if any;
+    /// `source` says who sent it (a pull or anything else).
+    pub fn import(
+        &self,
+        date: Date,
+        body: &mut dyn Read,
+        source: Source,
+    ) -> Result<Imported, ImportError> {
         let started = Instant::now();
         let bytes = receive(body)?;
-        self.import_bytes(date, &bytes, sha256(&bytes), started, Origin::Request)
+        // Stamped when the bytes are in, not when the request began: a slow upload is not
+        // an earlier import.
+        let arrival = Arrival::now(source);
+        self.import_bytes(date, &bytes, sha256(&bytes), started, arrival)
     }
 
     fn import_bytes(
@@ -488,11 +498,13 @@ impl Snapshots {
         bytes: &[u8],
         file_sha256: Digest,
         started: Instant,
-        origin: Origin,
+        arrival: Arrival,
     ) -> Result<Imported, ImportError> {
         let rendered = super::render_file(bytes).map_err(ImportError::Invalid)?;
         let _commit = self.lock_commit();
-        let prepared = self.prepare(rendered, date, file_sha256).map_err(ImportError::History)?;
+        let mut prepared =
+            self.prepare(rendered, date, file_sha256).map_err(ImportError::History)?;
+        prepared.header.arrival = Some(arrival);
         let new = NewDate {
             date,
             header: &prepared.header,
@@ -509,7 +521,7 @@ impl Snapshots {
         // A file for this date that the inbox refused is superseded by this import: it goes,
         // or the next reload would try it again. (A take-over removes its files itself, once
         // all of them are in.)
-        let refused_file = origin == Origin::Request
+        let refused_file = arrival.source != Source::Inbox
             && catalog.refused.contains_key(&date)
             && match durable::remove(&self.inbox_path(date)) {
                 Ok(removed) => removed,
@@ -520,7 +532,13 @@ impl Snapshots {
             };
         let replaced = catalog.entry(date).is_some() || refused_file;
         let analyzed_on = prepared.parts.analyzed_on;
-        let entry = Entry { date, analyzed_on, stats: prepared.header.stats(), file_sha256 };
+        let entry = Entry {
+            date,
+            analyzed_on,
+            stats: prepared.header.stats(),
+            file_sha256,
+            arrival: Some(arrival),
+        };
         let becomes_newest = catalog.newest().is_none_or(|newest| date >= newest.date());
         let stats;
         if becomes_newest {
@@ -547,6 +565,7 @@ impl Snapshots {
             stats,
             file_sha256,
             analyzed_on,
+            arrival,
             replaced,
             took: started.elapsed(),
             new_pieces,
@@ -712,7 +731,11 @@ impl Snapshots {
         if self.holds(date, &digest) {
             return Ok(Ok(None));
         }
-        match self.import_bytes(date, &bytes, digest, started, Origin::Inbox) {
+        // The release that kept files wrote this one when it imported it.
+        let written =
+            fs::metadata(path).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
+        let arrival = Arrival::at(written, Source::Inbox);
+        match self.import_bytes(date, &bytes, digest, started, arrival) {
             Ok(imported) => Ok(Ok(Some(imported))),
             Err(ImportError::History(e)) => Err(e),
             Err(ImportError::Invalid(invalid)) => Ok(Err(invalid.to_string())),
@@ -738,6 +761,7 @@ impl Snapshots {
                     analyzed_on: header.analyzed_on(),
                     stats: header.stats(),
                     file_sha256,
+                    arrival: header.arrival,
                 };
                 (date, entry)
             })

@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use aims_api::keystore;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
@@ -298,10 +299,12 @@ fn the_listing_reports_disk_and_memory_per_date_and_in_total() {
         top: "snapshots: (cached_dates: 1, cache_mib: 1),".into(),
         ..Options::default()
     });
+    let before = SystemTime::now();
     for (date, apps) in [("2024-05-12", 6), ("2024-05-13", 4), ("2024-05-14", 9)] {
         let stamp = format!("{date}T06:00:00.000Z");
         put(&server, date, snapshot_json(apps, 1, &stamp).to_string().as_bytes());
     }
+    let after = SystemTime::now();
     let listing = || {
         let (status, list) = server.admin("GET", "/snapshots");
         assert_eq!(status, 200);
@@ -329,6 +332,20 @@ fn the_listing_reports_disk_and_memory_per_date_and_in_total() {
     assert_eq!(list["total"]["store_bytes"], store);
     assert_eq!(list["total"]["disk_bytes"], store, "no refused file: the store is all");
     assert_eq!(list["total"]["memory_bytes"], memory[0], "{list}");
+    // When each came in, in the order they were sent, and how.
+    let arrivals: Vec<SystemTime> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["source"], "import", "{e}");
+            humantime::parse_rfc3339(e["imported_at"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    // Milliseconds in the listing: `before` is rounded down to compare.
+    let before = keystore::whole_millis(before);
+    assert!(arrivals.windows(2).all(|w| w[0] >= w[1]), "{list}");
+    assert!(arrivals.iter().all(|at| (before..=after).contains(at)), "{list}");
 
     // A page of an older date reads it: it is in memory now, with its applications in the
     // cache. With cached_dates 1, reading a second older date lets the first go.
@@ -351,7 +368,9 @@ fn the_listing_reports_disk_and_memory_per_date_and_in_total() {
     let out = server.cli(&["snapshot", "list"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.starts_with("DATE        LAST ANALYZED ON          APPLICATIONS  MODULES  FINDINGS       DISK     MEMORY\n"), "{text}");
+    assert!(text.starts_with("DATE        LAST ANALYZED ON          APPLICATIONS  MODULES  FINDINGS       DISK     MEMORY  IMPORTED\n"), "{text}");
+    let newest_imported = &list["snapshots"][0]["imported_at"].as_str().unwrap()[..16];
+    assert!(text.contains(&format!("  {newest_imported}Z import  (newest: ")), "{text}");
     assert!(text.contains("\ntotal: 3 date(s), "), "{text}");
 }
 

@@ -265,15 +265,32 @@ fn a_pull_copies_every_answer_and_a_second_one_is_unchanged() {
     let (_, list) = down.admin("GET", "/snapshots");
     assert_eq!(list["snapshots"][0]["sha256"], first["sha256"], "{list}");
 
-    let metrics = admin_text(&down, "/metrics");
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("aims_snapshot_last_import_timestamp_seconds{"))
-        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(list["snapshots"][0]["source"], "pull", "{list}");
+    let last_import = |server: &Server| {
+        let metrics = admin_text(server, "/metrics");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("aims_snapshot_last_import_timestamp_seconds{"))
+            .unwrap_or_else(|| panic!("{metrics}"))
+            .to_owned();
+        let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        (line, seconds)
+    };
+    let (line, seconds) = last_import(&down);
     assert!(
         line.starts_with("aims_snapshot_last_import_timestamp_seconds{source=\"pull\"} "),
         "{line}"
     );
+    // The listing's time and the metric's are the first pull's (the second changed nothing).
+    let listed =
+        humantime::parse_rfc3339(list["snapshots"][0]["imported_at"].as_str().unwrap()).unwrap();
+    let listed = listed.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((seconds - listed).abs() < 0.001, "{line} vs {list}");
+    // Kept with the date: a restart does not lose it, so an alert on stale pulls does not fire
+    // (or go blind) because the service restarted.
+    let (dir, config) = down.shut_down();
+    let down = Server::start_in(dir, config).unwrap();
+    assert_eq!(last_import(&down).0, line);
 
     // --date files the same data under another date.
     let (output, _) = pull.run(&down, &["--date", "2024-06-01"]);

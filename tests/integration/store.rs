@@ -61,7 +61,12 @@ fn a_folder_of_snapshot_files_is_taken_over_at_the_first_start() {
     let (dir, config) = old.shut_down();
     let folder = dir.path().join("state/snapshots");
     for (date, document) in dates.iter().zip(&documents) {
-        std::fs::write(folder.join(format!("{date}.json")), document).unwrap();
+        let path = folder.join(format!("{date}.json"));
+        std::fs::write(&path, document).unwrap();
+        // Written by the old release's import, at 08:30 on its date.
+        let stamp = format!("{date}T08:30:00.000Z");
+        let written = humantime::parse_rfc3339(&stamp).unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(written).unwrap();
     }
     std::fs::write(folder.join("2024-05-15.json"), "{\"LastAnalyzedOn\": 5}").unwrap();
     std::fs::write(folder.join("README"), "the operator's notes").unwrap();
@@ -78,6 +83,21 @@ fn a_folder_of_snapshot_files_is_taken_over_at_the_first_start() {
     assert_eq!(verified_dates(&server), dates);
     let (_, list) = server.admin("GET", "/snapshots");
     assert_eq!(list["refused"][0]["date"], "2024-05-15", "{list}");
+    // Each date says it came from the inbox, at the time its file was written.
+    let arrivals: Vec<(&str, &str)> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["imported_at"].as_str().unwrap(), e["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        arrivals,
+        [
+            ("2024-05-14T08:30:00.000Z", "inbox"),
+            ("2024-05-13T08:30:00.000Z", "inbox"),
+            ("2024-05-12T08:30:00.000Z", "inbox"),
+        ]
+    );
     for date in dates {
         assert_eq!(export(&server, date), export(&reference, date), "{date}");
         for query in ["Limit=200", "Limit=7&Offset=3"] {

@@ -9,7 +9,7 @@
 //! [`crate::admin`]'s.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -53,16 +53,68 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
         Ok(uid) => uid,
         Err(e) => {
             send(&mut stream, &admin::refuse_unknown_uid(app, peer, e), date, false, false);
+            close_after_answer(&mut stream);
             return;
         }
     };
     if uid != own_uid && !app.config.admin.allowed_uids.contains(&uid) {
         send(&mut stream, &admin::refuse_uid(app, uid), date, false, false);
+        close_after_answer(&mut stream);
         return;
     }
     let client = Client { uid };
     let mut conn = Conn { stream, buf: Vec::with_capacity(4096), limits };
-    while let Ok(true) = conn.serve_one(app, client, date) {}
+    loop {
+        match conn.serve_one(app, client, date) {
+            Ok(Next::KeepAlive) => {}
+            Ok(Next::Answered) => {
+                close_after_answer(&mut conn.stream);
+                return;
+            }
+            Ok(Next::Closed) | Err(_) => return,
+        }
+    }
+}
+
+/// How long, and how much, a connection that was answered and is closing may still send.
+const LINGER_TIME: Duration = Duration::from_millis(250);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a connection whose answer is sent without losing that answer. Closing with request
+/// bytes unread makes the kernel reset the connection, and the reset can overtake the answer:
+/// a refused uid is answered before its request is read, and the client then reports
+/// "connection reset" instead of the 403 that says what to do. So the answer is followed by a
+/// FIN, and what the client still sends is read and dropped until it closes too, for at most
+/// [`LINGER_TIME`] and [`LINGER_BYTES`] (nothing of it is parsed).
+fn close_after_answer(stream: &mut TcpStream) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut left = LINGER_BYTES;
+    let mut chunk = [0u8; 4096];
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// What follows an exchange on a connection.
+enum Next {
+    /// Answered; the connection carries the next request.
+    KeepAlive,
+    /// Answered, and the connection closes.
+    Answered,
+    /// The client closed, fell silent or broke the connection: nothing to answer.
+    Closed,
 }
 
 struct Conn {
@@ -72,15 +124,15 @@ struct Conn {
 }
 
 impl Conn {
-    /// Reads, answers and consumes one request. `Ok(true)`: the connection stays open.
-    fn serve_one(&mut self, app: &App, client: Client, date: &mut DateCache) -> io::Result<bool> {
+    /// Reads, answers and consumes one request.
+    fn serve_one(&mut self, app: &App, client: Client, date: &mut DateCache) -> io::Result<Next> {
         let head_len = match self.read_head()? {
             Head::Complete(n) => n,
-            Head::Closed => return Ok(false),
+            Head::Closed => return Ok(Next::Closed),
             Head::Invalid(e) => {
                 let response = admin::refuse_malformed(app, client, e);
                 send(&mut self.stream, &response, date, false, false);
-                return Ok(false);
+                return Ok(Next::Answered);
             }
         };
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -88,7 +140,7 @@ impl Conn {
         let request = match http::parse(head, &mut headers, &self.limits) {
             Ok(Parsed::Complete(request, _)) => request,
             // read_head parsed this very head already.
-            Ok(Parsed::Partial) | Err(_) => return Ok(false),
+            Ok(Parsed::Partial) | Err(_) => return Ok(Next::Closed),
         };
         if request.expects_continue && request.content_length > 0 {
             self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
@@ -107,7 +159,7 @@ impl Conn {
         let head_only = request.method == Method::Head;
         send(&mut self.stream, &response, date, head_only, keep_alive);
         self.buf.drain(..head_len + prefix_used);
-        Ok(keep_alive)
+        Ok(if keep_alive { Next::KeepAlive } else { Next::Answered })
     }
 
     /// Reads until a whole head is buffered: the idle timeout for its first byte, then the

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::{Options, Response, Server, raw_exchange, require_root};
+use crate::util::{Options, Response, Server, cli_as_nobody, raw_exchange, require_root};
 
 fn admin_raw(server: &Server, request: &str) -> Response {
     Response::parse(&raw_exchange(server.admin, request.as_bytes())).expect("an HTTP answer")
@@ -167,6 +167,17 @@ fn another_uid_is_forbidden_and_an_allowed_one_is_served() {
     assert_eq!(json["message"], message);
     assert_eq!(server.admin("GET", "/key").1["state"], "none");
     assert!(server.wait_for_log("uid 65534 not allowed").contains("refused port=admin"));
+    // The CLI shows the same answer: the refusal comes before the request is read, and the
+    // server must not reset the connection under it.
+    for _ in 0..5 {
+        let out = cli_as_nobody(&server.cli_config(), &["key", "generate"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("aims-api: the admin port refused (403 forbidden): {message}\n")
+        );
+    }
+    assert_eq!(server.admin("GET", "/key").1["state"], "none");
 
     let allowed = Server::start_with(&Options {
         admin: "allowed_uids: [0, 65534],".into(),

@@ -244,6 +244,32 @@ fn each_fault_in_the_state_folder_is_found() {
     assert_eq!(report.code, 1);
 }
 
+/// Run by a user the admin port does not allow, the admin-port check says so and how to fix
+/// it, rather than reporting the server down.
+#[test]
+fn run_by_another_user_the_admin_port_check_names_the_refusal() {
+    let server = Server::start();
+    let config = real_config(&server);
+    let out = crate::util::cli_as_nobody(&config, &["diagnose", "--json"]);
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let report = Diagnosis { code: out.status.code().unwrap(), json };
+    let admin = report.json["checks"]
+        .as_array()
+        .and_then(|groups| groups.iter().find(|g| g["name"] == "server"))
+        .and_then(|g| g["checks"].as_array())
+        .and_then(|checks| checks.iter().find(|c| c["name"] == "admin port"))
+        .unwrap_or_else(|| panic!("no admin port check in {:#}", report.json));
+    assert_eq!(admin["status"], "failure", "{admin}");
+    assert_eq!(
+        admin["reason"].as_str().unwrap(),
+        format!("http://{}/health refuses this user (403)", server.admin)
+    );
+    assert!(admin["fix"].as_str().is_some_and(|fix| fix.contains("root")), "{admin}");
+    assert_eq!(report.code, 1);
+    assert!(server.wait_for_log("uid 65534 not allowed").contains("refused port=admin"));
+}
+
 /// An operator certificate for `names`, valid from `from` to `until` (relative to now, in days).
 fn operator_pair(
     dir: &Path,

@@ -439,6 +439,28 @@ pub fn require_root(test: &str, needs: &str) {
     );
 }
 
+/// Runs `aims-api args…` as uid/gid 65534 (root only), with `config` copied where that uid can
+/// read it, as is the binary: the checkout may be private to root.
+pub fn cli_as_nobody(config: &Path, args: &[&str]) -> Output {
+    require_root("running aims-api as uid 65534", "switch to uid 65534");
+    use std::os::unix::fs::PermissionsExt;
+    let public = tempfile::tempdir().unwrap();
+    let (bin, public_config) = (public.path().join("aims-api"), public.path().join("config.ron"));
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::copy(config, &public_config).unwrap();
+    for (path, mode) in [(public.path(), 0o755), (&bin, 0o755), (&public_config, 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(args)
+        .arg("--config")
+        .arg(&public_config)
+        .output()
+        .expect("setpriv is installed")
+}
+
 /// The API's exact 404 message for a path that names no method.
 pub fn no_method(path: &str) -> String {
     format!("no API method at {path}; the methods are listed in {BASE}/swagger.json")

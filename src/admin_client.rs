@@ -81,16 +81,37 @@ pub fn call_capped(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {body_len}\r\n\
          connection: close\r\nuser-agent: aims-api-cli\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).map_err(exchange)?;
-    io::copy(&mut body.take(body_len), &mut stream).map_err(exchange)?;
-    let raw = read_wiping(&mut stream.take(max_response_bytes)).map_err(exchange)?;
+    let sent = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| io::copy(&mut body.take(body_len), &mut stream).map(drop));
+    let (raw, read) = read_wiping(&mut stream.take(max_response_bytes));
+    // The server may answer and close before it has read the request (a refused uid, a body
+    // too large): the connection is then reset under us, but a whole answer that arrived first
+    // is the answer, and it says why far better than "connection reset".
+    if (sent.is_err() || read.is_err())
+        && let Some(answer) = parse_answer(&raw).filter(|_| has_length(&raw))
+    {
+        return Ok(answer);
+    }
+    sent.map_err(exchange)?;
+    read.map_err(exchange)?;
     parse_answer(&raw).ok_or(ClientError::Malformed { addr })
+}
+
+/// Whether the answer's head says how long its body is: only then can an answer cut short by a
+/// reset be told from a whole one.
+fn has_length(raw: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    matches!(response.parse(raw), Ok(httparse::Status::Complete(_)))
+        && response.headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-length"))
 }
 
 /// Reads to the end into a buffer that is wiped on drop, and that grows by copying into a new
 /// wiped buffer: `read_to_end` would grow it in place, and a reallocation leaves the old bytes
-/// (the key, in an answer to generate or replace) in freed memory.
-fn read_wiping(reader: &mut impl Read) -> io::Result<Zeroizing<Vec<u8>>> {
+/// (the key, in an answer to generate or replace) in freed memory. What was read before an
+/// error is returned with it.
+fn read_wiping(reader: &mut impl Read) -> (Zeroizing<Vec<u8>>, io::Result<()>) {
     let mut buf = Zeroizing::new(vec![0u8; 16 * 1024]);
     let mut len = 0;
     loop {
@@ -103,11 +124,14 @@ fn read_wiping(reader: &mut impl Read) -> io::Result<Zeroizing<Vec<u8>>> {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                buf.truncate(len);
+                return (buf, Err(e));
+            }
         }
     }
     buf.truncate(len);
-    Ok(buf)
+    (buf, Ok(()))
 }
 
 fn parse_answer(raw: &[u8]) -> Option<Answer> {
@@ -136,7 +160,8 @@ mod tests {
     #[test]
     fn reading_wiping_keeps_every_byte_across_growth() {
         let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
-        let read = read_wiping(&mut &data[..]).unwrap();
+        let (read, outcome) = read_wiping(&mut &data[..]);
+        assert!(outcome.is_ok());
         assert_eq!(&read[..], &data[..]);
     }
 

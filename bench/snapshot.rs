@@ -209,7 +209,8 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let started = Instant::now();
-    catalog.import(date, &mut bytes.as_slice(), Source::Import).map_err(|e| e.to_string())?;
+    let len = bytes.len() as u64;
+    catalog.import(date, &mut bytes.as_slice(), len, Source::Import).map_err(|e| e.to_string())?;
     println!("import into an empty store: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
     drop(bytes);
 

@@ -58,7 +58,7 @@ pub(crate) fn render_file(bytes: &[u8]) -> Result<render::Rendered, Invalid> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut parsed = parse(bytes)?;
     let analyzed_on = check::check(&mut parsed)?;
-    Ok(render::render(&parsed, analyzed_on, bytes.len()))
+    Ok(render::render(parsed, analyzed_on, bytes.len()))
 }
 
 /// Runs every check of [`load`] without rendering: for `snapshot pull`, which validates what it

@@ -155,7 +155,7 @@ fn import(
     source: Source,
 ) -> Result<Response, AdminError> {
     let uid = client.uid;
-    match app.snapshots.import(date, body, source) {
+    match app.snapshots.import(date, body, bytes, source) {
         Ok(imported) => {
             let memory_bytes = app.snapshots.memory_bytes(date);
             let response =

@@ -43,7 +43,7 @@ pub fn prepare<E>(
 ) -> Result<Prepared, E> {
     let Rendered { analyzed_on, file_bytes, levels, categories, teams, apps } = rendered;
     let (plain, metas): (Vec<Arc<[u8]>>, Vec<_>) =
-        apps.into_iter().map(|app| (Arc::from(app.plain), app.meta)).unzip();
+        apps.into_iter().map(|app| (app.plain, app.meta)).unzip();
     let keys: Vec<Digest> = plain.iter().map(|p| sha256(p)).collect();
     let threads = threads(plain.iter().map(|p| p.len()).sum());
 

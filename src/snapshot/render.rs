@@ -16,13 +16,16 @@
 
 use std::io::Write;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::file::{Application, Finding, Named, SnapshotFile};
 
 /// One application rendered: its JSON object, and what the indexes need to know of it.
 pub struct RenderedApp {
-    pub plain: Vec<u8>,
+    /// Exactly its bytes: a whole snapshot's applications are held at once, so no spare
+    /// capacity is.
+    pub plain: Arc<[u8]>,
     pub meta: AppMeta,
 }
 
@@ -70,22 +73,17 @@ pub struct Rendered {
 /// What closes an application object after its module list.
 pub const APP_TAIL: &[u8] = b"]}";
 
-/// Renders a checked snapshot.
-pub fn render(file: &SnapshotFile<'_>, analyzed_on: SystemTime, file_bytes: usize) -> Rendered {
-    let refs = Refs::new(file);
+/// Renders a checked snapshot. It is consumed: each application's parsed form is dropped as
+/// soon as it is rendered, so the two are not both held whole at an import's peak.
+pub fn render(mut file: SnapshotFile<'_>, analyzed_on: SystemTime, file_bytes: usize) -> Rendered {
+    let refs = Refs::new(&file);
     let order = serving_order(&file.applications);
-    let apps = render_applications(file, &order, &refs);
-    let teams = render_teams(file, &order);
+    let teams = render_teams(&file, &order);
     let mut levels = Vec::with_capacity(128 * file.levels.len());
     named_items(&mut levels, &file.levels);
-    Rendered {
-        analyzed_on,
-        file_bytes,
-        levels: levels.into(),
-        categories: render_categories(file).into(),
-        teams,
-        apps,
-    }
+    let categories = render_categories(&file).into();
+    let apps = render_applications(std::mem::take(&mut file.applications), &order, &refs);
+    Rendered { analyzed_on, file_bytes, levels: levels.into(), categories, teams, apps }
 }
 
 /// The JSON fragments every application repeats, escaped once instead of per use.
@@ -153,8 +151,14 @@ fn name_key<'s>(name: &'s str, id: &str) -> (String, &'s str, String) {
     (name.to_lowercase(), name, id.to_ascii_lowercase())
 }
 
-fn render_applications(file: &SnapshotFile<'_>, order: &[usize], refs: &Refs) -> Vec<RenderedApp> {
-    order.iter().map(|&i| render_application(&file.applications[i], refs)).collect()
+fn render_applications(
+    apps: Vec<Application<'_>>,
+    order: &[usize],
+    refs: &Refs,
+) -> Vec<RenderedApp> {
+    let mut apps: Vec<Option<Application<'_>>> = apps.into_iter().map(Some).collect();
+    // `order` is a permutation of the indexes, so each is taken once.
+    order.iter().filter_map(|&i| apps[i].take()).map(|app| render_application(&app, refs)).collect()
 }
 
 fn render_application(app: &Application<'_>, refs: &Refs) -> RenderedApp {
@@ -183,7 +187,9 @@ fn render_application(app: &Application<'_>, refs: &Refs) -> RenderedApp {
         modules: modules.into(),
         findings: u32::try_from(findings).unwrap_or(u32::MAX),
     };
-    RenderedApp { plain: json, meta }
+    // One copy into an allocation of the exact size; the buffer, with its spare room, goes
+    // now rather than after every application is rendered.
+    RenderedApp { plain: Arc::from(json), meta }
 }
 
 /// An offset within one application's object. The format caps nothing, but an application
@@ -192,9 +198,11 @@ fn offset(json: &[u8]) -> u32 {
     u32::try_from(json.len()).unwrap_or(u32::MAX)
 }
 
-/// A guess at an application's rendered size, to allocate its buffer once.
+/// A guess at an application's rendered size, on the high side so that the buffer is
+/// allocated once: a guess a little low would double it.
 fn estimate(app: &Application<'_>) -> usize {
-    const PER_FINDING: usize = 110;
+    // `{"CategoryGUID":"<36>","PatternGUID":"<36>","Count":N},` is 116 to 126 bytes.
+    const PER_FINDING: usize = 128;
     const PER_ENTITY: usize = 160;
     let findings = app.findings.len() + app.modules.iter().map(|m| m.findings.len()).sum::<usize>();
     (1 + app.modules.len()) * PER_ENTITY + findings * PER_FINDING

@@ -476,31 +476,36 @@ impl Snapshots {
         self.dir.join(format!("{date}.json"))
     }
 
-    /// Imports the snapshot in `body` for `date`, replacing the one of that date if any;
-    /// `source` says who sent it (a pull or anything else).
+    /// Imports the snapshot in `body` (`body_len` bytes, as announced) for `date`, replacing
+    /// the one of that date if any; `source` says who sent it (a pull or anything else).
     pub fn import(
         &self,
         date: Date,
         body: &mut dyn Read,
+        body_len: u64,
         source: Source,
     ) -> Result<Imported, ImportError> {
         let started = Instant::now();
-        let bytes = receive(body)?;
+        let bytes = receive(body, body_len)?;
         // Stamped when the bytes are in, not when the request began: a slow upload is not
         // an earlier import.
         let arrival = Arrival::now(source);
-        self.import_bytes(date, &bytes, sha256(&bytes), started, arrival)
+        let file_sha256 = sha256(&bytes);
+        self.import_bytes(date, bytes, file_sha256, started, arrival)
     }
 
     fn import_bytes(
         &self,
         date: Date,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         file_sha256: Digest,
         started: Instant,
         arrival: Arrival,
     ) -> Result<Imported, ImportError> {
-        let rendered = super::render_file(bytes).map_err(ImportError::Invalid)?;
+        let rendered = super::render_file(&bytes).map_err(ImportError::Invalid)?;
+        // The file is all in the rendered form now; it goes before the compression, which
+        // would otherwise hold both at the import's peak.
+        drop(bytes);
         let _commit = self.lock_commit();
         let mut prepared =
             self.prepare(rendered, date, file_sha256).map_err(ImportError::History)?;
@@ -735,7 +740,7 @@ impl Snapshots {
         let written =
             fs::metadata(path).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
         let arrival = Arrival::at(written, Source::Inbox);
-        match self.import_bytes(date, &bytes, digest, started, arrival) {
+        match self.import_bytes(date, bytes, digest, started, arrival) {
             Ok(imported) => Ok(Ok(Some(imported))),
             Err(ImportError::History(e)) => Err(e),
             Err(ImportError::Invalid(invalid)) => Ok(Err(invalid.to_string())),
@@ -871,8 +876,12 @@ fn inflate_all(parts: &super::served::Parts) -> Result<Box<[Arc<[u8]>]>, Corrupt
 
 /// The request body, whole: a snapshot is parsed in one piece anyway. The admin port bounds
 /// its size.
-fn receive(body: &mut dyn Read) -> Result<Vec<u8>, ImportError> {
+/// Reads the whole body into a buffer of the announced size: one grown by doubling would hold
+/// up to twice the file through the import.
+fn receive(body: &mut dyn Read, body_len: u64) -> Result<Vec<u8>, ImportError> {
     let mut bytes = Vec::new();
+    // Only a hint: a buffer that cannot be had up front is grown as the bytes come.
+    let _ = bytes.try_reserve_exact(usize::try_from(body_len).unwrap_or(0));
     body.read_to_end(&mut bytes).map_err(ImportError::Body)?;
     if bytes.is_empty() {
         return Err(ImportError::Empty);

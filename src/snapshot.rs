@@ -28,6 +28,7 @@ pub mod store;
 pub mod verify;
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use date::{Date, DateError};
 pub use document::{ExportError, export};
@@ -41,7 +42,7 @@ pub fn load(bytes: &[u8], date: Date, activation_code: &str) -> Result<Snapshot,
     // Over the bytes as stored (a byte-order mark included): what `GET /snapshots` reports,
     // and what `snapshot pull` compares its own rendering with to find nothing changed.
     let file_sha256 = served::sha256(bytes);
-    let rendered = render_file(bytes)?;
+    let rendered = render_file(bytes, &mut keep_each)?;
     let mut no_apps =
         |keys: &[served::Digest]| -> Result<Vec<Option<_>>, Invalid> { Ok(vec![None; keys.len()]) };
     let mut no_runs =
@@ -51,14 +52,23 @@ pub fn load(bytes: &[u8], date: Date, activation_code: &str) -> Result<Snapshot,
     Ok(Snapshot::assemble(prepared.parts, activation_code, plain))
 }
 
-/// Reads, checks and renders the bytes of a snapshot file.
-pub(crate) fn render_file(bytes: &[u8]) -> Result<render::Rendered, Invalid> {
+/// Keys an application's rendered JSON and keeps it in an allocation of its own size.
+pub(crate) fn keep_each(json: Vec<u8>) -> (served::Digest, Arc<[u8]>) {
+    (served::sha256(&json), Arc::from(json))
+}
+
+/// Reads, checks and renders the bytes of a snapshot file; `keep` keys each application and
+/// says which bytes to keep for it (see [`render::Keep`]).
+pub(crate) fn render_file(
+    bytes: &[u8],
+    keep: render::Keep<'_>,
+) -> Result<render::Rendered, Invalid> {
     // Editors on some systems start UTF-8 files with a byte-order mark that JSON forbids; it
     // carries no data, so it is skipped rather than refused.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut parsed = parse(bytes)?;
     let analyzed_on = check::check(&mut parsed)?;
-    Ok(render::render(parsed, analyzed_on, bytes.len()))
+    Ok(render::render(parsed, analyzed_on, bytes.len(), keep))
 }
 
 /// Runs every check of [`load`] without rendering: for `snapshot pull`, which validates what it

@@ -42,9 +42,14 @@ pub fn prepare<E>(
     known_runs: Known<'_, RunPiece, E>,
 ) -> Result<Prepared, E> {
     let Rendered { analyzed_on, file_bytes, levels, categories, teams, apps } = rendered;
-    let (plain, metas): (Vec<Arc<[u8]>>, Vec<_>) =
-        apps.into_iter().map(|app| (app.plain, app.meta)).unzip();
-    let keys: Vec<Digest> = plain.iter().map(|p| sha256(p)).collect();
+    let mut keys = Vec::with_capacity(apps.len());
+    let (plain, metas): (Vec<Arc<[u8]>>, Vec<_>) = apps
+        .into_iter()
+        .map(|app| {
+            keys.push(app.key);
+            (app.plain, app.meta)
+        })
+        .unzip();
     let threads = threads(plain.iter().map(|p| p.len()).sum());
 
     let known = known_apps(&keys)?;

@@ -23,11 +23,18 @@ use super::file::{Application, Finding, Named, SnapshotFile};
 
 /// One application rendered: its JSON object, and what the indexes need to know of it.
 pub struct RenderedApp {
+    /// The SHA-256 of `plain`: the application's key in the store.
+    pub key: [u8; 32],
     /// Exactly its bytes: a whole snapshot's applications are held at once, so no spare
     /// capacity is.
     pub plain: Arc<[u8]>,
     pub meta: AppMeta,
 }
+
+/// Turns an application's freshly rendered JSON into its key and the bytes to keep: the
+/// caller hashes it, and may hand back bytes it already holds under that key instead (the
+/// newest date's, for an import), so that an unchanged application is not held twice.
+pub type Keep<'a> = &'a mut dyn FnMut(Vec<u8>) -> ([u8; 32], Arc<[u8]>);
 
 /// What serving needs to know of an application besides its bytes: where its module list
 /// starts, where each module is, and the identifiers the filters look up (lower-case).
@@ -75,14 +82,19 @@ pub const APP_TAIL: &[u8] = b"]}";
 
 /// Renders a checked snapshot. It is consumed: each application's parsed form is dropped as
 /// soon as it is rendered, so the two are not both held whole at an import's peak.
-pub fn render(mut file: SnapshotFile<'_>, analyzed_on: SystemTime, file_bytes: usize) -> Rendered {
+pub fn render(
+    mut file: SnapshotFile<'_>,
+    analyzed_on: SystemTime,
+    file_bytes: usize,
+    keep: Keep<'_>,
+) -> Rendered {
     let refs = Refs::new(&file);
     let order = serving_order(&file.applications);
     let teams = render_teams(&file, &order);
     let mut levels = Vec::with_capacity(128 * file.levels.len());
     named_items(&mut levels, &file.levels);
     let categories = render_categories(&file).into();
-    let apps = render_applications(std::mem::take(&mut file.applications), &order, &refs);
+    let apps = render_applications(std::mem::take(&mut file.applications), &order, &refs, keep);
     Rendered { analyzed_on, file_bytes, levels: levels.into(), categories, teams, apps }
 }
 
@@ -155,13 +167,18 @@ fn render_applications(
     apps: Vec<Application<'_>>,
     order: &[usize],
     refs: &Refs,
+    keep: Keep<'_>,
 ) -> Vec<RenderedApp> {
     let mut apps: Vec<Option<Application<'_>>> = apps.into_iter().map(Some).collect();
     // `order` is a permutation of the indexes, so each is taken once.
-    order.iter().filter_map(|&i| apps[i].take()).map(|app| render_application(&app, refs)).collect()
+    order
+        .iter()
+        .filter_map(|&i| apps[i].take())
+        .map(|app| render_application(&app, refs, &mut *keep))
+        .collect()
 }
 
-fn render_application(app: &Application<'_>, refs: &Refs) -> RenderedApp {
+fn render_application(app: &Application<'_>, refs: &Refs, keep: Keep<'_>) -> RenderedApp {
     let mut json = Vec::with_capacity(estimate(app));
     graded(&mut json, &app.guid, &app.name, app.level, &app.findings, refs);
     json.extend_from_slice(b",\"Modules\":[");
@@ -187,9 +204,10 @@ fn render_application(app: &Application<'_>, refs: &Refs) -> RenderedApp {
         modules: modules.into(),
         findings: u32::try_from(findings).unwrap_or(u32::MAX),
     };
-    // One copy into an allocation of the exact size; the buffer, with its spare room, goes
-    // now rather than after every application is rendered.
-    RenderedApp { plain: Arc::from(json), meta }
+    // The buffer, with its spare room, goes now rather than after every application is
+    // rendered: into an allocation of the exact size, or for bytes already held.
+    let (key, plain) = keep(json);
+    RenderedApp { key, plain, meta }
 }
 
 /// An offset within one application's object. The format caps nothing, but an application

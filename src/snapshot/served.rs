@@ -260,6 +260,17 @@ impl Snapshot {
         &self.file_sha256
     }
 
+    /// Its applications' bytes by key when it holds them all (the newest date), for an import
+    /// to share; empty otherwise.
+    pub fn pinned_by_key(&self) -> HashMap<Digest, Arc<[u8]>> {
+        match &self.plain {
+            Plain::Pinned(plain) => {
+                self.apps.iter().zip(plain.iter()).map(|(a, p)| (a.hash, Arc::clone(p))).collect()
+            }
+            Plain::Cached(_) => HashMap::new(),
+        }
+    }
+
     /// What it holds in memory of its own and through its pieces (pieces shared with other
     /// dates are counted in each): the compressed forms, the indexes and, when pinned, the
     /// plaintext. An older date's decompressed applications are in the shared cache instead.

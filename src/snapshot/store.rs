@@ -502,7 +502,18 @@ impl Snapshots {
         started: Instant,
         arrival: Arrival,
     ) -> Result<Imported, ImportError> {
-        let rendered = super::render_file(&bytes).map_err(ImportError::Invalid)?;
+        // An application the newest date has too is kept as the newest holds it: the day's
+        // import, which becomes the newest, then adds only what changed to what is pinned.
+        let newest = self.catalog().newest().map(|s| s.pinned_by_key()).unwrap_or_default();
+        let mut keep = |json: Vec<u8>| {
+            let key = sha256(&json);
+            match newest.get(&key) {
+                Some(held) => (key, Arc::clone(held)),
+                None => (key, Arc::<[u8]>::from(json)),
+            }
+        };
+        let rendered = super::render_file(&bytes, &mut keep).map_err(ImportError::Invalid)?;
+        drop(newest);
         // The file is all in the rendered form now; it goes before the compression, which
         // would otherwise hold both at the import's peak.
         drop(bytes);
@@ -977,5 +988,26 @@ mod tests {
             due(both, &["2024-05-10", "2024-05-13", "2024-05-14"]),
             [("2024-05-10".to_owned(), Rule::KeepCount(2))]
         );
+    }
+
+    #[test]
+    fn an_import_shares_the_unchanged_applications_of_the_newest_date() {
+        let sample = include_bytes!("../../examples/snapshot-2024-05-14.json");
+        let changed = String::from_utf8_lossy(sample).replacen("\"Count\": 43", "\"Count\": 44", 1);
+        let store = Snapshots::in_memory("CODE", Memory::default()).unwrap();
+        let import = |date: &str, bytes: &[u8]| {
+            let date = Date::parse(date).unwrap();
+            store.import(date, &mut &bytes[..], bytes.len() as u64, Source::Import).unwrap();
+        };
+        import("2024-05-14", sample);
+        let before = store.catalog().newest().unwrap().pinned_by_key();
+        import("2024-05-15", changed.as_bytes());
+        let after = store.catalog().newest().unwrap().pinned_by_key();
+        let shared = after
+            .iter()
+            .filter(|(key, bytes)| before.get(*key).is_some_and(|held| Arc::ptr_eq(held, bytes)))
+            .count();
+        // Twelve applications, one changed: the other eleven are the bytes already held.
+        assert_eq!((after.len(), shared), (12, 11));
     }
 }

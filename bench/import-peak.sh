@@ -4,17 +4,23 @@
 # issue's benchmark), so that the figure shows how the peak grows with the file.
 #
 #   bench/import-peak.sh [PEER_BINARY]
+#   DAYS=8 ARENAS=default bench/import-peak.sh [PEER_BINARY]
 #
 # PEER_BINARY, when given, is measured in the same run on the same files (for instance the
-# previous release's `aims-api`), and the ratio printed. Each server runs with
+# previous release's `aims-api`), and the ratio printed. The first import goes into an empty
+# store; each next one, of the same file with one count changed, runs while the previous date
+# is the newest held whole, as every daily import does. Columns: the peak after the first
+# import, after the second, and after the last of DAYS (default 2). Each server runs with
 # MALLOC_ARENA_MAX=1, as the packaged unit sets, so the peak is the import's and not the
-# allocator's arenas. The first import goes into an empty store; the second, of a slightly
-# different file, runs while the first is the newest date held whole, as every daily import
-# does. Everything runs on loopback in a temporary folder, removed on exit. Needs curl.
+# allocator's arenas; ARENAS=default runs them with glibc's default instead. Everything runs on
+# loopback in a temporary folder, removed on exit. Needs curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 peer=${1:-}
+days=${DAYS:-2}
+arenas=(env MALLOC_ARENA_MAX=1)
+if [ "${ARENAS:-1}" = default ]; then arenas=(env -u MALLOC_ARENA_MAX); fi
 work=$(mktemp -d /tmp/aims-import-peak.XXXXXX)
 server_pid=
 cleanup() {
@@ -28,9 +34,9 @@ cargo build --release --quiet --bin aims-api --example snapshot-bench
 bin=target/release/aims-api
 bench=target/release/examples/snapshot-bench
 
-# Prints "first second" peak RSS in MiB for binary $1 and files $2 and $3.
+# Prints "first second last" peak RSS in MiB for binary $1 importing the dated files of $work/days.
 measure() {
-    local binary=$1 first=$2 second=$3
+    local binary=$1
     rm -rf "$work/state"
     cat > "$work/config.ron" <<EOF
 (
@@ -42,7 +48,7 @@ measure() {
 )
 EOF
     : > "$work/server.log"
-    MALLOC_ARENA_MAX=1 "$binary" serve --config "$work/config.ron" 2> "$work/server.log" &
+    "${arenas[@]}" "$binary" serve --config "$work/config.ron" 2> "$work/server.log" &
     server_pid=$!
     local admin=
     for _ in $(seq 1 200); do
@@ -52,7 +58,7 @@ EOF
         sleep 0.05
     done
     local peaks=()
-    for file in "$first" "$second"; do
+    for file in "$work"/days/*.json; do
         local status
         status=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary "@$file" \
             "http://$admin/snapshots/$(basename "$file" .json)")
@@ -60,26 +66,29 @@ EOF
         peaks+=("$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$server_pid/status")")
     done
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
-    echo "${peaks[0]} ${peaks[1]}"
+    echo "${peaks[0]} ${peaks[1]} ${peaks[-1]}"
 }
 
-printf '%6s %8s | %12s %12s' apps "JSON MiB" "1st import" "2nd import"
-if [ -n "$peer" ]; then printf ' | %12s %12s | %6s %6s' "peer 1st" "peer 2nd" ratio ratio; fi
+echo "peak RSS of aims-api serve in MiB, $days daily imports, ${ARENAS:-MALLOC_ARENA_MAX=1} arenas"
+printf '%6s %8s | %6s %6s %6s' apps "JSON MiB" 1st 2nd "day $days"
+if [ -n "$peer" ]; then printf ' | %6s %6s %6s | %5s %5s %5s' 1st 2nd "day $days" ratio ratio ratio; fi
 printf '\n'
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
 for apps in 500 1000 2000; do
-    first="$work/2024-05-14.json"
-    second="$work/2024-05-15.json"
+    rm -rf "$work/days"; mkdir "$work/days"
+    first="$work/days/2024-05-01.json"
     "$bench" generate "$first" --apps "$apps" --modules $((apps * 10)) --findings $((apps * 200)) > /dev/null
-    # One count changed: a new date whose every application but one is the same.
-    sed '0,/"Count": 1,/s//"Count": 2,/' "$first" > "$second"
+    # Each next day changes one count: every application but one is the same as the day before.
+    for day in $(seq 2 "$days"); do
+        sed "0,/\"Count\": 1,/s//\"Count\": $day,/" "$first" > "$work/days/2024-05-$(printf %02d "$day").json"
+    done
     mib=$(awk -v b="$(stat -c %s "$first")" 'BEGIN { printf "%.1f", b / 1048576 }')
-    read -r a b < <(measure "$bin" "$first" "$second")
-    printf '%6s %8s | %9s MiB %9s MiB' "$apps" "$mib" "$a" "$b"
+    read -r a b c < <(measure "$bin")
+    printf '%6s %8s | %6s %6s %6s' "$apps" "$mib" "$a" "$b" "$c"
     if [ -n "$peer" ]; then
-        read -r pa pb < <(measure "$peer" "$first" "$second")
-        printf ' | %9s MiB %9s MiB | %6.2f %6.2f' "$pa" "$pb" \
-            "$(awk -v x="$a" -v y="$pa" 'BEGIN { print x / y }')" \
-            "$(awk -v x="$b" -v y="$pb" 'BEGIN { print x / y }')"
+        read -r pa pb pc < <(measure "$peer")
+        printf ' | %6s %6s %6s | %5s %5s %5s' "$pa" "$pb" "$pc" \
+            "$(ratio "$a" "$pa")" "$(ratio "$b" "$pb")" "$(ratio "$c" "$pc")"
     fi
     printf '\n'
 done

@@ -160,10 +160,6 @@ pub struct Arrival {
 }
 
 impl Arrival {
-    pub fn now(source: Source) -> Self {
-        Self::at(SystemTime::now(), source)
-    }
-
     pub fn at(time: SystemTime, source: Source) -> Self {
         let at_ms = time
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -487,11 +487,8 @@ impl Snapshots {
     ) -> Result<Imported, ImportError> {
         let started = Instant::now();
         let bytes = receive(body, body_len)?;
-        // Stamped when the bytes are in, not when the request began: a slow upload is not
-        // an earlier import.
-        let arrival = Arrival::now(source);
         let file_sha256 = sha256(&bytes);
-        self.import_bytes(date, bytes, file_sha256, started, arrival)
+        self.import_bytes(date, bytes, file_sha256, started, source, None)
     }
 
     fn import_bytes(
@@ -500,7 +497,8 @@ impl Snapshots {
         bytes: Vec<u8>,
         file_sha256: Digest,
         started: Instant,
-        arrival: Arrival,
+        source: Source,
+        written: Option<SystemTime>,
     ) -> Result<Imported, ImportError> {
         // An application the newest date has too is kept as the newest holds it: the day's
         // import, which becomes the newest, then adds only what changed to what is pinned.
@@ -520,6 +518,9 @@ impl Snapshots {
         let _commit = self.lock_commit();
         let mut prepared =
             self.prepare(rendered, date, file_sha256).map_err(ImportError::History)?;
+        // Stamped as it goes live, in the commit that makes it so; a file taken over keeps the
+        // time its release wrote it (`written`).
+        let arrival = Arrival::at(written.unwrap_or_else(SystemTime::now), source);
         prepared.header.arrival = Some(arrival);
         let new = NewDate {
             date,
@@ -537,7 +538,7 @@ impl Snapshots {
         // A file for this date that the inbox refused is superseded by this import: it goes,
         // or the next reload would try it again. (A take-over removes its files itself, once
         // all of them are in.)
-        let refused_file = arrival.source != Source::Inbox
+        let refused_file = source != Source::Inbox
             && catalog.refused.contains_key(&date)
             && match durable::remove(&self.inbox_path(date)) {
                 Ok(removed) => removed,
@@ -750,8 +751,7 @@ impl Snapshots {
         // The release that kept files wrote this one when it imported it.
         let written =
             fs::metadata(path).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
-        let arrival = Arrival::at(written, Source::Inbox);
-        match self.import_bytes(date, bytes, digest, started, arrival) {
+        match self.import_bytes(date, bytes, digest, started, Source::Inbox, Some(written)) {
             Ok(imported) => Ok(Ok(Some(imported))),
             Err(ImportError::History(e)) => Err(e),
             Err(ImportError::Invalid(invalid)) => Ok(Err(invalid.to_string())),

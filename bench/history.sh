@@ -26,10 +26,10 @@ cd "$(dirname "$0")/.."
 # does not exist counts 0): the history store, and the folder of files waiting to be taken
 # over (empty after imports). The key store, certificate and usage files are not counted.
 STORE_PATHS=(history.redb snapshots)
+# The activation code of bench/server.sh's configuration.
 CODE=BENCH-ACTIVATION-CODE
-# Bounds on every wait: a start, a stop, and the whole of one import (curl's --max-time).
-START_TIMEOUT_SECS=600
-STOP_TIMEOUT_SECS=120
+# Bounds on every wait: a start and a stop (bench/server.sh: 600 s and 120 s), and the whole of
+# one import (curl's --max-time).
 IMPORT_TIMEOUT_SECS=600
 SEED=12
 
@@ -62,17 +62,9 @@ for days in "${days_each[@]}"; do
 done
 
 # /var/tmp, not /tmp: a long history on the file-per-date store is many GiB, too much for a tmpfs.
-work=$(mktemp -d /var/tmp/aims-history.XXXXXX)
-server_pid=
-cleanup() {
-    if [ -n "$server_pid" ]; then
-        kill -KILL "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/server.sh
+source bench/server.sh
+bench_workdir /var/tmp/aims-history.XXXXXX
 
 echo "==> building (release)" >&2
 cargo build --release --quiet --bin aims-api --example history-bench
@@ -81,7 +73,7 @@ bench=target/release/examples/history-bench
 
 now() { echo "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$server_pid/status"; }
+rss_mib() { printf "%.0f" "$(server_mib VmRSS)"; }
 # The slowest curl time_total, in ms, of lines $1 to $2 of pages.txt.
 max_ms() {
     awk -v from="$1" -v to="$2" 'NR >= from && NR <= to && $2 > m { m = $2 }
@@ -92,45 +84,6 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 store_bytes() {
     (cd "$1" && { du -scb -- ${STORE_PATHS[@]} 2>/dev/null || true; } \
         | awk '$2 == "total" { t = $1 } END { print t + 0 }')
-}
-
-# Starts the server of state folder $state; sets api, admin and start_secs (launch to both
-# "listening" lines in its log).
-start_server() {
-    : > "$work/server.log"
-    local started; started=$(now)
-    "$bin" serve --config "$work/config.ron" 2>> "$work/server.log" &
-    server_pid=$!
-    local deadline=$((SECONDS + START_TIMEOUT_SECS))
-    until grep -q "api listening on" "$work/server.log" \
-        && grep -q "admin listening on" "$work/server.log"; do
-        if ! kill -0 "$server_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-            echo "the server did not start within ${START_TIMEOUT_SECS} s; its log:" >&2
-            tail -n 20 "$work/server.log" >&2
-            exit 1
-        fi
-        sleep 0.01
-    done
-    start_secs=$(elapsed "$started" "$(now)")
-    api=$(sed -nE 's/.*api listening on https:\/\/([^ ]+).*/\1/p' "$work/server.log")
-    admin=$(sed -nE 's/.*admin listening on http:\/\/([^ ]+).*/\1/p' "$work/server.log")
-}
-
-# SIGTERM, then wait for the exit (SIGKILL after STOP_TIMEOUT_SECS, and say so).
-stop_server() {
-    kill -TERM "$server_pid"
-    local deadline=$((SECONDS + STOP_TIMEOUT_SECS))
-    # A child that exited stays a zombie (state Z) until waited for.
-    while [ "$(awk '{ print $3 }' "/proc/$server_pid/stat" 2>/dev/null || echo Z)" != Z ]; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "the server did not stop within ${STOP_TIMEOUT_SECS} s of SIGTERM: killed" >&2
-            kill -KILL "$server_pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.05
-    done
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
 }
 
 # Generates day $1 at churn $2 into a file, imports it, removes it; sets date_of[$1] and
@@ -171,15 +124,7 @@ for days in "${days_each[@]}"; do
     for churn in "${churn_each[@]}"; do
         state="$work/state"
         rm -rf "$state"
-        cat > "$work/config.ron" <<EOF
-(
-    activation_code: "$CODE",
-    state_dir: "$state",
-    log_level: "info",
-    api: (listen: "127.0.0.1:0", workers: 2),
-    admin: (listen: "127.0.0.1:0", max_body_bytes: 1073741824),
-)
-EOF
+        bench_config "$state"
         echo "==> $days day(s) at $churn % churn" >&2
         start_server
         key=$(curl -s -X POST "http://$admin/key" | sed -nE 's/.*"api_key":"([^"]+)".*/\1/p')

@@ -21,13 +21,9 @@ peer=${1:-}
 days=${DAYS:-2}
 arenas=(env MALLOC_ARENA_MAX=1)
 if [ "${ARENAS:-1}" = default ]; then arenas=(env -u MALLOC_ARENA_MAX); fi
-work=$(mktemp -d /tmp/aims-import-peak.XXXXXX)
-server_pid=
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/server.sh
+source bench/server.sh
+bench_workdir /tmp/aims-import-peak.XXXXXX
 
 echo "==> building (release)"
 cargo build --release --quiet --bin aims-api --example snapshot-bench
@@ -38,34 +34,17 @@ bench=target/release/examples/snapshot-bench
 measure() {
     local binary=$1
     rm -rf "$work/state"
-    cat > "$work/config.ron" <<EOF
-(
-    activation_code: "BENCH-ACTIVATION-CODE",
-    state_dir: "$work/state",
-    log_level: "info",
-    api: (listen: "127.0.0.1:0", workers: 2),
-    admin: (listen: "127.0.0.1:0", max_body_bytes: 1073741824),
-)
-EOF
-    : > "$work/server.log"
-    "${arenas[@]}" "$binary" serve --config "$work/config.ron" 2> "$work/server.log" &
-    server_pid=$!
-    local admin=
-    for _ in $(seq 1 200); do
-        admin=$(sed -nE 's/.*admin listening on http:\/\/([^ ]+).*/\1/p' "$work/server.log")
-        if [ -n "$admin" ]; then break; fi
-        if ! kill -0 "$server_pid" 2>/dev/null; then cat "$work/server.log"; exit 1; fi
-        sleep 0.05
-    done
+    bench_config "$work/state"
+    start_server "${arenas[@]}" "$binary"
     local peaks=()
     for file in "$work"/days/*.json; do
         local status
         status=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary "@$file" \
             "http://$admin/snapshots/$(basename "$file" .json)")
         if [ "$status" != 201 ]; then echo "import of $file answered $status" >&2; exit 1; fi
-        peaks+=("$(awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$server_pid/status")")
+        peaks+=("$(printf "%.0f" "$(server_mib VmHWM)")")
     done
-    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+    stop_server
     echo "${peaks[0]} ${peaks[1]} ${peaks[-1]}"
 }
 
@@ -83,10 +62,14 @@ for apps in 500 1000 2000; do
         sed "0,/\"Count\": 1,/s//\"Count\": $day,/" "$first" > "$work/days/2024-05-$(printf %02d "$day").json"
     done
     mib=$(awk -v b="$(stat -c %s "$first")" 'BEGIN { printf "%.1f", b / 1048576 }')
-    read -r a b c < <(measure "$bin")
+    # Through a file, not a pipe: measure runs in this shell, so a failure stops the script and
+    # the exit trap stops its server.
+    measure "$bin" > "$work/peaks"
+    read -r a b c < "$work/peaks"
     printf '%6s %8s | %6s %6s %6s' "$apps" "$mib" "$a" "$b" "$c"
     if [ -n "$peer" ]; then
-        read -r pa pb pc < <(measure "$peer")
+        measure "$peer" > "$work/peaks"
+        read -r pa pb pc < "$work/peaks"
         printf ' | %6s %6s %6s | %5s %5s %5s' "$pa" "$pb" "$pc" \
             "$(ratio "$a" "$pa")" "$(ratio "$b" "$pb")" "$(ratio "$c" "$pc")"
     fi

@@ -15,13 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-work=$(mktemp -d /tmp/aims-bench.XXXXXX)
-server_pid=
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/server.sh
+source bench/server.sh
+bench_workdir /tmp/aims-bench.XXXXXX
 
 echo "==> building (release)"
 cargo build --release --quiet --bin aims-api --example snapshot-bench
@@ -35,39 +31,8 @@ echo "==> generating"
 echo "==> in-process (load, then pages through api::answer)"
 "$bench" load "$file" "$@"
 
-# A configuration with ports chosen by the kernel; the server logs which.
-cat > "$work/config.ron" <<EOF
-(
-    activation_code: "BENCH-ACTIVATION-CODE",
-    state_dir: "$work/state",
-    log_level: "info",
-    api: (listen: "127.0.0.1:0", workers: 2),
-    admin: (listen: "127.0.0.1:0", max_body_bytes: 1073741824),
-)
-EOF
-
-start_server() {
-    : > "$work/server.log"
-    "$bin" serve --config "$work/config.ron" 2> "$work/server.log" &
-    server_pid=$!
-    for _ in $(seq 1 600); do
-        if grep -q "api listening on" "$work/server.log"; then break; fi
-        if ! kill -0 "$server_pid" 2>/dev/null; then cat "$work/server.log"; exit 1; fi
-        sleep 0.05
-    done
-    api=$(sed -nE 's/.*api listening on https:\/\/([^ ]+).*/\1/p' "$work/server.log")
-    admin=$(sed -nE 's/.*admin listening on http:\/\/([^ ]+).*/\1/p' "$work/server.log")
-}
-
-stop_server() {
-    kill "$server_pid"
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
-}
-
-peak_rss_mib() {
-    awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"
-}
+bench_config "$work/state"
+peak_rss_mib() { server_mib VmHWM; }
 
 echo "==> end to end through aims-api serve"
 start_server
@@ -80,7 +45,9 @@ answer: $(head -c 300 "$work/import.json")"
 echo "server peak RSS after the import: $(peak_rss_mib) MiB"
 
 urls=()
-for offset in $(seq 0 200 1800); do
+# Up to ten pages of 200, as many as the snapshot has (an offset past the end is a 400).
+apps=$(grep -o '"applications":[0-9]*' "$work/import.json" | head -n 1 | cut -d: -f2)
+for offset in $(seq 0 200 $(((apps < 2000 ? apps : 2000) - 1))); do
     urls+=("https://$api/AIMentorStudioAPI/rest/v1/TechnicalDebt_Application?Limit=200&Offset=$offset")
 done
 curl -s --cacert "$work/state/tls/cert.pem" -H "x-api-key: $key" \
@@ -95,8 +62,9 @@ if awk '$1 != 200 { bad = 1 } END { exit !bad }' "$work/pages.txt"; then
     echo "non-200 answers:"; cat "$work/pages.txt"; exit 1
 fi
 # The first request of each curl run pays for the TLS handshake; the others reuse the connection.
-awk 'NR % 10 != 1 { printf "%.3f\n", $4 * 1000 }' "$work/pages.txt" | sort -n > "$work/total.ms"
-awk 'NR % 10 != 1 { printf "%.3f\n", $3 * 1000 }' "$work/pages.txt" | sort -n > "$work/ttfb.ms"
+per_run=${#urls[@]}
+awk -v n="$per_run" 'NR % n != 1 % n { printf "%.3f\n", $4 * 1000 }' "$work/pages.txt" | sort -n > "$work/total.ms"
+awk -v n="$per_run" 'NR % n != 1 % n { printf "%.3f\n", $3 * 1000 }' "$work/pages.txt" | sort -n > "$work/ttfb.ms"
 median() { awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }' "$1"; }
 largest=$(awk '$2 > m { m = $2 } END { printf "%.1f", m / 1048576 }' "$work/pages.txt")
 echo "curl, Limit=200 pages on a kept-alive HTTPS connection ($(wc -l < "$work/total.ms") \

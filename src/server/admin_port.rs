@@ -10,8 +10,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroize;
@@ -21,8 +21,9 @@ use crate::app::App;
 use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
 use crate::peer;
 
-/// Serves admin connections on `listener` until shutdown.
-pub fn run_worker(app: Arc<App>, listener: TcpListener) {
+/// Serves admin connections on `listener` until shutdown, handing the ones it answered and
+/// closes to `closing`.
+pub fn run_worker(app: Arc<App>, listener: TcpListener, closing: Closing) {
     let own_uid = rustix::process::getuid().as_raw();
     let mut date = DateCache::default();
     loop {
@@ -31,7 +32,7 @@ pub fn run_worker(app: Arc<App>, listener: TcpListener) {
                 if app.shutting_down.load(Ordering::Relaxed) {
                     return;
                 }
-                serve(&app, stream, peer, own_uid, &mut date);
+                serve(&app, stream, peer, own_uid, &mut date, &closing);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -42,7 +43,14 @@ pub fn run_worker(app: Arc<App>, listener: TcpListener) {
     }
 }
 
-fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date: &mut DateCache) {
+fn serve(
+    app: &App,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    own_uid: u32,
+    date: &mut DateCache,
+    closing: &Closing,
+) {
     let limits = app.config.admin.limits;
     let _ = stream.set_write_timeout(Some(limits.idle_timeout));
     let local = match stream.local_addr() {
@@ -53,13 +61,13 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
         Ok(uid) => uid,
         Err(e) => {
             send(&mut stream, &admin::refuse_unknown_uid(app, peer, e), date, false, false);
-            close_after_answer(&mut stream);
+            closing.hand_over(stream);
             return;
         }
     };
     if uid != own_uid && !app.config.admin.allowed_uids.contains(&uid) {
         send(&mut stream, &admin::refuse_uid(app, uid), date, false, false);
-        close_after_answer(&mut stream);
+        closing.hand_over(stream);
         return;
     }
     let client = Client { uid };
@@ -68,7 +76,7 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
         match conn.serve_one(app, client, date) {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Answered) => {
-                close_after_answer(&mut conn.stream);
+                closing.hand_over(conn.stream);
                 return;
             }
             Ok(Next::Closed) | Err(_) => return,
@@ -76,33 +84,85 @@ fn serve(app: &App, mut stream: TcpStream, peer: SocketAddr, own_uid: u32, date:
     }
 }
 
-/// How long, and how much, a connection that was answered and is closing may still send.
+/// How long, and how much, a connection that was answered and is closing may still send; how
+/// many such connections are held at once; how often they are looked at.
 const LINGER_TIME: Duration = Duration::from_millis(250);
 const LINGER_BYTES: usize = 64 * 1024;
+const LINGER_MAX: usize = 256;
+const LINGER_TICK: Duration = Duration::from_millis(10);
 
-/// Closes a connection whose answer is sent without losing that answer. Closing with request
-/// bytes unread makes the kernel reset the connection, and the reset can overtake the answer:
-/// a refused uid is answered before its request is read, and the client then reports
-/// "connection reset" instead of the 403 that says what to do. So the answer is followed by a
-/// FIN, and what the client still sends is read and dropped until it closes too, for at most
-/// [`LINGER_TIME`] and [`LINGER_BYTES`] (nothing of it is parsed).
-fn close_after_answer(stream: &mut TcpStream) {
-    if stream.shutdown(Shutdown::Write).is_err() {
-        return;
+/// Closes connections whose answer is sent without losing that answer, on a thread of its own.
+///
+/// Closing with request bytes unread makes the kernel reset the connection, and the reset can
+/// overtake the answer: a refused uid is answered before its request is read, and the client
+/// then reports "connection reset" instead of the 403 that says what to do. So an answered
+/// connection gets a FIN at once, and what the client still sends is read and dropped until it
+/// closes too, for at most [`LINGER_TIME`] and [`LINGER_BYTES`] (nothing of it is parsed).
+/// That wait is this thread's, not a worker's: a client that connects and sends nothing would
+/// otherwise hold one of the few admin workers for the whole of it. Past [`LINGER_MAX`]
+/// connections closing at once, a new one is closed at once.
+#[derive(Clone)]
+pub struct Closing {
+    queue: mpsc::SyncSender<TcpStream>,
+}
+
+impl Closing {
+    pub fn start() -> io::Result<Self> {
+        let (queue, incoming) = mpsc::sync_channel(LINGER_MAX);
+        std::thread::Builder::new()
+            .name("admin-closing".into())
+            .spawn(move || linger(&incoming))?;
+        Ok(Self { queue })
     }
-    let deadline = Instant::now() + LINGER_TIME;
-    let mut left = LINGER_BYTES;
-    let mut chunk = [0u8; 4096];
-    while left > 0 {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+
+    fn hand_over(&self, stream: TcpStream) {
+        if stream.shutdown(Shutdown::Write).is_err() || stream.set_nonblocking(true).is_err() {
             return;
         }
+        // Full (or gone at shutdown): the stream is dropped, and closed, here.
+        let _ = self.queue.try_send(stream);
+    }
+}
+
+/// Holds each closing connection until its client closes, it sends too much, or its time is up.
+fn linger(incoming: &mpsc::Receiver<TcpStream>) {
+    let mut held: Vec<(TcpStream, Instant, usize)> = Vec::new();
+    loop {
+        let next = if held.is_empty() {
+            incoming.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            incoming.recv_timeout(LINGER_TICK)
+        };
+        match next {
+            Ok(stream) => hold(&mut held, stream),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        while let Ok(stream) = incoming.try_recv() {
+            hold(&mut held, stream);
+        }
+        let now = Instant::now();
+        held.retain_mut(|(stream, deadline, left)| now < *deadline && drain(stream, left));
+    }
+}
+
+fn hold(held: &mut Vec<(TcpStream, Instant, usize)>, stream: TcpStream) {
+    if held.len() < LINGER_MAX {
+        held.push((stream, Instant::now() + LINGER_TIME, LINGER_BYTES));
+    }
+}
+
+/// Reads and drops what a closing client has sent; whether it is still open and within bounds.
+fn drain(stream: &mut TcpStream, left: &mut usize) -> bool {
+    let mut chunk = [0u8; 4096];
+    loop {
         match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => left = left.saturating_sub(n),
+            Ok(0) => return false,
+            Ok(n) if n >= *left => return false,
+            Ok(n) => *left -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
 }

@@ -128,10 +128,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         KeyManager::new(store, record, &config.activation_code, usage, config.key_max_lifetime);
     let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert)));
 
+    let closing = admin_port::Closing::start().map_err(ServeError::Thread)?;
     for id in 0..app.config.admin.workers {
         let listener = admin_listener.try_clone().map_err(ServeError::Thread)?;
-        let app = Arc::clone(&app);
-        spawn(format!("admin-{id}"), move || admin_port::run_worker(app, listener))?;
+        let (app, closing) = (Arc::clone(&app), closing.clone());
+        spawn(format!("admin-{id}"), move || admin_port::run_worker(app, listener, closing))?;
     }
     let mut api_workers = Vec::new();
     for id in 0..app.config.api.workers {

@@ -4,9 +4,11 @@
 //! accepting and serving one connection at a time is the simplest design that cannot be starved
 //! by the API port: it shares no thread, queue or connection cap with it. Before a byte of the
 //! request is read, the client socket's owner is looked up ([`crate::peer`]); anyone not in
-//! `allowed_uids` (plus the server's own uid) gets one `403` and is gone. This file only moves
-//! bytes: what a request means, and every refusal's answer, log line and count, is
-//! [`crate::admin`]'s.
+//! `allowed_uids` (plus the server's own uid) gets one `403` and is gone. A connection that
+//! closes after its answer is handed to one [`Closing`] thread, which waits for the client to
+//! close too, so that the answer is not lost to a reset and no worker waits on a client. This
+//! file only moves bytes: what a request means, and every refusal's answer, log line and count,
+//! is [`crate::admin`]'s.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -181,8 +181,9 @@ actions:
             unless --date is given; says \"unchanged\" and writes nothing if the snapshot of that
             date already holds the same data. A failed pull changes nothing.
   list      show the snapshots served (newest first, the default answer) with their counts,
-            each one's share of the history store on disk and what it holds in memory now,
-            the totals, and any file refused from the snapshot folder
+            each one's share of the history store on disk, what it holds in memory now and
+            when and how it was imported (pull, import, or inbox for a file taken over), the
+            totals, and any file refused from the snapshot folder
   export DATE [--output FILE]
             write the snapshot served for DATE as snapshot JSON, rendered from the served data
             in one canonical form (import it back to get the same data, and the same bytes

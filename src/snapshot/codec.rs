@@ -161,15 +161,22 @@ pub struct Arrival {
 
 impl Arrival {
     pub fn at(time: SystemTime, source: Source) -> Self {
-        let at_ms = time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Self { at_ms, source }
+        Self { at_ms: unix_ms(time), source }
     }
 
     pub fn time(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_millis(self.at_ms)
+        from_unix_ms(self.at_ms)
     }
+}
+
+/// A time as the records keep it: whole milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// How a date came into the store.
@@ -197,7 +204,7 @@ impl Source {
 
 impl Header {
     pub fn analyzed_on(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_millis(self.analyzed_on_ms)
+        from_unix_ms(self.analyzed_on_ms)
     }
 
     pub fn stats(&self) -> Stats {

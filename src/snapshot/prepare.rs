@@ -119,9 +119,7 @@ pub fn prepare<E>(
     };
     let app_plain: usize = plain.iter().map(|p| p.len()).sum();
     let header = Header {
-        analyzed_on_ms: analyzed_on
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        analyzed_on_ms: codec::unix_ms(analyzed_on),
         file_bytes: file_bytes as u64,
         file_sha256: codec::hex(&file_sha256),
         levels: codec::hex(&levels.hash),

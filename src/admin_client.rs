@@ -88,23 +88,16 @@ pub fn call_capped(
     // The server may answer and close before it has read the request (a refused uid, a body
     // too large): the connection is then reset under us, but a whole answer that arrived first
     // is the answer, and it says why far better than "connection reset".
-    if (sent.is_err() || read.is_err())
-        && let Some(answer) = parse_answer(&raw).filter(|_| has_length(&raw))
-    {
-        return Ok(answer);
+    // Only an answer whose head says how long it is can be told whole when cut by a reset.
+    let parsed = parse_answer(&raw);
+    if sent.is_err() || read.is_err() {
+        if let Some((answer, true)) = parsed {
+            return Ok(answer);
+        }
+        sent.map_err(exchange)?;
+        read.map_err(exchange)?;
     }
-    sent.map_err(exchange)?;
-    read.map_err(exchange)?;
-    parse_answer(&raw).ok_or(ClientError::Malformed { addr })
-}
-
-/// Whether the answer's head says how long its body is: only then can an answer cut short by a
-/// reset be told from a whole one.
-fn has_length(raw: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    matches!(response.parse(raw), Ok(httparse::Status::Complete(_)))
-        && response.headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-length"))
+    parsed.map(|(answer, _)| answer).ok_or(ClientError::Malformed { addr })
 }
 
 /// Reads to the end into a buffer that is wiped on drop, and that grows by copying into a new
@@ -134,7 +127,8 @@ fn read_wiping(reader: &mut impl Read) -> (Zeroizing<Vec<u8>>, io::Result<()>) {
     (buf, Ok(()))
 }
 
-fn parse_answer(raw: &[u8]) -> Option<Answer> {
+/// The answer in `raw`, and whether its length was announced (`Content-Length`).
+fn parse_answer(raw: &[u8]) -> Option<(Answer, bool)> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     let httparse::Status::Complete(head_len) = response.parse(raw).ok()? else { return None };
@@ -150,7 +144,7 @@ fn parse_answer(raw: &[u8]) -> Option<Answer> {
         Some(_) => return None,
         None => rest,
     };
-    Some(Answer { status, body: Zeroizing::new(body.to_vec()) })
+    Some((Answer { status, body: Zeroizing::new(body.to_vec()) }, length.is_some()))
 }
 
 #[cfg(test)]
@@ -167,9 +161,14 @@ mod tests {
 
     #[test]
     fn answers_parse_and_truncation_is_caught() {
-        let a = parse_answer(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        let (a, announced) =
+            parse_answer(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert!(announced);
         assert_eq!((a.status, a.body.as_slice()), (201, &b"{}"[..]));
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n{}").is_none());
         assert!(parse_answer(b"garbage").is_none());
+        // Without Content-Length the body runs to the end: a whole answer only at a clean close.
+        let (a, announced) = parse_answer(b"HTTP/1.1 200 OK\r\n\r\n{}").unwrap();
+        assert_eq!((a.body.as_slice(), announced), (&b"{}"[..], false));
     }
 }

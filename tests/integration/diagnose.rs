@@ -29,8 +29,15 @@ struct Diagnosis {
 }
 
 impl Diagnosis {
-    /// The leaf check at `path` ("state folder/key store"): its status and reason.
-    fn check(&self, path: &str) -> (String, String) {
+    /// What `diagnose --json` printed, and its exit status.
+    fn of(out: &std::process::Output) -> Self {
+        let json = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        Diagnosis { code: out.status.code().unwrap(), json }
+    }
+
+    /// The check at `path` ("state folder/key store"), whole.
+    fn node(&self, path: &str) -> &Value {
         let mut level = &self.json["checks"];
         let mut found = &Value::Null;
         for name in path.split('/') {
@@ -40,6 +47,12 @@ impl Diagnosis {
                 .unwrap_or_else(|| panic!("no check {path} in {:#}", self.json));
             level = &found["checks"];
         }
+        found
+    }
+
+    /// The leaf check at `path`: its status and reason.
+    fn check(&self, path: &str) -> (String, String) {
+        let found = self.node(path);
         let text = |field: &str| found[field].as_str().unwrap_or("").to_owned();
         (text("status"), text("reason"))
     }
@@ -74,9 +87,7 @@ fn diagnose_via(
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    let json = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    Diagnosis { code: out.status.code().unwrap(), json }
+    Diagnosis::of(&out)
 }
 
 /// An analysis date `days` ago, as the snapshot format writes it.
@@ -250,16 +261,8 @@ fn each_fault_in_the_state_folder_is_found() {
 fn run_by_another_user_the_admin_port_check_names_the_refusal() {
     let server = Server::start();
     let config = real_config(&server);
-    let out = crate::util::cli_as_nobody(&config, &["diagnose", "--json"]);
-    let json = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    let report = Diagnosis { code: out.status.code().unwrap(), json };
-    let admin = report.json["checks"]
-        .as_array()
-        .and_then(|groups| groups.iter().find(|g| g["name"] == "server"))
-        .and_then(|g| g["checks"].as_array())
-        .and_then(|checks| checks.iter().find(|c| c["name"] == "admin port"))
-        .unwrap_or_else(|| panic!("no admin port check in {:#}", report.json));
+    let report = Diagnosis::of(&crate::util::cli_as_nobody(&config, &["diagnose", "--json"]));
+    let admin = report.node("server/admin port");
     assert_eq!(admin["status"], "failure", "{admin}");
     assert_eq!(
         admin["reason"].as_str().unwrap(),

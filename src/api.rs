@@ -44,6 +44,7 @@ use crate::key::Fingerprint;
 use crate::keys::{self, Admitted, ChangeError, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
 use crate::refusals::{Peer, Refused};
+use crate::snapshot::store::{Access, ServeError};
 use crate::snapshot::{Date, Snapshot, Snapshots, Whole};
 use crate::throttle::Verdict;
 use query::{Param, Query, QueryError};
@@ -88,20 +89,127 @@ impl Endpoint {
 /// What plain HTTP on the HTTPS port is told, in the clear, before the connection closes.
 const PLAIN_HTTP_MESSAGE: &str = "this port speaks HTTPS only: send the request with https://";
 
+/// What became of a request: answered from memory, or waiting for the store.
+pub enum Handled {
+    Now(Response),
+    /// Admitted, but its answer needs what is not in memory (an older date read from the
+    /// store): the port parks the connection and runs [`Deferred::answer`] on a blocking
+    /// thread, so its worker goes on serving everyone else.
+    Later(Deferred),
+}
+
 /// Answers one request on the API port: gate, then route; counted in `shard`. A refused request
 /// is counted against its address, and past the limit answered 429 instead (see
-/// [`crate::throttle`]); valid credentials are never throttled.
-pub fn handle(app: &App, shard: &Shard, request: &Request<'_>, peer: SocketAddr) -> Response {
+/// [`crate::throttle`]); valid credentials are never throttled. Only memory is read here: this
+/// runs on an API worker, which must never wait for a disk.
+pub fn handle(app: &Arc<App>, shard: &Shard, request: &Request<'_>, peer: SocketAddr) -> Handled {
     let started = Instant::now();
-    let (response, route) = match app.keys.check(request, peer.ip()) {
-        Err(refusal) => (refuse(app, shard, request, peer, refusal), ApiRoute::Refused),
-        Ok(_) => route(&app.snapshots, request),
-    };
-    if response.status == Status::INTERNAL_SERVER_ERROR {
-        log::error!("api answered 500 to {} {}", peer.ip(), request.path);
+    if let Err(refusal) = app.keys.check(request, peer.ip()) {
+        let response = refuse(app, shard, request, peer, refusal);
+        return Handled::Now(count(
+            shard,
+            response,
+            ApiRoute::Refused,
+            started,
+            peer,
+            request.path,
+        ));
     }
-    shard.api_request(route, response.status.0, started.elapsed());
+    let asked = Asked::from(request);
+    match route(&app.snapshots, &asked, Access::MemoryOnly) {
+        Ok((response, label)) => {
+            Handled::Now(count(shard, response, label, started, peer, request.path))
+        }
+        Err(Cold) => Handled::Later(Deferred {
+            app: Arc::clone(app),
+            asked: asked.to_owned(),
+            started,
+            peer,
+        }),
+    }
+}
+
+/// Counts an answer in `shard` (and logs a 500, which is the operator's to look into).
+fn count(
+    shard: &Shard,
+    response: Response,
+    label: ApiRoute,
+    started: Instant,
+    peer: SocketAddr,
+    path: &str,
+) -> Response {
+    if response.status == Status::INTERNAL_SERVER_ERROR {
+        log::error!("api answered 500 to {} {path}", peer.ip());
+    }
+    shard.api_request(label, response.status.0, started.elapsed());
     response
+}
+
+/// An admitted request waiting for the store. It holds what routing needs (method, path,
+/// query, content coding) and nothing of the credentials, which stay in the connection's
+/// buffer and are wiped with it.
+pub struct Deferred {
+    app: Arc<App>,
+    asked: OwnedAsked,
+    started: Instant,
+    peer: SocketAddr,
+}
+
+impl Deferred {
+    /// Answers the request, reading the store as needed. Blocks: for the port's blocking
+    /// threads, never an API worker.
+    pub fn answer(self) -> Finished {
+        let Self { app, asked: owned, started, peer } = self;
+        let asked = owned.borrowed();
+        // A panic here would be a bug; it must not leave the client waiting for an answer
+        // that never comes, nor take the blocking thread with it.
+        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            route(&app.snapshots, &asked, Access::Blocking)
+        }));
+        let (response, label) = match routed {
+            Ok(Ok(answered)) => answered,
+            // A blocking read never reports `Cold`: one that did is a bug, answered as one.
+            Ok(Err(Cold)) => {
+                log::error!("api: a blocking read for {} reported cold data (a bug)", asked.path);
+                (failed(), ApiRoute::Other)
+            }
+            Err(_) => {
+                log::error!("api: answering {} panicked (a bug)", asked.path);
+                (failed(), ApiRoute::Other)
+            }
+        };
+        Finished { response, label, started, peer, path: owned.path }
+    }
+
+    /// The answer when no blocking thread can take the request now: a 503 the client may
+    /// retry after a second (the port's queue of cold reads is full).
+    pub fn overloaded(self, shard: &Shard) -> Response {
+        let message = "the server is busy reading older dates from its store: retry in a second";
+        let response =
+            error(Status::SERVICE_UNAVAILABLE, message).header("retry-after", "1".to_owned());
+        count(shard, response, ApiRoute::Other, self.started, self.peer, &self.asked.path)
+    }
+}
+
+/// The 500 for an answer that failed where it cannot (the log says why).
+fn failed() -> Response {
+    error(Status::INTERNAL_SERVER_ERROR, "the server failed to answer; its log says why")
+}
+
+/// A deferred request's answer, to be counted and sent by the worker that owns its connection.
+pub struct Finished {
+    response: Response,
+    label: ApiRoute,
+    started: Instant,
+    peer: SocketAddr,
+    path: String,
+}
+
+impl Finished {
+    /// Counts the answer in the worker's `shard` and gives it back to be sent.
+    pub fn into_response(self, shard: &Shard) -> Response {
+        count(shard, self.response, self.label, self.started, self.peer, &self.path)
+    }
 }
 
 /// The answer to a request the HTTP layer refused (malformed, oversized, unsupported). The
@@ -259,59 +367,114 @@ fn throttled(retry_after_secs: u64) -> Response {
         .closing()
 }
 
-/// Answers an authenticated `request` from `snapshots`. Public so benchmarks and tests reach
-/// it without a server.
+/// Answers an authenticated `request` from `snapshots`, reading the store as needed. Public so
+/// benchmarks and tests reach it without a server.
 pub fn answer(snapshots: &Snapshots, request: &Request<'_>) -> Response {
-    route(snapshots, request).0
+    match route(snapshots, &Asked::from(request), Access::Blocking) {
+        Ok((response, _)) => response,
+        Err(Cold) => failed(),
+    }
 }
+
+/// What routing reads of a request: nothing of its credentials.
+struct Asked<'r> {
+    method: Method,
+    path: &'r str,
+    query: Option<&'r str>,
+    coding: Coding,
+}
+
+impl<'r> From<&Request<'r>> for Asked<'r> {
+    fn from(request: &Request<'r>) -> Self {
+        let coding = Coding::accepted_by(request);
+        Self { method: request.method, path: request.path, query: request.query, coding }
+    }
+}
+
+impl Asked<'_> {
+    fn to_owned(&self) -> OwnedAsked {
+        OwnedAsked {
+            method: self.method,
+            path: self.path.to_owned(),
+            query: self.query.map(str::to_owned),
+            coding: self.coding,
+        }
+    }
+}
+
+/// [`Asked`], kept while the request waits for a blocking thread.
+struct OwnedAsked {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    coding: Coding,
+}
+
+impl OwnedAsked {
+    fn borrowed(&self) -> Asked<'_> {
+        Asked {
+            method: self.method,
+            path: &self.path,
+            query: self.query.as_deref(),
+            coding: self.coding,
+        }
+    }
+}
+
+/// The answer needs what memory does not hold; nothing was read from the store.
+struct Cold;
 
 /// Resolves the method once, and answers it in the content coding the request accepts: the
-/// answer and its `route` label.
-fn route(catalog: &Snapshots, request: &Request<'_>) -> (Response, ApiRoute) {
-    let coding = Coding::accepted_by(request);
-    let (response, label) = match resolve(request.path) {
+/// answer and its `route` label, or [`Cold`] when `access` forbids the store and the answer
+/// needs it.
+fn route(
+    catalog: &Snapshots,
+    asked: &Asked<'_>,
+    access: Access,
+) -> Result<(Response, ApiRoute), Cold> {
+    let (response, label) = match resolve(asked.path) {
         Some((base, endpoint)) => {
-            (answer_endpoint(catalog, request, base, endpoint, coding), endpoint.metrics_route())
+            let response = match answer_endpoint(catalog, asked, base, endpoint, access) {
+                Ok(response) => response,
+                Err(ApiError::Cold) => return Err(Cold),
+                Err(e) => error(e.status(), &e.to_string()),
+            };
+            (response, endpoint.metrics_route())
         }
-        None => (no_such_method(request), ApiRoute::Other),
+        None => (no_such_method(asked.path), ApiRoute::Other),
     };
-    (encoding::encode(response, coding), label)
+    Ok((encoding::encode(response, asked.coding), label))
 }
 
-fn no_such_method(request: &Request<'_>) -> Response {
+fn no_such_method(path: &str) -> Response {
     error(
         Status::NOT_FOUND,
-        &format!(
-            "no API method at {}; the methods are listed in {}/swagger.json",
-            request.path, BASES[0]
-        ),
+        &format!("no API method at {path}; the methods are listed in {}/swagger.json", BASES[0]),
     )
 }
 
 fn answer_endpoint(
     catalog: &Snapshots,
-    request: &Request<'_>,
+    asked: &Asked<'_>,
     base: usize,
     endpoint: Endpoint,
-    coding: Coding,
-) -> Response {
-    if !matches!(request.method, Method::Get | Method::Head) {
-        return error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
-            .header("allow", "GET, HEAD");
+    access: Access,
+) -> Result<Response, ApiError> {
+    if !matches!(asked.method, Method::Get | Method::Head) {
+        return Ok(error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
+            .header("allow", "GET, HEAD"));
     }
-    let outcome = match endpoint {
-        Endpoint::Application => applications::answer(catalog, request.query, coding),
-        Endpoint::Category => shared(catalog, request.query, Whole::Categories, coding),
-        Endpoint::LastAnalysisDate => {
-            shared(catalog, request.query, Whole::LastAnalysisDate, coding)
-        }
-        Endpoint::Level => shared(catalog, request.query, Whole::Levels, coding),
-        Endpoint::Team => teams(catalog, request.query, coding),
-        Endpoint::Swagger => Query::parse(request.query, query::NONE)
+    let (query, coding) = (asked.query, asked.coding);
+    match endpoint {
+        Endpoint::Application => applications::answer(catalog, query, coding, access),
+        Endpoint::Category => shared(catalog, query, Whole::Categories, coding),
+        Endpoint::LastAnalysisDate => shared(catalog, query, Whole::LastAnalysisDate, coding),
+        Endpoint::Level => shared(catalog, query, Whole::Levels, coding),
+        Endpoint::Team => teams(catalog, query, coding),
+        Endpoint::Swagger => Query::parse(query, query::NONE)
             .map(|_| swagger::response(base, coding))
             .map_err(Into::into),
-    };
-    outcome.unwrap_or_else(|e| error(e.status(), &e.to_string()))
+    }
 }
 
 /// The base (index into [`BASES`]) and method that `path` names, if any.
@@ -335,7 +498,7 @@ fn shared(
     coding: Coding,
 ) -> Result<Response, ApiError> {
     Query::parse(raw_query, query::NONE)?;
-    let snapshot = pick(catalog, None)?;
+    let snapshot = pick(catalog, None, Access::MemoryOnly)?;
     Ok(whole(&snapshot, answer, coding))
 }
 
@@ -359,7 +522,7 @@ fn teams(
     coding: Coding,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw_query, query::TEAM)?;
-    let snapshot = pick(catalog, None)?;
+    let snapshot = pick(catalog, None, Access::MemoryOnly)?;
     let Some(external_id) = query.text(Param::Team) else {
         return Ok(whole(&snapshot, Whole::Teams, coding));
     };
@@ -374,13 +537,19 @@ fn teams(
     Ok(Response::json(Status::OK, body))
 }
 
-/// The snapshot for `date`, or the newest. An older date may be read from the store here; a
-/// store that cannot be read is the operator's to fix, so the client gets a 500 that says so
-/// and the log gets the details.
-fn pick(snapshots: &Snapshots, date: Option<Date>) -> Result<Arc<Snapshot>, ApiError> {
-    match snapshots.snapshot(date) {
+/// The snapshot for `date`, or the newest. With [`Access::Blocking`] an older date may be read
+/// from the store here; with [`Access::MemoryOnly`] one that is not in memory is
+/// [`ApiError::Cold`]. A store that cannot be read is the operator's to fix, so the client gets a
+/// 500 that says so and the log gets the details.
+fn pick(
+    snapshots: &Snapshots,
+    date: Option<Date>,
+    access: Access,
+) -> Result<Arc<Snapshot>, ApiError> {
+    match snapshots.snapshot(date, access) {
         Ok(Some(snapshot)) => Ok(snapshot),
         Ok(None) => Err(date.map_or(ApiError::NoData, ApiError::NoDataOn)),
+        Err(ServeError::Cold) => Err(ApiError::Cold),
         Err(e) => Err(unavailable(date, &e)),
     }
 }
@@ -414,6 +583,9 @@ enum ApiError {
     },
     /// The store could not give the date's data (the log says why).
     Unavailable(Option<Date>),
+    /// The answer needs the store, and this read may not wait for it: [`route`] turns it
+    /// into [`Cold`] and the request is answered on a blocking thread. Never sent.
+    Cold,
 }
 
 impl ApiError {
@@ -425,7 +597,8 @@ impl ApiError {
             | Self::UnknownApplication(_)
             | Self::UnknownModule(_)
             | Self::ModuleNotInApplication { .. } => Status::NOT_FOUND,
-            Self::Unavailable(_) => Status::INTERNAL_SERVER_ERROR,
+            // `Cold` never reaches a client (`route` takes it first); if that broke, a 500.
+            Self::Unavailable(_) | Self::Cold => Status::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -456,6 +629,7 @@ impl fmt::Display for ApiError {
                 "the data for {} cannot be read now; the server's log says why",
                 date.map_or("the newest date".into(), |d| format!("Date {d}"))
             ),
+            Self::Cold => f.write_str("the data is not in memory"),
         }
     }
 }

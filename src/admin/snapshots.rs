@@ -20,7 +20,7 @@ use crate::audit::{self, DeleteOutcome, ImportOutcome};
 use crate::http::{Method, Response, Status};
 use crate::keystore::rfc3339;
 use crate::snapshot::Date;
-use crate::snapshot::store::{self, DeleteError, ImportError, Imported, Source};
+use crate::snapshot::store::{self, Access, DeleteError, ImportError, Imported, Source};
 
 /// One served date as `GET /snapshots` and `PUT` show it.
 #[derive(Serialize)]
@@ -140,7 +140,8 @@ pub(super) fn one(
 
 /// `GET /snapshots/<date>`: the served snapshot as a document, rendered from memory.
 fn export(app: &App, date: Date) -> Result<Response, AdminError> {
-    let snapshot = app.snapshots.snapshot(Some(date)).map_err(AdminError::Read)?;
+    let snapshot =
+        app.snapshots.snapshot(Some(date), Access::Blocking).map_err(AdminError::Read)?;
     let snapshot = snapshot.ok_or(AdminError::NotServed(date))?;
     let document = crate::snapshot::export(&snapshot).map_err(|e| AdminError::Export(date, e))?;
     Ok(Response::json(Status::OK, document))

@@ -29,6 +29,7 @@ use crate::gzip::{Member, Segment};
 use crate::http::encoding::{self, Coding};
 use crate::http::{Response, Status};
 use crate::snapshot::served::WithModule;
+use crate::snapshot::store::Access;
 use crate::snapshot::{Snapshot, Snapshots};
 
 /// What the filters selected.
@@ -43,12 +44,13 @@ pub(super) fn answer(
     catalog: &Snapshots,
     raw_query: Option<&str>,
     coding: Coding,
+    access: Access,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw_query, query::APPLICATION)?;
     let date = query.date()?;
     let limit = query.integer(Param::Limit, DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let offset = query.integer(Param::Offset, 0, 0, MAX_OFFSET)?;
-    let snapshot = pick(catalog, date)?;
+    let snapshot = pick(catalog, date, access)?;
     let selection = select(&snapshot, &query)?;
     let total = match selection {
         Selection::All => snapshot.application_count(),

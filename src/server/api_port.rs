@@ -15,27 +15,68 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::api_conn::{Conn, End, Stage, Turn, expire, step};
+use super::api_conn::{Conn, End, Stage, Turn, expire, resume, step};
+use super::blocking::{Handoff, Pool};
 use crate::api;
 use crate::app::App;
 use crate::http::{DateCache, HttpLimits};
 
 const LISTENER: Token = Token(usize::MAX);
+/// Raised by a blocking thread when an answer it made is waiting in `answered`.
+const ANSWERED: Token = Token(usize::MAX - 1);
 /// How long to drain a closing connection so the kernel does not reset it under the last
 /// response (a "lingering close").
 const LINGER: Duration = Duration::from_secs(2);
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
+/// A request handed to the blocking threads, and the way back to the worker that parked it.
+pub(super) struct Cold {
+    deferred: api::Deferred,
+    /// The connection's slot and serial at its worker.
+    key: usize,
+    serial: u64,
+    answered: Sender<Answered>,
+    waker: Arc<Waker>,
+}
+
+/// An answer made on a blocking thread, for the connection `key` with `serial`.
+struct Answered {
+    key: usize,
+    serial: u64,
+    finished: api::Finished,
+}
+
+/// The blocking threads' work: answer, send the answer to its worker, wake the worker.
+pub(super) fn answer_cold(cold: Cold) {
+    let finished = cold.deferred.answer();
+    let answered = Answered { key: cold.key, serial: cold.serial, finished };
+    // A worker that is gone (shut down) has nobody left to answer.
+    if cold.answered.send(answered).is_ok()
+        && let Err(e) = cold.waker.wake()
+    {
+        log::error!("cannot wake an api worker for an answer read from the store: {e}");
+    }
+}
+
+/// The blocking threads of the API port: see [`super::blocking`].
+pub(super) type ColdPool = Pool<Cold>;
+
 /// Runs one worker until the server shuts down.
-pub fn run_worker(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<()> {
-    let mut worker = Worker::new(app, listener, id)?;
+pub fn run_worker(
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    id: usize,
+    handoff: Handoff<Cold>,
+) -> io::Result<()> {
+    let mut worker = Worker::new(app, listener, id, handoff)?;
     log::debug!("api worker {id} running");
     worker.run()
 }
@@ -53,14 +94,30 @@ struct Worker {
     out: Vec<u8>,
     accept_paused: bool,
     limits: HttpLimits,
+    /// Where requests that need the store go, and how their answers come back.
+    handoff: Handoff<Cold>,
+    waker: Arc<Waker>,
+    answers: Sender<Answered>,
+    answered: Receiver<Answered>,
+    /// A request the last turn left for the blocking threads.
+    deferred: Option<api::Deferred>,
+    /// The serial of the next connection accepted.
+    next_serial: u64,
 }
 
 impl Worker {
-    fn new(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<Self> {
+    fn new(
+        app: Arc<App>,
+        listener: std::net::TcpListener,
+        id: usize,
+        handoff: Handoff<Cold>,
+    ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), ANSWERED)?);
+        let (answers, answered) = mpsc::channel();
         let limits = app.config.api.limits;
         Ok(Self {
             id,
@@ -73,6 +130,12 @@ impl Worker {
             out: Vec::with_capacity(16 * 1024),
             accept_paused: false,
             limits,
+            handoff,
+            waker,
+            answers,
+            answered,
+            deferred: None,
+            next_serial: 0,
         })
     }
 
@@ -89,6 +152,7 @@ impl Worker {
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
+                    ANSWERED => self.deliver_answers(),
                     Token(key) => {
                         // A peer's FIN may have come with the data that a short read took: then
                         // the event says so, and the next read must happen to see the EOF.
@@ -217,7 +281,9 @@ impl Worker {
             return;
         }
         let deadline = Instant::now() + self.app.config.api.handshake_timeout;
-        entry.insert(Conn::new(socket, peer, deadline));
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        entry.insert(Conn::new(socket, peer, deadline, serial));
         self.app.open_connections.fetch_add(1, Ordering::Relaxed);
         // The client may have written already; with edge-triggered readiness that first edge
         // could predate the registration, so look now.
@@ -264,6 +330,44 @@ impl Worker {
         self.run_turn(key, |conn, turn| step(conn, turn).err());
     }
 
+    /// Hands the request connection `key` parked to the blocking threads; when none can take
+    /// it now, answers it `503` at once (the worker never waits for room).
+    fn hand_over(&mut self, key: usize, deferred: api::Deferred) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let cold = Cold {
+            deferred,
+            key,
+            serial: conn.serial,
+            answered: self.answers.clone(),
+            waker: Arc::clone(&self.waker),
+        };
+        let shard = self.app.metrics.api(self.id);
+        match self.handoff.try_submit(cold) {
+            Ok(()) => shard.cold_read(true),
+            Err(cold) => {
+                shard.cold_read(false);
+                let response = cold.deferred.overloaded(shard);
+                self.run_turn(key, |conn, turn| resume(conn, turn, response).err());
+            }
+        }
+    }
+
+    /// Sends each answer the blocking threads made to the connection still waiting for it.
+    fn deliver_answers(&mut self) {
+        while let Ok(Answered { key, serial, finished }) = self.answered.try_recv() {
+            let response = finished.into_response(self.app.metrics.api(self.id));
+            // The connection may have gone (its client left, or its deadline passed) and its
+            // slot been taken by another: the serial tells.
+            let waiting = self
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.serial == serial && conn.stage == Stage::Waiting);
+            if waiting {
+                self.run_turn(key, |conn, turn| resume(conn, turn, response).err());
+            }
+        }
+    }
+
     /// Lends connection `key` a turn of `work`, then acts on how it wants to end, if it does.
     fn run_turn(&mut self, key: usize, work: impl FnOnce(&mut Conn, &mut Turn<'_>) -> Option<End>) {
         let outcome = match self.conns.get_mut(key) {
@@ -274,11 +378,18 @@ impl Worker {
                     limits: &self.limits,
                     date: &mut self.date,
                     out: &mut self.out,
+                    deferred: &mut self.deferred,
                 };
                 work(conn, &mut turn)
             }
             None => return,
         };
+        if let Some(deferred) = self.deferred.take() {
+            // A connection that parked a request is waiting, not ending.
+            self.hand_over(key, deferred);
+            self.update_interest(key);
+            return;
+        }
         match outcome {
             None => self.update_interest(key),
             Some(End::Now) => self.close(key),

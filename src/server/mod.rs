@@ -13,6 +13,7 @@
 mod admin_port;
 mod api_conn;
 mod api_port;
+mod blocking;
 mod supervisor;
 
 use std::fmt;
@@ -134,12 +135,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let (app, closing) = (Arc::clone(&app), closing.clone());
         spawn(format!("admin-{id}"), move || admin_port::run_worker(app, listener, closing))?;
     }
+    let cold = start_blocking_threads(app.config.api.workers)?;
     let mut api_workers = Vec::new();
     for id in 0..app.config.api.workers {
         let listener = api_listener.try_clone().map_err(ServeError::Thread)?;
         let app = Arc::clone(&app);
+        let handoff = cold.handoff().ok_or_else(|| {
+            ServeError::Thread(io::Error::other("the api blocking threads are already stopped"))
+        })?;
         api_workers.push(spawn(format!("api-{id}"), move || {
-            if let Err(e) = api_port::run_worker(app, listener, id) {
+            if let Err(e) = api_port::run_worker(app, listener, id, handoff) {
                 log::error!("api worker {id} stopped: {e}");
             }
         })?);
@@ -163,6 +168,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     for worker in api_workers {
         let _ = worker.join();
     }
+    // The workers held the only other ways in: what is queued is answered to nobody, quickly.
+    cold.finish();
     // A key change holds this lock from its store write to its gate switch: once we have it,
     // none is half done. The admin threads end with the process.
     app.keys.quiesce();
@@ -174,6 +181,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     app.snapshots.close();
     log::info!("stopped");
     Ok(())
+}
+
+/// The API port's blocking threads (see [`blocking`]): one for every two workers, at least one,
+/// so on the 2-core machine that serves two workers, cold reads of older dates use at most one
+/// core, at a lower priority, and clients of data in memory keep the other. A queue of 64
+/// requests waiting for them (each holds a connection, not a thread) absorbs a burst; past it,
+/// `503` with `Retry-After`.
+fn start_blocking_threads(workers: usize) -> Result<api_port::ColdPool, ServeError> {
+    api_port::ColdPool::start("api-blocking", workers.div_ceil(2).max(1), 64, api_port::answer_cold)
+        .map_err(ServeError::Thread)
 }
 
 fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {

@@ -299,11 +299,23 @@ impl fmt::Display for DeleteError {
 
 impl std::error::Error for DeleteError {}
 
+/// Whether a read may wait for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Only what memory holds: for an API worker, which must never wait for a disk. What is
+    /// not there is [`ServeError::Cold`], at once.
+    MemoryOnly,
+    /// Read the store as needed: for a blocking thread.
+    Blocking,
+}
+
 /// A date that could not be served: the store could not be read, or a piece is damaged.
 #[derive(Debug)]
 pub enum ServeError {
     History(HistoryError),
     Corrupt(Date, Corrupt),
+    /// Not in memory, and the read was [`Access::MemoryOnly`]: nothing was read.
+    Cold,
 }
 
 impl fmt::Display for ServeError {
@@ -315,6 +327,7 @@ impl fmt::Display for ServeError {
                 "the snapshot history is damaged at {date}: an application does not decompress \
                  ({e}); run `aims-api snapshot verify`"
             ),
+            Self::Cold => f.write_str("the date is not in memory"),
         }
     }
 }
@@ -392,7 +405,11 @@ impl Snapshots {
 
     /// The snapshot of `date` (the newest when `None`), if the store has that date. An older
     /// date is read from the store on first use and then kept among the recently used.
-    pub fn snapshot(&self, date: Option<Date>) -> Result<Option<Arc<Snapshot>>, ServeError> {
+    pub fn snapshot(
+        &self,
+        date: Option<Date>,
+        access: Access,
+    ) -> Result<Option<Arc<Snapshot>>, ServeError> {
         let catalog = self.catalog();
         let Some(newest) = catalog.newest() else { return Ok(None) };
         let date = match date {
@@ -403,6 +420,9 @@ impl Snapshots {
         let Some(entry) = catalog.entry(date) else { return Ok(None) };
         if let Some(view) = self.cached_view(entry) {
             return Ok(Some(view));
+        }
+        if access == Access::MemoryOnly {
+            return Err(ServeError::Cold);
         }
         let Some(parts) = self.history.read(date, &self.shared).map_err(ServeError::History)?
         else {

@@ -9,6 +9,7 @@ mod admin;
 mod api;
 mod certificate;
 mod cli;
+mod cold_reads;
 mod completions;
 mod compression;
 mod crash;

@@ -552,29 +552,28 @@ mod tests {
         assert_eq!((upstream.max_attempts, upstream.pull_timeout), (5, Duration::from_secs(900)));
     }
 
-    /// The packaged config is the development one with a server's values: every field and
-    /// comment of one is in the other, so a field added to one cannot be forgotten in the other.
+    /// The two shipped configs document the same fields in the same order, so a field added to
+    /// one cannot be forgotten in the other. Only the field names are compared, never a value
+    /// or a comment: `config.ron` is the developer's to edit (a port taken on a busy host), and
+    /// an edit must not fail the tests.
     #[test]
-    fn the_packaged_config_differs_only_in_its_server_values() {
-        let dev: Vec<&str> = include_str!("../config.ron").lines().collect();
-        let packaged: Vec<&str> = include_str!("../packaging/config.ron").lines().collect();
-        let only_in = |a: &[&str], b: &[&str]| -> Vec<String> {
-            a.iter().filter(|l| !b.contains(l)).map(|l| l.trim().to_owned()).collect()
-        };
-        assert_eq!(
-            only_in(&dev, &packaged),
-            [
-                "// aims-api configuration: a working local default.",
-                "activation_code: \"LOCAL-DEV-ACTIVATION-CODE\",",
-                "state_dir: \"var\",",
-                "listen: \"127.0.0.1:8443\",",
-                "url: \"https://localhost:9443/AIMentorStudioAPI/rest/v1\",",
-                "api_key_file: \"upstream/key\",",
-                "activation_code: Some(\"UPSTREAM-ACTIVATION-CODE\"),",
-                "ca_file: Some(\"upstream/var/tls/cert.pem\"),",
-            ]
-        );
-        assert_eq!(only_in(&packaged, &dev).len(), 12, "{:?}", only_in(&packaged, &dev));
+    fn both_shipped_configs_document_the_same_fields() {
+        fn fields(text: &str) -> Vec<&str> {
+            text.lines()
+                .map(str::trim_start)
+                .filter(|line| !line.starts_with("//"))
+                .filter_map(|line| line.split_once(':').map(|(name, _)| name))
+                .filter(|name| {
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                })
+                .collect()
+        }
+        let dev = fields(include_str!("../config.ron"));
+        let packaged = fields(include_str!("../packaging/config.ron"));
+        assert_eq!(dev, packaged);
+        for field in ["activation_code", "listen", "upstream", "ca_file", "cache_mib"] {
+            assert!(dev.contains(&field), "{field} is not in config.ron: {dev:?}");
+        }
     }
 
     #[test]

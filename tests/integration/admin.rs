@@ -171,7 +171,7 @@ fn another_uid_is_forbidden_and_an_allowed_one_is_served() {
     // server must not reset the connection under it.
     for _ in 0..5 {
         let out = cli_as_nobody(&server.cli_config(), &["key", "generate"]);
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(out.status.code(), Some(4));
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
             format!("aims-api: the admin port refused (403 forbidden): {message}\n")

@@ -149,10 +149,13 @@ fn summary(output: &Output) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-/// The error a failed pull printed, after checking it failed with exit code 1.
-fn failure(output: &Output) -> String {
+/// Exit status of a pull the upstream failed (`aims-api(8)`, EXIT STATUS).
+const UPSTREAM_FAILED: i32 = 7;
+
+/// The error a failed pull printed, after checking it failed with exit status `code`.
+fn failure(output: &Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
     stderr.lines().rfind(|l| l.starts_with("aims-api: ")).unwrap_or_default().to_owned()
 }
@@ -350,7 +353,7 @@ fn refusals_fail_at_once_and_change_nothing() {
     let relay = up.relay(Fault::Status { nth: 0, status: 403, retry_after: None });
     let (down, before) = downstream_serving_a_sample();
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "inactive or not licensed for the AI Mentor Studio API (403 on \
@@ -365,7 +368,7 @@ fn refusals_fail_at_once_and_change_nothing() {
     let wrong = "aims_WrongKeyWrongKeyWrongKeyWrongKeyWrongKey1234567890";
     let pull = Pull { key: wrong.into(), ..Pull::of(&up) };
     let (output, _) = pull.run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "refused the key or the activation code (401 on TechnicalDebt_LastAnalysisDate"
@@ -386,7 +389,7 @@ fn an_untrusted_certificate_fails_at_once() {
     for ca_file in [Some(relay.cert.clone()), None] {
         let pull = Pull { ca_file: ca_file.clone(), ..Pull::of(&up) };
         let (output, took) = pull.run(&down, &[]);
-        let error = failure(&output);
+        let error = failure(&output, UPSTREAM_FAILED);
         assert!(error.contains("TLS with the upstream localhost:"), "{ca_file:?}: {error}");
         assert!(
             error.contains("failed on TechnicalDebt_LastAnalysisDate (invalid peer certificate"),
@@ -406,7 +409,7 @@ fn an_upstream_that_stops_or_trickles_ends_the_pull_in_bounded_time() {
     let relay = up.relay(Fault::StopAfter(3));
     let pull = Pull { extra: "max_attempts: 2", ..Pull::through(&relay, &up) };
     let (output, _) = pull.run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains("failed 2 tries of TechnicalDebt_Team (last: connection failed"),
         "{error}"
@@ -417,7 +420,7 @@ fn an_upstream_that_stops_or_trickles_ends_the_pull_in_bounded_time() {
     let relay = up.relay(Fault::Trickle(Duration::from_millis(50)));
     let pull = Pull { extra: "max_attempts: 2", timeout_secs: 1, ..Pull::through(&relay, &up) };
     let (output, took) = pull.run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "failed 2 tries of TechnicalDebt_LastAnalysisDate (last: no complete answer within 1 s"
@@ -434,7 +437,7 @@ fn data_that_fails_the_snapshot_checks_is_never_sent() {
     let (down, before) = downstream_serving_a_sample();
     let relay = up.relay(Fault::UnknownLevel);
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.ends_with(
             "the upstream's data does not pass the snapshot checks, nothing changed: \
@@ -455,7 +458,7 @@ fn without_a_server_to_import_into_the_upstream_is_not_asked() {
     let mut down = Server::start();
     down.kill();
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, 3);
     assert!(error.contains(&format!("cannot reach the admin port at {}", down.admin)), "{error}");
     assert_eq!(relay.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
@@ -466,7 +469,7 @@ fn an_endless_answer_is_cut_off_at_the_bound() {
     let (down, before) = downstream_serving_a_sample();
     let relay = up.relay(Fault::Endless);
     let (output, took) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "an answer of the upstream to TechnicalDebt_LastAnalysisDate is larger than 67108864 \
@@ -486,7 +489,7 @@ fn a_page_that_repeats_an_application_is_never_served() {
     let (down, before) = downstream_serving_a_sample();
     let relay = up.relay(Fault::RepeatApplication);
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(error.contains("3 copies of the upstream in a row were not consistent"), "{error}");
     assert!(error.contains("the page at Offset=0 repeats application"), "{error}");
     // Each copy got as far as the first page: 5 requests, three times.
@@ -521,7 +524,7 @@ fn the_key_file_must_be_private_or_come_from_systemd() {
         .env_remove("CREDENTIALS_DIRECTORY")
         .output()
         .unwrap();
-    let error = failure(&output);
+    let error = failure(&output, 5);
     assert!(
         error.contains(&format!("upstream key file {}: has mode 0640", key_file.display())),
         "{error}"
@@ -548,7 +551,7 @@ fn an_answer_that_is_not_the_documented_json_is_named_by_method_offset_and_path(
     let (down, before) = downstream_serving_a_sample();
     let relay = up.relay(Fault::StringCount);
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "the upstream's answer to TechnicalDebt_Application at Offset=0 is not the documented \

@@ -19,8 +19,8 @@ mod upstream;
 pub use crate::http::HttpLimits;
 pub use crate::snapshot::store::{Memory, Retention};
 pub use crate::throttle::ThrottleSettings;
-pub use upstream::Upstream;
 use upstream::UpstreamFile;
+pub use upstream::{PinSha256, Upstream};
 
 /// Where `serve` and the CLI look for the configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/aims-api/config.ron";
@@ -164,7 +164,15 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Read { source, .. } => Some(source),
+            // ron's error is kept as its message with its position, the part an operator needs.
+            Self::Syntax { .. } => None,
+        }
+    }
+}
 
 impl Config {
     /// Reads and checks the file at `path`.

@@ -39,10 +39,13 @@ impl Upstream {
     }
 
     fn empty() -> Self {
+        Self::empty_with(&Options::default())
+    }
+
+    fn empty_with(options: &Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.ron");
-        let text =
-            config_text(dir.path(), &Options::default()).replace(ACTIVATION_CODE, UPSTREAM_CODE);
+        let text = config_text(dir.path(), options).replace(ACTIVATION_CODE, UPSTREAM_CODE);
         std::fs::write(&config, text).unwrap();
         let server = Server::start_in(dir, config).unwrap();
         let key = server.generate_key();
@@ -689,4 +692,102 @@ fn a_terminal_gets_a_progress_bar_and_the_journal_plain_lines() {
     assert!(!stderr.contains('\r'), "{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.starts_with("unchanged: the snapshot served for 2024-05-14"), "{stdout}");
+}
+
+/// An upstream serving a self-signed certificate for localhost made as `openssl req -x509`
+/// makes one (basicConstraints CA:TRUE), with the sample imported; the certificate's file and
+/// its public key's pin in curl's form.
+fn upstream_with_a_ca_certificate(files: &std::path::Path) -> (Upstream, PathBuf, String) {
+    use base64::Engine as _;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (files.join("ca-true.pem"), files.join("ca-true.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let api = format!("tls_cert: Some({cert_file:?}), tls_key: Some({key_file:?}),");
+    let up = Upstream::empty_with(&Options { api, ..Options::default() });
+    let (status, body) = up.server.put_snapshot("2024-05-14", &std::fs::read(SAMPLE).unwrap());
+    assert_eq!(status, 201, "{body}");
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        &rcgen::PublicKeyData::subject_public_key_info(&key),
+    );
+    let pin = format!("sha256//{}", base64::engine::general_purpose::STANDARD.encode(digest));
+    (up, cert_file, pin)
+}
+
+/// Issue 21: a certificate made the `openssl req -x509` way is a CA certificate, which no
+/// `ca_file` can make a server's. The failure says so and offers the pin; the pin then accepts
+/// exactly that server, whatever its chain or names (here reached as 127.0.0.1, a name the
+/// certificate does not carry), and a wrong pin is refused before the key is sent.
+#[test]
+fn a_ca_certificate_is_explained_and_a_pinned_key_is_pulled_from() {
+    let files = tempfile::tempdir().unwrap();
+    let (up, cert_file, pin) = upstream_with_a_ca_certificate(files.path());
+    let (down, before) = downstream_serving_a_sample();
+
+    let pull = Pull { ca_file: Some(cert_file), ..Pull::of(&up) };
+    let (output, _) = pull.run(&down, &[]);
+    let error = failure(&output, UPSTREAM_FAILED);
+    assert!(
+        error.contains("(invalid peer certificate: Other(OtherError(CaUsedAsEndEntity)))"),
+        "{error}"
+    );
+    assert!(
+        error.contains("presents a CA certificate (basicConstraints CA:TRUE) as its own"),
+        "{error}"
+    );
+    assert!(
+        error.contains("upstream.pin_sha256: Some(\"sha256//…\") with ca_file: None"),
+        "{error}"
+    );
+    assert_nothing_changed(&down, &before);
+
+    let by_address = format!("https://127.0.0.1:{}{CLIENT_BASE}", up.server.api.port());
+    let extra = format!("pin_sha256: Some({pin:?})");
+    let wrong = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let wrong_extra = format!("pin_sha256: Some({wrong:?})");
+    let pinned =
+        Pull { url: by_address.clone(), ca_file: None, extra: &wrong_extra, ..Pull::of(&up) };
+    let (output, _) = pinned.run(&down, &[]);
+    let error = failure(&output, UPSTREAM_FAILED);
+    assert!(
+        error.contains(&format!("the server's public key is {pin}, not the pinned {wrong}")),
+        "{error}"
+    );
+    // The handshake failed before a request: the upstream answered nothing.
+    let asked = "aims_requests_total{port=\"api\",route=\"last_analysis_date\",status=\"200\"}";
+    assert_eq!(up.server.metric(asked), None, "a server not pinned was asked nothing");
+    assert_nothing_changed(&down, &before);
+
+    let pinned = Pull { url: by_address, ca_file: None, extra: &extra, ..Pull::of(&up) };
+    let (output, _) = pinned.run(&down, &[]);
+    assert_eq!(summary(&output)["result"], "created", "{output:?}");
+    assert_eq!(up.server.metric(asked), Some(2.0), "asked at the start and at the end");
+}
+
+/// A pin and a `ca_file` exclude each other, and a pin that is no SHA-256 is refused, both
+/// where they are written.
+#[test]
+fn a_pin_is_checked_where_it_is_written() {
+    let up = Upstream::empty();
+    let down = Server::start();
+    for (extra, needle) in [
+        (
+            "pin_sha256: Some(\"sha256//AAAA\")",
+            "is not a SHA-256: give it as curl's --pinnedpubkey does",
+        ),
+        (
+            "pin_sha256: Some(\"sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\")",
+            "upstream.ca_file and upstream.pin_sha256 exclude each other",
+        ),
+    ] {
+        let (output, _) = Pull { extra, ..Pull::of(&up) }.run(&down, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(5), "{stderr}");
+        assert!(stderr.contains("pull.ron:"), "names the file and line: {stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
 }

@@ -14,11 +14,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+mod metrics;
 mod upstream;
 
 pub use crate::http::HttpLimits;
 pub use crate::snapshot::store::{Memory, Retention};
 pub use crate::throttle::ThrottleSettings;
+pub use metrics::Metrics;
+use metrics::MetricsFile;
 use upstream::UpstreamFile;
 pub use upstream::{PinSha256, Upstream};
 
@@ -46,6 +49,8 @@ pub struct Config {
     pub retention: Retention,
     /// The `snapshots` section: how much of the history is kept in memory.
     pub snapshot_memory: Memory,
+    /// The `metrics` section: the scrape port (off by default).
+    pub metrics: Metrics,
 }
 
 /// How refused requests are logged: one line each up to `lines` per `window`, then only
@@ -257,6 +262,7 @@ impl Config {
                 cached_dates: file.snapshots.cached_dates.0,
                 cache_bytes: file.snapshots.cache_mib.0 << 20,
             },
+            metrics: file.metrics.resolve(resolve),
         })
     }
 }
@@ -290,6 +296,8 @@ struct File {
     upstream: Option<UpstreamFile>,
     #[serde(default)]
     snapshots: SnapshotsFile,
+    #[serde(default)]
+    metrics: MetricsFile,
 }
 
 /// The `snapshots` section: retention (neither limit set keeps every date) and memory.

@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod peer;
 pub mod pull;
 pub mod refusals;
+pub mod scrape;
 pub mod server;
 pub mod snapshot;
 pub mod systemd;

@@ -26,6 +26,7 @@ mod pull;
 mod races;
 mod refusals;
 mod relay;
+mod scrape;
 mod secrets;
 mod snapshots;
 mod store;

@@ -290,6 +290,8 @@ pub struct Gauges<'a> {
     pub key_last_used: Option<SystemTime>,
     /// Requests that carried the live or grace key in clear text, since start.
     pub key_exposures: u64,
+    /// Whether the live (or grace) key was seen in clear text and not replaced since.
+    pub key_exposed: bool,
     pub open_connections: usize,
     pub snapshots: usize,
     pub newest_analysis: Option<SystemTime>,
@@ -297,6 +299,8 @@ pub struct Gauges<'a> {
     pub last_import: Option<(SystemTime, &'static str)>,
     /// The history store's file.
     pub snapshot_store_bytes: u64,
+    /// Files in the snapshot folder that did not load (listed as refused by `GET /snapshots`).
+    pub snapshot_refused_files: usize,
     /// What the dates in memory hold, the decompressed-application cache included.
     pub snapshot_memory_bytes: usize,
     /// `notAfter` of the certificate in service.
@@ -515,6 +519,13 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
          network in clear text).",
     );
     let _ = writeln!(out, "aims_key_exposures_total {}", gauges.key_exposures);
+    header(
+        out,
+        "aims_key_exposed",
+        "gauge",
+        "1 while the live (or grace) key has been seen in clear text and not replaced since.",
+    );
+    let _ = writeln!(out, "aims_key_exposed {}", u8::from(gauges.key_exposed));
     header(out, "aims_snapshots", "gauge", "Dated data snapshots being served.");
     let _ = writeln!(out, "aims_snapshots {}", gauges.snapshots);
     header(
@@ -530,6 +541,14 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
     let _ = writeln!(out, "aims_snapshot_newest_analysis_timestamp_seconds {newest}");
     header(out, "aims_snapshot_store_bytes", "gauge", "Size of the history store's file.");
     let _ = writeln!(out, "aims_snapshot_store_bytes {}", gauges.snapshot_store_bytes);
+    header(
+        out,
+        "aims_snapshot_refused_files",
+        "gauge",
+        "Files in the snapshot folder that did not load and are not served (damaged or \
+         invalid): aims-api snapshot list names them.",
+    );
+    let _ = writeln!(out, "aims_snapshot_refused_files {}", gauges.snapshot_refused_files);
     header(
         out,
         "aims_snapshot_memory_bytes",
@@ -603,6 +622,48 @@ fn series(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64, ski
 mod tests {
     use super::*;
 
+    /// Every metric the shipped alert rules read is one this server exposes (with every
+    /// optional gauge present): renaming a metric fails here, not silently in production.
+    #[test]
+    fn the_alert_rules_read_only_metrics_that_exist() {
+        let record = KeyRecord::default();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let gauges = Gauges {
+            key: &record,
+            key_last_used: Some(at),
+            key_exposures: 0,
+            key_exposed: false,
+            open_connections: 0,
+            snapshots: 0,
+            newest_analysis: None,
+            last_import: Some((at, "pull")),
+            snapshot_store_bytes: 0,
+            snapshot_refused_files: 0,
+            snapshot_memory_bytes: 0,
+            cert_not_after: at,
+            pull_timer_enabled: Some(true),
+        };
+        let text = Metrics::new(1).render(&gauges);
+        let declared: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        let rules = include_str!("../packaging/prometheus/aims-api-rules.yml");
+        let mut used: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("aims_"))
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        // Only the key's expiry needs a key with one, which the default record has not.
+        let absent_here = ["aims_key_expiry_timestamp_seconds"];
+        for name in &used {
+            assert!(
+                declared.contains(name) || absent_here.contains(name),
+                "the rules read {name}, which /metrics does not expose: {declared:?}"
+            );
+        }
+        assert!(used.len() >= 10, "{used:?}");
+    }
+
     #[test]
     fn admin_routes_are_recognised() {
         assert_eq!(AdminRoute::of_path("/snapshots/2024-01-01"), AdminRoute::Snapshots);
@@ -626,6 +687,7 @@ mod tests {
             key: &record,
             key_last_used: None,
             key_exposures: 0,
+            key_exposed: false,
             open_connections: 3,
             snapshots: 0,
             newest_analysis: None,
@@ -634,6 +696,7 @@ mod tests {
                 "pull",
             )),
             snapshot_store_bytes: 4096,
+            snapshot_refused_files: 0,
             snapshot_memory_bytes: 0,
             cert_not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             pull_timer_enabled: Some(false),

@@ -367,3 +367,28 @@ fn a_real_prometheus_scrapes_the_port_over_tls_with_its_credentials_file() {
     let served = "aims_requests_total{port=\"metrics\",route=\"metrics\",status=\"200\"}";
     assert!(server.metric(served).is_some_and(|n| n >= 1.0));
 }
+
+/// The shipped alert rules (`packaging/prometheus/`) pass `promtool check rules` and their unit
+/// tests, `promtool test rules`: each rule fires for the series it is about, at the time it
+/// should, and not for the others.
+#[test]
+#[ignore = "needs promtool (Debian's prometheus package), which .ci/run installs"]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/prometheus");
+    for args in
+        [["check", "rules", "aims-api-rules.yml"], ["test", "rules", "aims-api-rules.test.yml"]]
+    {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("promtool is installed (Debian's prometheus package; .ci/run installs it)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "promtool {args:?}:\n{text}");
+        assert!(text.contains("SUCCESS"), "{text}");
+    }
+}

@@ -686,3 +686,45 @@ fn show_new_key(shown: NewKey<'_>, action: KeyAction) -> Result<(), Error> {
     );
     print(&line)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Each failure keeps its cause down to the system's error, and maps to its exit status.
+    #[test]
+    fn errors_keep_their_cause_and_their_exit_status() {
+        let missing = Error::Config(Config::load(Path::new("/nonexistent/c.ron")).unwrap_err());
+        let io =
+            missing.source().and_then(|e| e.source()).and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(io.map(io::Error::kind), Some(io::ErrorKind::NotFound));
+        assert_eq!(missing.exit(), Exit::Config);
+
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let unreachable =
+            admin_client::call(addr, "GET", "/", &mut io::empty(), 0, Duration::from_secs(1))
+                .map_err(Error::Client)
+                .unwrap_err();
+        let io = unreachable
+            .source()
+            .and_then(|e| e.source())
+            .and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(io.map(io::Error::kind), Some(io::ErrorKind::ConnectionRefused));
+        assert_eq!(unreachable.exit(), Exit::Unreachable);
+
+        let key = crate::pull::secret::read(Path::new("/nonexistent/key")).unwrap_err();
+        let pull = Error::Pull(crate::pull::PullError::KeyFile(key));
+        let mut chain = vec![pull.to_string()];
+        let mut cause = pull.source();
+        while let Some(e) = cause {
+            chain.push(e.to_string());
+            cause = e.source();
+        }
+        assert_eq!(chain.len(), 4, "{chain:?}");
+        assert_eq!(chain[3], "No such file or directory (os error 2)");
+        assert_eq!(pull.exit(), Exit::Config);
+        assert_eq!(Error::Verify { problems: 1 }.exit(), Exit::No);
+    }
+}

@@ -24,6 +24,7 @@ mod ops;
 mod properties;
 mod pull;
 mod races;
+mod readme;
 mod refusals;
 mod relay;
 mod scrape;

@@ -13,7 +13,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ use crate::scrape::Scrape;
 
 /// Connections one client address may hold: a Prometheus pair behind one NAT needs two.
 pub const PER_ADDRESS: usize = 4;
+
+/// How long a closing connection's last bytes from the client are read and dropped, so the
+/// answer is not lost to a reset.
+const LINGER: Duration = Duration::from_millis(250);
 
 /// Starts the thread that accepts scrape connections; each connection gets a thread of its own.
 pub fn start(app: Arc<App>, listener: TcpListener, scrape: Scrape) -> io::Result<()> {
@@ -57,10 +61,12 @@ struct Slot {
     id: u64,
     /// A handle on the socket, to close it under its thread when it must make room.
     socket: TcpStream,
-    /// Set while the connection owes nobody an answer (handshake, or idle between requests).
-    quiet: Arc<AtomicBool>,
-    quiet_since: Arc<Mutex<Instant>>,
+    quiet: Quiet,
 }
+
+/// Since when a connection has owed nobody an answer (in its handshake, or idle between
+/// requests); `None` while a request is in flight. Its thread sets it, the cap reads it.
+type Quiet = Arc<Mutex<Option<Instant>>>;
 
 fn accept(port: &Arc<Port>, listener: &TcpListener) {
     loop {
@@ -80,16 +86,14 @@ fn accept(port: &Arc<Port>, listener: &TcpListener) {
             port.scrape.refuse_connection(&port.app, peer);
             continue;
         }
-        let Some(slot) = port.take_slot(&socket) else {
+        let Some((id, quiet)) = port.take_slot(&socket) else {
             log::debug!("scrape port: every connection is mid-request; closing {peer}");
             port.per_address.release(peer.ip());
             continue;
         };
-        let (id, quiet, since) = (slot.id, Arc::clone(&slot.quiet), Arc::clone(&slot.quiet_since));
         let handle = Arc::clone(port);
         let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
-            let mut conn = Conn { port: &handle, peer, quiet, quiet_since: since };
-            conn.serve(socket);
+            Conn { port: &handle, peer, quiet }.serve(socket);
             handle.give_back(id, peer);
         });
         if let Err(e) = spawned {
@@ -100,35 +104,26 @@ fn accept(port: &Arc<Port>, listener: &TcpListener) {
 }
 
 impl Port {
-    /// A slot for a new connection, making room at the cap by closing the quietest one.
-    fn take_slot(&self, socket: &TcpStream) -> Option<Slot> {
+    /// A slot for a new connection (its id, and the quiet mark its thread keeps), making room
+    /// at the cap by closing the connection quiet longest; `None` if every one is busy.
+    fn take_slot(&self, socket: &TcpStream) -> Option<(u64, Quiet)> {
         let handle = socket.try_clone().ok()?;
         let mut slots = locks::lock(&self.slots);
         if slots.len() >= self.app.config.metrics.max_connections {
             let quietest = slots
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.quiet.load(Ordering::Relaxed))
-                .min_by_key(|(_, s)| *locks::lock(&s.quiet_since))
+                .filter_map(|(i, s)| Some((i, (*locks::lock(&s.quiet))?)))
+                .min_by_key(|(_, since)| *since)
                 .map(|(i, _)| i)?;
             // Its thread wakes with an error, gives back its address's share, and ends.
             let evicted = slots.swap_remove(quietest);
             let _ = evicted.socket.shutdown(Shutdown::Both);
         }
-        let slot = Slot {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            socket: handle,
-            quiet: Arc::new(AtomicBool::new(true)),
-            quiet_since: Arc::new(Mutex::new(Instant::now())),
-        };
-        let copy = Slot {
-            id: slot.id,
-            socket: slot.socket.try_clone().ok()?,
-            quiet: Arc::clone(&slot.quiet),
-            quiet_since: Arc::clone(&slot.quiet_since),
-        };
-        slots.push(slot);
-        Some(copy)
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let quiet: Quiet = Arc::new(Mutex::new(Some(Instant::now())));
+        slots.push(Slot { id, socket: handle, quiet: Arc::clone(&quiet) });
+        Some((id, quiet))
     }
 
     fn give_back(&self, id: u64, peer: SocketAddr) {
@@ -180,12 +175,11 @@ impl Write for Stream {
 struct Conn<'p> {
     port: &'p Port,
     peer: SocketAddr,
-    quiet: Arc<AtomicBool>,
-    quiet_since: Arc<Mutex<Instant>>,
+    quiet: Quiet,
 }
 
 impl Conn<'_> {
-    fn serve(&mut self, socket: TcpStream) {
+    fn serve(&self, socket: TcpStream) {
         let app = &self.port.app;
         let limits = app.config.api.limits;
         let _ = socket.set_write_timeout(Some(limits.idle_timeout));
@@ -298,11 +292,14 @@ impl Conn<'_> {
         }
     }
 
+    /// Marks the connection quiet (keeping since when, if it already was) or busy.
     fn set_quiet(&self, quiet: bool) {
-        if quiet {
-            *locks::lock(&self.quiet_since) = Instant::now();
+        let mut mark = locks::lock(&self.quiet);
+        match (quiet, *mark) {
+            (true, Some(_)) => {}
+            (true, None) => *mark = Some(Instant::now()),
+            (false, _) => *mark = None,
         }
-        self.quiet.store(quiet, Ordering::Relaxed);
     }
 
     /// Ends the connection without losing the last answer: a TLS close_notify, a FIN, then
@@ -313,12 +310,15 @@ impl Conn<'_> {
             tls.conn.send_close_notify();
             let _ = tls.conn.complete_io(&mut tls.sock);
         }
-        let socket = stream.socket();
+        let mut socket = stream.socket();
         let _ = socket.shutdown(Shutdown::Write);
-        let _ = socket.set_read_timeout(Some(Duration::from_millis(250)));
+        let deadline = Instant::now() + LINGER;
         let mut sink = [0u8; 4096];
-        let mut socket = socket;
-        for _ in 0..16 {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
             match socket.read(&mut sink) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}

@@ -15,7 +15,6 @@ mod snapshots;
 use std::fmt;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +27,7 @@ use crate::http::{HeaderValue, Method, ParseError, Request, Response, Status};
 use crate::keys::usage::MAX_CLIENTS;
 use crate::keys::{Asked, ChangeError, Installed, KeyCheck};
 use crate::keystore::{KeyRecord, rfc3339};
-use crate::metrics::{AdminRoute, Gauges, Reason};
+use crate::metrics::{AdminRoute, Reason};
 use crate::peer::PeerError;
 use crate::refusals::{Peer, Refused};
 use crate::snapshot::store::{DeleteError, ImportError, ServeError};
@@ -612,26 +611,9 @@ fn check_key(
     Ok(Response::json(Status::OK, answer.to_string().into_bytes()))
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format, the same as the scrape port's.
 fn metrics(app: &App) -> Response {
-    let record = app.keys.record();
-    let catalog = app.snapshots.catalog();
-    let last_used = record.key.as_ref().and_then(|k| app.keys.usage_of(k.generation).last_used);
-    let gauges = Gauges {
-        key: &record,
-        key_last_used: last_used.map(|(at, _)| at),
-        key_exposures: app.keys.exposures_total(),
-        open_connections: app.open_connections.load(Ordering::Relaxed),
-        snapshots: catalog.newest_first().count(),
-        newest_analysis: catalog.newest().map(|s| s.analyzed_on()),
-        last_import: catalog.last_arrival().map(|a| (a.time(), a.source.label())),
-        snapshot_store_bytes: app.snapshots.store_bytes(),
-        snapshot_memory_bytes: app.snapshots.resident_bytes(),
-        cert_not_after: app.cert_info().leaf.not_after,
-    };
-    let mut response = Response::json(Status::OK, app.metrics.render(&gauges).into_bytes());
-    response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    response
+    crate::scrape::exposition(app)
 }
 
 /// `POST /reload`: re-read the certificate and the snapshots, as SIGHUP does.

@@ -47,7 +47,14 @@ impl fmt::Display for ClientError {
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Connect { source, .. } | Self::Exchange { source, .. } => Some(source),
+            Self::Malformed { .. } => None,
+        }
+    }
+}
 
 /// Sends `method path` with `body` and reads the whole answer.
 pub fn call(

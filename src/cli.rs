@@ -87,7 +87,7 @@ pub enum SnapshotAction {
     Verify,
 }
 
-/// A command line that does not fit the grammar (exit code 2).
+/// A command line that does not fit the grammar ([`Exit::Usage`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct UsageError {
     pub message: String,
@@ -145,8 +145,9 @@ actions:
   clients   list the addresses that used the current key, most recent first
   check     read a key on standard input and say what it is: malformed, or its fingerprint
             and whether it is the live key, the previous key in its grace, a retired key
-            (which generation, when and how retired) or unknown; never echoes the key. Exits 0
-            once it has said (malformed included), 1 if the admin port could not be asked
+            (which generation, when and how retired) or unknown; never echoes the key. Exit
+            status 0 when the key is admitted now (live, or in its grace), 1 when it is not,
+            2 when it is malformed, 3 when the server could not be asked (see EXIT STATUS)
 
 options:
       --expires-in DURATION  generate, replace: the new key expires after DURATION
@@ -212,7 +213,7 @@ by the service's user only: run these with sudo.
 ";
 
 const CHECK_HELP: &str = "\
-aims-api check-config: check a configuration file; exit 0 if it is usable, 1 if not
+aims-api check-config: check a configuration file; exit 0 if it is usable, 5 if not
 
 usage: aims-api check-config [--config PATH]
 
@@ -231,7 +232,8 @@ Checks the configuration, the state folder (ownership and modes, key store, snap
 space), a running serve (its lock, the admin port's /health), the certificate (key, names,
 validity, the one the API port presents) and the system (open-file limit, clock). Each check
 is ok, warning or failure, with the reason and what to do. Checks that need no running server
-work without one. Exit status 0 when nothing failed, 1 otherwise.
+work without one. Exit status 0 when nothing failed, 1 when a check failed or could not be
+made (run as another user than root, some cannot).
 
 options:
   -c, --config PATH  configuration file (default /etc/aims-api/config.ron)
@@ -267,6 +269,126 @@ pub const COMMANDS: [(&str, &str); 6] = [
     ("check-config", CHECK_HELP),
     ("diagnose", DIAGNOSE_HELP),
     ("completions", COMPLETIONS_HELP),
+];
+
+/// What an exit status means. `main` ends with one of these and nothing else; the man page's
+/// EXIT STATUS section is made from [`EXIT_STATUS`], which says which command ends with which.
+/// Scripts can tell "no" (1) from "could not ask" (3) from "asked, and refused" (4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done; for a check, the answer is yes.
+    Success = 0,
+    /// A check's answer is no (`key check`, `diagnose`, `snapshot verify`).
+    No = 1,
+    /// `key check`: the key is malformed or fails its checksum.
+    Malformed = 2,
+    /// The server could not be asked: its admin port did not answer.
+    Unreachable = 3,
+    /// The server was asked and refused (its admin port answered with an error).
+    Refused = 4,
+    /// The configuration cannot be read or used.
+    Config = 5,
+    /// A local file or stream (input, output, a key file) cannot be read or written.
+    Local = 6,
+    /// `snapshot pull`: the upstream failed, or sent what cannot be used.
+    Upstream = 7,
+    /// `serve` could not start, or stopped on an error.
+    Serve = 8,
+    /// The command line does not parse (sysexits' `EX_USAGE`).
+    Usage = 64,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// For each command, the statuses it can end with and what each means there: the man page's
+/// EXIT STATUS section, and what the CLI tests hold the binary to.
+pub const EXIT_STATUS: [(&str, &[(Exit, &str)]); 10] = [
+    (
+        "serve",
+        &[
+            (Exit::Success, "stopped cleanly on SIGTERM or SIGINT"),
+            (Exit::Config, "the configuration cannot be used"),
+            (Exit::Serve, "could not start (key store, snapshots, certificate, a port) or failed"),
+        ],
+    ),
+    (
+        "key check",
+        &[
+            (
+                Exit::Success,
+                "the key is admitted now: the live key, or the previous one in its grace",
+            ),
+            (
+                Exit::No,
+                "well-formed but not admitted: retired (replaced, revoked, expired) or unknown",
+            ),
+            (Exit::Malformed, "malformed, or its checksum does not match"),
+            (Exit::Unreachable, "could not ask the server: its admin port did not answer"),
+            (Exit::Refused, "the admin port refused (403: run it as root)"),
+            (Exit::Config, "the configuration cannot be used"),
+            (Exit::Local, "no key on standard input, or it cannot be read"),
+        ],
+    ),
+    (
+        "key status, generate, replace, revoke, clients",
+        &[
+            (Exit::Success, "done"),
+            (Exit::Unreachable, "could not ask the server: its admin port did not answer"),
+            (Exit::Refused, "the admin port refused (409: a key is active; 403: run it as root)"),
+            (Exit::Config, "the configuration cannot be used"),
+            (Exit::Local, "the answer cannot be written to standard output"),
+        ],
+    ),
+    (
+        "snapshot import, list, export, delete",
+        &[
+            (Exit::Success, "done"),
+            (Exit::Unreachable, "could not ask the server: its admin port did not answer"),
+            (Exit::Refused, "the admin port refused (422: an invalid snapshot; 404: no such date)"),
+            (Exit::Config, "the configuration cannot be used"),
+            (Exit::Local, "FILE cannot be read, or the output cannot be written"),
+        ],
+    ),
+    (
+        "snapshot pull",
+        &[
+            (Exit::Success, "pulled, or unchanged"),
+            (Exit::Unreachable, "could not ask this server: its admin port did not answer"),
+            (Exit::Refused, "this server's admin port refused the import"),
+            (Exit::Config, "the configuration, the upstream key file or ca_file cannot be used"),
+            (Exit::Upstream, "the upstream failed, refused, or sent what cannot be served"),
+        ],
+    ),
+    (
+        "snapshot verify",
+        &[
+            (Exit::Success, "every date and waiting file is sound"),
+            (Exit::No, "a problem was found; each is named"),
+            (Exit::Config, "the configuration cannot be used"),
+            (Exit::Local, "the state folder cannot be read"),
+        ],
+    ),
+    (
+        "check-config",
+        &[
+            (Exit::Success, "the configuration is usable"),
+            (Exit::Config, "it is not; the error names file, line and column"),
+        ],
+    ),
+    (
+        "diagnose",
+        &[
+            (Exit::Success, "no check failed (with --strict: none warned either)"),
+            (Exit::No, "a check failed, or could not be made as this user"),
+            (Exit::Local, "the report cannot be written"),
+        ],
+    ),
+    ("completions", &[(Exit::Success, "printed"), (Exit::Local, "it cannot be written")]),
+    ("any command", &[(Exit::Usage, "the command line does not parse; the message says why")]),
 ];
 
 /// Parses `args` (the program name first, as `std::env::args_os` gives them).

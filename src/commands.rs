@@ -3,7 +3,8 @@
 //! `serve` hands over to [`crate::server`]; `key` and `snapshot` are thin clients of the admin
 //! port that print its answers for people (or as JSON with `--json`); `check-config` loads the
 //! file; `diagnose` runs [`crate::diagnose`]; `completions` prints [`crate::manual`]'s scripts.
-//! Errors come back as one [`Error`], which `main` turns into the exit code.
+//! A command ends with an [`Exit`]: a check's answer (`key check`) is one, and every failure is
+//! one [`Error`], which [`Error::exit`] maps to its status: the one place that does.
 
 use std::fmt;
 use std::fs::File;
@@ -15,7 +16,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::admin_client::{self, ClientError};
-use crate::cli::{Command, KeyAction, SnapshotAction};
+use crate::cli::{Command, Exit, KeyAction, SnapshotAction};
 use crate::config::{Config, ConfigError};
 use crate::server::{self, ServeError};
 use crate::snapshot::Date;
@@ -78,16 +79,64 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Serve(e) => Some(e),
+            Self::Client(e) => Some(e),
+            Self::Output(e) => Some(e),
+            Self::Pull(e) => Some(e),
+            Self::Export(e) => Some(e),
+            Self::Refused { .. }
+            | Self::Input { .. }
+            | Self::Diagnosed { .. }
+            | Self::Verify { .. } => None,
+        }
+    }
+}
 
-/// Runs a parsed command.
-pub fn run(command: Command) -> Result<(), Error> {
+impl Error {
+    /// The exit status this failure ends the command with (`aims-api(8)`, EXIT STATUS).
+    pub fn exit(&self) -> Exit {
+        use crate::pull::PullError as P;
+        match self {
+            Self::Config(_) => Exit::Config,
+            Self::Serve(_) => Exit::Serve,
+            Self::Client(_) | Self::Pull(P::Admin(_)) => Exit::Unreachable,
+            Self::Refused { .. } | Self::Pull(P::AdminRefused { .. }) => Exit::Refused,
+            Self::Output(_) | Self::Input { .. } | Self::Export(_) => Exit::Local,
+            Self::Diagnosed { .. } | Self::Verify { .. } => Exit::No,
+            Self::Pull(
+                P::NoUpstream { .. }
+                | P::KeyFile(_)
+                | P::CaFile { .. }
+                | P::Setup(_)
+                | P::TooBig { .. },
+            ) => Exit::Config,
+            Self::Pull(
+                P::Refused { .. }
+                | P::Tls { .. }
+                | P::GaveUp { .. }
+                | P::Deadline { .. }
+                | P::TooLarge { .. }
+                | P::Malformed { .. }
+                | P::Unstable { .. }
+                | P::Invalid(_),
+            ) => Exit::Upstream,
+        }
+    }
+}
+
+/// Runs a parsed command; what it ended with.
+pub fn run(command: Command) -> Result<Exit, Error> {
+    let done = |()| Exit::Success;
     match command {
-        Command::Help(text) => print(text),
-        Command::Version => print(&format!("aims-api {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Help(text) => print(text).map(done),
+        Command::Version => print(&format!("aims-api {}\n", env!("CARGO_PKG_VERSION"))).map(done),
         Command::CheckConfig { config } => {
             Config::load(&config).map_err(Error::Config)?;
-            print(&format!("{}: ok\n", config.display()))
+            print(&format!("{}: ok\n", config.display())).map(done)
         }
         Command::Serve { config } => {
             let config = Config::load(&config).map_err(Error::Config)?;
@@ -97,7 +146,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                 env!("CARGO_PKG_VERSION"),
                 config.path.display()
             );
-            server::serve(config).map_err(Error::Serve)
+            server::serve(config).map_err(Error::Serve).map(done)
         }
         Command::Key { action, config, json } => key(action, &config, json),
         Command::Diagnose { config, json, strict } => {
@@ -108,7 +157,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                 print(&report.render())?;
             }
             if report.passed(strict) {
-                Ok(())
+                Ok(Exit::Success)
             } else {
                 Err(Error::Diagnosed {
                     failures: report.count(crate::diagnose::Status::Failure),
@@ -116,8 +165,8 @@ pub fn run(command: Command) -> Result<(), Error> {
                 })
             }
         }
-        Command::Completions(shell) => print(&crate::manual::completions(shell)),
-        Command::Snapshot { action, config, json } => snapshot(&action, &config, json),
+        Command::Completions(shell) => print(&crate::manual::completions(shell)).map(done),
+        Command::Snapshot { action, config, json } => snapshot(&action, &config, json).map(done),
     }
 }
 
@@ -125,7 +174,7 @@ fn print(text: &str) -> Result<(), Error> {
     io::stdout().write_all(text.as_bytes()).map_err(Error::Output)
 }
 
-fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
+fn key(action: KeyAction, config: &Path, json: bool) -> Result<Exit, Error> {
     // This process is about to hold a key in clear: no core dump may carry it off.
     crate::hardening::no_core_dumps();
     let config = Config::load(config).map_err(Error::Config)?;
@@ -156,7 +205,7 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
         Duration::from_secs(30),
     )
     .map_err(Error::Client)?;
-    let Some(answer) = accepted(answer, json)? else { return Ok(()) };
+    let Some(answer) = accepted(answer, json)? else { return Ok(Exit::Success) };
     let body = || -> Value { serde_json::from_slice(&answer.body).unwrap_or(Value::Null) };
     match action {
         KeyAction::Status | KeyAction::Revoke => print(&describe_status(&body())),
@@ -168,6 +217,7 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
         }
         KeyAction::Check => Ok(()),
     }
+    .map(|()| Exit::Success)
 }
 
 /// The JSON body of generate and replace: only what was asked for.
@@ -186,8 +236,9 @@ fn terms_body(grace: Option<Duration>, expires_in: Option<Duration>) -> String {
 const MAX_KEY_LINE: u64 = 1024;
 
 /// `aims-api key check`: the key comes on standard input, never on the command line (where
-/// `ps` and the shell history would see it), and is never printed back.
-fn check_key(config: &Config, json: bool) -> Result<(), Error> {
+/// `ps` and the shell history would see it), and is never printed back. Its verdict is the exit
+/// status: admitted now, not admitted, or malformed.
+fn check_key(config: &Config, json: bool) -> Result<Exit, Error> {
     use std::io::{IsTerminal, Read};
 
     if io::stdin().is_terminal() {
@@ -208,10 +259,12 @@ fn check_key(config: &Config, json: bool) -> Result<(), Error> {
         });
     }
     if let Err(e) = crate::key::check_format(presented) {
-        if json {
-            return print(&format!("{{\"status\":\"malformed\",\"reason\":\"{}\"}}\n", e.as_str()));
-        }
-        return print(&format!("format:      malformed: {}\n", e.as_str()));
+        let text = if json {
+            format!("{{\"status\":\"malformed\",\"reason\":\"{}\"}}\n", e.as_str())
+        } else {
+            format!("format:      malformed: {}\n", e.as_str())
+        };
+        return print(&text).map(|()| Exit::Malformed);
     }
     if !json {
         let fingerprint = crate::key::Fingerprint::of_presented(presented)
@@ -229,9 +282,23 @@ fn check_key(config: &Config, json: bool) -> Result<(), Error> {
         Duration::from_secs(30),
     )
     .map_err(Error::Client)?;
-    let Some(answer) = accepted(answer, json)? else { return Ok(()) };
+    if !(200..300).contains(&answer.status) {
+        return Err(refused(answer.status, &answer.body));
+    }
     let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    print(&format!("status:      {}\n", describe_check(&value)))
+    let verdict = match field(&value, "status") {
+        "live" | "grace" => Exit::Success,
+        "malformed" => Exit::Malformed,
+        "retired" | "unknown" => Exit::No,
+        // An answer this client does not know cannot be called admitted.
+        _ => return Err(Error::Client(ClientError::Malformed { addr: config.admin.listen })),
+    };
+    let text = if json {
+        format!("{}\n", String::from_utf8_lossy(&answer.body))
+    } else {
+        format!("status:      {}\n", describe_check(&value))
+    };
+    print(&text).map(|()| verdict)
 }
 
 fn describe_check(value: &Value) -> String {
@@ -618,4 +685,46 @@ fn show_new_key(shown: NewKey<'_>, action: KeyAction) -> Result<(), Error> {
         shown.created_at,
     );
     print(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Each failure keeps its cause down to the system's error, and maps to its exit status.
+    #[test]
+    fn errors_keep_their_cause_and_their_exit_status() {
+        let missing = Error::Config(Config::load(Path::new("/nonexistent/c.ron")).unwrap_err());
+        let io =
+            missing.source().and_then(|e| e.source()).and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(io.map(io::Error::kind), Some(io::ErrorKind::NotFound));
+        assert_eq!(missing.exit(), Exit::Config);
+
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let unreachable =
+            admin_client::call(addr, "GET", "/", &mut io::empty(), 0, Duration::from_secs(1))
+                .map_err(Error::Client)
+                .unwrap_err();
+        let io = unreachable
+            .source()
+            .and_then(|e| e.source())
+            .and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(io.map(io::Error::kind), Some(io::ErrorKind::ConnectionRefused));
+        assert_eq!(unreachable.exit(), Exit::Unreachable);
+
+        let key = crate::pull::secret::read(Path::new("/nonexistent/key")).unwrap_err();
+        let pull = Error::Pull(crate::pull::PullError::KeyFile(key));
+        let mut chain = vec![pull.to_string()];
+        let mut cause = pull.source();
+        while let Some(e) = cause {
+            chain.push(e.to_string());
+            cause = e.source();
+        }
+        assert_eq!(chain.len(), 4, "{chain:?}");
+        assert_eq!(chain[3], "No such file or directory (os error 2)");
+        assert_eq!(pull.exit(), Exit::Config);
+        assert_eq!(Error::Verify { problems: 1 }.exit(), Exit::No);
+    }
 }

@@ -54,6 +54,9 @@ const TEST_MIN_FREE_ENV: &str = "AIMS_API_TEST_DIAGNOSE_MIN_FREE_BYTES";
 pub enum Status {
     Ok,
     Warning,
+    /// The check could not be made as this user (a file it may not read, a port that refuses
+    /// it): said so, with what to do, instead of a verdict it cannot back.
+    Unknown,
     Failure,
 }
 
@@ -62,6 +65,7 @@ impl Status {
         match self {
             Self::Ok => "ok",
             Self::Warning => "warning",
+            Self::Unknown => "unknown",
             Self::Failure => "failure",
         }
     }
@@ -89,6 +93,12 @@ impl Check {
 
     fn failure(name: impl Into<String>, reason: impl Into<String>, fix: impl Into<String>) -> Self {
         Self::new(name, Status::Failure, reason, Some(fix.into()))
+    }
+
+    /// A check this user may not make: `path` cannot be read (or asked) as its uid.
+    fn unknown(name: impl Into<String>, what: impl std::fmt::Display) -> Self {
+        let reason = format!("cannot read {what} as uid {}: run as root", own_uid());
+        Self::new(name, Status::Unknown, reason, Some(run_as_root().to_owned()))
     }
 
     fn new(
@@ -139,9 +149,12 @@ impl Report {
         self.checks.iter().map(|c| c.count(status)).sum()
     }
 
-    /// Whether the diagnosis passes: no failure, and with `strict` no warning either.
+    /// Whether the diagnosis passes: no failure and no check left unmade (a diagnosis that
+    /// could not look cannot vouch), and with `strict` no warning either.
     pub fn passed(&self, strict: bool) -> bool {
-        self.count(Status::Failure) == 0 && !(strict && self.count(Status::Warning) > 0)
+        self.count(Status::Failure) == 0
+            && self.count(Status::Unknown) == 0
+            && !(strict && self.count(Status::Warning) > 0)
     }
 
     pub fn to_json(&self, strict: bool) -> Value {
@@ -152,6 +165,7 @@ impl Report {
             "counts": {
                 "ok": self.count(Status::Ok),
                 "warning": self.count(Status::Warning),
+                "unknown": self.count(Status::Unknown),
                 "failure": self.count(Status::Failure),
             },
             "checks": self.checks.iter().map(Check::to_json).collect::<Vec<_>>(),
@@ -164,13 +178,19 @@ impl Report {
         for (i, check) in self.checks.iter().enumerate() {
             render_check(&mut out, check, "", i + 1 == self.checks.len());
         }
-        let _ = writeln!(
+        let _ = write!(
             out,
             "\n{} ok, {} warning(s), {} failure(s)",
             self.count(Status::Ok),
             self.count(Status::Warning),
             self.count(Status::Failure)
         );
+        match self.count(Status::Unknown) {
+            0 => out.push('\n'),
+            n => {
+                let _ = writeln!(out, ", {n} unknown (run as root to check them)");
+            }
+        }
         out
     }
 }
@@ -208,11 +228,12 @@ pub fn run(config_path: &Path) -> Report {
         }
     };
     let now = SystemTime::now();
-    let server = keystore::lock_holder(&config.state_dir);
+    let lock = lock_state(&config.state_dir);
+    let server = lock.as_ref().ok().copied().flatten();
     let checks = vec![
         Check::ok("configuration", "parses"),
         state_folder(&config, server, now),
-        server_checks(&config, server),
+        server_checks(&config, lock),
         certificate(&config, server, now),
         system(&config, server, now),
     ];
@@ -241,6 +262,7 @@ fn ownership(dir: &Path, server: Option<u32>) -> Check {
                 "start the service once (systemctl start aims-api): serve creates it",
             );
         }
+        Err(e) if denied(&e) => return Check::unknown(name, dir.display()),
         Err(e) => return Check::failure(name, format!("cannot read it: {e}"), run_as_root()),
     };
     let owner = meta.uid();
@@ -258,8 +280,11 @@ fn ownership(dir: &Path, server: Option<u32>) -> Check {
     private.push(tls::self_signed_paths(dir).1);
     let mut entries = Vec::new();
     for sub in ["", "tls", "snapshots"] {
-        if let Ok(read) = fs::read_dir(dir.join(sub)) {
-            entries.extend(read.flatten().map(|e| e.path()));
+        match fs::read_dir(dir.join(sub)) {
+            Ok(read) => entries.extend(read.flatten().map(|e| e.path())),
+            // A folder this user may not list: its entries were not checked, so no verdict.
+            Err(e) if denied(&e) => return Check::unknown(name, dir.join(sub).display()),
+            Err(_) => {}
         }
     }
     for path in &entries {
@@ -315,6 +340,12 @@ fn more(count: usize) -> String {
 
 fn key_store(dir: &Path, now: SystemTime) -> Check {
     let name = "key store";
+    let file = dir.join("key.ron");
+    if let Err(e) = fs::File::open(&file)
+        && denied(&e)
+    {
+        return Check::unknown(name, file.display());
+    }
     let record = match keystore::peek(dir) {
         Ok(record) => record,
         Err(e @ keystore::StoreError::Corrupt { .. }) => {
@@ -355,8 +386,9 @@ fn snapshots(config: &Config, now: SystemTime) -> Check {
     let name = "snapshots";
     let (pending, refused) = inbox(&config.state_dir);
     let store = config.state_dir.join(history::FILE);
-    let dates = match fs::metadata(&store) {
+    let dates = match fs::metadata(&store).and_then(|_| fs::File::open(&store)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) if denied(&e) => return Check::unknown(name, store.display()),
         Err(e) => {
             return Check::failure(
                 name,
@@ -463,10 +495,11 @@ fn disk_space(dir: &Path) -> Check {
 
 // The running server.
 
-fn server_checks(config: &Config, server: Option<u32>) -> Check {
-    let lock = match server {
-        Some(pid) => Check::ok("lock", format!("held by aims-api serve, pid {pid}")),
-        None => Check::failure(
+fn server_checks(config: &Config, lock: Result<Option<u32>, PathBuf>) -> Check {
+    let lock = match lock {
+        Err(path) => Check::unknown("lock", path.display()),
+        Ok(Some(pid)) => Check::ok("lock", format!("held by aims-api serve, pid {pid}")),
+        Ok(None) => Check::failure(
             "lock",
             format!("no serve holds {}", keystore::lock_path(&config.state_dir).display()),
             "systemctl start aims-api (journalctl -u aims-api says why it stopped)",
@@ -484,10 +517,12 @@ fn server_checks(config: &Config, server: Option<u32>) -> Check {
         Ok(answer) if answer.status == 200 => {
             Check::ok("admin port", format!("http://{addr}/health answers 200"))
         }
-        Ok(answer) if answer.status == 403 => Check::failure(
+        // It answers, so it runs; whether it is healthy it tells only root and allowed uids.
+        Ok(answer) if answer.status == 403 => Check::new(
             "admin port",
-            format!("http://{addr}/health refuses this user (403)"),
-            run_as_root(),
+            Status::Unknown,
+            format!("http://{addr}/health refuses this user, uid {} (403)", own_uid()),
+            Some(run_as_root().to_owned()),
         ),
         Ok(answer) => Check::failure(
             "admin port",
@@ -522,6 +557,12 @@ fn certificate(config: &Config, server: Option<u32>, now: SystemTime) -> Check {
         cert_path.display(),
         if self_signed { " (self-signed)" } else { " (api.tls_cert)" }
     );
+    if let Err(e) = fs::File::open(&cert_path)
+        && denied(&e)
+    {
+        let check = Check::unknown("loads", cert_path.display());
+        return Check::group("certificate", title, vec![check]);
+    }
     let chain = match tls::read_pem_chain(&cert_path) {
         Ok(chain) => chain,
         Err(e) => {
@@ -555,6 +596,11 @@ fn certificate(config: &Config, server: Option<u32>, now: SystemTime) -> Check {
 
 fn key_matches(chain: Vec<CertificateDer<'static>>, key_path: &Path) -> Check {
     let name = "key";
+    if let Err(e) = fs::File::open(key_path)
+        && denied(&e)
+    {
+        return Check::unknown(name, key_path.display());
+    }
     let key = match PrivateKeyDer::from_pem_file(key_path) {
         Ok(key) => key,
         Err(e) => {
@@ -639,9 +685,11 @@ fn presented(config: &Config, server: Option<u32>, on_disk: &CertificateDer<'_>)
     let name = "api port";
     // Under socket activation (aims-api.socket, port 443) api.listen is not what serve listens
     // on: ask the kernel which port the running serve really holds.
-    let listen = server
-        .and_then(|pid| listening_api_port(pid, config.admin.listen))
-        .unwrap_or(config.api.listen);
+    let found = server.map(|pid| (pid, listening_api_port(pid, config.admin.listen)));
+    let listen = match found {
+        Some((_, Ok(Some(addr)))) => addr,
+        _ => config.api.listen,
+    };
     let addr = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
@@ -652,6 +700,12 @@ fn presented(config: &Config, server: Option<u32>, on_disk: &CertificateDer<'_>)
         _ => listen,
     };
     match handshake(addr) {
+        // The port serve holds could not be looked up as this user (a serve that may not dump
+        // core hides its descriptors from all but root), and the configured one did not answer:
+        // the certificate served elsewhere is unknown, not absent.
+        Err(_) if matches!(found, Some((_, Err(())))) => {
+            Check::unknown(name, format_args!("/proc/{}/fd", server.unwrap_or_default()))
+        }
         Err(e) => Check::failure(
             name,
             format!("no TLS handshake with {addr}: {e}"),
@@ -677,12 +731,18 @@ fn presented(config: &Config, server: Option<u32>, on_disk: &CertificateDer<'_>)
 }
 
 /// The TCP port `pid` listens on other than the admin port, from its descriptors and the
-/// kernel's socket tables.
-fn listening_api_port(pid: u32, admin: SocketAddr) -> Option<SocketAddr> {
-    let process = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
-    let inodes: Vec<u64> = process
-        .fd()
-        .ok()?
+/// kernel's socket tables; `Err` when this user may not read its descriptors.
+fn listening_api_port(pid: u32, admin: SocketAddr) -> Result<Option<SocketAddr>, ()> {
+    let Some(process) = i32::try_from(pid).ok().and_then(|p| procfs::process::Process::new(p).ok())
+    else {
+        return Ok(None);
+    };
+    let fds = match process.fd() {
+        Ok(fds) => fds,
+        Err(procfs::ProcError::PermissionDenied(_)) => return Err(()),
+        Err(_) => return Ok(None),
+    };
+    let inodes: Vec<u64> = fds
         .flatten()
         .filter_map(|fd| match fd.target {
             procfs::process::FDTarget::Socket(inode) => Some(inode),
@@ -691,11 +751,11 @@ fn listening_api_port(pid: u32, admin: SocketAddr) -> Option<SocketAddr> {
         .collect();
     let mut sockets = procfs::net::tcp().unwrap_or_default();
     sockets.extend(procfs::net::tcp6().unwrap_or_default());
-    sockets
+    Ok(sockets
         .into_iter()
         .filter(|s| s.state == procfs::net::TcpState::Listen && inodes.contains(&s.inode))
         .map(|s| s.local_address)
-        .find(|addr| *addr != admin)
+        .find(|addr| *addr != admin))
 }
 
 fn handshake(addr: SocketAddr) -> Result<CertificateDer<'static>, String> {
@@ -872,6 +932,26 @@ fn synchronised() -> Option<bool> {
         "no" => Some(false),
         _ => None,
     }
+}
+
+/// Who holds the state folder's lock: a pid, nobody, or `Err(lock file)` when this user may
+/// not look (the folder is the service's alone), which is not the same as nobody.
+fn lock_state(state_dir: &Path) -> Result<Option<u32>, PathBuf> {
+    let path = keystore::lock_path(state_dir);
+    match fs::metadata(&path) {
+        Err(e) if denied(&e) => Err(path),
+        Err(_) => Ok(None),
+        Ok(_) => Ok(keystore::lock_holder(state_dir)),
+    }
+}
+
+/// Whether `e` says this user may not look: the answer is then unknown, not no.
+fn denied(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied
+}
+
+fn own_uid() -> u32 {
+    rustix::process::getuid().as_raw()
 }
 
 fn run_as_root() -> &'static str {

@@ -4,14 +4,15 @@
 //! Data flows one way, and no module names one above it (`.ci/run` checks the graph):
 //!
 //! ```text
-//! main → commands → server → {api, admin} → app → domain modules
+//! main → commands → server → {api, admin, scrape} → app → domain modules
 //! ```
 //!
 //! - [`commands`] runs what [`cli`] parsed: `serve` hands over to [`server`]; the key and
 //!   snapshot commands are thin clients of the admin port ([`admin_client`]).
 //! - [`server`] moves bytes: listeners, workers, TLS connections, timeouts, signals.
 //! - [`api`] and [`admin`] are each port's policy: what a request means, who may make it, and
-//!   what is logged ([`audit`], [`refusals`]) and counted ([`metrics`]).
+//!   what is logged ([`audit`], [`refusals`]) and counted ([`metrics`]); [`scrape`] is the
+//!   scrape port's (`metrics.listen`: `GET /metrics` for a Prometheus elsewhere).
 //! - [`app`] is the live state they share, built from [`config`].
 //! - The domain: [`keys`] (the key store and the gate, changed together) over [`keystore`]
 //!   (the RON file and its lock) and [`key`] (generate, checksum, hash); [`snapshot`] (the dated
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod peer;
 pub mod pull;
 pub mod refusals;
+pub mod scrape;
 pub mod server;
 pub mod snapshot;
 pub mod systemd;

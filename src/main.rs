@@ -1,25 +1,29 @@
-//! `aims-api`: parse the command line, run the command, map the outcome to an exit code.
+//! `aims-api`: parse the command line, run the command, end with its exit status.
 //!
-//! Exit codes: 0 success, 1 error (the message says what failed and what to do), 2 usage.
+//! The statuses and what each means are [`cli::Exit`] (and `aims-api(8)`, EXIT STATUS): a
+//! command returns one, and a failure is mapped to one by `commands::Error::exit`, so no other
+//! number is ever returned.
 
 use std::process::ExitCode;
 
-use aims_api::{cli, commands};
+use aims_api::cli::{self, Exit};
+use aims_api::commands;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os()) {
         Ok(command) => command,
         Err(usage) => {
             eprintln!("aims-api: {usage}");
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::Usage.code());
         }
     };
-    match commands::run(command) {
-        Ok(()) => ExitCode::SUCCESS,
+    let exit = match commands::run(command) {
+        Ok(exit) => exit,
         Err(e) => {
             log::error!("{e}");
             eprintln!("aims-api: {e}");
-            ExitCode::from(1)
+            e.exit()
         }
-    }
+    };
+    ExitCode::from(exit.code())
 }

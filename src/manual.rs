@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::{COMMANDS, MAIN_HELP, Shell};
+use crate::cli::{COMMANDS, EXIT_STATUS, MAIN_HELP, Shell};
 
 /// The configuration the package installs, documented field by field.
 const PACKAGED_CONFIG: &str = include_str!("../packaging/config.ron");
@@ -339,11 +339,9 @@ pub fn command_page() -> String {
         let _ = writeln!(out, ".SS {}", roff(command.name));
         preformatted(&mut out, command.help);
     }
+    exit_status(&mut out);
     out.push_str(
-        ".SH EXIT STATUS\n\
-         0 on success, 1 on an error (the message says what failed and what to do; for\n\
-         \\fBdiagnose\\fR, a failed check), 2 on a command line that does not parse.\n\
-         .SH FILES\n\
+        ".SH FILES\n\
          .TP\n/etc/aims\\-api/config.ron\nthe configuration, see \\fBaims\\-api.ron\\fR(5)\n\
          .TP\n/var/lib/aims\\-api/\nthe state folder: key store, self\\-signed certificate,\n\
          snapshots\n\
@@ -351,6 +349,22 @@ pub fn command_page() -> String {
          .SH SEE ALSO\n\\fBaims\\-api.ron\\fR(5), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1)\n",
     );
     out
+}
+
+/// The EXIT STATUS section: per command, each status it can end with and what it means there.
+fn exit_status(out: &mut String) {
+    out.push_str(
+        ".SH EXIT STATUS\n\
+         Each command ends with one of the statuses below, and no other; on anything but 0 a\n\
+         message on standard error says what failed, on what, and what to do. A script can\n\
+         tell a no (1) from a server it could not ask (3) from a server that refused (4).\n",
+    );
+    for (command, statuses) in EXIT_STATUS {
+        let _ = writeln!(out, ".SS {}", roff(command));
+        for (exit, meaning) in statuses {
+            let _ = writeln!(out, ".TP\n.B {}\n{}", exit.code(), roff(meaning));
+        }
+    }
 }
 
 /// `aims-api.ron(5)`: the configuration file, from the commented file the package installs.
@@ -409,6 +423,26 @@ mod tests {
         for command in &commands {
             assert!(!command.summary.is_empty(), "{} has no line in --help", command.name);
             assert!(command.options.iter().any(|o| o.long == "help"), "{}", command.name);
+        }
+    }
+
+    #[test]
+    fn the_exit_status_section_lists_every_status_under_its_commands() {
+        let page = command_page();
+        let section = page.split(".SH EXIT STATUS\n").nth(1).unwrap().split(".SH ").next().unwrap();
+        assert!(section.contains(".SS key check\n.TP\n.B 0\nthe key is admitted now"), "{section}");
+        assert!(section.contains(".TP\n.B 2\nmalformed, or its checksum does not match"));
+        assert!(section.contains(".SS any command\n.TP\n.B 64\n"), "{section}");
+        for code in [0, 1, 2, 3, 4, 5, 6, 7, 8, 64] {
+            assert!(section.contains(&format!(".B {code}\n")), "status {code} is not listed");
+        }
+        for (name, _) in COMMANDS {
+            assert!(
+                EXIT_STATUS
+                    .iter()
+                    .any(|(commands, _)| commands.split([' ', ',']).any(|w| w == name)),
+                "{name} has no exit statuses listed"
+            );
         }
     }
 

@@ -114,6 +114,28 @@ impl AdminRoute {
     }
 }
 
+/// What a request on the scrape port (`metrics.listen`) was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrapeRoute {
+    Metrics,
+    /// Any other path or method: the port serves nothing else.
+    Other,
+    /// Refused before routing: no or a wrong bearer token, throttled, malformed.
+    Refused,
+}
+
+impl ScrapeRoute {
+    const ALL: [Self; 3] = [Self::Metrics, Self::Other, Self::Refused];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Metrics => "metrics",
+            Self::Other => "other",
+            Self::Refused => "refused",
+        }
+    }
+}
+
 /// Why a request was refused, for `aims_refusals_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -134,10 +156,12 @@ pub enum Reason {
     AdminBrowser,
     /// A connection closed at once: its address held `api.max_connections_per_address`.
     ConnectionCap,
+    /// The scrape port: no bearer token, or not the one in `metrics.bearer_token_file`.
+    MetricsToken,
 }
 
 impl Reason {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 17] = [
         Self::MissingHeader,
         Self::EmptyHeader,
         Self::RepeatedHeader,
@@ -154,6 +178,7 @@ impl Reason {
         Self::AdminUid,
         Self::AdminBrowser,
         Self::ConnectionCap,
+        Self::MetricsToken,
     ];
 
     fn label(self) -> &'static str {
@@ -174,6 +199,7 @@ impl Reason {
             Self::AdminUid => "admin_uid",
             Self::AdminBrowser => "admin_browser",
             Self::ConnectionCap => "connection_cap",
+            Self::MetricsToken => "metrics_token",
         }
     }
 }
@@ -237,6 +263,10 @@ impl Shard {
         self.request(route as usize, status);
     }
 
+    pub fn scrape_request(&self, route: ScrapeRoute, status: u16) {
+        self.request(route as usize, status);
+    }
+
     pub fn refusal(&self, reason: Reason) {
         bump(&self.refusals[reason as usize]);
     }
@@ -255,10 +285,11 @@ impl Shard {
     }
 }
 
-/// Every shard: one per API worker, one for the admin port.
+/// Every shard: one per API worker, one for the admin port, one for the scrape port.
 pub struct Metrics {
     api: Vec<Shard>,
     admin: Shard,
+    scrape: Shard,
 }
 
 /// The gauges a scrape reads from the rest of the server.
@@ -268,6 +299,8 @@ pub struct Gauges<'a> {
     pub key_last_used: Option<SystemTime>,
     /// Requests that carried the live or grace key in clear text, since start.
     pub key_exposures: u64,
+    /// Whether the live (or grace) key was seen in clear text and not replaced since.
+    pub key_exposed: bool,
     pub open_connections: usize,
     pub snapshots: usize,
     pub newest_analysis: Option<SystemTime>,
@@ -275,15 +308,23 @@ pub struct Gauges<'a> {
     pub last_import: Option<(SystemTime, &'static str)>,
     /// The history store's file.
     pub snapshot_store_bytes: u64,
+    /// Files in the snapshot folder that did not load (listed as refused by `GET /snapshots`).
+    pub snapshot_refused_files: usize,
     /// What the dates in memory hold, the decompressed-application cache included.
     pub snapshot_memory_bytes: usize,
     /// `notAfter` of the certificate in service.
     pub cert_not_after: SystemTime,
+    /// Whether `aims-api-pull.timer` is enabled (`None`: this host does not say).
+    pub pull_timer_enabled: Option<bool>,
 }
 
 impl Metrics {
     pub fn new(api_workers: usize) -> Self {
-        Self { api: (0..api_workers).map(|_| Shard::default()).collect(), admin: Shard::default() }
+        Self {
+            api: (0..api_workers).map(|_| Shard::default()).collect(),
+            admin: Shard::default(),
+            scrape: Shard::default(),
+        }
     }
 
     /// The shard of API worker `id` (the admin shard if out of range, which never happens).
@@ -295,11 +336,17 @@ impl Metrics {
         &self.admin
     }
 
+    /// The scrape port's shard (its threads share it: a scrape every few seconds).
+    pub fn scrape(&self) -> &Shard {
+        &self.scrape
+    }
+
     /// Renders everything in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, gauges: &Gauges<'_>) -> String {
         let mut out = String::with_capacity(8192);
         let sum = |pick: &dyn Fn(&Shard) -> &AtomicU64| -> u64 {
-            self.api.iter().chain([&self.admin]).map(|s| pick(s).load(Ordering::Relaxed)).sum()
+            let shards = self.api.iter().chain([&self.admin, &self.scrape]);
+            shards.map(|s| pick(s).load(Ordering::Relaxed)).sum()
         };
         header(
             &mut out,
@@ -327,6 +374,18 @@ impl Metrics {
                     &mut out,
                     "aims_requests_total",
                     &[("port", "admin"), ("route", label), ("status", &status_label(*status))],
+                    n,
+                    true,
+                );
+            }
+        }
+        for (route, label) in ScrapeRoute::ALL.iter().map(|r| (*r as usize, r.label())) {
+            for (slot, status) in STATUSES.iter().enumerate() {
+                let n = self.scrape.requests[route][slot].load(Ordering::Relaxed);
+                series(
+                    &mut out,
+                    "aims_requests_total",
+                    &[("port", "metrics"), ("route", label), ("status", &status_label(*status))],
                     n,
                     true,
                 );
@@ -411,6 +470,15 @@ impl Metrics {
 }
 
 fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
+    if let Some(enabled) = gauges.pull_timer_enabled {
+        header(
+            out,
+            "aims_pull_timer_enabled",
+            "gauge",
+            "1 while aims-api-pull.timer is enabled (snapshot pull runs twice a day), else 0.",
+        );
+        let _ = writeln!(out, "aims_pull_timer_enabled {}", u8::from(enabled));
+    }
     // As blackbox_exporter's probe_ssl_earliest_cert_expiry: a gauge of Unix seconds, so an
     // alert reads `aims_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400`.
     header(
@@ -472,6 +540,13 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
          network in clear text).",
     );
     let _ = writeln!(out, "aims_key_exposures_total {}", gauges.key_exposures);
+    header(
+        out,
+        "aims_key_exposed",
+        "gauge",
+        "1 while the live (or grace) key has been seen in clear text and not replaced since.",
+    );
+    let _ = writeln!(out, "aims_key_exposed {}", u8::from(gauges.key_exposed));
     header(out, "aims_snapshots", "gauge", "Dated data snapshots being served.");
     let _ = writeln!(out, "aims_snapshots {}", gauges.snapshots);
     header(
@@ -487,6 +562,14 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
     let _ = writeln!(out, "aims_snapshot_newest_analysis_timestamp_seconds {newest}");
     header(out, "aims_snapshot_store_bytes", "gauge", "Size of the history store's file.");
     let _ = writeln!(out, "aims_snapshot_store_bytes {}", gauges.snapshot_store_bytes);
+    header(
+        out,
+        "aims_snapshot_refused_files",
+        "gauge",
+        "Files in the snapshot folder that did not load and are not served (damaged or \
+         invalid): aims-api snapshot list names them.",
+    );
+    let _ = writeln!(out, "aims_snapshot_refused_files {}", gauges.snapshot_refused_files);
     header(
         out,
         "aims_snapshot_memory_bytes",
@@ -560,6 +643,48 @@ fn series(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64, ski
 mod tests {
     use super::*;
 
+    /// Every metric the shipped alert rules read is one this server exposes (with every
+    /// optional gauge present): renaming a metric fails here, not silently in production.
+    #[test]
+    fn the_alert_rules_read_only_metrics_that_exist() {
+        let record = KeyRecord::default();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let gauges = Gauges {
+            key: &record,
+            key_last_used: Some(at),
+            key_exposures: 0,
+            key_exposed: false,
+            open_connections: 0,
+            snapshots: 0,
+            newest_analysis: None,
+            last_import: Some((at, "pull")),
+            snapshot_store_bytes: 0,
+            snapshot_refused_files: 0,
+            snapshot_memory_bytes: 0,
+            cert_not_after: at,
+            pull_timer_enabled: Some(true),
+        };
+        let text = Metrics::new(1).render(&gauges);
+        let declared: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        let rules = include_str!("../packaging/prometheus/aims-api-rules.yml");
+        let mut used: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("aims_"))
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        // Only the key's expiry needs a key with one, which the default record has not.
+        let absent_here = ["aims_key_expiry_timestamp_seconds"];
+        for name in &used {
+            assert!(
+                declared.contains(name) || absent_here.contains(name),
+                "the rules read {name}, which /metrics does not expose: {declared:?}"
+            );
+        }
+        assert!(used.len() >= 10, "{used:?}");
+    }
+
     #[test]
     fn admin_routes_are_recognised() {
         assert_eq!(AdminRoute::of_path("/snapshots/2024-01-01"), AdminRoute::Snapshots);
@@ -576,11 +701,14 @@ mod tests {
         metrics.api(0).refusal(Reason::WrongKey);
         metrics.api(0).handshake(true);
         metrics.admin().admin_request(AdminRoute::Key, 201);
+        metrics.scrape().scrape_request(ScrapeRoute::Refused, 401);
+        metrics.scrape().refusal(Reason::MetricsToken);
         let record = KeyRecord::default();
         let gauges = Gauges {
             key: &record,
             key_last_used: None,
             key_exposures: 0,
+            key_exposed: false,
             open_connections: 3,
             snapshots: 0,
             newest_analysis: None,
@@ -589,8 +717,10 @@ mod tests {
                 "pull",
             )),
             snapshot_store_bytes: 4096,
+            snapshot_refused_files: 0,
             snapshot_memory_bytes: 0,
             cert_not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            pull_timer_enabled: Some(false),
         };
         let text = metrics.render(&gauges);
         for line in [
@@ -599,6 +729,9 @@ mod tests {
             "aims_requests_total{port=\"api\",route=\"other\",status=\"other\"} 1",
             "aims_requests_total{port=\"admin\",route=\"key\",status=\"201\"} 1",
             "aims_refusals_total{reason=\"wrong_key\"} 1",
+            "aims_requests_total{port=\"metrics\",route=\"refused\",status=\"401\"} 1",
+            "aims_refusals_total{reason=\"metrics_token\"} 1",
+            "aims_pull_timer_enabled 0\n",
             "aims_tls_handshakes_total{kind=\"resumed\"} 1",
             "aims_request_duration_seconds_bucket{port=\"api\",le=\"0.00005\"} 3",
             "aims_request_duration_seconds_bucket{port=\"api\",le=\"+Inf\"} 4",

@@ -12,6 +12,7 @@
 
 mod assemble;
 mod fetch;
+mod pin;
 mod progress;
 pub mod secret;
 
@@ -56,11 +57,11 @@ pub enum PullError {
     // The operator's configuration.
     NoUpstream { config: PathBuf },
     KeyFile(secret::KeyFileError),
-    CaFile { path: PathBuf, reason: String },
+    CaFile { path: PathBuf, reason: String, source: Option<io::Error> },
     Setup(String),
     // The upstream said no, in a way trying again cannot change.
     Refused { method: Method, status: u16, detail: String },
-    Tls { method: Method, host: String, detail: String },
+    Tls { method: Method, host: String, source: rustls::Error },
     // The upstream could not be reached or kept failing.
     GaveUp { method: Method, url: String, attempts: u32, last: String },
     Deadline { timeout: Duration, doing: String },
@@ -85,7 +86,7 @@ impl fmt::Display for PullError {
                 config.display()
             ),
             Self::KeyFile(e) => e.fmt(f),
-            Self::CaFile { path, reason } => {
+            Self::CaFile { path, reason, .. } => {
                 write!(f, "upstream.ca_file {}: {reason}", path.display())
             }
             Self::Setup(reason) => f.write_str(reason),
@@ -110,11 +111,32 @@ impl fmt::Display for PullError {
             Self::Refused { method, status, detail } => {
                 write!(f, "the upstream answered {status} to {} ({detail})", method.name())
             }
-            Self::Tls { method, host, detail } => write!(
+            Self::Tls { method, host, source } if pin::is_ca_used_as_end_entity(source) => write!(
                 f,
-                "TLS with the upstream {host} failed on {} ({detail}): if its certificate is \
-                 not from a public CA, give its CA in upstream.ca_file; check that upstream.url \
-                 names the host the certificate is for",
+                "TLS with the upstream {host} failed on {} ({source}): the upstream presents a CA \
+                 certificate (basicConstraints CA:TRUE) as its own, as a self-signed certificate \
+                 made with `openssl req -x509` does, and no chain can make a CA certificate a \
+                 server's, whatever upstream.ca_file holds. Pin its public key instead: \
+                 upstream.pin_sha256: Some(\"sha256//…\") with ca_file: None, the value from \
+                 `openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | \
+                 openssl dgst -sha256 -binary | base64` run on the upstream's certificate (or \
+                 give it a certificate with CA:FALSE)",
+                method.name()
+            ),
+            Self::Tls { method, host, source } if pin::mismatch(source).is_some() => write!(
+                f,
+                "TLS with the upstream {host} failed on {}: {}: the upstream's key changed, or \
+                 this is not the upstream; if its key was replaced, check the new one on the \
+                 upstream host and set upstream.pin_sha256 to it",
+                method.name(),
+                pin::mismatch(source).map(ToString::to_string).unwrap_or_default(),
+            ),
+            Self::Tls { method, host, source } => write!(
+                f,
+                "TLS with the upstream {host} failed on {} ({source}): if its certificate is \
+                 not from a public CA, give its CA in upstream.ca_file (or pin its public key \
+                 with upstream.pin_sha256); check that upstream.url names the host the \
+                 certificate is for",
                 method.name()
             ),
             Self::GaveUp { method, url, attempts, last } => write!(
@@ -165,7 +187,27 @@ impl fmt::Display for PullError {
     }
 }
 
-impl std::error::Error for PullError {}
+impl std::error::Error for PullError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::KeyFile(e) => Some(e),
+            Self::CaFile { source, .. } => source.as_ref().map(|e| e as _),
+            Self::Tls { source, .. } => Some(source),
+            Self::Invalid(e) => Some(e),
+            Self::Admin(e) => Some(e),
+            Self::NoUpstream { .. }
+            | Self::Setup(_)
+            | Self::Refused { .. }
+            | Self::GaveUp { .. }
+            | Self::Deadline { .. }
+            | Self::TooLarge { .. }
+            | Self::Malformed { .. }
+            | Self::Unstable { .. }
+            | Self::TooBig { .. }
+            | Self::AdminRefused { .. } => None,
+        }
+    }
+}
 
 /// What a pull did.
 #[derive(Debug)]

@@ -82,6 +82,23 @@ impl Leaf {
     }
 }
 
+/// The whole `subjectPublicKeyInfo` of a DER certificate, tag and length included: what curl's
+/// `--pinnedpubkey` hashes, and `upstream.pin_sha256` with it.
+pub fn subject_public_key_info(der: &[u8]) -> Result<&[u8], String> {
+    let mut outer = Reader(der);
+    let mut cert = Reader(outer.expect(SEQUENCE, "Certificate")?);
+    let mut tbs = Reader(cert.expect(SEQUENCE, "TBSCertificate")?);
+    if tbs.peek() == Some(VERSION_TAG) {
+        tbs.any()?;
+    }
+    for what in ["serialNumber", "signature", "issuer", "validity", "subject"] {
+        tbs.any().map_err(|e| format!("{what}: {e}"))?;
+    }
+    let before = tbs.0;
+    tbs.expect(SEQUENCE, "subjectPublicKeyInfo")?;
+    Ok(&before[..before.len() - tbs.0.len()])
+}
+
 /// The names in the subjectAltName extension, from the contents of `[3] Extensions`.
 fn alt_names(explicit: &[u8]) -> Result<Vec<String>, String> {
     let mut outer = Reader(explicit);
@@ -244,6 +261,21 @@ mod tests {
         let leaf = Leaf::parse(&make(&["a"], from, until)).unwrap();
         assert_eq!((leaf.not_before, leaf.not_after), (from, until));
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn the_public_key_info_is_the_one_rcgen_made() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["a".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_public_key_info(cert.der()).unwrap(),
+            rcgen::PublicKeyData::subject_public_key_info(&key)
+        );
+        let der = cert.der().to_vec();
+        for cut in 0..der.len() {
+            let _ = subject_public_key_info(&der[..cut]);
+        }
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl Fetcher {
             .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .root_certs(roots)
             .build();
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .tls_config(tls)
             .https_only(true)
             // Every status is an answer to judge here, not an error to unwrap.
@@ -75,8 +75,14 @@ impl Fetcher {
             .timeout_connect(Some(settings.request_timeout))
             .max_response_header_size(64 * 1024)
             .user_agent(format!("aims-api/{} (snapshot pull)", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .build();
+        let agent = match settings.pin_sha256 {
+            // The pin replaces the chain check: see `pin` for why it needs a connector.
+            Some(pin) => super::pin::agent(config, pin).map_err(|e| {
+                PullError::Setup(format!("cannot set up TLS for upstream.pin_sha256: {e}"))
+            })?,
+            None => config.new_agent(),
+        };
         Ok(Self {
             agent,
             base: settings.url.clone(),
@@ -205,7 +211,7 @@ impl Fetcher {
     fn transport_failure(&self, method: Method, error: ureq::Error) -> Failure {
         if let Some(tls) = rustls_error(&error) {
             let host = self.base.split('/').nth(2).unwrap_or("").to_owned();
-            return Failure::Final(PullError::Tls { method, host, detail: tls.to_string() });
+            return Failure::Final(PullError::Tls { method, host, source: tls.clone() });
         }
         let reason = match &error {
             ureq::Error::Timeout(what) => format!(
@@ -291,8 +297,12 @@ fn parse_retry_after(text: &str) -> Option<Duration> {
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, PullError> {
-    let fail = |reason: String| PullError::CaFile { path: path.to_owned(), reason };
-    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let fail = |reason: String| PullError::CaFile { path: path.to_owned(), reason, source: None };
+    let pem = std::fs::read(path).map_err(|e| PullError::CaFile {
+        path: path.to_owned(),
+        reason: format!("cannot read: {e}"),
+        source: Some(e),
+    })?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {

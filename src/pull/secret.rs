@@ -41,6 +41,8 @@ impl fmt::Debug for UpstreamKey {
 pub struct KeyFileError {
     pub path: PathBuf,
     pub reason: String,
+    /// The I/O error behind `reason`, when there is one.
+    pub source: Option<std::io::Error>,
 }
 
 impl fmt::Display for KeyFileError {
@@ -49,7 +51,11 @@ impl fmt::Display for KeyFileError {
     }
 }
 
-impl std::error::Error for KeyFileError {}
+impl std::error::Error for KeyFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
 
 /// Reads the key from `$CREDENTIALS_DIRECTORY/upstream-key` when systemd set that folder and
 /// the credential is in it, else from `configured` after checking its owner and mode.
@@ -66,10 +72,15 @@ pub fn read(configured: &Path) -> Result<UpstreamKey, KeyFileError> {
 }
 
 fn read_from(path: &Path, check_owner_and_mode: bool) -> Result<UpstreamKey, KeyFileError> {
-    let fail = |reason: String| KeyFileError { path: path.to_owned(), reason };
-    let mut file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let fail = |reason: String| KeyFileError { path: path.to_owned(), reason, source: None };
+    let io_fail = |what: &str, e: std::io::Error| KeyFileError {
+        path: path.to_owned(),
+        reason: format!("{what}: {e}"),
+        source: Some(e),
+    };
+    let mut file = File::open(path).map_err(|e| io_fail("cannot open", e))?;
     // The checks look at the file that is open, not at a path that could be swapped between.
-    let meta = file.metadata().map_err(|e| fail(format!("cannot read its metadata: {e}")))?;
+    let meta = file.metadata().map_err(|e| io_fail("cannot read its metadata", e))?;
     if !meta.is_file() {
         return Err(fail("is not a regular file".into()));
     }
@@ -103,7 +114,7 @@ fn read_from(path: &Path, check_owner_and_mode: bool) -> Result<UpstreamKey, Key
     (&mut file)
         .take(MAX_KEY_FILE_BYTES)
         .read_to_string(&mut text)
-        .map_err(|e| fail(format!("cannot read it as UTF-8 text: {e}")))?;
+        .map_err(|e| io_fail("cannot read it as UTF-8 text", e))?;
     let key = text.trim();
     if key.is_empty() {
         return Err(fail("is empty: write the upstream's API key in it, alone on one line".into()));

@@ -14,6 +14,7 @@ mod admin_port;
 mod api_conn;
 mod api_port;
 mod blocking;
+mod scrape_port;
 mod supervisor;
 
 use std::fmt;
@@ -45,7 +46,13 @@ pub enum ServeError {
     Store(StoreError),
     Snapshots(OpenError),
     Tls(TlsError),
-    Bind { port: &'static str, addr: SocketAddr, source: io::Error },
+    /// `metrics.bearer_token_file` cannot be used: the scrape port would refuse everyone.
+    Scrape(crate::scrape::TokenFileError),
+    Bind {
+        port: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
     Activation(io::Error),
     Signals(io::Error),
     Thread(io::Error),
@@ -57,6 +64,7 @@ impl fmt::Display for ServeError {
             Self::Store(e) => e.fmt(f),
             Self::Snapshots(e) => e.fmt(f),
             Self::Tls(e) => e.fmt(f),
+            Self::Scrape(e) => e.fmt(f),
             Self::Bind { port, addr, source } => {
                 write!(f, "cannot listen on {addr} for the {port} port: {source}")
             }
@@ -67,7 +75,18 @@ impl fmt::Display for ServeError {
     }
 }
 
-impl std::error::Error for ServeError {}
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Store(e) => Some(e),
+            Self::Snapshots(e) => Some(e),
+            Self::Tls(e) => Some(e),
+            Self::Scrape(e) => Some(e),
+            Self::Bind { source, .. } => Some(source),
+            Self::Activation(e) | Self::Signals(e) | Self::Thread(e) => Some(e),
+        }
+    }
+}
 
 /// Runs the appliance until SIGTERM or SIGINT, then finishes what is in flight.
 pub fn serve(config: Config) -> Result<(), ServeError> {
@@ -120,6 +139,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         None => bind("api", config.api.listen)?,
     };
     let admin_listener = bind("admin", config.admin.listen)?;
+    let scrape = match config.metrics.listen {
+        Some(addr) => {
+            let policy = crate::scrape::Scrape::new(&config.metrics, config.api.throttle)
+                .map_err(ServeError::Scrape)?;
+            Some((bind("metrics", addr)?, policy))
+        }
+        None => None,
+    };
     let api_addr = local_addr(&api_listener, config.api.listen);
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
     check_file_limit(&config);
@@ -156,6 +183,17 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // worker for a few events each and cost 10% more CPU per request, while a shared socket
     // lets a busy worker take a whole burst, as nginx's workers do.
     drop(api_listener);
+    if let Some((listener, policy)) = scrape {
+        let configured = app.config.metrics.listen.unwrap_or(admin_addr);
+        let addr = local_addr(&listener, configured);
+        scrape_port::start(Arc::clone(&app), listener, policy).map_err(ServeError::Thread)?;
+        let scheme = if app.config.metrics.tls { "https" } else { "http" };
+        let token = match &app.config.metrics.bearer_token_file {
+            Some(path) => format!("bearer token from {}", path.display()),
+            None => "no token".to_owned(),
+        };
+        log::info!("metrics listening on {scheme}://{addr}/metrics ({token})");
+    }
     log::info!("admin listening on http://{admin_addr}");
     log::info!("api listening on https://{api_addr} ({} workers)", app.config.api.workers);
     systemd::ready(&app.status_line());

@@ -1,6 +1,7 @@
 //! The command line: help, version, exit codes, config errors, and the key commands.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::{BIN, Options, Server, config_text};
 
@@ -14,7 +15,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
-fn help_and_version_on_every_command_and_usage_errors_exit_2() {
+fn help_and_version_on_every_command_and_usage_errors_exit_64() {
     for args in [
         &["--help"][..],
         &["serve", "--help"],
@@ -47,7 +48,7 @@ fn help_and_version_on_every_command_and_usage_errors_exit_2() {
         &["snapshot", "delete", "May 14"],
     ] {
         let (code, _, err) = run(args);
-        assert_eq!(code, 2, "{args:?}");
+        assert_eq!(code, 64, "{args:?}");
         assert!(err.contains("usage:"), "{args:?}: {err}");
     }
 }
@@ -80,16 +81,16 @@ fn check_config_accepts_the_shipped_config_and_names_line_and_column() {
             text.lines().position(|l| l.contains("colour") || l.contains("0.0.0.0")).unwrap() + 1;
         let path_text = path.to_str().unwrap();
         let (code, _, err) = run(&["check-config", "--config", path_text]);
-        assert_eq!(code, 1, "{what}");
+        assert_eq!(code, 5, "{what}");
         assert!(err.contains(&format!("bad.ron:{line}:")), "{what}: line {line} in {err}");
         assert!(err.contains(needle), "{what}: {err}");
         // serve refuses the same file the same way, before touching anything.
         let (code, _, err) = run(&["serve", "--config", path_text]);
-        assert_eq!(code, 1, "{what}");
+        assert_eq!(code, 5, "{what}");
         assert!(err.contains(&format!("bad.ron:{line}:")), "{what}: {err}");
     }
     let (code, _, err) = run(&["check-config", "--config", "/nonexistent/aims.ron"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 5);
     assert!(err.contains("/nonexistent/aims.ron"), "{err}");
 }
 
@@ -109,7 +110,7 @@ fn the_key_commands_drive_the_admin_port() {
     assert!(warning.contains("cannot be shown again"), "{warning}");
 
     let again = server.cli(&["key", "generate"]);
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(4), "refused by the server");
     assert!(String::from_utf8_lossy(&again.stderr).contains("409 conflict"));
 
     let replaced = server.cli(&["key", "replace", "--json"]);
@@ -134,6 +135,91 @@ fn the_key_command_says_when_no_server_listens() {
     let path = dir.path().join("c.ron");
     std::fs::write(&path, text).unwrap();
     let (code, _, err) = run(&["key", "status", "--config", path.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "the server could not be asked");
     assert!(err.contains("cannot reach the admin port at 127.0.0.1:1"), "{err}");
+}
+
+/// Runs `aims-api key check [--json] --config CONFIG` with `input` on standard input: its
+/// exit status and standard output.
+fn key_check(config: &std::path::Path, input: &str, json: bool) -> (i32, String) {
+    use std::io::Write;
+    let mut command = Command::new(BIN);
+    command.args(["key", "check", "--config"]).arg(config);
+    if json {
+        command.arg("--json");
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A command that fails before it reads (no configuration) may have closed its end already.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `key check`'s exit status is its verdict (issue 21): 0 admitted now (live, or in its grace),
+/// 1 not admitted (retired, expired, unknown), 2 malformed or a bad checksum, 3 the server could
+/// not be asked, 5 an unusable configuration, 6 nothing on standard input; with `--json` too.
+#[test]
+fn key_check_exits_with_its_verdict() {
+    let mut server = Server::start();
+    let stranger = Server::start().generate_key();
+    let retired = server.generate_key();
+    let (_, body) = server.admin("POST", "/key/replace");
+    let in_grace = body["api_key"].as_str().unwrap().to_owned();
+    let (_, body) = server.admin_with("POST", "/key/replace", r#"{"grace_secs": 600}"#);
+    let live = body["api_key"].as_str().unwrap().to_owned();
+    let config = server.cli_config();
+    for (what, key, code, status) in [
+        ("the live key", &live, 0, "live"),
+        ("the previous key in its grace", &in_grace, 0, "grace"),
+        ("a replaced key", &retired, 1, "retired"),
+        ("another server's key", &stranger, 1, "unknown"),
+    ] {
+        let (got, out) = key_check(&config, &format!("{key}\n"), false);
+        assert_eq!(got, code, "{what}: {out}");
+        assert!(out.contains(&format!("status:      {status}")), "{what}: {out}");
+        let (got, out) = key_check(&config, key, true);
+        assert_eq!(got, code, "{what} --json: {out}");
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["status"], status, "{what}: {out}");
+    }
+    let mut typo = live.clone().into_bytes();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let (code, out) = key_check(&config, &typo, false);
+    assert_eq!(
+        (code, out.as_str()),
+        (2, "format:      malformed: key checksum does not match (a typo or a truncated key)\n")
+    );
+    let (code, out) = key_check(&config, "hello\n", true);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"], "malformed");
+    assert_eq!(key_check(&config, "", false).0, 6, "nothing on standard input");
+    let missing = config.with_file_name("missing.ron");
+    assert_eq!(key_check(&missing, &live, false).0, 5, "no configuration");
+    server.kill();
+    let (code, out) = key_check(&config, &live, false);
+    assert_eq!(code, 3, "the server could not be asked: {out}");
+}
+
+/// An expired key is not admitted: `key check` says so with status 1.
+#[test]
+fn key_check_of_an_expired_key_exits_1() {
+    let server = Server::start();
+    let (status, body) = server.admin_with("POST", "/key", r#"{"expires_in_secs": 1}"#);
+    assert_eq!(status, 201, "{body}");
+    let key = body["api_key"].as_str().unwrap().to_owned();
+    let config = server.cli_config();
+    let (code, out) = crate::util::poll(
+        "key check of a key past its expiry",
+        Duration::from_secs(20),
+        || key_check(&config, &key, false),
+        |(code, _)| *code != 0,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("status:      retired: refused since "), "{out}");
 }

@@ -58,6 +58,7 @@ fn bash_completes_commands_actions_options_and_files() {
 }
 
 #[test]
+#[ignore = "needs fish, which .ci/run installs"]
 fn fish_completes_commands_and_actions() {
     let (_dir, path) = script("fish");
     let complete = |line: &str| shell("fish", &format!("source {path:?}; complete -C {line:?}"));
@@ -70,6 +71,7 @@ fn fish_completes_commands_and_actions() {
 }
 
 #[test]
+#[ignore = "needs zsh, which .ci/run installs"]
 fn zsh_loads_the_script_and_registers_it_for_aims_api() {
     let (dir, _path) = script("zsh");
     let registered = shell(

@@ -152,6 +152,7 @@ fn every_method_decodes_to_the_identity_body_and_head_matches_get() {
 }
 
 #[test]
+#[ignore = "needs python3 (its gzip module decodes the answer), which .ci/run installs"]
 fn curl_compressed_and_pythons_gzip_module_decode_it() {
     let (server, key, _) = serving();
     let path = format!("{BASE}/TechnicalDebt_Application?Limit=200");

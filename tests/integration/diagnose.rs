@@ -122,7 +122,10 @@ fn a_healthy_server_passes_every_check_even_strictly() {
         assert_eq!(report.status(leaf), "ok", "{leaf}: {:#}", report.json);
     }
     assert_eq!(report.code, 0, "{:#}", report.json);
-    assert_eq!(report.json["counts"], serde_json::json!({"ok": 13, "warning": 0, "failure": 0}));
+    assert_eq!(
+        report.json["counts"],
+        serde_json::json!({"ok": 13, "warning": 0, "unknown": 0, "failure": 0})
+    );
     let (_, reason) = report.check("certificate/api port");
     assert!(reason.contains("presents the certificate on disk"), "{reason}");
     let (_, reason) = report.check("server/lock");
@@ -159,7 +162,9 @@ fn warnings_pass_unless_strict() {
 
 #[test]
 fn without_a_server_the_file_checks_still_run_and_the_server_checks_fail() {
-    let server = Server::start();
+    // A cap that a normal user's default `ulimit -n` (1024) covers: only the server is missing.
+    let server =
+        Server::start_with(&Options { api: "max_connections: 512,".into(), ..Options::default() });
     server.generate_key();
     server.import("2024-05-14", &snapshot_json(3, 1, &days_ago(1)));
     let config = real_config(&server);
@@ -182,6 +187,7 @@ fn without_a_server_the_file_checks_still_run_and_the_server_checks_fail() {
 }
 
 #[test]
+#[ignore = "needs root: gives a file of the state folder to another uid"]
 fn each_fault_in_the_state_folder_is_found() {
     let server = Server::start();
     server.generate_key();
@@ -255,22 +261,55 @@ fn each_fault_in_the_state_folder_is_found() {
     assert_eq!(report.code, 1);
 }
 
-/// Run by a user the admin port does not allow, the admin-port check says so and how to fix
-/// it, rather than reporting the server down.
+/// Run by a user who may not read the state folder, diagnose says what it cannot know and
+/// how to find out, instead of "no serve holds the lock" or "start serve once" (issue 21). As
+/// root the test runs diagnose as uid 65534 (whom the admin port refuses too); as anyone else
+/// it takes the folder's permissions away from its own uid while the server runs.
 #[test]
-fn run_by_another_user_the_admin_port_check_names_the_refusal() {
-    let server = Server::start();
+fn a_user_who_may_not_read_the_state_folder_gets_unknown_not_a_wrong_verdict() {
+    let server =
+        Server::start_with(&Options { api: "max_connections: 512,".into(), ..Options::default() });
+    server.generate_key();
     let config = real_config(&server);
-    let report = Diagnosis::of(&crate::util::cli_as_nobody(&config, &["diagnose", "--json"]));
-    let admin = report.node("server/admin port");
-    assert_eq!(admin["status"], "failure", "{admin}");
+    let state = server.state_dir();
+    let root = rustix::process::getuid().is_root();
+    let (report, uid) = if root {
+        (Diagnosis::of(&crate::util::cli_as_nobody(&config, &["diagnose", "--json"])), 65534)
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |m| std::fs::set_permissions(&state, std::fs::Permissions::from_mode(m));
+        mode(0o000).unwrap();
+        let report = diagnose(&config, &[], &[]);
+        mode(0o700).unwrap();
+        (report, rustix::process::getuid().as_raw())
+    };
+    let cannot = |path: &Path| format!("cannot read {} as uid {uid}: run as root", path.display());
+    let lock = report.node("server/lock");
+    assert_eq!(lock["status"], "unknown", "{lock}");
+    assert_eq!(lock["reason"].as_str().unwrap(), cannot(&state.join("key.lock")));
+    assert!(lock["fix"].as_str().is_some_and(|fix| fix.contains("sudo aims-api diagnose")));
     assert_eq!(
-        admin["reason"].as_str().unwrap(),
-        format!("http://{}/health refuses this user (403)", server.admin)
+        report.check("state folder/key store"),
+        ("unknown".into(), cannot(&state.join("key.ron")))
     );
-    assert!(admin["fix"].as_str().is_some_and(|fix| fix.contains("root")), "{admin}");
-    assert_eq!(report.code, 1);
-    assert!(server.wait_for_log("uid 65534 not allowed").contains("refused port=admin"));
+    let (status, reason) = report.check("certificate/loads");
+    assert_eq!((status.as_str(), reason), ("unknown", cannot(&state.join("tls/cert.pem"))));
+    let (status, reason) = report.check("state folder/ownership and modes");
+    assert_eq!(status, "unknown", "{reason}");
+    let admin = report.node("server/admin port");
+    if root {
+        assert_eq!(admin["status"], "unknown", "{admin}");
+        assert_eq!(
+            admin["reason"].as_str().unwrap(),
+            format!("http://{}/health refuses this user, uid 65534 (403)", server.admin)
+        );
+        assert!(server.wait_for_log("uid 65534 not allowed").contains("refused port=admin"));
+    } else {
+        assert_eq!(admin["status"], "ok", "{admin}");
+    }
+    assert_eq!(report.json["counts"]["failure"], 0, "no wrong verdict: {:#}", report.json);
+    assert_eq!(report.code, 1, "what could not be checked does not pass");
+    assert_eq!(report.json["passed"], false);
 }
 
 /// An operator certificate for `names`, valid from `from` to `until` (relative to now, in days).
@@ -353,6 +392,7 @@ fn each_fault_in_the_certificate_is_found() {
 }
 
 #[test]
+#[ignore = "needs root: only root reads the descriptors of a serve that may not dump core"]
 fn the_api_port_check_finds_the_port_serve_really_holds() {
     // As under socket activation, where api.listen is not what serve listens on: the check
     // asks the kernel which port the running serve holds.

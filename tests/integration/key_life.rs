@@ -345,7 +345,7 @@ fn key_check_says_what_a_key_is_and_never_echoes_it() {
     let (_, out) = key_check(&server, &stranger);
     assert!(out.ends_with("status:      unknown: not a key this server knows (neither in force nor among the last 16 retired)\n"), "{out}");
     let (ok, out) = key_check(&server, &typo);
-    assert!(ok);
+    assert!(!ok, "a malformed key is not admitted (exit 2: tests/integration/cli.rs)");
     assert_eq!(
         out,
         "format:      malformed: key checksum does not match (a typo or a truncated key)\n"

@@ -19,7 +19,7 @@ fn a_second_serve_on_the_same_state_folder_is_refused() {
     let server = Server::start();
     let output =
         Command::new(BIN).args(["serve", "--config"]).arg(&server.config).output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(8));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("key.lock is locked by another aims-api serve"), "{stderr}");
     assert!(stderr.contains(&format!("pid {}", server.pid())), "{stderr}");
@@ -37,7 +37,7 @@ fn a_corrupt_store_refuses_start_and_is_left_untouched() {
     let config = dir.path().join("config.ron");
     std::fs::write(&config, config_text(dir.path(), &Options::default())).unwrap();
     let output = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(8));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("key.ron:4:"), "names file and position: {stderr}");
     assert!(stderr.contains("left untouched"), "{stderr}");

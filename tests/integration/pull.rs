@@ -39,10 +39,13 @@ impl Upstream {
     }
 
     fn empty() -> Self {
+        Self::empty_with(&Options::default())
+    }
+
+    fn empty_with(options: &Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.ron");
-        let text =
-            config_text(dir.path(), &Options::default()).replace(ACTIVATION_CODE, UPSTREAM_CODE);
+        let text = config_text(dir.path(), options).replace(ACTIVATION_CODE, UPSTREAM_CODE);
         std::fs::write(&config, text).unwrap();
         let server = Server::start_in(dir, config).unwrap();
         let key = server.generate_key();
@@ -149,10 +152,13 @@ fn summary(output: &Output) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-/// The error a failed pull printed, after checking it failed with exit code 1.
-fn failure(output: &Output) -> String {
+/// Exit status of a pull the upstream failed (`aims-api(8)`, EXIT STATUS).
+const UPSTREAM_FAILED: i32 = 7;
+
+/// The error a failed pull printed, after checking it failed with exit status `code`.
+fn failure(output: &Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
     stderr.lines().rfind(|l| l.starts_with("aims-api: ")).unwrap_or_default().to_owned()
 }
@@ -350,7 +356,7 @@ fn refusals_fail_at_once_and_change_nothing() {
     let relay = up.relay(Fault::Status { nth: 0, status: 403, retry_after: None });
     let (down, before) = downstream_serving_a_sample();
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "inactive or not licensed for the AI Mentor Studio API (403 on \
@@ -365,7 +371,7 @@ fn refusals_fail_at_once_and_change_nothing() {
     let wrong = "aims_WrongKeyWrongKeyWrongKeyWrongKeyWrongKey1234567890";
     let pull = Pull { key: wrong.into(), ..Pull::of(&up) };
     let (output, _) = pull.run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "refused the key or the activation code (401 on TechnicalDebt_LastAnalysisDate"
@@ -386,7 +392,7 @@ fn an_untrusted_certificate_fails_at_once() {
     for ca_file in [Some(relay.cert.clone()), None] {
         let pull = Pull { ca_file: ca_file.clone(), ..Pull::of(&up) };
         let (output, took) = pull.run(&down, &[]);
-        let error = failure(&output);
+        let error = failure(&output, UPSTREAM_FAILED);
         assert!(error.contains("TLS with the upstream localhost:"), "{ca_file:?}: {error}");
         assert!(
             error.contains("failed on TechnicalDebt_LastAnalysisDate (invalid peer certificate"),
@@ -406,7 +412,7 @@ fn an_upstream_that_stops_or_trickles_ends_the_pull_in_bounded_time() {
     let relay = up.relay(Fault::StopAfter(3));
     let pull = Pull { extra: "max_attempts: 2", ..Pull::through(&relay, &up) };
     let (output, _) = pull.run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains("failed 2 tries of TechnicalDebt_Team (last: connection failed"),
         "{error}"
@@ -417,7 +423,7 @@ fn an_upstream_that_stops_or_trickles_ends_the_pull_in_bounded_time() {
     let relay = up.relay(Fault::Trickle(Duration::from_millis(50)));
     let pull = Pull { extra: "max_attempts: 2", timeout_secs: 1, ..Pull::through(&relay, &up) };
     let (output, took) = pull.run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "failed 2 tries of TechnicalDebt_LastAnalysisDate (last: no complete answer within 1 s"
@@ -434,7 +440,7 @@ fn data_that_fails_the_snapshot_checks_is_never_sent() {
     let (down, before) = downstream_serving_a_sample();
     let relay = up.relay(Fault::UnknownLevel);
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.ends_with(
             "the upstream's data does not pass the snapshot checks, nothing changed: \
@@ -455,7 +461,7 @@ fn without_a_server_to_import_into_the_upstream_is_not_asked() {
     let mut down = Server::start();
     down.kill();
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, 3);
     assert!(error.contains(&format!("cannot reach the admin port at {}", down.admin)), "{error}");
     assert_eq!(relay.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
@@ -466,7 +472,7 @@ fn an_endless_answer_is_cut_off_at_the_bound() {
     let (down, before) = downstream_serving_a_sample();
     let relay = up.relay(Fault::Endless);
     let (output, took) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "an answer of the upstream to TechnicalDebt_LastAnalysisDate is larger than 67108864 \
@@ -486,7 +492,7 @@ fn a_page_that_repeats_an_application_is_never_served() {
     let (down, before) = downstream_serving_a_sample();
     let relay = up.relay(Fault::RepeatApplication);
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(error.contains("3 copies of the upstream in a row were not consistent"), "{error}");
     assert!(error.contains("the page at Offset=0 repeats application"), "{error}");
     // Each copy got as far as the first page: 5 requests, three times.
@@ -521,7 +527,7 @@ fn the_key_file_must_be_private_or_come_from_systemd() {
         .env_remove("CREDENTIALS_DIRECTORY")
         .output()
         .unwrap();
-    let error = failure(&output);
+    let error = failure(&output, 5);
     assert!(
         error.contains(&format!("upstream key file {}: has mode 0640", key_file.display())),
         "{error}"
@@ -548,7 +554,7 @@ fn an_answer_that_is_not_the_documented_json_is_named_by_method_offset_and_path(
     let (down, before) = downstream_serving_a_sample();
     let relay = up.relay(Fault::StringCount);
     let (output, _) = Pull::through(&relay, &up).run(&down, &[]);
-    let error = failure(&output);
+    let error = failure(&output, UPSTREAM_FAILED);
     assert!(
         error.contains(
             "the upstream's answer to TechnicalDebt_Application at Offset=0 is not the documented \
@@ -686,4 +692,102 @@ fn a_terminal_gets_a_progress_bar_and_the_journal_plain_lines() {
     assert!(!stderr.contains('\r'), "{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.starts_with("unchanged: the snapshot served for 2024-05-14"), "{stdout}");
+}
+
+/// An upstream serving a self-signed certificate for localhost made as `openssl req -x509`
+/// makes one (basicConstraints CA:TRUE), with the sample imported; the certificate's file and
+/// its public key's pin in curl's form.
+fn upstream_with_a_ca_certificate(files: &std::path::Path) -> (Upstream, PathBuf, String) {
+    use base64::Engine as _;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (files.join("ca-true.pem"), files.join("ca-true.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let api = format!("tls_cert: Some({cert_file:?}), tls_key: Some({key_file:?}),");
+    let up = Upstream::empty_with(&Options { api, ..Options::default() });
+    let (status, body) = up.server.put_snapshot("2024-05-14", &std::fs::read(SAMPLE).unwrap());
+    assert_eq!(status, 201, "{body}");
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        &rcgen::PublicKeyData::subject_public_key_info(&key),
+    );
+    let pin = format!("sha256//{}", base64::engine::general_purpose::STANDARD.encode(digest));
+    (up, cert_file, pin)
+}
+
+/// Issue 21: a certificate made the `openssl req -x509` way is a CA certificate, which no
+/// `ca_file` can make a server's. The failure says so and offers the pin; the pin then accepts
+/// exactly that server, whatever its chain or names (here reached as 127.0.0.1, a name the
+/// certificate does not carry), and a wrong pin is refused before the key is sent.
+#[test]
+fn a_ca_certificate_is_explained_and_a_pinned_key_is_pulled_from() {
+    let files = tempfile::tempdir().unwrap();
+    let (up, cert_file, pin) = upstream_with_a_ca_certificate(files.path());
+    let (down, before) = downstream_serving_a_sample();
+
+    let pull = Pull { ca_file: Some(cert_file), ..Pull::of(&up) };
+    let (output, _) = pull.run(&down, &[]);
+    let error = failure(&output, UPSTREAM_FAILED);
+    assert!(
+        error.contains("(invalid peer certificate: Other(OtherError(CaUsedAsEndEntity)))"),
+        "{error}"
+    );
+    assert!(
+        error.contains("presents a CA certificate (basicConstraints CA:TRUE) as its own"),
+        "{error}"
+    );
+    assert!(
+        error.contains("upstream.pin_sha256: Some(\"sha256//…\") with ca_file: None"),
+        "{error}"
+    );
+    assert_nothing_changed(&down, &before);
+
+    let by_address = format!("https://127.0.0.1:{}{CLIENT_BASE}", up.server.api.port());
+    let extra = format!("pin_sha256: Some({pin:?})");
+    let wrong = "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let wrong_extra = format!("pin_sha256: Some({wrong:?})");
+    let pinned =
+        Pull { url: by_address.clone(), ca_file: None, extra: &wrong_extra, ..Pull::of(&up) };
+    let (output, _) = pinned.run(&down, &[]);
+    let error = failure(&output, UPSTREAM_FAILED);
+    assert!(
+        error.contains(&format!("the server's public key is {pin}, not the pinned {wrong}")),
+        "{error}"
+    );
+    // The handshake failed before a request: the upstream answered nothing.
+    let asked = "aims_requests_total{port=\"api\",route=\"last_analysis_date\",status=\"200\"}";
+    assert_eq!(up.server.metric(asked), None, "a server not pinned was asked nothing");
+    assert_nothing_changed(&down, &before);
+
+    let pinned = Pull { url: by_address, ca_file: None, extra: &extra, ..Pull::of(&up) };
+    let (output, _) = pinned.run(&down, &[]);
+    assert_eq!(summary(&output)["result"], "created", "{output:?}");
+    assert_eq!(up.server.metric(asked), Some(2.0), "asked at the start and at the end");
+}
+
+/// A pin and a `ca_file` exclude each other, and a pin that is no SHA-256 is refused, both
+/// where they are written.
+#[test]
+fn a_pin_is_checked_where_it_is_written() {
+    let up = Upstream::empty();
+    let down = Server::start();
+    for (extra, needle) in [
+        (
+            "pin_sha256: Some(\"sha256//AAAA\")",
+            "is not a SHA-256: give it as curl's --pinnedpubkey does",
+        ),
+        (
+            "pin_sha256: Some(\"sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\")",
+            "upstream.ca_file and upstream.pin_sha256 exclude each other",
+        ),
+    ] {
+        let (output, _) = Pull { extra, ..Pull::of(&up) }.run(&down, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(5), "{stderr}");
+        assert!(stderr.contains("pull.ron:"), "names the file and line: {stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
 }

@@ -339,21 +339,21 @@ fn the_snapshot_commands_drive_the_admin_port() {
     let refused =
         server.cli(&["snapshot", "import", bad.to_str().unwrap(), "--date", "2024-05-15"]);
     let (_, err) = text(&refused);
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(4));
     assert!(err.contains("422 invalid_snapshot"), "{err}");
     assert!(err.contains(".Findings[0].Count: Count is -"), "{err}");
     let missing = server.cli(&["snapshot", "import", "/nonexistent.json", "--date", "2024-05-15"]);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(6));
     assert!(text(&missing).1.contains("/nonexistent.json: cannot open"));
     let usage = server.cli(&["snapshot", "import", SAMPLE, "--date", "2024-5-15"]);
-    assert_eq!(usage.status.code(), Some(2));
+    assert_eq!(usage.status.code(), Some(64));
 
     let deleted = server.cli(&["snapshot", "delete", "2024-05-14"]);
     let (out, _) = text(&deleted);
     assert!(deleted.status.success());
     assert!(out.contains("deleted the snapshot of 2024-05-14; no snapshot is left"), "{out}");
     let gone = server.cli(&["snapshot", "delete", "2024-05-14"]);
-    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(gone.status.code(), Some(4));
     assert!(text(&gone).1.contains("404 not_found"));
     let (out, _) = text(&server.cli(&["snapshot", "list"]));
     assert!(out.contains("no snapshot is served"), "{out}");

@@ -70,6 +70,10 @@ pub enum AdminError {
     UidNotAllowed(u32),
     /// A request the HTTP layer refused.
     Malformed(ParseError),
+    /// Every worker this uid may use is busy, and enough others wait already.
+    Busy,
+    /// The request's head or body (`what`) came slower than the port allows.
+    TooSlow(&'static str),
     /// Anything a browser could send.
     BrowserShaped(&'static str),
     NotFound,
@@ -105,6 +109,8 @@ impl AdminError {
                 Status::FORBIDDEN
             }
             Self::Malformed(e) => e.status(),
+            Self::Busy => Status::SERVICE_UNAVAILABLE,
+            Self::TooSlow(_) => Status::REQUEST_TIMEOUT,
             Self::NotFound | Self::Delete(_, DeleteError::NotFound) | Self::NotServed(_) => {
                 Status::NOT_FOUND
             }
@@ -140,6 +146,8 @@ impl AdminError {
         match self {
             Self::UnknownUid(_) | Self::UidNotAllowed(_) | Self::BrowserShaped(_) => "forbidden",
             Self::Malformed(e) => e.code(),
+            Self::Busy => "busy",
+            Self::TooSlow(_) => "too_slow",
             Self::NotFound | Self::Delete(_, DeleteError::NotFound) | Self::NotServed(_) => {
                 "not_found"
             }
@@ -194,6 +202,15 @@ impl fmt::Display for AdminError {
                  to admin.allowed_uids"
             ),
             Self::Malformed(e) => e.fmt(f),
+            Self::Busy => f.write_str(
+                "every admin worker this uid may use is busy: try again in a moment (root is \
+                 always served)",
+            ),
+            Self::TooSlow(what) => write!(
+                f,
+                "the request {what} arrived too slowly (admin.header_timeout_secs, then \
+                 admin.min_bytes_per_sec on average): the connection is closed"
+            ),
             Self::BrowserShaped(why) => f.write_str(why),
             Self::NotFound => f.write_str(
                 "no such admin resource (there are /health, /key, /key/replace, /key/clients, \
@@ -250,6 +267,27 @@ pub fn refuse_unknown_uid(app: &App, peer: SocketAddr, e: PeerError) -> Response
         refused(app, Peer::Address(peer.ip()), AdminError::UnknownUid(e), Reason::AdminUid);
     app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
     response
+}
+
+/// The answer to a Unix-socket caller whose credentials cannot be read. Fails closed.
+pub fn refuse_unknown_unix_uid(app: &App, e: PeerError) -> Response {
+    let response = refused(app, Peer::Everyone, AdminError::UnknownUid(e), Reason::AdminUid);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response
+}
+
+/// The answer to an allowed caller when no worker it may use is free (`503`); it may retry.
+pub fn refuse_busy(app: &App, client: Client) -> Response {
+    let response = refused(app, Peer::Uid(client.uid), AdminError::Busy, Reason::AdminBusy);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response.header("retry-after", "1").closing()
+}
+
+/// The answer to a request whose head or body (`what`) came too slowly (`408`).
+pub fn refuse_slow(app: &App, client: Client, what: &'static str) -> Response {
+    let response = refused(app, Peer::Uid(client.uid), AdminError::TooSlow(what), Reason::TooSlow);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response.closing()
 }
 
 /// The answer to a caller whose uid may not use the port.

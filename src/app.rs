@@ -30,13 +30,17 @@ use crate::throttle::Throttle;
 use crate::tls::{self, CertInfo, TlsError};
 
 pub struct App {
+    /// The configuration the server started with: what only a restart changes is read here.
     pub config: Config,
+    /// The configuration as of the last reload: what a reload applies live is read here.
+    live: RwLock<Arc<Config>>,
     /// The key store and the gate, changed together.
     pub keys: KeyManager,
     /// The dated snapshots on disk and the set the API serves, swapped whole on a change.
     pub snapshots: Snapshots,
     tls: RwLock<(Arc<ServerConfig>, CertInfo)>,
-    pub refusals: RefusalLog,
+    /// Everything traffic makes the server say, within one budget (shared with key usage).
+    pub refusals: Arc<RefusalLog>,
     pub metrics: Metrics,
     /// Failed-auth counts per client address, for 429s.
     pub throttle: Throttle,
@@ -89,13 +93,14 @@ impl App {
         keys: KeyManager,
         snapshots: Snapshots,
         tls: (Arc<ServerConfig>, CertInfo),
+        refusals: Arc<RefusalLog>,
     ) -> Self {
         let heartbeats = (0..config.api.workers).map(|_| AtomicU64::new(0)).collect();
         let metrics = Metrics::new(config.api.workers);
-        let refusals = RefusalLog::new(config.refusal_log.window, config.refusal_log.lines);
         let throttle = Throttle::new(config.api.throttle);
         let per_address = PerAddress::new(config.api.max_connections_per_address);
         Self {
+            live: RwLock::new(Arc::new(config.clone())),
             config,
             keys,
             snapshots,
@@ -110,6 +115,11 @@ impl App {
             heartbeats,
             last_daily: Mutex::new(None),
         }
+    }
+
+    /// The configuration in force for what a reload applies live (limits, allowed uids, …).
+    pub fn live(&self) -> Arc<Config> {
+        Arc::clone(&locks::read(&self.live))
     }
 
     /// The TLS configuration for a new connection.

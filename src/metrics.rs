@@ -134,10 +134,14 @@ pub enum Reason {
     AdminBrowser,
     /// A connection closed at once: its address held `api.max_connections_per_address`.
     ConnectionCap,
+    /// An allowed uid found no admin worker it may use free (`503`).
+    AdminBusy,
+    /// A request's head or body came slower than the port allows (`408`).
+    TooSlow,
 }
 
 impl Reason {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 18] = [
         Self::MissingHeader,
         Self::EmptyHeader,
         Self::RepeatedHeader,
@@ -154,6 +158,8 @@ impl Reason {
         Self::AdminUid,
         Self::AdminBrowser,
         Self::ConnectionCap,
+        Self::AdminBusy,
+        Self::TooSlow,
     ];
 
     fn label(self) -> &'static str {
@@ -174,13 +180,15 @@ impl Reason {
             Self::AdminUid => "admin_uid",
             Self::AdminBrowser => "admin_browser",
             Self::ConnectionCap => "connection_cap",
+            Self::AdminBusy => "admin_busy",
+            Self::TooSlow => "too_slow",
         }
     }
 }
 
 /// The status codes the server answers with; anything else counts as "other".
-const STATUSES: [u16; 18] =
-    [200, 201, 400, 401, 403, 404, 405, 409, 413, 417, 422, 429, 431, 500, 501, 503, 505, 0];
+const STATUSES: [u16; 19] =
+    [200, 201, 400, 401, 403, 404, 405, 408, 409, 413, 417, 422, 429, 431, 500, 501, 503, 505, 0];
 
 fn status_slot(status: u16) -> usize {
     STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)

@@ -25,6 +25,7 @@ use super::api_conn::{Conn, End, Stage, Turn, expire, step};
 use crate::api;
 use crate::app::App;
 use crate::http::{DateCache, HttpLimits};
+use crate::logging;
 
 const LISTENER: Token = Token(usize::MAX);
 /// How long to drain a closing connection so the kernel does not reset it under the last
@@ -36,6 +37,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Runs one worker until the server shuts down.
 pub fn run_worker(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<()> {
     let mut worker = Worker::new(app, listener, id)?;
+    // What rustls says about a peer goes to the refusal log's budget, with the peer's address.
+    logging::divert_tls_warnings();
     log::debug!("api worker {id} running");
     worker.run()
 }
@@ -275,7 +278,11 @@ impl Worker {
                     date: &mut self.date,
                     out: &mut self.out,
                 };
-                work(conn, &mut turn)
+                let outcome = work(conn, &mut turn);
+                let peer = conn.peer.ip();
+                let log = &self.app.refusals;
+                logging::take_tls_warnings(|w| log.tls(peer, w.event, w.detail));
+                outcome
             }
             None => return,
         };

@@ -30,7 +30,7 @@ use crate::keys::{Asked, ChangeError, Installed, KeyCheck};
 use crate::keystore::{KeyRecord, rfc3339};
 use crate::metrics::{AdminRoute, Gauges, Reason};
 use crate::peer::PeerError;
-use crate::refusals::{Peer, Refused};
+use crate::refusals::{Kind, Peer, Refused};
 use crate::snapshot::store::{DeleteError, ImportError, ServeError};
 use crate::snapshot::{Date, ExportError};
 
@@ -666,6 +666,11 @@ fn metrics(app: &App) -> Response {
         snapshot_store_bytes: app.snapshots.store_bytes(),
         snapshot_memory_bytes: app.snapshots.resident_bytes(),
         cert_not_after: app.cert_info().leaf.not_after,
+        log_lines: Kind::ALL
+            .iter()
+            .zip(app.refusals.counts())
+            .map(|(kind, counts)| (kind.label(), counts.events, counts.suppressed))
+            .collect(),
     };
     let mut response = Response::json(Status::OK, app.metrics.render(&gauges).into_bytes());
     response.content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -278,6 +278,8 @@ pub struct Gauges<'a> {
     pub snapshot_memory_bytes: usize,
     /// `notAfter` of the certificate in service.
     pub cert_not_after: SystemTime,
+    /// Per kind of line about traffic (its label): events, and lines the budget held back.
+    pub log_lines: Vec<(&'static str, u64, u64)>,
 }
 
 impl Metrics {
@@ -370,6 +372,7 @@ impl Metrics {
             false,
         );
         self.render_latency(&mut out);
+        render_log_budget(&mut out, &gauges.log_lines);
         render_gauges(&mut out, gauges);
         render_last_import(&mut out, gauges.last_import);
         out
@@ -484,6 +487,30 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
     let _ = writeln!(out, "aims_snapshot_memory_bytes {}", gauges.snapshot_memory_bytes);
 }
 
+/// What the log budget let through and held back: every event is counted, logged or not.
+fn render_log_budget(out: &mut String, kinds: &[(&'static str, u64, u64)]) {
+    header(
+        out,
+        "aims_log_events_total",
+        "counter",
+        "Events that write a line about traffic (refusals, TLS trouble, key exposures, new \
+         addresses), by kind, whether the budget let the line through or not.",
+    );
+    for (kind, events, _) in kinds {
+        series(out, "aims_log_events_total", &[("kind", kind)], *events, false);
+    }
+    header(
+        out,
+        "aims_log_suppressed_total",
+        "counter",
+        "Lines about traffic the log budget held back (refusal_log_lines per \
+         refusal_log_window_secs and kind), by kind.",
+    );
+    for (kind, _, suppressed) in kinds {
+        series(out, "aims_log_suppressed_total", &[("kind", kind)], *suppressed, false);
+    }
+}
+
 /// A gauge holding a Unix time, or nothing at all when there is no such time (so an alert on
 /// it never fires on a made-up 0).
 fn timestamp(out: &mut String, name: &str, help: &str, value: Option<SystemTime>) {
@@ -578,6 +605,7 @@ mod tests {
             snapshot_store_bytes: 4096,
             snapshot_memory_bytes: 0,
             cert_not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            log_lines: vec![("tls", 7, 5)],
         };
         let text = metrics.render(&gauges);
         for line in [
@@ -591,6 +619,8 @@ mod tests {
             "aims_request_duration_seconds_bucket{port=\"api\",le=\"+Inf\"} 4",
             "aims_open_connections{port=\"api\"} 3",
             "aims_key_state{state=\"none\"} 1",
+            "aims_log_events_total{kind=\"tls\"} 7\n",
+            "aims_log_suppressed_total{kind=\"tls\"} 5\n",
             "aims_tls_certificate_expiry_timestamp_seconds 1800000000\n",
             "aims_snapshot_last_import_timestamp_seconds{source=\"pull\"} 1800000000.5\n",
             concat!("aims_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n"),

@@ -162,6 +162,7 @@ impl AdminError {
                 "store_write"
             }
             Self::KeyNotRecorded | Self::Export(..) => "internal",
+            Self::Reload(ReloadError::Config(_)) => "invalid_config",
             Self::Reload(_) => "reload_refused",
             Self::BadDate { .. } => "invalid_date",
             Self::Import(_, ImportError::Empty) => "empty_body",
@@ -223,7 +224,7 @@ impl fmt::Display for AdminError {
             }
             Self::KeyChange(e) => e.fmt(f),
             Self::KeyNotRecorded => f.write_str("the new key was not recorded"),
-            Self::Reload(e) => write!(f, "{e}; the certificate in service is unchanged"),
+            Self::Reload(e) => e.fmt(f),
             Self::BadDate { text, reason } => write!(
                 f,
                 "`{text}` is not a date ({reason}): snapshots are named by their date, YYYY-MM-DD"
@@ -339,7 +340,8 @@ fn dispatch(
             snapshots::one(app, date, method, request.query, request.content_length, body, client)
         }
         (AdminRoute::Health, _) if read => {
-            Ok(Response::json(Status::OK, br#"{"status":"ok"}"#.to_vec()))
+            let body = json!({ "status": "ok", "uid_lookup": app.uid_lookup.method().label() });
+            Ok(Response::json(Status::OK, body.to_string().into_bytes()))
         }
         (AdminRoute::Metrics, _) if read => Ok(metrics(app)),
         (AdminRoute::Snapshots, _) if read => Ok(snapshots::list(app)),
@@ -691,6 +693,12 @@ fn reload(app: &App, client: Client) -> Result<Response, AdminError> {
                     "imported": done.snapshots.imported,
                     "refused": done.snapshots.refused,
                 },
+                "config": {
+                    "path": app.config.path.display().to_string(),
+                    "applied": fields(&done.config_changes, true),
+                    "needs_restart": fields(&done.config_changes, false),
+                    "log_level_overridden_by_rust_log": done.log_level_overridden,
+                },
             });
             Ok(Response::json(Status::OK, body.to_string().into_bytes()))
         }
@@ -699,6 +707,11 @@ fn reload(app: &App, client: Client) -> Result<Response, AdminError> {
             Err(AdminError::Reload(e))
         }
     }
+}
+
+/// The changed config fields a reload applied (`live`) or left for the next restart.
+fn fields(changes: &[crate::config::Change], live: bool) -> Vec<&'static str> {
+    changes.iter().filter(|c| c.live == live).map(|c| c.field).collect()
 }
 
 /// The response that shows a new key: its only appearance anywhere.

@@ -148,7 +148,7 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
         KeyAction::Check => ("POST", "/key/check"),
     };
     let answer = admin_client::call(
-        config.admin.listen,
+        &config.admin,
         method,
         path,
         &mut terms.as_bytes(),
@@ -162,8 +162,9 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<(), Error> {
         KeyAction::Status | KeyAction::Revoke => print(&describe_status(&body())),
         KeyAction::Clients => print(&describe_clients(&body())),
         KeyAction::Generate { .. } | KeyAction::Replace { .. } => {
-            let shown: NewKey = serde_json::from_slice(&answer.body)
-                .map_err(|_| Error::Client(ClientError::Malformed { addr: config.admin.listen }))?;
+            let shown: NewKey = serde_json::from_slice(&answer.body).map_err(|_| {
+                Error::Client(ClientError::Malformed { addr: (&config.admin).into() })
+            })?;
             show_new_key(shown, action)
         }
         KeyAction::Check => Ok(()),
@@ -221,7 +222,7 @@ fn check_key(config: &Config, json: bool) -> Result<(), Error> {
         ))?;
     }
     let answer = admin_client::call(
-        config.admin.listen,
+        &config.admin,
         "POST",
         "/key/check",
         &mut &presented[..],
@@ -262,7 +263,7 @@ const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Error> {
     let config = Config::load(config).map_err(Error::Config)?;
-    let addr = config.admin.listen;
+    let addr = &config.admin;
     let answer = match action {
         SnapshotAction::Pull { date } => return pull(&config, *date, json),
         SnapshotAction::Export { date, output } => return export(addr, *date, output.as_deref()),
@@ -313,7 +314,7 @@ const EXPORT_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 /// `snapshot export DATE [--output FILE]`: the admin port's document, byte for byte, on
 /// standard output or durably in FILE.
-fn export(addr: std::net::SocketAddr, date: Date, output: Option<&Path>) -> Result<(), Error> {
+fn export(addr: &crate::config::Admin, date: Date, output: Option<&Path>) -> Result<(), Error> {
     let path = format!("/snapshots/{date}");
     let answer = admin_client::call_capped(
         addr,

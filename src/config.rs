@@ -14,11 +14,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+mod changes;
 mod upstream;
 
 pub use crate::http::HttpLimits;
 pub use crate::snapshot::store::{Memory, Retention};
 pub use crate::throttle::ThrottleSettings;
+pub use changes::{Change, changes};
 pub use upstream::Upstream;
 use upstream::UpstreamFile;
 
@@ -169,7 +171,14 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Read { source, .. } => Some(source),
+            Self::Syntax { .. } => None,
+        }
+    }
+}
 
 impl Config {
     /// Reads and checks the file at `path`.

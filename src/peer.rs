@@ -79,6 +79,16 @@ pub enum Method {
     ProcNet(io::Error),
 }
 
+impl Method {
+    /// One word for `/health` and `diagnose`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::SockDiag => "sock_diag",
+            Self::ProcNet(_) => "proc_net",
+        }
+    }
+}
+
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

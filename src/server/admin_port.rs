@@ -41,7 +41,7 @@ use crate::admin::{self, Client};
 use crate::app::App;
 use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
 use crate::locks;
-use crate::peer::{self, PeerLookup};
+use crate::peer;
 
 /// Connections from uids other than root that may wait for a worker at once; past it they get
 /// a `503` at once.
@@ -109,7 +109,6 @@ pub(super) fn start(
     app: &Arc<App>,
     tcp: TcpListener,
     unix: Option<UnixListener>,
-    lookup: PeerLookup,
 ) -> io::Result<()> {
     let closing = Closing::start()?;
     let workers = app.config.admin.workers;
@@ -119,7 +118,7 @@ pub(super) fn start(
         let (app, scheduler, closing) = (Arc::clone(app), Arc::clone(&scheduler), closing.clone());
         spawn(format!("admin-{id}"), move || work(&app, &scheduler, &closing))?;
     }
-    let gate = Arc::new(Gate { app: Arc::clone(app), scheduler, closing, lookup });
+    let gate = Arc::new(Gate { app: Arc::clone(app), scheduler, closing });
     let tcp_gate = Arc::clone(&gate);
     spawn("admin-accept".into(), move || accept_tcp(&tcp_gate, &tcp))?;
     if let Some(unix) = unix {
@@ -137,7 +136,6 @@ struct Gate {
     app: Arc<App>,
     scheduler: Arc<Scheduler>,
     closing: Closing,
-    lookup: PeerLookup,
 }
 
 fn accept_tcp(gate: &Gate, listener: &TcpListener) {
@@ -150,7 +148,7 @@ fn accept_tcp(gate: &Gate, listener: &TcpListener) {
                 let uid = stream
                     .local_addr()
                     .map_err(peer::PeerError::Query)
-                    .and_then(|local| gate.lookup.uid_of(peer, local));
+                    .and_then(|local| gate.app.uid_lookup.uid_of(peer, local));
                 let stream = Stream::Tcp(stream);
                 match uid {
                     Ok(uid) => gate.admit(stream, uid),

@@ -166,14 +166,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let usage = Usage::load(&config.state_dir, Arc::clone(&refusals));
     let keys =
         KeyManager::new(store, record, &config.activation_code, usage, config.key_max_lifetime);
-    let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert), refusals));
-
     let lookup = PeerLookup::probe();
-    match lookup.method() {
-        Method::SockDiag => log::info!("admin port: client uids by {}", lookup.method()),
-        Method::ProcNet(_) => log::warn!("admin port: client uids by {}", lookup.method()),
+    let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert), refusals, lookup));
+
+    match app.uid_lookup.method() {
+        method @ Method::SockDiag => log::info!("admin port: client uids by {method}"),
+        method @ Method::ProcNet(_) => log::warn!("admin port: client uids by {method}"),
     }
-    admin_port::start(&app, admin_listener, admin_socket, lookup).map_err(ServeError::Thread)?;
+    admin_port::start(&app, admin_listener, admin_socket).map_err(ServeError::Thread)?;
     let mut api_workers = Vec::new();
     for id in 0..app.config.api.workers {
         let listener = api_listener.try_clone().map_err(ServeError::Thread)?;

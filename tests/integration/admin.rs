@@ -232,5 +232,5 @@ fn keep_alive_and_head_on_the_admin_port() {
     let (head, used) = Response::parse_prefix(&raw, true).unwrap();
     assert_eq!((head.status, head.header("content-length")), (200, Some("15")));
     let get = Response::parse(&raw[used..]).unwrap();
-    assert_eq!(get.body, br#"{"status":"ok"}"#);
+    assert_eq!(get.body, br#"{"status":"ok","uid_lookup":"sock_diag"}"#);
 }

@@ -239,9 +239,10 @@ impl RefusalLog {
             if held_back == 0 {
                 continue;
             }
-            match (kind, state.last_new_key.take()) {
+            let new_key = if kind == Kind::NewAddress { state.last_new_key.take() } else { None };
+            match new_key {
                 // Its own audit line, as docs/audit.md has it.
-                (Kind::NewAddress, Some((fingerprint, generation))) => {
+                Some((fingerprint, generation)) => {
                     audit::key_new_address(
                         Peer::Everyone,
                         &fingerprint,
@@ -250,7 +251,7 @@ impl RefusalLog {
                     )
                     .emit();
                 }
-                _ => log::log!(
+                None => log::log!(
                     kind.level(),
                     "log budget: kind={} suppressed={held_back} window_secs={} (counted in \
                      aims_log_suppressed_total)",

@@ -11,7 +11,8 @@ fn admin_raw(server: &Server, request: &str) -> Response {
 #[test]
 fn key_life_cycle_with_conflicts() {
     let server = Server::start();
-    assert_eq!(server.admin("GET", "/health"), (200, serde_json::json!({"status": "ok"})));
+    let health = serde_json::json!({"status": "ok", "uid_lookup": "sock_diag"});
+    assert_eq!(server.admin("GET", "/health"), (200, health));
     let (status, none) = server.admin("GET", "/key");
     assert_eq!(status, 200);
     assert_eq!(none["state"], "none");

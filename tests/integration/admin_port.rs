@@ -44,16 +44,8 @@ fn stalled_and_trickling_uploads_are_cut_within_seconds() {
         admin: "header_timeout_secs: 2,".into(),
         ..Options::default()
     });
-    let started = Instant::now();
-    let stalled: Vec<TcpStream> = (0..8)
-        .map(|_| {
-            let mut stream = TcpStream::connect(server.admin).unwrap();
-            stream.write_all(STALLED_UPLOAD).unwrap();
-            stream
-        })
-        .collect();
-    // One byte every half second: 2 bytes a second, far below the minimum rate, yet each byte
-    // arrives well within any per-read timeout.
+    // First (so that a worker takes it at once): one byte every half second, 2 bytes a
+    // second, far below the minimum rate, yet each byte well within any per-read timeout.
     let mut trickler = TcpStream::connect(server.admin).unwrap();
     trickler.write_all(&STALLED_UPLOAD[..STALLED_UPLOAD.len() - 16]).unwrap();
     let trickle = std::thread::spawn(move || {
@@ -66,6 +58,14 @@ fn stalled_and_trickling_uploads_are_cut_within_seconds() {
         }
         answer_of(trickler, started, Duration::from_secs(1))
     });
+    let started = Instant::now();
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.admin).unwrap();
+            stream.write_all(STALLED_UPLOAD).unwrap();
+            stream
+        })
+        .collect();
     // The same uid's next request gets through once the stalls are cut, not a minute later.
     let health = health_within(&server, Duration::from_secs(10));
     assert!(health < Duration::from_secs(10), "/health took {health:?}");

@@ -90,8 +90,8 @@ fn a_flood_of_bad_sni_handshakes_stays_within_the_budget_and_echoes_nothing() {
          openssl s_client -connect {} -servername $name </dev/null >/dev/null 2>&1; done; done",
         server.api
     );
-    let status = Command::new("sh").args(["-c", &script]).status().expect("openssl runs");
-    assert!(status.success());
+    // Each run's own status is openssl's view of a handshake it ended itself: not the point.
+    Command::new("sh").args(["-c", &script]).status().expect("openssl runs");
     assert_within_budget(&server, &TLS, 80, started.elapsed());
     let log = server.log();
     assert!(!log.contains("a..b") && !log.contains("Illegal SNI"), "echoed:\n{log}");

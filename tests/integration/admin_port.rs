@@ -100,11 +100,12 @@ fn a_large_import_over_loopback_is_not_cut() {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
-/// Runs `python3 -c script args…` as `uid` (root only), its output piped.
+/// Runs `python3 -c script args…` as `uid` (root only), its output piped. The system's
+/// python3 (.ci/run installs it): root's own (pyenv, say) may be out of another uid's reach.
 fn python_as(uid: u32, script: &str, args: &[String]) -> Child {
     Command::new("setpriv")
         .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
-        .args(["python3", "-c", script])
+        .args(["/usr/bin/python3", "-c", script])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
@@ -198,9 +199,7 @@ fn root_is_answered_at_once_while_the_service_uid_stalls_and_another_uid_floods(
     // Eight loops of a uid that may not use the port.
     let mut flooders: Vec<Child> =
         (0..8).map(|_| python_as(65534, FLOODER, &[port.clone(), "6".into()])).collect();
-    for flooder in &mut flooders {
-        let _ = wait_ready(flooder);
-    }
+    let mut floods: Vec<_> = flooders.iter_mut().map(wait_ready).collect();
     let mut slowest = Duration::ZERO;
     for _ in 0..40 {
         let started = Instant::now();
@@ -218,9 +217,10 @@ fn root_is_answered_at_once_while_the_service_uid_stalls_and_another_uid_floods(
         assert!(at.parse::<f64>().unwrap() < 20.0, "a stalled upload was answered at {at} s");
     }
     let _ = staller.wait();
-    for flooder in flooders {
-        let out = flooder.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+    for (flood, mut flooder) in floods.iter_mut().zip(flooders) {
+        let mut text = String::new();
+        flood.read_line(&mut text).unwrap();
+        let _ = flooder.wait();
         assert!(text.contains("'403'"), "the flood was refused: {text}");
     }
 }

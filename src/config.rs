@@ -598,13 +598,14 @@ mod tests {
                 "activation_code: \"LOCAL-DEV-ACTIVATION-CODE\",",
                 "state_dir: \"var\",",
                 "listen: \"127.0.0.1:8443\",",
+                "unix_socket: None,",
                 "url: \"https://localhost:9443/AIMentorStudioAPI/rest/v1\",",
                 "api_key_file: \"upstream/key\",",
                 "activation_code: Some(\"UPSTREAM-ACTIVATION-CODE\"),",
                 "ca_file: Some(\"upstream/var/tls/cert.pem\"),",
             ]
         );
-        assert_eq!(only_in(&packaged, &dev).len(), 12, "{:?}", only_in(&packaged, &dev));
+        assert_eq!(only_in(&packaged, &dev).len(), 13, "{:?}", only_in(&packaged, &dev));
     }
 
     #[test]

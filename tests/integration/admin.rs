@@ -191,9 +191,8 @@ fn another_uid_is_forbidden_and_an_allowed_one_is_served() {
 
 /// Refused clients that connect and send nothing cost the admin workers nothing while their
 /// connections close: root's request behind twelve of them, with one admin worker, waits only
-/// for their uid lookups. Were each held by the worker for the 250 ms a closing connection may
-/// wait, root would wait at least 3 s; the bound below is 2 s, because a lookup reads the
-/// whole TCP table and the other tests fill it.
+/// for their uid lookups (on the acceptor, one sock_diag query each). Were each held for the
+/// 250 ms a closing connection may wait, root would wait at least 3 s; the bound is 2 s.
 #[test]
 #[ignore = "needs root: connects as uid 65534 (setpriv); .ci/run runs it"]
 fn silent_refused_clients_do_not_hold_the_admin_workers() {

@@ -225,9 +225,10 @@ fn root_is_answered_at_once_while_the_service_uid_stalls_and_another_uid_floods(
     }
 }
 
-#[test]
-fn the_unix_socket_serves_the_same_routes_and_the_cli_prefers_it() {
+/// A server whose admin port also listens on `admin.sock` in its folder (of `mode`).
+fn with_unix_socket(mode: u32) -> (Server, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
     let socket = dir.path().join("admin.sock");
     let options = Options {
         admin: format!("unix_socket: Some(\"{}\"),", socket.display()),
@@ -236,6 +237,12 @@ fn the_unix_socket_serves_the_same_routes_and_the_cli_prefers_it() {
     let config = dir.path().join("config.ron");
     std::fs::write(&config, config_text(dir.path(), &options)).unwrap();
     let server = Server::start_in(dir, config).unwrap_or_else(|log| panic!("{log}"));
+    (server, socket)
+}
+
+#[test]
+fn the_unix_socket_serves_the_same_routes_and_the_cli_prefers_it() {
+    let (server, socket) = with_unix_socket(0o700);
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o666, "who may use it is decided by uid, as on the TCP port");
     let out = Command::new("curl")
@@ -263,16 +270,7 @@ fn the_unix_socket_serves_the_same_routes_and_the_cli_prefers_it() {
 #[ignore = "needs root: connects to the admin socket as uid 65534 (setpriv); .ci/run runs it"]
 fn the_unix_socket_refuses_a_uid_that_may_not_use_the_port() {
     require_root("the_unix_socket_refuses…", "connect as uid 65534");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let socket = dir.path().join("admin.sock");
-    let options = Options {
-        admin: format!("unix_socket: Some(\"{}\"),", socket.display()),
-        ..Options::default()
-    };
-    let config = dir.path().join("config.ron");
-    std::fs::write(&config, config_text(dir.path(), &options)).unwrap();
-    let server = Server::start_in(dir, config).unwrap_or_else(|log| panic!("{log}"));
+    let (server, socket) = with_unix_socket(0o755);
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .args(["curl", "-s", "-w", "\\n%{http_code}", "-X", "POST", "--unix-socket"])

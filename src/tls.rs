@@ -169,9 +169,14 @@ impl std::error::Error for TlsError {
 
 /// What a TLS error caused by a peer was, in the server's words: a fixed event word and a
 /// description. Nothing the peer sent is in either (only names of the protocol's own values).
-pub fn describe_peer_error(e: &rustls::Error) -> (&'static str, String) {
+/// `None` for a client that closed politely (`close_notify`) mid-handshake: scanners and
+/// impatient clients do it all the time, and it is counted as a failed handshake anyway.
+pub fn describe_peer_error(e: &rustls::Error) -> Option<(&'static str, String)> {
     use rustls::Error as E;
-    match e {
+    if matches!(e, E::AlertReceived(rustls::AlertDescription::CloseNotify)) {
+        return None;
+    }
+    Some(match e {
         E::InvalidMessage(m) => ("invalid_message", format!("malformed TLS message ({m:?})")),
         E::PeerIncompatible(p) => ("peer_incompatible", format!("nothing in common ({p:?})")),
         E::PeerMisbehaved(p) => ("peer_misbehaved", format!("protocol violation ({p:?})")),
@@ -185,7 +190,7 @@ pub fn describe_peer_error(e: &rustls::Error) -> (&'static str, String) {
             ("no_alpn", "the client offers no protocol this server speaks (ALPN)".to_owned())
         }
         _ => ("handshake_failed", "another TLS error".to_owned()),
-    }
+    })
 }
 
 /// Reads (or on first start makes) the certificate and builds the server configuration.

@@ -300,8 +300,9 @@ fn receive(
         Ok(0) => Err(End::Now),
         Ok(_) => {
             if let Err(e) = tls.process_new_packets() {
-                let (event, detail) = crate::tls::describe_peer_error(&e);
-                log.tls(peer, event, &detail);
+                if let Some((event, detail)) = crate::tls::describe_peer_error(&e) {
+                    log.tls(peer, event, &detail);
+                }
                 // rustls queued an alert saying why; send it, then go.
                 let _ = tls.write_tls(socket);
                 return Err(End::Now);

@@ -34,8 +34,13 @@ chmod 755 "$work"
 echo "==> building this tree and $old_rev (release)"
 cargo build --release --quiet --bin aims-api
 new_bin=$PWD/target/release/aims-api
+# A plain copy of the old tree (not a worktree: nothing is registered in the repository), kept
+# between runs so its build is reused.
 old_tree=/tmp/aims-bench-old-$old_rev
-if [ ! -d "$old_tree" ]; then git worktree add --detach "$old_tree" "$old_rev" >/dev/null; fi
+if [ ! -f "$old_tree/Cargo.toml" ]; then
+    mkdir -p "$old_tree"
+    git archive "$old_rev" | tar -x -C "$old_tree"
+fi
 (cd "$old_tree" && cargo build --release --quiet --bin aims-api)
 old_bin=$old_tree/target/release/aims-api
 

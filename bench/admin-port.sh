@@ -55,7 +55,7 @@ config() {
 (
     activation_code: "BENCH-ACTIVATION-CODE",
     state_dir: "$work/state",
-    log_level: "warn",
+    log_level: "info",
     api: (listen: "127.0.0.1:0", workers: 2, handshake_timeout_secs: 3600),
     admin: (listen: "127.0.0.1:0"),
 )

@@ -192,7 +192,14 @@ impl App {
             }
             Err(e) => log::error!("reload ({trigger}) refused: {e}"),
         }
-        systemd::ready(&self.status_line());
+        match &outcome {
+            // `systemctl status` says it too, until a reload with a valid file.
+            Err(ReloadError::Config(_)) => systemd::ready(&format!(
+                "{}; config.ron is INVALID: the next restart would fail (journalctl -u aims-api)",
+                self.status_line()
+            )),
+            _ => systemd::ready(&self.status_line()),
+        }
         outcome
     }
 

@@ -268,7 +268,7 @@ fn challenged(response: Response) -> Response {
 }
 
 /// The challenge of every 401.
-pub const WWW_AUTHENTICATE: &str = "ApiKey header=\"x-api-key\"";
+const WWW_AUTHENTICATE: &str = "ApiKey header=\"x-api-key\"";
 
 /// The 429 for a throttled address. It closes the connection, so each further guess costs the
 /// guesser a TLS handshake too.

@@ -43,7 +43,7 @@ use crate::http::{Method, ParseError, Request, Response, Status};
 use crate::key::Fingerprint;
 use crate::keys::{self, Admitted, ChangeError, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
-use crate::refusals::{Peer, Refused};
+use crate::refusals::{Kind, Peer, Refused};
 use crate::snapshot::{Date, Snapshot, Snapshots, Whole};
 use crate::throttle::Verdict;
 use query::{Param, Query, QueryError};
@@ -94,7 +94,7 @@ const PLAIN_HTTP_MESSAGE: &str = "this port speaks HTTPS only: send the request 
 pub fn handle(app: &App, shard: &Shard, request: &Request<'_>, peer: SocketAddr) -> Response {
     let started = Instant::now();
     let (response, route) = match app.keys.check(request, peer.ip()) {
-        Err(refusal) => (refuse(app, shard, request, peer, refusal), ApiRoute::Refused),
+        Err(refusal) => (vary(refuse(app, shard, request, peer, refusal)), ApiRoute::Refused),
         Ok(_) => route(&app.snapshots, request),
     };
     if response.status == Status::INTERNAL_SERVER_ERROR {
@@ -110,7 +110,7 @@ pub fn refuse_malformed(app: &App, shard: &Shard, peer: SocketAddr, e: ParseErro
     let status = e.status();
     note_refusal(app, shard, peer, Reason::BadRequest, e.code(), status.0, None);
     shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
-    error(status, &e.to_string()).closing()
+    vary(error(status, &e.to_string())).closing()
 }
 
 /// A new connection from an address that already holds `api.max_connections_per_address`: it
@@ -143,7 +143,13 @@ pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr, head: &[u8]
             break;
         }
     }
-    error(status, PLAIN_HTTP_MESSAGE).closing()
+    vary(error(status, PLAIN_HTTP_MESSAGE)).closing()
+}
+
+/// `Vary: Accept-Encoding` on an answer that did not go through [`encoding::encode`] (which
+/// adds it): every answer of this API says it, as the README promises, refusals included.
+fn vary(response: Response) -> Response {
+    response.header("vary", "accept-encoding")
 }
 
 /// The values of the `x-api-key` lines of a plain-HTTP head, read leniently (a head that is not
@@ -168,17 +174,21 @@ fn key_exposed(app: &App, admitted: Admitted, fingerprint: &Fingerprint, peer: S
         Admitted::Grace(_) => "the previous key (still in its grace window)",
     };
     let revoke = app.config.on_key_exposure == OnKeyExposure::Revoke;
-    log::error!(
-        "key exposure: {which} {fingerprint} (generation {}) arrived over plain HTTP from {}: it \
+    // Within its own budget: a client replaying the live key over plain HTTP must not be able
+    // to flood the log (every exposure is counted, in aims_key_exposures_total too).
+    if app.refusals.may_log(Kind::Exposure) {
+        log::error!(
+            "key exposure: {which} {fingerprint} (generation {}) arrived over plain HTTP from {}: it \
          crossed the network in clear text{}; fix that client to use https://",
-        admitted.generation(),
-        peer.ip(),
-        if revoke {
-            ", so it is revoked now (on_key_exposure: revoke): generate a new key"
-        } else {
-            ": replace it (aims-api key replace)"
-        },
-    );
+            admitted.generation(),
+            peer.ip(),
+            if revoke {
+                ", so it is revoked now (on_key_exposure: revoke): generate a new key"
+            } else {
+                ": replace it (aims-api key replace)"
+            },
+        );
+    }
     if !revoke {
         return;
     }
@@ -211,7 +221,7 @@ fn refuse(
     refusal: Refusal,
 ) -> Response {
     let response = match app.throttle.refused(peer.ip(), Instant::now()) {
-        Verdict::Refuse => error(refusal.status(), &refusal.client_message()),
+        Verdict::Refuse => challenged(error(refusal.status(), &refusal.client_message())),
         Verdict::Throttle { retry_after_secs } => {
             shard.refusal(Reason::Throttled);
             throttled(retry_after_secs)
@@ -246,6 +256,19 @@ fn note_refusal(
     app.refusals.refused(Refused { port: "api", peer, reason, status, fingerprint });
     shard.refusal(why);
 }
+
+/// A 401 says how to authenticate (RFC 9110 §11.6.1 requires `WWW-Authenticate` on it):
+/// the scheme is this API's own, its key in the `x-api-key` header.
+fn challenged(response: Response) -> Response {
+    if response.status == Status::UNAUTHORIZED {
+        response.header("www-authenticate", WWW_AUTHENTICATE)
+    } else {
+        response
+    }
+}
+
+/// The challenge of every 401.
+const WWW_AUTHENTICATE: &str = "ApiKey header=\"x-api-key\"";
 
 /// The 429 for a throttled address. It closes the connection, so each further guess costs the
 /// guesser a TLS handshake too.

@@ -25,6 +25,7 @@ use super::api_conn::{Conn, End, Stage, Turn, expire, step};
 use crate::api;
 use crate::app::App;
 use crate::http::{DateCache, HttpLimits};
+use crate::logging;
 
 const LISTENER: Token = Token(usize::MAX);
 /// How long to drain a closing connection so the kernel does not reset it under the last
@@ -36,6 +37,8 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Runs one worker until the server shuts down.
 pub fn run_worker(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<()> {
     let mut worker = Worker::new(app, listener, id)?;
+    // What rustls says about a peer goes to the refusal log's budget, with the peer's address.
+    logging::divert_tls_warnings();
     log::debug!("api worker {id} running");
     worker.run()
 }
@@ -52,7 +55,11 @@ struct Worker {
     date: DateCache,
     out: Vec<u8>,
     accept_paused: bool,
+    /// What a reload may change, refreshed from the live configuration at each sweep.
     limits: HttpLimits,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    shutdown_timeout: Duration,
 }
 
 impl Worker {
@@ -61,7 +68,9 @@ impl Worker {
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let limits = app.config.api.limits;
+        let api = &app.config.api;
+        let (limits, max_connections) = (api.limits, api.max_connections);
+        let (handshake_timeout, shutdown_timeout) = (api.handshake_timeout, api.shutdown_timeout);
         Ok(Self {
             id,
             app,
@@ -73,6 +82,9 @@ impl Worker {
             out: Vec::with_capacity(16 * 1024),
             accept_paused: false,
             limits,
+            max_connections,
+            handshake_timeout,
+            shutdown_timeout,
         })
     }
 
@@ -132,7 +144,7 @@ impl Worker {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        self.drain_deadline = Some(now + self.app.config.api.shutdown_timeout);
+        self.drain_deadline = Some(now + self.shutdown_timeout);
         let idle: Vec<usize> =
             self.conns.iter().filter(|(_, c)| c.is_quiet()).map(|(key, _)| key).collect();
         for key in idle {
@@ -183,7 +195,7 @@ impl Worker {
     }
 
     fn at_capacity(&self) -> bool {
-        self.app.open_connections.load(Ordering::Relaxed) >= self.app.config.api.max_connections
+        self.app.open_connections.load(Ordering::Relaxed) >= self.max_connections
     }
 
     /// This worker's quietest connection that owes nobody an answer: a keep-alive connection
@@ -216,7 +228,7 @@ impl Worker {
             self.app.per_address.release(peer.ip());
             return;
         }
-        let deadline = Instant::now() + self.app.config.api.handshake_timeout;
+        let deadline = Instant::now() + self.handshake_timeout;
         entry.insert(Conn::new(socket, peer, deadline));
         self.app.open_connections.fetch_add(1, Ordering::Relaxed);
         // The client may have written already; with edge-triggered readiness that first edge
@@ -245,6 +257,11 @@ impl Worker {
     }
 
     fn sweep(&mut self, now: Instant) {
+        let live = self.app.live();
+        self.limits = live.api.limits;
+        self.max_connections = live.api.max_connections;
+        self.handshake_timeout = live.api.handshake_timeout;
+        self.shutdown_timeout = live.api.shutdown_timeout;
         let expired: Vec<usize> =
             self.conns.iter().filter(|(_, c)| c.deadline <= now).map(|(key, _)| key).collect();
         for key in expired {
@@ -275,7 +292,11 @@ impl Worker {
                     date: &mut self.date,
                     out: &mut self.out,
                 };
-                work(conn, &mut turn)
+                let outcome = work(conn, &mut turn);
+                let peer = conn.peer.ip();
+                let log = &self.app.refusals;
+                logging::take_tls_warnings(|w| log.tls(peer, w.event, w.detail));
+                outcome
             }
             None => return,
         };

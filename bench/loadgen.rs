@@ -349,7 +349,10 @@ fn auth() {
     // in a temporary folder and is never written.
     let state = tempfile::tempdir().unwrap();
     let (store, _) = KeyStore::open(state.path()).unwrap();
-    let usage = aims_api::keys::usage::Usage::load(state.path(), 20, Duration::from_secs(10));
+    let usage = aims_api::keys::usage::Usage::load(
+        state.path(),
+        std::sync::Arc::new(aims_api::refusals::RefusalLog::new(Duration::from_secs(10), 20)),
+    );
     let gate = KeyManager::new(store, record, &config.activation_code, usage, None);
     // Every decision is counted against this address, as the API port counts it.
     let from = std::net::IpAddr::from([127, 0, 0, 1]);

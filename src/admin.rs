@@ -69,6 +69,10 @@ pub enum AdminError {
     UidNotAllowed(u32),
     /// A request the HTTP layer refused.
     Malformed(ParseError),
+    /// Every worker this uid may use is busy, and enough others wait already.
+    Busy,
+    /// The request's head or body (`what`) came slower than the port allows.
+    TooSlow(&'static str),
     /// Anything a browser could send.
     BrowserShaped(&'static str),
     NotFound,
@@ -104,6 +108,8 @@ impl AdminError {
                 Status::FORBIDDEN
             }
             Self::Malformed(e) => e.status(),
+            Self::Busy => Status::SERVICE_UNAVAILABLE,
+            Self::TooSlow(_) => Status::REQUEST_TIMEOUT,
             Self::NotFound | Self::Delete(_, DeleteError::NotFound) | Self::NotServed(_) => {
                 Status::NOT_FOUND
             }
@@ -139,6 +145,8 @@ impl AdminError {
         match self {
             Self::UnknownUid(_) | Self::UidNotAllowed(_) | Self::BrowserShaped(_) => "forbidden",
             Self::Malformed(e) => e.code(),
+            Self::Busy => "busy",
+            Self::TooSlow(_) => "too_slow",
             Self::NotFound | Self::Delete(_, DeleteError::NotFound) | Self::NotServed(_) => {
                 "not_found"
             }
@@ -153,6 +161,7 @@ impl AdminError {
                 "store_write"
             }
             Self::KeyNotRecorded | Self::Export(..) => "internal",
+            Self::Reload(ReloadError::Config(_)) => "invalid_config",
             Self::Reload(_) => "reload_refused",
             Self::BadDate { .. } => "invalid_date",
             Self::Import(_, ImportError::Empty) => "empty_body",
@@ -193,6 +202,15 @@ impl fmt::Display for AdminError {
                  to admin.allowed_uids"
             ),
             Self::Malformed(e) => e.fmt(f),
+            Self::Busy => f.write_str(
+                "every admin worker this uid may use is busy: try again in a moment (root is \
+                 always served)",
+            ),
+            Self::TooSlow(what) => write!(
+                f,
+                "the request {what} arrived too slowly (admin.header_timeout_secs, then \
+                 admin.min_bytes_per_sec on average): the connection is closed"
+            ),
             Self::BrowserShaped(why) => f.write_str(why),
             Self::NotFound => f.write_str(
                 "no such admin resource (there are /health, /key, /key/replace, /key/clients, \
@@ -205,7 +223,7 @@ impl fmt::Display for AdminError {
             }
             Self::KeyChange(e) => e.fmt(f),
             Self::KeyNotRecorded => f.write_str("the new key was not recorded"),
-            Self::Reload(e) => write!(f, "{e}; the certificate in service is unchanged"),
+            Self::Reload(e) => e.fmt(f),
             Self::BadDate { text, reason } => write!(
                 f,
                 "`{text}` is not a date ({reason}): snapshots are named by their date, YYYY-MM-DD"
@@ -249,6 +267,27 @@ pub fn refuse_unknown_uid(app: &App, peer: SocketAddr, e: PeerError) -> Response
         refused(app, Peer::Address(peer.ip()), AdminError::UnknownUid(e), Reason::AdminUid);
     app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
     response
+}
+
+/// The answer to a Unix-socket caller whose credentials cannot be read. Fails closed.
+pub fn refuse_unknown_unix_uid(app: &App, e: PeerError) -> Response {
+    let response = refused(app, Peer::Everyone, AdminError::UnknownUid(e), Reason::AdminUid);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response
+}
+
+/// The answer to an allowed caller when no worker it may use is free (`503`); it may retry.
+pub fn refuse_busy(app: &App, client: Client) -> Response {
+    let response = refused(app, Peer::Uid(client.uid), AdminError::Busy, Reason::AdminBusy);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response.header("retry-after", "1").closing()
+}
+
+/// The answer to a request whose head or body (`what`) came too slowly (`408`).
+pub fn refuse_slow(app: &App, client: Client, what: &'static str) -> Response {
+    let response = refused(app, Peer::Uid(client.uid), AdminError::TooSlow(what), Reason::TooSlow);
+    app.metrics.admin().admin_request(AdminRoute::Refused, response.status.0);
+    response.closing()
 }
 
 /// The answer to a caller whose uid may not use the port.
@@ -300,7 +339,8 @@ fn dispatch(
             snapshots::one(app, date, method, request.query, request.content_length, body, client)
         }
         (AdminRoute::Health, _) if read => {
-            Ok(Response::json(Status::OK, br#"{"status":"ok"}"#.to_vec()))
+            let body = json!({ "status": "ok", "uid_lookup": app.uid_lookup.method().label() });
+            Ok(Response::json(Status::OK, body.to_string().into_bytes()))
         }
         (AdminRoute::Metrics, _) if read => Ok(metrics(app)),
         (AdminRoute::Snapshots, _) if read => Ok(snapshots::list(app)),
@@ -630,6 +670,12 @@ fn reload(app: &App, client: Client) -> Result<Response, AdminError> {
                     "imported": done.snapshots.imported,
                     "refused": done.snapshots.refused,
                 },
+                "config": {
+                    "path": app.config.path.display().to_string(),
+                    "applied": fields(&done.config_changes, true),
+                    "needs_restart": fields(&done.config_changes, false),
+                    "log_level_overridden_by_rust_log": done.log_level_overridden,
+                },
             });
             Ok(Response::json(Status::OK, body.to_string().into_bytes()))
         }
@@ -638,6 +684,11 @@ fn reload(app: &App, client: Client) -> Result<Response, AdminError> {
             Err(AdminError::Reload(e))
         }
     }
+}
+
+/// The changed config fields a reload applied (`live`) or left for the next restart.
+fn fields(changes: &[crate::config::Change], live: bool) -> Vec<&'static str> {
+    changes.iter().filter(|c| c.live == live).map(|c| c.field).collect()
 }
 
 /// The response that shows a new key: its only appearance anywhere.

@@ -1,4 +1,5 @@
-//! The operator CLI's side of the admin port: one request, one answer, over loopback.
+//! The operator CLI's side of the admin port: one request, one answer, over loopback, on the
+//! admin Unix socket when the configuration has one (and it answers), else on the TCP port.
 //!
 //! Hand-written on `httparse` instead of pulling in an HTTP client crate: the peer is our own
 //! server on loopback, the exchange is one request with `Connection: close`, and a general
@@ -9,6 +10,8 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -22,11 +25,40 @@ pub struct Answer {
     pub body: Zeroizing<Vec<u8>>,
 }
 
+/// Where the admin port is: its TCP address, and its Unix socket if configured (preferred:
+/// its identity check is the kernel's own, and it needs no port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tcp: SocketAddr,
+    pub unix: Option<PathBuf>,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(tcp: SocketAddr) -> Self {
+        Self { tcp, unix: None }
+    }
+}
+
+impl From<&crate::config::Admin> for Endpoint {
+    fn from(admin: &crate::config::Admin) -> Self {
+        Self { tcp: admin.listen, unix: admin.unix_socket.clone() }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.unix {
+            Some(path) => write!(f, "{} (or unix:{})", self.tcp, path.display()),
+            None => self.tcp.fmt(f),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum ClientError {
-    Connect { addr: SocketAddr, source: io::Error },
-    Exchange { addr: SocketAddr, source: io::Error },
-    Malformed { addr: SocketAddr },
+    Connect { addr: Endpoint, source: io::Error },
+    Exchange { addr: Endpoint, source: io::Error },
+    Malformed { addr: Endpoint },
 }
 
 impl fmt::Display for ClientError {
@@ -56,9 +88,30 @@ impl std::error::Error for ClientError {
     }
 }
 
+/// A connected admin socket of either kind.
+trait Duplex: Read + Write {}
+impl<T: Read + Write> Duplex for T {}
+
+/// Connects on the Unix socket if there is one and it answers, else on TCP; with timeouts set.
+/// Returns the stream and the `Host` to send.
+fn connect(addr: &Endpoint, timeout: Duration) -> io::Result<(Box<dyn Duplex>, String)> {
+    if let Some(path) = &addr.unix {
+        // Not there, or nobody listening (a server without it, or older): the TCP port.
+        if let Ok(stream) = UnixStream::connect(path) {
+            stream.set_read_timeout(Some(timeout))?;
+            stream.set_write_timeout(Some(timeout))?;
+            return Ok((Box::new(stream), "localhost".to_owned()));
+        }
+    }
+    let stream = TcpStream::connect_timeout(&addr.tcp, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok((Box::new(stream), addr.tcp.to_string()))
+}
+
 /// Sends `method path` with `body` and reads the whole answer.
 pub fn call(
-    addr: SocketAddr,
+    addr: impl Into<Endpoint>,
     method: &str,
     path: &str,
     body: &mut dyn Read,
@@ -71,7 +124,7 @@ pub fn call(
 /// [`call`] for an answer that may be larger than 16 MiB (a snapshot export): read up to
 /// `max_response_bytes`. A longer answer is cut there and reported as malformed.
 pub fn call_capped(
-    addr: SocketAddr,
+    addr: impl Into<Endpoint>,
     method: &str,
     path: &str,
     body: &mut dyn Read,
@@ -79,19 +132,18 @@ pub fn call_capped(
     timeout: Duration,
     max_response_bytes: u64,
 ) -> Result<Answer, ClientError> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|source| ClientError::Connect { addr, source })?;
-    let exchange = |source| ClientError::Exchange { addr, source };
-    stream.set_read_timeout(Some(timeout)).map_err(exchange)?;
-    stream.set_write_timeout(Some(timeout)).map_err(exchange)?;
+    let addr = addr.into();
+    let (mut stream, host) = connect(&addr, timeout)
+        .map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
+    let exchange = |source| ClientError::Exchange { addr: addr.clone(), source };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {body_len}\r\n\
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {body_len}\r\n\
          connection: close\r\nuser-agent: aims-api-cli\r\n\r\n"
     );
     let sent = stream
         .write_all(head.as_bytes())
         .and_then(|()| io::copy(&mut body.take(body_len), &mut stream).map(drop));
-    let (raw, read) = read_wiping(&mut stream.take(max_response_bytes));
+    let (raw, read) = read_wiping(&mut (&mut stream).take(max_response_bytes));
     // The server may answer and close before it has read the request (a refused uid, a body
     // too large): the connection is then reset under us, but a whole answer that arrived first
     // is the answer, and it says why far better than "connection reset".

@@ -43,7 +43,7 @@ use crate::http::{Method, ParseError, Request, Response, Status};
 use crate::key::Fingerprint;
 use crate::keys::{self, Admitted, ChangeError, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
-use crate::refusals::{Peer, Refused};
+use crate::refusals::{Kind, Peer, Refused};
 use crate::snapshot::store::{Access, ServeError};
 use crate::snapshot::{Date, Snapshot, Snapshots, Whole};
 use crate::throttle::Verdict;
@@ -105,7 +105,7 @@ pub enum Handled {
 pub fn handle(app: &Arc<App>, shard: &Shard, request: &Request<'_>, peer: SocketAddr) -> Handled {
     let started = Instant::now();
     if let Err(refusal) = app.keys.check(request, peer.ip()) {
-        let response = refuse(app, shard, request, peer, refusal);
+        let response = vary(refuse(app, shard, request, peer, refusal));
         return Handled::Now(count(
             shard,
             response,
@@ -186,14 +186,14 @@ impl Deferred {
     pub fn overloaded(self, shard: &Shard) -> Response {
         let message = "the server is busy reading older dates from its store: retry in a second";
         let response =
-            error(Status::SERVICE_UNAVAILABLE, message).header("retry-after", "1".to_owned());
+            vary(error(Status::SERVICE_UNAVAILABLE, message)).header("retry-after", "1".to_owned());
         count(shard, response, ApiRoute::Other, self.started, self.peer, &self.asked.path)
     }
 }
 
 /// The 500 for an answer that failed where it cannot (the log says why).
 fn failed() -> Response {
-    error(Status::INTERNAL_SERVER_ERROR, "the server failed to answer; its log says why")
+    vary(error(Status::INTERNAL_SERVER_ERROR, "the server failed to answer; its log says why"))
 }
 
 /// A deferred request's answer, to be counted and sent by the worker that owns its connection.
@@ -218,7 +218,7 @@ pub fn refuse_malformed(app: &App, shard: &Shard, peer: SocketAddr, e: ParseErro
     let status = e.status();
     note_refusal(app, shard, peer, Reason::BadRequest, e.code(), status.0, None);
     shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
-    error(status, &e.to_string()).closing()
+    vary(error(status, &e.to_string())).closing()
 }
 
 /// A new connection from an address that already holds `api.max_connections_per_address`: it
@@ -251,7 +251,13 @@ pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr, head: &[u8]
             break;
         }
     }
-    error(status, PLAIN_HTTP_MESSAGE).closing()
+    vary(error(status, PLAIN_HTTP_MESSAGE)).closing()
+}
+
+/// `Vary: Accept-Encoding` on an answer that did not go through [`encoding::encode`] (which
+/// adds it): every answer of this API says it, as the README promises, refusals included.
+fn vary(response: Response) -> Response {
+    response.header("vary", "accept-encoding")
 }
 
 /// The values of the `x-api-key` lines of a plain-HTTP head, read leniently (a head that is not
@@ -276,17 +282,21 @@ fn key_exposed(app: &App, admitted: Admitted, fingerprint: &Fingerprint, peer: S
         Admitted::Grace(_) => "the previous key (still in its grace window)",
     };
     let revoke = app.config.on_key_exposure == OnKeyExposure::Revoke;
-    log::error!(
-        "key exposure: {which} {fingerprint} (generation {}) arrived over plain HTTP from {}: it \
+    // Within its own budget: a client replaying the live key over plain HTTP must not be able
+    // to flood the log (every exposure is counted, in aims_key_exposures_total too).
+    if app.refusals.may_log(Kind::Exposure) {
+        log::error!(
+            "key exposure: {which} {fingerprint} (generation {}) arrived over plain HTTP from {}: it \
          crossed the network in clear text{}; fix that client to use https://",
-        admitted.generation(),
-        peer.ip(),
-        if revoke {
-            ", so it is revoked now (on_key_exposure: revoke): generate a new key"
-        } else {
-            ": replace it (aims-api key replace)"
-        },
-    );
+            admitted.generation(),
+            peer.ip(),
+            if revoke {
+                ", so it is revoked now (on_key_exposure: revoke): generate a new key"
+            } else {
+                ": replace it (aims-api key replace)"
+            },
+        );
+    }
     if !revoke {
         return;
     }
@@ -319,7 +329,7 @@ fn refuse(
     refusal: Refusal,
 ) -> Response {
     let response = match app.throttle.refused(peer.ip(), Instant::now()) {
-        Verdict::Refuse => error(refusal.status(), &refusal.client_message()),
+        Verdict::Refuse => challenged(error(refusal.status(), &refusal.client_message())),
         Verdict::Throttle { retry_after_secs } => {
             shard.refusal(Reason::Throttled);
             throttled(retry_after_secs)
@@ -354,6 +364,19 @@ fn note_refusal(
     app.refusals.refused(Refused { port: "api", peer, reason, status, fingerprint });
     shard.refusal(why);
 }
+
+/// A 401 says how to authenticate (RFC 9110 §11.6.1 requires `WWW-Authenticate` on it):
+/// the scheme is this API's own, its key in the `x-api-key` header.
+fn challenged(response: Response) -> Response {
+    if response.status == Status::UNAUTHORIZED {
+        response.header("www-authenticate", WWW_AUTHENTICATE)
+    } else {
+        response
+    }
+}
+
+/// The challenge of every 401.
+const WWW_AUTHENTICATE: &str = "ApiKey header=\"x-api-key\"";
 
 /// The 429 for a throttled address. It closes the connection, so each further guess costs the
 /// guesser a TLS handshake too.

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls::ServerConfig;
 
 use crate::audit::{self, PruneOutcome};
-use crate::config::Config;
+use crate::config::{Change, Config, ConfigError};
 use crate::connections::PerAddress;
 use crate::keys::KeyManager;
 use crate::keystore::rfc3339;
 use crate::locks;
 use crate::metrics::Metrics;
+use crate::peer::PeerLookup;
 use crate::refusals::RefusalLog;
 use crate::snapshot::history::HistoryError;
 use crate::snapshot::store::Rule;
@@ -30,13 +31,19 @@ use crate::throttle::Throttle;
 use crate::tls::{self, CertInfo, TlsError};
 
 pub struct App {
+    /// The configuration the server started with: what only a restart changes is read here.
     pub config: Config,
+    /// The configuration as of the last reload: what a reload applies live is read here.
+    live: RwLock<Arc<Config>>,
     /// The key store and the gate, changed together.
     pub keys: KeyManager,
     /// The dated snapshots on disk and the set the API serves, swapped whole on a change.
     pub snapshots: Snapshots,
     tls: RwLock<(Arc<ServerConfig>, CertInfo)>,
-    pub refusals: RefusalLog,
+    /// How the admin port finds a TCP client's uid (decided once at start).
+    pub uid_lookup: PeerLookup,
+    /// Everything traffic makes the server say, within one budget (shared with key usage).
+    pub refusals: Arc<RefusalLog>,
     pub metrics: Metrics,
     /// Failed-auth counts per client address, for 429s.
     pub throttle: Throttle,
@@ -63,11 +70,18 @@ pub struct Reloaded {
     pub cert: CertInfo,
     pub cert_changed: bool,
     pub snapshots: store::Reloaded,
+    /// The fields of `config.ron` that changed, each applied now or at the next restart.
+    pub config_changes: Vec<Change>,
+    /// `log_level` changed but `RUST_LOG` decides the levels, so it was not applied.
+    pub log_level_overridden: bool,
 }
 
-/// Why a reload was refused. Nothing in service changed.
+/// Why a reload was refused. Nothing in service changed (a snapshot folder that cannot be
+/// read is found after the certificate was switched: that stays switched).
 #[derive(Debug)]
 pub enum ReloadError {
+    /// `config.ron` does not parse: the server keeps running as it is, but cannot restart.
+    Config(ConfigError),
     Tls(TlsError),
     Snapshots(HistoryError),
 }
@@ -75,13 +89,27 @@ pub enum ReloadError {
 impl fmt::Display for ReloadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Tls(e) => e.fmt(f),
+            Self::Config(e) => write!(
+                f,
+                "the configuration is invalid: {e}; nothing was reloaded and the server runs on \
+                 as it was, but the next restart would fail: fix the file (aims-api \
+                 check-config) and reload again"
+            ),
+            Self::Tls(e) => write!(f, "{e}; the certificate in service stays"),
             Self::Snapshots(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for ReloadError {}
+impl std::error::Error for ReloadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Tls(e) => Some(e),
+            Self::Snapshots(e) => Some(e),
+        }
+    }
+}
 
 impl App {
     pub fn new(
@@ -89,16 +117,19 @@ impl App {
         keys: KeyManager,
         snapshots: Snapshots,
         tls: (Arc<ServerConfig>, CertInfo),
+        refusals: Arc<RefusalLog>,
+        uid_lookup: PeerLookup,
     ) -> Self {
         let heartbeats = (0..config.api.workers).map(|_| AtomicU64::new(0)).collect();
         let metrics = Metrics::new(config.api.workers);
-        let refusals = RefusalLog::new(config.refusal_log.window, config.refusal_log.lines);
         let throttle = Throttle::new(config.api.throttle);
         let per_address = PerAddress::new(config.api.max_connections_per_address);
         Self {
+            live: RwLock::new(Arc::new(config.clone())),
             config,
             keys,
             snapshots,
+            uid_lookup,
             tls: RwLock::new(tls),
             refusals,
             throttle,
@@ -112,6 +143,11 @@ impl App {
         }
     }
 
+    /// The configuration in force for what a reload applies live (limits, allowed uids, …).
+    pub fn live(&self) -> Arc<Config> {
+        Arc::clone(&locks::read(&self.live))
+    }
+
     /// The TLS configuration for a new connection.
     pub fn tls_config(&self) -> Arc<ServerConfig> {
         Arc::clone(&locks::read(&self.tls).0)
@@ -122,35 +158,64 @@ impl App {
         locks::read(&self.tls).1.clone()
     }
 
-    /// Re-reads the certificate and key, then the snapshot folder (SIGHUP, `POST /reload`),
-    /// telling systemd and the log. New connections get the new certificate; open connections
-    /// keep theirs. A certificate that does not load changes nothing at all.
+    /// Re-reads `config.ron`, the certificate and key, then the snapshot folder (SIGHUP,
+    /// `POST /reload`), telling systemd and the log. A configuration that does not parse, or a
+    /// certificate that does not load, changes nothing at all. Of a valid configuration, what
+    /// can change live does (see [`crate::config::changes`]); the rest is named as waiting for
+    /// a restart. New connections get the new certificate; open connections keep theirs.
     pub fn reload(&self, trigger: &str) -> Result<Reloaded, ReloadError> {
         systemd::reloading();
         let outcome = self.reload_quietly();
         match &outcome {
-            Ok(done) => log::info!(
-                "reload ({trigger}): certificate {} sha256={}{}; snapshots served={} imported={} \
-                 refused={}",
-                done.cert.cert_path.display(),
-                done.cert.sha256,
-                if done.cert_changed { " (new)" } else { " (unchanged)" },
-                done.snapshots.served,
-                done.snapshots.imported,
-                done.snapshots.refused,
-            ),
-            Err(e) => {
-                log::error!("reload ({trigger}) refused, the certificate in service stays: {e}")
+            Ok(done) => {
+                log::info!(
+                    "reload ({trigger}): certificate {} sha256={}{}; snapshots served={} \
+                     imported={} refused={}; config: {}",
+                    done.cert.cert_path.display(),
+                    done.cert.sha256,
+                    if done.cert_changed { " (new)" } else { " (unchanged)" },
+                    done.snapshots.served,
+                    done.snapshots.imported,
+                    done.snapshots.refused,
+                    ChangeList(&done.config_changes, true),
+                );
+                if done.config_changes.iter().any(|c| !c.live) {
+                    log::warn!(
+                        "reload ({trigger}): config.ron changes that take effect only at the next \
+                         restart: {}",
+                        ChangeList(&done.config_changes, false)
+                    );
+                }
+                if done.log_level_overridden {
+                    log::warn!("reload ({trigger}): log_level not applied: RUST_LOG decides");
+                }
             }
+            Err(e) => log::error!("reload ({trigger}) refused: {e}"),
         }
-        systemd::ready(&self.status_line());
+        match &outcome {
+            // `systemctl status` says it too, until a reload with a valid file.
+            Err(ReloadError::Config(_)) => systemd::ready(&format!(
+                "{}; config.ron is INVALID: the next restart would fail (journalctl -u aims-api)",
+                self.status_line()
+            )),
+            _ => systemd::ready(&self.status_line()),
+        }
         outcome
     }
 
     fn reload_quietly(&self) -> Result<Reloaded, ReloadError> {
-        let (cert, cert_changed) = self.reload_tls().map_err(ReloadError::Tls)?;
+        let new = Config::load(&self.config.path).map_err(ReloadError::Config)?;
+        let config_changes = crate::config::changes(&self.live(), &new);
+        let (cert, cert_changed) = self.reload_tls(&new).map_err(ReloadError::Tls)?;
         let snapshots = self.snapshots.reload().map_err(ReloadError::Snapshots)?;
-        Ok(Reloaded { cert, cert_changed, snapshots })
+        let log_level_overridden = !crate::logging::set_level(new.log_level.0)
+            && config_changes.iter().any(|c| c.field == "log_level");
+        self.refusals.set_budget(new.refusal_log.window, new.refusal_log.lines);
+        self.per_address.set_limit(new.api.max_connections_per_address);
+        // The workers read the rest from here: the API port's at its next sweep, the admin
+        // port at its next connection.
+        *locks::write(&self.live) = Arc::new(new);
+        Ok(Reloaded { cert, cert_changed, snapshots, config_changes, log_level_overridden })
     }
 
     /// What is due once a minute (the supervisor calls it at least that often): save the key
@@ -186,7 +251,7 @@ impl App {
     /// and daily), one audit line each. Returns the dates removed.
     pub fn prune_snapshots(&self) -> Vec<Date> {
         let mut removed = Vec::new();
-        for pruned in self.snapshots.prune(self.config.retention, SystemTime::now()) {
+        for pruned in self.snapshots.prune(self.live().retention, SystemTime::now()) {
             let (rule, limit) = match pruned.rule {
                 Rule::KeepDays(days) => ("keep_days", u64::from(days)),
                 Rule::KeepCount(count) => ("keep_count", count as u64),
@@ -208,9 +273,9 @@ impl App {
         systemd::status(&self.status_line());
     }
 
-    fn reload_tls(&self) -> Result<(CertInfo, bool), TlsError> {
+    fn reload_tls(&self, config: &Config) -> Result<(CertInfo, bool), TlsError> {
         let current = self.tls_config();
-        let (config, cert) = tls::load(&self.config, Some(&current))?;
+        let (config, cert) = tls::load(config, Some(&current))?;
         let mut guard = locks::write(&self.tls);
         let changed = guard.1.sha256 != cert.sha256;
         *guard = (config, cert.clone());
@@ -222,10 +287,10 @@ impl App {
     pub fn check_certificate(&self) {
         let info = self.cert_info();
         let now = SystemTime::now();
-        if !info.self_signed {
+        if !info.renewable {
             tls::warn_if_expiring(&info, now);
         } else if tls::renewal_due(&info, now)
-            && let Err(e) = self.reload_tls()
+            && let Err(e) = self.reload_tls(&self.live())
         {
             log::error!("cannot renew the self-signed certificate, the old one stays: {e}");
         }
@@ -252,6 +317,25 @@ impl App {
     /// One line for `systemctl status`.
     pub fn status_line(&self) -> String {
         KeySummary(&self.keys.record()).to_string()
+    }
+}
+
+/// The changed fields that apply now (`live`), or that wait for a restart, comma-separated.
+struct ChangeList<'a>(&'a [Change], bool);
+
+impl fmt::Display for ChangeList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut fields = self.0.iter().filter(|c| c.live == self.1).map(|c| c.field).peekable();
+        if fields.peek().is_none() {
+            return f.write_str(if self.1 { "nothing changed live" } else { "none" });
+        }
+        if self.1 {
+            f.write_str("applied ")?;
+        }
+        for (i, field) in fields.enumerate() {
+            write!(f, "{}{field}", if i > 0 { ", " } else { "" })?;
+        }
+        Ok(())
     }
 }
 

@@ -197,7 +197,7 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<Exit, Error> {
         KeyAction::Check => ("POST", "/key/check"),
     };
     let answer = admin_client::call(
-        config.admin.listen,
+        &config.admin,
         method,
         path,
         &mut terms.as_bytes(),
@@ -211,8 +211,9 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<Exit, Error> {
         KeyAction::Status | KeyAction::Revoke => print(&describe_status(&body())),
         KeyAction::Clients => print(&describe_clients(&body())),
         KeyAction::Generate { .. } | KeyAction::Replace { .. } => {
-            let shown: NewKey = serde_json::from_slice(&answer.body)
-                .map_err(|_| Error::Client(ClientError::Malformed { addr: config.admin.listen }))?;
+            let shown: NewKey = serde_json::from_slice(&answer.body).map_err(|_| {
+                Error::Client(ClientError::Malformed { addr: (&config.admin).into() })
+            })?;
             show_new_key(shown, action)
         }
         KeyAction::Check => Ok(()),
@@ -274,7 +275,7 @@ fn check_key(config: &Config, json: bool) -> Result<Exit, Error> {
         ))?;
     }
     let answer = admin_client::call(
-        config.admin.listen,
+        &config.admin,
         "POST",
         "/key/check",
         &mut &presented[..],
@@ -291,7 +292,7 @@ fn check_key(config: &Config, json: bool) -> Result<Exit, Error> {
         "malformed" => Exit::Malformed,
         "retired" | "unknown" => Exit::No,
         // An answer this client does not know cannot be called admitted.
-        _ => return Err(Error::Client(ClientError::Malformed { addr: config.admin.listen })),
+        _ => return Err(Error::Client(ClientError::Malformed { addr: (&config.admin).into() })),
     };
     let text = if json {
         format!("{}\n", String::from_utf8_lossy(&answer.body))
@@ -329,7 +330,7 @@ const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn snapshot(action: &SnapshotAction, config: &Path, json: bool) -> Result<(), Error> {
     let config = Config::load(config).map_err(Error::Config)?;
-    let addr = config.admin.listen;
+    let addr = &config.admin;
     let answer = match action {
         SnapshotAction::Pull { date } => return pull(&config, *date, json),
         SnapshotAction::Export { date, output } => return export(addr, *date, output.as_deref()),
@@ -380,7 +381,7 @@ const EXPORT_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 /// `snapshot export DATE [--output FILE]`: the admin port's document, byte for byte, on
 /// standard output or durably in FILE.
-fn export(addr: std::net::SocketAddr, date: Date, output: Option<&Path>) -> Result<(), Error> {
+fn export(addr: &crate::config::Admin, date: Date, output: Option<&Path>) -> Result<(), Error> {
     let path = format!("/snapshots/{date}");
     let answer = admin_client::call_capped(
         addr,
@@ -702,7 +703,7 @@ mod tests {
         assert_eq!(io.map(io::Error::kind), Some(io::ErrorKind::NotFound));
         assert_eq!(missing.exit(), Exit::Config);
 
-        let addr = "127.0.0.1:1".parse().unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         let unreachable =
             admin_client::call(addr, "GET", "/", &mut io::empty(), 0, Duration::from_secs(1))
                 .map_err(Error::Client)

@@ -14,12 +14,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+mod changes;
 mod metrics;
 mod upstream;
 
 pub use crate::http::HttpLimits;
 pub use crate::snapshot::store::{Memory, Retention};
 pub use crate::throttle::ThrottleSettings;
+pub use changes::{Change, changes};
 pub use metrics::Metrics;
 use metrics::MetricsFile;
 use upstream::UpstreamFile;
@@ -96,13 +98,18 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// The loopback-only admin port.
+/// The loopback-only admin port, and its optional Unix socket.
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// Where to serve the same routes on a Unix socket too (identity from `SO_PEERCRED`).
+    pub unix_socket: Option<PathBuf>,
     pub allowed_uids: Vec<u32>,
     pub workers: usize,
     pub limits: HttpLimits,
+    /// The slowest average a request body may arrive, and an answer be read, after a first
+    /// `header_timeout`: slower is cut with a `408`.
+    pub min_bytes_per_sec: u64,
 }
 
 /// The infrastructure's activation code, as clients send it in `x-activation-code`.
@@ -243,6 +250,7 @@ impl Config {
             },
             admin: Admin {
                 listen: file.admin.listen.0,
+                unix_socket: file.admin.unix_socket.map(|p| resolve(&p)),
                 allowed_uids: file.admin.allowed_uids,
                 workers: file.admin.workers.0,
                 limits: HttpLimits {
@@ -252,6 +260,7 @@ impl Config {
                     header_timeout: secs(file.admin.header_timeout_secs),
                     idle_timeout: secs(file.admin.idle_timeout_secs),
                 },
+                min_bytes_per_sec: file.admin.min_bytes_per_sec.0,
             },
             upstream: file.upstream.map(|u| u.resolve(resolve)),
             retention: Retention {
@@ -383,11 +392,13 @@ impl TryFrom<ApiFields> for ApiFile {
 #[serde(deny_unknown_fields, rename = "admin")]
 struct AdminFile {
     listen: LoopbackAddr,
+    #[serde(default)]
+    unix_socket: Option<PathBuf>,
     #[serde(default = "default_allowed_uids")]
     allowed_uids: Vec<u32>,
     #[serde(default = "Bounded::default_admin_workers")]
     workers: Bounded<1, 64>,
-    #[serde(default = "Bounded::ten")]
+    #[serde(default = "Bounded::default_admin_header")]
     header_timeout_secs: Bounded<1, 3600>,
     #[serde(default = "Bounded::default_admin_idle")]
     idle_timeout_secs: Bounded<1, 3600>,
@@ -397,6 +408,8 @@ struct AdminFile {
     max_headers: Bounded<8, { crate::http::MAX_HEADERS }>,
     #[serde(default = "BoundedU64::default_admin_body")]
     max_body_bytes: BoundedU64<0, 17_179_869_184>,
+    #[serde(default = "BoundedU64::default_admin_rate")]
+    min_bytes_per_sec: BoundedU64<1, 1_073_741_824>,
 }
 
 fn default_on_key_exposure() -> OnKeyExposure {
@@ -456,6 +469,11 @@ impl<const MIN: usize, const MAX: usize> Bounded<MIN, MAX> {
     fn default_admin_workers() -> Self {
         Self(4)
     }
+    /// An admin client is a tool on this host: its head arrives in microseconds, and a worker
+    /// held by one that does not send it is a worker the next operator may need.
+    fn default_admin_header() -> Self {
+        Self(5)
+    }
     fn default_header_bytes() -> Self {
         Self(8192)
     }
@@ -503,6 +521,11 @@ impl<const MIN: u64, const MAX: u64> BoundedU64<MIN, MAX> {
     }
     fn default_admin_body() -> Self {
         Self(256 * 1024 * 1024)
+    }
+    /// 64 KiB/s: a loopback import moves hundreds of MiB/s, a pipe from a slow download still
+    /// several times this; a trickle of a byte a second is cut when its first allowance ends.
+    fn default_admin_rate() -> Self {
+        Self(64 * 1024)
     }
 }
 

@@ -11,18 +11,24 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::locks;
 use crate::throttle::Source;
 
 pub struct PerAddress {
-    limit: usize,
+    /// A reload may change it; connections over a lowered limit stay until they close.
+    limit: AtomicUsize,
     open: Mutex<HashMap<Source, usize>>,
 }
 
 impl PerAddress {
     pub fn new(limit: usize) -> Self {
-        Self { limit, open: Mutex::new(HashMap::new()) }
+        Self { limit: AtomicUsize::new(limit), open: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Takes a slot for a new connection from `ip`: `false` when its address (or /64) already
@@ -30,7 +36,7 @@ impl PerAddress {
     pub fn admit(&self, ip: IpAddr) -> bool {
         let mut open = locks::lock(&self.open);
         let count = open.entry(Source::of(ip)).or_insert(0);
-        if *count >= self.limit {
+        if *count >= self.limit.load(Ordering::Relaxed) {
             return false;
         }
         *count += 1;

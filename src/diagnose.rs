@@ -506,6 +506,7 @@ fn server_checks(config: &Config, lock: Result<Option<u32>, PathBuf>) -> Check {
         ),
     };
     let addr = config.admin.listen;
+    let mut uid_lookup = None;
     let health = match admin_client::call(
         addr,
         "GET",
@@ -515,6 +516,7 @@ fn server_checks(config: &Config, lock: Result<Option<u32>, PathBuf>) -> Check {
         Duration::from_secs(5),
     ) {
         Ok(answer) if answer.status == 200 => {
+            uid_lookup = Some(admin_uid_lookup(&answer.body));
             Check::ok("admin port", format!("http://{addr}/health answers 200"))
         }
         // It answers, so it runs; whether it is healthy it tells only root and allowed uids.
@@ -535,7 +537,34 @@ fn server_checks(config: &Config, lock: Result<Option<u32>, PathBuf>) -> Check {
             "systemctl start aims-api, and check admin.listen in the configuration",
         ),
     };
-    Check::group("server", "a running serve", vec![lock, health])
+    Check::group(
+        "server",
+        "a running serve",
+        [lock, health].into_iter().chain(uid_lookup).collect(),
+    )
+}
+
+/// How the server finds an admin client's uid, as its `/health` says: one netlink sock_diag
+/// query, or (where netlink is refused) the whole of `/proc/net/tcp`, whose cost grows with
+/// every socket on the host.
+fn admin_uid_lookup(health: &[u8]) -> Check {
+    let name = "admin client uids";
+    let body: serde_json::Value = serde_json::from_slice(health).unwrap_or_default();
+    match body.get("uid_lookup").and_then(|v| v.as_str()) {
+        Some("sock_diag") => Check::ok(name, "found by one netlink sock_diag query per connection"),
+        Some("proc_net") => Check::warning(
+            name,
+            "found by reading /proc/net/tcp whole per connection, because netlink is refused to \
+             the server: every socket on the host slows the admin port",
+            "allow AF_NETLINK (systemd: RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 \
+             AF_NETLINK, as the shipped unit has)",
+        ),
+        _ => Check::warning(
+            name,
+            "the server does not say how (an older version)",
+            "upgrade aims-api",
+        ),
+    }
 }
 
 fn process_uid(pid: u32) -> Option<u32> {

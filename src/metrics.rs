@@ -158,10 +158,14 @@ pub enum Reason {
     ConnectionCap,
     /// The scrape port: no bearer token, or not the one in `metrics.bearer_token_file`.
     MetricsToken,
+    /// An allowed uid found no admin worker it may use free (`503`).
+    AdminBusy,
+    /// A request's head or body came slower than the port allows (`408`).
+    TooSlow,
 }
 
 impl Reason {
-    const ALL: [Self; 17] = [
+    const ALL: [Self; 19] = [
         Self::MissingHeader,
         Self::EmptyHeader,
         Self::RepeatedHeader,
@@ -179,6 +183,8 @@ impl Reason {
         Self::AdminBrowser,
         Self::ConnectionCap,
         Self::MetricsToken,
+        Self::AdminBusy,
+        Self::TooSlow,
     ];
 
     fn label(self) -> &'static str {
@@ -200,13 +206,15 @@ impl Reason {
             Self::AdminBrowser => "admin_browser",
             Self::ConnectionCap => "connection_cap",
             Self::MetricsToken => "metrics_token",
+            Self::AdminBusy => "admin_busy",
+            Self::TooSlow => "too_slow",
         }
     }
 }
 
 /// The status codes the server answers with; anything else counts as "other".
-const STATUSES: [u16; 18] =
-    [200, 201, 400, 401, 403, 404, 405, 409, 413, 417, 422, 429, 431, 500, 501, 503, 505, 0];
+const STATUSES: [u16; 19] =
+    [200, 201, 400, 401, 403, 404, 405, 408, 409, 413, 417, 422, 429, 431, 500, 501, 503, 505, 0];
 
 fn status_slot(status: u16) -> usize {
     STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len() - 1)
@@ -316,6 +324,8 @@ pub struct Gauges<'a> {
     pub cert_not_after: SystemTime,
     /// Whether `aims-api-pull.timer` is enabled (`None`: this host does not say).
     pub pull_timer_enabled: Option<bool>,
+    /// Per kind of line about traffic (its label): events, and lines the budget held back.
+    pub log_lines: Vec<(&'static str, u64, u64)>,
 }
 
 impl Metrics {
@@ -442,6 +452,7 @@ impl Metrics {
         let busy = sum(&|s| &s.cold_reads_refused);
         series(&mut out, "aims_cold_reads_total", &[("outcome", "busy")], busy, false);
         self.render_latency(&mut out);
+        render_log_budget(&mut out, &gauges.log_lines);
         render_gauges(&mut out, gauges);
         render_last_import(&mut out, gauges.last_import);
         out
@@ -580,6 +591,30 @@ fn render_gauges(out: &mut String, gauges: &Gauges<'_>) {
     let _ = writeln!(out, "aims_snapshot_memory_bytes {}", gauges.snapshot_memory_bytes);
 }
 
+/// What the log budget let through and held back: every event is counted, logged or not.
+fn render_log_budget(out: &mut String, kinds: &[(&'static str, u64, u64)]) {
+    header(
+        out,
+        "aims_log_events_total",
+        "counter",
+        "Events that write a line about traffic (refusals, TLS trouble, key exposures, new \
+         addresses), by kind, whether the budget let the line through or not.",
+    );
+    for (kind, events, _) in kinds {
+        series(out, "aims_log_events_total", &[("kind", kind)], *events, false);
+    }
+    header(
+        out,
+        "aims_log_suppressed_total",
+        "counter",
+        "Lines about traffic the log budget held back (refusal_log_lines per \
+         refusal_log_window_secs and kind), by kind.",
+    );
+    for (kind, _, suppressed) in kinds {
+        series(out, "aims_log_suppressed_total", &[("kind", kind)], *suppressed, false);
+    }
+}
+
 /// A gauge holding a Unix time, or nothing at all when there is no such time (so an alert on
 /// it never fires on a made-up 0).
 fn timestamp(out: &mut String, name: &str, help: &str, value: Option<SystemTime>) {
@@ -663,6 +698,7 @@ mod tests {
             snapshot_memory_bytes: 0,
             cert_not_after: at,
             pull_timer_enabled: Some(true),
+            log_lines: vec![("tls", 0, 0)],
         };
         let text = Metrics::new(1).render(&gauges);
         let declared: Vec<&str> =
@@ -721,6 +757,7 @@ mod tests {
             snapshot_memory_bytes: 0,
             cert_not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             pull_timer_enabled: Some(false),
+            log_lines: vec![("tls", 7, 5)],
         };
         let text = metrics.render(&gauges);
         for line in [
@@ -737,6 +774,8 @@ mod tests {
             "aims_request_duration_seconds_bucket{port=\"api\",le=\"+Inf\"} 4",
             "aims_open_connections{port=\"api\"} 3",
             "aims_key_state{state=\"none\"} 1",
+            "aims_log_events_total{kind=\"tls\"} 7\n",
+            "aims_log_suppressed_total{kind=\"tls\"} 5\n",
             "aims_tls_certificate_expiry_timestamp_seconds 1800000000\n",
             "aims_snapshot_last_import_timestamp_seconds{source=\"pull\"} 1800000000.5\n",
             concat!("aims_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n"),

@@ -329,7 +329,7 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
         import: Duration::ZERO,
         took: Duration::ZERO,
     };
-    let addr = config.admin.listen;
+    let addr = &config.admin;
     if served_digest(config, date)?.as_deref() == Some(summary.sha256.as_str()) {
         summary.result = "unchanged".into();
     } else {
@@ -357,7 +357,7 @@ pub fn run(config: &Config, date: Option<Date>) -> Result<Summary, PullError> {
 
 /// A GET on the admin port that must answer 200 with JSON.
 fn admin_get(config: &Config, path: &str) -> Result<Value, PullError> {
-    let addr = config.admin.listen;
+    let addr = &config.admin;
     let answer =
         admin_client::call(addr, "GET", path, &mut io::empty(), 0, Duration::from_secs(30))
             .map_err(PullError::Admin)?;
@@ -371,7 +371,7 @@ fn admin_get(config: &Config, path: &str) -> Result<Value, PullError> {
         });
     }
     match body {
-        Value::Null => Err(PullError::Admin(ClientError::Malformed { addr })),
+        Value::Null => Err(PullError::Admin(ClientError::Malformed { addr: addr.into() })),
         body => Ok(body),
     }
 }

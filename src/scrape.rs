@@ -33,7 +33,7 @@ use crate::app::App;
 use crate::config::{Metrics as Settings, ThrottleSettings};
 use crate::http::{HeaderValue, Method, ParseError, Request, Response, Status};
 use crate::metrics::{Gauges, Reason, ScrapeRoute};
-use crate::refusals::{Peer, Refused};
+use crate::refusals::{Kind, Peer, Refused};
 use crate::throttle::{Throttle, Verdict};
 
 /// The most a token file may hold: a token is short, and a wrong path must not read a disk.
@@ -259,6 +259,11 @@ pub fn exposition(app: &App) -> Response {
         snapshot_memory_bytes: app.snapshots.resident_bytes(),
         cert_not_after: app.cert_info().leaf.not_after,
         pull_timer_enabled: Some(pull_timer_enabled(Path::new(PULL_TIMER_LINK))),
+        log_lines: Kind::ALL
+            .iter()
+            .zip(app.refusals.counts())
+            .map(|(kind, counts)| (kind.label(), counts.events, counts.suppressed))
+            .collect(),
     };
     let mut response = Response::json(Status::OK, app.metrics.render(&gauges).into_bytes());
     response.content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -32,8 +32,9 @@ pub use crate::x509::Leaf;
 /// Sessions remembered for resumption by id (TLS 1.2). Each costs a few hundred bytes.
 const SESSION_CACHE_ENTRIES: usize = 4096;
 
-/// How long a self-signed certificate is valid: 397 days, the longest the CA/Browser Forum's
-/// baseline requirements allow a server certificate since 2020.
+/// How long a self-signed certificate is valid, from `notBefore` (an hour back) to `notAfter`:
+/// 397 days, the longest the CA/Browser Forum's baseline requirements allow a server
+/// certificate since 2020.
 pub const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(397 * 86_400);
 
 /// How far in the past a self-signed certificate's `notBefore` lies, for clients whose clock
@@ -55,6 +56,9 @@ const TEST_CHECK_ENV: &str = "AIMS_API_TEST_CERT_CHECK_SECS";
 /// Held while the self-signed files are read, judged and (re)made.
 static SELF_SIGNED_FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The common name of the certificates this server makes, by which it knows its own.
+pub const SELF_SIGNED_CN: &str = "aims-api self-signed";
+
 /// The names a self-signed certificate is made for.
 pub const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
@@ -66,19 +70,47 @@ pub struct CertInfo {
     /// `x509 -fingerprint -sha256` form).
     pub sha256: String,
     pub self_signed: bool,
+    /// Made by this server, so this server renews it. A certificate put in the self-signed
+    /// folder by hand is served but never replaced.
+    pub renewable: bool,
     pub leaf: Leaf,
 }
 
 #[derive(Debug)]
 pub enum TlsError {
-    Read { path: PathBuf, message: String },
-    NoCertificate { path: PathBuf },
-    Unparsable { path: PathBuf, message: String },
-    Rejected { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    Read {
+        path: PathBuf,
+        message: String,
+    },
+    NoCertificate {
+        path: PathBuf,
+    },
+    Unparsable {
+        path: PathBuf,
+        message: String,
+    },
+    Rejected {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
     Generate(rcgen::Error),
-    Folder { path: PathBuf, source: io::Error },
+    Folder {
+        path: PathBuf,
+        source: io::Error,
+    },
     Write(WriteError),
     Provider(rustls::Error),
+    /// A certificate put in the self-signed folder by hand expires within 30 days, or has.
+    ShortLived {
+        path: PathBuf,
+        why: String,
+    },
+    /// A certificate put in the self-signed folder by hand cannot be served: never replaced.
+    Placed {
+        cert: PathBuf,
+        cause: Box<TlsError>,
+    },
 }
 
 impl fmt::Display for TlsError {
@@ -105,15 +137,70 @@ impl fmt::Display for TlsError {
             }
             Self::Write(e) => e.fmt(f),
             Self::Provider(e) => write!(f, "cannot set up TLS: {e}"),
+            Self::ShortLived { path, why } => {
+                write!(f, "the certificate {} is short-lived: {why}", path.display())
+            }
+            Self::Placed { cert, cause } => write!(
+                f,
+                "{cause}; {} was not made by this server, so it is not replaced: put a usable \
+                 certificate and key there, or remove both files to have a new self-signed \
+                 pair made",
+                cert.display()
+            ),
         }
     }
 }
 
-impl std::error::Error for TlsError {}
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Rejected { source, .. } | Self::Provider(source) => Some(source),
+            Self::Generate(e) => Some(e),
+            Self::Folder { source, .. } => Some(source),
+            Self::Write(e) => Some(e),
+            Self::Placed { cause, .. } => Some(cause.as_ref()),
+            Self::Read { .. }
+            | Self::NoCertificate { .. }
+            | Self::Unparsable { .. }
+            | Self::ShortLived { .. } => None,
+        }
+    }
+}
+
+/// What a TLS error caused by a peer was, in the server's words: a fixed event word and a
+/// description. Nothing the peer sent is in either (only names of the protocol's own values).
+/// `None` for a client that closed politely (`close_notify`) mid-handshake: scanners and
+/// impatient clients do it all the time, and it is counted as a failed handshake anyway.
+pub fn describe_peer_error(e: &rustls::Error) -> Option<(&'static str, String)> {
+    use rustls::Error as E;
+    if matches!(e, E::AlertReceived(rustls::AlertDescription::CloseNotify)) {
+        return None;
+    }
+    Some(match e {
+        E::InvalidMessage(m) => ("invalid_message", format!("malformed TLS message ({m:?})")),
+        E::PeerIncompatible(p) => ("peer_incompatible", format!("nothing in common ({p:?})")),
+        E::PeerMisbehaved(p) => ("peer_misbehaved", format!("protocol violation ({p:?})")),
+        E::AlertReceived(a) => ("alert_received", format!("the client sent the alert {a:?}")),
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            ("unexpected_message", "a TLS message out of order".to_owned())
+        }
+        E::DecryptError => ("decrypt_error", "a record that does not decrypt".to_owned()),
+        E::PeerSentOversizedRecord => ("oversized_record", "a record over 16 KiB".to_owned()),
+        E::NoApplicationProtocol => {
+            ("no_alpn", "the client offers no protocol this server speaks (ALPN)".to_owned())
+        }
+        _ => ("handshake_failed", "another TLS error".to_owned()),
+    })
+}
 
 /// Reads (or on first start makes) the certificate and builds the server configuration.
-/// A self-signed certificate with less than [`RENEW_BEFORE`] left, or one made by an older
-/// version with a validity longer than [`SELF_SIGNED_VALIDITY`], is replaced by a new one.
+///
+/// In self-signed mode the files in `<state_dir>/tls/` are ours only if we made them (a
+/// self-issued certificate named [`SELF_SIGNED_CN`]): ours is replaced when fewer than
+/// [`RENEW_BEFORE`] remain, when it is older than this version's longest life, or when it does
+/// not match its key. A certificate someone else put there is never replaced: it is served if
+/// it is usable and refused (the start fails, a reload is refused and the certificate in
+/// service stays) if it is not, with an error that says what to do.
 ///
 /// On a reload, `previous` is the configuration in service: its session cache and ticket keys
 /// carry over, so clients resume their sessions across a certificate rotation.
@@ -122,51 +209,85 @@ pub fn load(
     previous: Option<&ServerConfig>,
 ) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
     let now = SystemTime::now();
-    let (cert, key) = match &config.api.tls {
-        Some(files) => (files.cert.clone(), files.key.clone()),
-        None => {
-            let (cert, key) = self_signed_paths(&config.state_dir);
-            // A SIGHUP, a POST /reload and the daily check may all load at once: one at a time
-            // decides whether to make a new pair and writes it.
-            let _making = SELF_SIGNED_FILES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut renewed = None;
-            if !cert.exists() || !key.exists() {
-                make_self_signed(&cert, &key, now)?;
-                log::info!("made a self-signed certificate for localhost, 127.0.0.1 and ::1");
-            } else {
-                let old = Leaf::parse(read_chain(&cert)?[0].as_ref())
-                    .map_err(|message| TlsError::Unparsable { path: cert.clone(), message })?;
-                renewed = renewal_reason(&old, now);
-                if renewed.is_some() {
-                    make_self_signed(&cert, &key, now)?;
-                }
-            }
-            let loaded = match load_files(&cert, &key, true, previous) {
-                Ok(loaded) => loaded,
-                // A renewal cut short between its two renames leaves a new key beside the old
-                // certificate. The pair is ours to remake, and clients must re-pin either way.
-                Err(e @ (TlsError::Rejected { .. } | TlsError::Read { .. })) => {
-                    log::warn!("{e}: making a new self-signed certificate and key");
-                    make_self_signed(&cert, &key, now)?;
-                    load_files(&cert, &key, true, previous)?
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(why) = renewed {
-                log::warn!(
-                    "renewed the self-signed certificate {} ({why}): new sha256={}, valid until \
-                     {}; clients that pin it (curl --cacert) need the new one",
-                    cert.display(),
-                    loaded.1.sha256,
-                    crate::keystore::rfc3339(loaded.1.leaf.not_after),
-                );
-            }
-            return Ok(loaded);
-        }
+    let Some(files) = &config.api.tls else {
+        return load_self_signed(&config.state_dir, previous, now);
     };
-    let loaded = load_files(&cert, &key, false, previous)?;
+    let loaded = load_files(&files.cert, &files.key, false, previous)?;
     warn_if_expiring(&loaded.1, now);
     Ok(loaded)
+}
+
+fn load_self_signed(
+    state_dir: &Path,
+    previous: Option<&ServerConfig>,
+    now: SystemTime,
+) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
+    let (cert, key) = self_signed_paths(state_dir);
+    // A SIGHUP, a POST /reload and the daily check may all load at once: one at a time decides
+    // whether to make a new pair and writes it.
+    let _making = SELF_SIGNED_FILES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !cert.exists() {
+        // First start, or a first start cut short after the key was written.
+        make_self_signed(&cert, &key, now)?;
+        log::info!("made a self-signed certificate for localhost, 127.0.0.1 and ::1");
+        return load_files(&cert, &key, true, previous);
+    }
+    let found = Leaf::parse(read_chain(&cert)?[0].as_ref())
+        .map_err(|message| TlsError::Unparsable { path: cert.clone(), message })?;
+    if !made_here(&found) {
+        return load_placed(&cert, &key, &found, previous, now);
+    }
+    let renewed = renewal_reason(&found, now);
+    if renewed.is_some() {
+        make_self_signed(&cert, &key, now)?;
+    }
+    let loaded = match load_files(&cert, &key, true, previous) {
+        Ok(loaded) => loaded,
+        // A renewal cut short between its two renames leaves a new key beside our old
+        // certificate. The pair is ours to remake, and clients must re-pin either way.
+        Err(e @ (TlsError::Rejected { .. } | TlsError::Read { .. })) => {
+            log::warn!("{e}: making a new self-signed certificate and key");
+            make_self_signed(&cert, &key, now)?;
+            load_files(&cert, &key, true, previous)?
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(why) = renewed {
+        log::warn!(
+            "renewed the self-signed certificate {} ({why}): new sha256={}, valid until {}; \
+             clients that pin it (curl --cacert) need the new one",
+            cert.display(),
+            loaded.1.sha256,
+            crate::keystore::rfc3339(loaded.1.leaf.not_after),
+        );
+    }
+    Ok(loaded)
+}
+
+/// A certificate someone put in `<state_dir>/tls/` by hand: served as it is if usable, never
+/// replaced. One about to expire is refused rather than served for a few days and then
+/// silently left to lapse (nothing renews it).
+fn load_placed(
+    cert: &Path,
+    key: &Path,
+    found: &Leaf,
+    previous: Option<&ServerConfig>,
+    now: SystemTime,
+) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
+    let placed = |e: TlsError| TlsError::Placed { cert: cert.to_owned(), cause: Box::new(e) };
+    if let Some(why) = renewal_reason(found, now) {
+        return Err(placed(TlsError::ShortLived { path: cert.to_owned(), why }));
+    }
+    let mut loaded = load_files(cert, key, false, previous).map_err(placed)?;
+    loaded.1.self_signed = true;
+    loaded.1.renewable = false;
+    warn_if_expiring(&loaded.1, now);
+    Ok(loaded)
+}
+
+/// Whether this server made the certificate: self-issued and named [`SELF_SIGNED_CN`].
+fn made_here(leaf: &Leaf) -> bool {
+    leaf.self_issued && leaf.subject_holds(SELF_SIGNED_CN)
 }
 
 fn load_files(
@@ -184,7 +305,9 @@ fn load_files(
     let server_config = build(chain, private_key, previous).map_err(|source| {
         TlsError::Rejected { cert: cert.to_owned(), key: key.to_owned(), source }
     })?;
-    Ok((server_config, CertInfo { cert_path: cert.to_owned(), sha256, self_signed, leaf }))
+    let info =
+        CertInfo { cert_path: cert.to_owned(), sha256, self_signed, renewable: self_signed, leaf };
+    Ok((server_config, info))
 }
 
 /// Where the self-signed certificate and its key live.
@@ -211,9 +334,9 @@ fn renewal_reason(leaf: &Leaf, now: SystemTime) -> Option<String> {
     None
 }
 
-/// Whether the certificate in service must be renewed now: only a self-signed one ever is.
+/// Whether the certificate in service must be renewed now: only one this server made ever is.
 pub fn renewal_due(info: &CertInfo, now: SystemTime) -> bool {
-    info.self_signed && renewal_reason(&info.leaf, now).is_some()
+    info.renewable && renewal_reason(&info.leaf, now).is_some()
 }
 
 /// Logs a warning when the operator's certificate expires within 30 days or has expired: it is
@@ -240,8 +363,13 @@ pub fn expiry_check_interval() -> Duration {
     test_seconds(TEST_CHECK_ENV).unwrap_or(EXPIRY_CHECK_INTERVAL)
 }
 
-fn self_signed_validity() -> Duration {
-    test_seconds(TEST_VALIDITY_ENV).unwrap_or(SELF_SIGNED_VALIDITY)
+/// `notAfter` of a certificate made at `now`: 397 days after its `notBefore`, so the hour it
+/// starts back counts against the 397 days (tests may ask for a validity from `now` instead).
+fn self_signed_until(now: SystemTime) -> SystemTime {
+    match test_seconds(TEST_VALIDITY_ENV) {
+        Some(validity) => now + validity,
+        None => now - CLOCK_SKEW_ALLOWANCE + SELF_SIGNED_VALIDITY,
+    }
 }
 
 fn test_seconds(name: &str) -> Option<Duration> {
@@ -300,9 +428,9 @@ fn make_self_signed(cert_path: &Path, key_path: &Path, now: SystemTime) -> Resul
     let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|n| (*n).to_owned()).collect();
     let mut params = rcgen::CertificateParams::new(names).map_err(TlsError::Generate)?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "aims-api self-signed");
+    params.distinguished_name.push(rcgen::DnType::CommonName, SELF_SIGNED_CN);
     params.not_before = time::OffsetDateTime::from(now - CLOCK_SKEW_ALLOWANCE);
-    params.not_after = time::OffsetDateTime::from(now + self_signed_validity());
+    params.not_after = time::OffsetDateTime::from(self_signed_until(now));
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let key =
@@ -347,7 +475,8 @@ mod tests {
 
     fn leaf(from_secs_ago: u64, valid_secs: u64, now: SystemTime) -> Leaf {
         let not_before = now - Duration::from_secs(from_secs_ago);
-        Leaf { not_before, not_after: not_before + Duration::from_secs(valid_secs), names: vec![] }
+        let not_after = not_before + Duration::from_secs(valid_secs);
+        Leaf { not_before, not_after, names: vec![], self_issued: true, subject: vec![] }
     }
 
     #[test]
@@ -367,7 +496,7 @@ mod tests {
     }
 
     #[test]
-    fn a_made_certificate_is_valid_397_days_from_an_hour_ago_for_its_names() {
+    fn a_made_certificate_is_valid_397_days_in_all_from_an_hour_ago_for_its_names() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed_paths(dir.path());
         let now = SystemTime::now();
@@ -376,7 +505,13 @@ mod tests {
         let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
         // DER times have whole seconds.
         assert_eq!(secs(made.not_before), secs(now - CLOCK_SKEW_ALLOWANCE));
-        assert_eq!(secs(made.not_after), secs(now + SELF_SIGNED_VALIDITY));
+        assert_eq!(secs(made.not_after), secs(now - CLOCK_SKEW_ALLOWANCE + SELF_SIGNED_VALIDITY));
+        assert_eq!(
+            made.not_after.duration_since(made.not_before).unwrap(),
+            SELF_SIGNED_VALIDITY,
+            "397 days in all, the hour back included"
+        );
+        assert!(made_here(&made));
         assert_eq!(made.names, SELF_SIGNED_NAMES);
         assert_eq!(renewal_reason(&made, now), None);
     }

@@ -33,6 +33,10 @@ pub struct Leaf {
     pub not_after: SystemTime,
     /// The subject alternative names: DNS names as written, IP addresses in their usual text.
     pub names: Vec<String>,
+    /// Whether the issuer is the subject (a self-signed certificate names itself).
+    pub self_issued: bool,
+    /// The subject's DER, as written.
+    pub subject: Vec<u8>,
 }
 
 impl Leaf {
@@ -46,11 +50,11 @@ impl Leaf {
         }
         tbs.expect(INTEGER, "serialNumber")?;
         tbs.expect(SEQUENCE, "signature")?;
-        tbs.expect(SEQUENCE, "issuer")?;
+        let issuer = tbs.expect(SEQUENCE, "issuer")?;
         let mut validity = Reader(tbs.expect(SEQUENCE, "validity")?);
         let not_before = time(&mut validity, "notBefore")?;
         let not_after = time(&mut validity, "notAfter")?;
-        tbs.expect(SEQUENCE, "subject")?;
+        let subject = tbs.expect(SEQUENCE, "subject")?;
         tbs.expect(SEQUENCE, "subjectPublicKeyInfo")?;
         let mut names = Vec::new();
         while let Some(tag) = tbs.peek() {
@@ -59,7 +63,18 @@ impl Leaf {
                 names = alt_names(contents)?;
             }
         }
-        Ok(Self { not_before, not_after, names })
+        Ok(Self {
+            not_before,
+            not_after,
+            names,
+            self_issued: issuer == subject,
+            subject: subject.to_vec(),
+        })
+    }
+
+    /// Whether the subject's text holds `text` (a common name, say), as bytes.
+    pub fn subject_holds(&self, text: &str) -> bool {
+        self.subject.windows(text.len()).any(|w| w == text.as_bytes())
     }
 
     /// Time left at `now`; zero once expired.

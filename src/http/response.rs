@@ -18,6 +18,7 @@ impl Status {
     pub const FORBIDDEN: Self = Self(403);
     pub const NOT_FOUND: Self = Self(404);
     pub const METHOD_NOT_ALLOWED: Self = Self(405);
+    pub const REQUEST_TIMEOUT: Self = Self(408);
     pub const CONFLICT: Self = Self(409);
     pub const PAYLOAD_TOO_LARGE: Self = Self(413);
     pub const EXPECTATION_FAILED: Self = Self(417);
@@ -40,6 +41,7 @@ impl Status {
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            408 => "Request Timeout",
             409 => "Conflict",
             413 => "Content Too Large",
             417 => "Expectation Failed",

@@ -20,16 +20,16 @@ use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{self, Peer};
 use crate::durable;
 use crate::key::Fingerprint;
 use crate::keystore::rfc3339;
 use crate::locks;
+use crate::refusals::RefusalLog;
 
 /// Addresses remembered per key.
 pub const MAX_CLIENTS: usize = 256;
@@ -93,11 +93,10 @@ pub struct Exposure {
     pub from: IpAddr,
 }
 
-/// The usage of the keys in force, the exposure record, and the new-address log budget.
+/// The usage of the keys in force, the exposure record, and where new addresses are logged.
 pub struct Usage {
     path: PathBuf,
-    budget: u32,
-    window: Duration,
+    log: Arc<RefusalLog>,
     state: Mutex<State>,
 }
 
@@ -108,9 +107,6 @@ struct State {
     exposure: Option<Exposure>,
     exposures_total: u64,
     dirty: bool,
-    window_started: Instant,
-    logged: u32,
-    suppressed: u64,
 }
 
 /// Why the usage file could not be written.
@@ -126,7 +122,7 @@ impl fmt::Display for SaveError {
 impl Usage {
     /// Reads `<state_dir>/usage.ron` if there is one. A file that does not parse is moved
     /// aside (never overwritten) and usage starts empty, with a warning.
-    pub fn load(state_dir: &Path, budget: u32, window: Duration) -> Self {
+    pub fn load(state_dir: &Path, log: Arc<RefusalLog>) -> Self {
         let path = state_dir.join(FILE);
         durable::remove_leftovers(&path);
         let (by_generation, exposure) = match fs::read_to_string(&path) {
@@ -149,51 +145,27 @@ impl Usage {
             exposure,
             exposures_total: 0,
             dirty: false,
-            window_started: Instant::now(),
-            logged: 0,
-            suppressed: 0,
         };
-        Self { path, budget, window, state: Mutex::new(state) }
+        Self { path, log, state: Mutex::new(state) }
     }
 
     /// Counts a request admitted by the key of `generation`.
     pub fn record(&self, generation: u64, address: IpAddr) {
         let now = SystemTime::now();
         let mut state = locks::lock(&self.state);
-        self.roll(&mut state);
         state.dirty = true;
         let new = state.by_generation.entry(generation).or_default().record(address, now);
         if !new {
             return;
         }
-        if state.logged >= self.budget {
-            state.suppressed += 1;
-            return;
-        }
-        state.logged += 1;
         let Some(fingerprint) = state.tracked.get(&generation).cloned() else { return };
         drop(state);
-        audit::key_new_address(Peer::Address(address), &fingerprint, generation, None).emit();
+        self.log.new_address(address, &fingerprint, generation);
     }
 
-    /// Ends a new-address window if due, summing what its budget held back in one line.
-    fn roll(&self, state: &mut State) {
-        if state.window_started.elapsed() < self.window {
-            return;
-        }
-        let newest = state.tracked.iter().max_by_key(|(g, _)| **g);
-        if let (true, Some((generation, fingerprint))) = (state.suppressed > 0, newest) {
-            let count = Some(state.suppressed);
-            audit::key_new_address(Peer::Everyone, fingerprint, *generation, count).emit();
-        }
-        state.window_started = Instant::now();
-        state.logged = 0;
-        state.suppressed = 0;
-    }
-
-    /// Emits the summary of a finished new-address window, if one is due (housekeeping).
+    /// Ends the log's window if it is over (housekeeping).
     pub fn flush_log(&self) {
-        self.roll(&mut locks::lock(&self.state));
+        self.log.flush();
     }
 
     /// The usage of the key of `generation`.
@@ -385,7 +357,13 @@ fn render(state: &State) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn test_log() -> Arc<RefusalLog> {
+        Arc::new(RefusalLog::new(Duration::from_secs(10), 20))
+    }
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
@@ -411,7 +389,7 @@ mod tests {
     #[test]
     fn usage_survives_a_save_and_a_load() {
         let dir = tempfile::tempdir().unwrap();
-        let usage = Usage::load(dir.path(), 20, Duration::from_secs(10));
+        let usage = Usage::load(dir.path(), test_log());
         usage.track(&[(3, Fingerprint::parse("aims_...abcd").unwrap())]);
         usage.record(3, ip(2));
         usage.record(3, ip(3));
@@ -423,7 +401,7 @@ mod tests {
             &fs::metadata(dir.path().join(FILE)).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
-        let again = Usage::load(dir.path(), 20, Duration::from_secs(10));
+        let again = Usage::load(dir.path(), test_log());
         let key = again.of(3);
         assert_eq!(key.admitted, 3);
         assert_eq!(key.last_used.map(|(_, from)| from), Some(ip(2)));
@@ -437,7 +415,7 @@ mod tests {
     fn a_broken_file_is_set_aside_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE), "(version: 1, keys: [oops").unwrap();
-        let usage = Usage::load(dir.path(), 20, Duration::from_secs(10));
+        let usage = Usage::load(dir.path(), test_log());
         assert_eq!(usage.of(1).admitted, 0);
         let names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()

@@ -10,7 +10,7 @@
 //! logged and counted by [`crate::api`].
 
 use std::io::{self, BufRead, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use crate::api;
 use crate::app::App;
 use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
 use crate::metrics::Shard;
+use crate::refusals::RefusalLog;
 
 /// The first byte of every TLS handshake record (RFC 8446 §5.1, `handshake(22)`).
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -176,7 +177,10 @@ pub(super) fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
             continue;
         }
         let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
-        match receive(tls, &mut conn.socket, &mut conn.unread, &mut conn.inbuf, limits)? {
+        let peer = conn.peer.ip();
+        let log = &turn.app.refusals;
+        match receive(tls, &mut conn.socket, peer, log, &mut conn.unread, &mut conn.inbuf, limits)?
+        {
             Received::Nothing => return Ok(()),
             Received::Data => note_progress(conn, turn),
         }
@@ -303,6 +307,8 @@ enum Received {
 fn receive(
     tls: &mut ServerConnection,
     socket: &mut TcpStream,
+    peer: IpAddr,
+    log: &RefusalLog,
     unread: &mut bool,
     inbuf: &mut Zeroizing<Vec<u8>>,
     limits: &HttpLimits,
@@ -325,7 +331,9 @@ fn receive(
         Ok(0) => Err(End::Now),
         Ok(_) => {
             if let Err(e) = tls.process_new_packets() {
-                log::debug!("tls error: {e}");
+                if let Some((event, detail)) = crate::tls::describe_peer_error(&e) {
+                    log.tls(peer, event, &detail);
+                }
                 // rustls queued an alert saying why; send it, then go.
                 let _ = tls.write_tls(socket);
                 return Err(End::Now);

@@ -27,6 +27,7 @@ use super::blocking::{Handoff, Pool};
 use crate::api;
 use crate::app::App;
 use crate::http::{DateCache, HttpLimits};
+use crate::logging;
 
 const LISTENER: Token = Token(usize::MAX);
 /// Raised by a blocking thread when an answer it made is waiting in `answered`.
@@ -77,6 +78,8 @@ pub fn run_worker(
     handoff: Handoff<Cold>,
 ) -> io::Result<()> {
     let mut worker = Worker::new(app, listener, id, handoff)?;
+    // What rustls says about a peer goes to the refusal log's budget, with the peer's address.
+    logging::divert_tls_warnings();
     log::debug!("api worker {id} running");
     worker.run()
 }
@@ -93,7 +96,11 @@ struct Worker {
     date: DateCache,
     out: Vec<u8>,
     accept_paused: bool,
+    /// What a reload may change, refreshed from the live configuration at each sweep.
     limits: HttpLimits,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    shutdown_timeout: Duration,
     /// Where requests that need the store go, and how their answers come back.
     handoff: Handoff<Cold>,
     waker: Arc<Waker>,
@@ -118,7 +125,9 @@ impl Worker {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), ANSWERED)?);
         let (answers, answered) = mpsc::channel();
-        let limits = app.config.api.limits;
+        let api = &app.config.api;
+        let (limits, max_connections) = (api.limits, api.max_connections);
+        let (handshake_timeout, shutdown_timeout) = (api.handshake_timeout, api.shutdown_timeout);
         Ok(Self {
             id,
             app,
@@ -130,6 +139,9 @@ impl Worker {
             out: Vec::with_capacity(16 * 1024),
             accept_paused: false,
             limits,
+            max_connections,
+            handshake_timeout,
+            shutdown_timeout,
             handoff,
             waker,
             answers,
@@ -196,7 +208,7 @@ impl Worker {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        self.drain_deadline = Some(now + self.app.config.api.shutdown_timeout);
+        self.drain_deadline = Some(now + self.shutdown_timeout);
         let idle: Vec<usize> =
             self.conns.iter().filter(|(_, c)| c.is_quiet()).map(|(key, _)| key).collect();
         for key in idle {
@@ -247,7 +259,7 @@ impl Worker {
     }
 
     fn at_capacity(&self) -> bool {
-        self.app.open_connections.load(Ordering::Relaxed) >= self.app.config.api.max_connections
+        self.app.open_connections.load(Ordering::Relaxed) >= self.max_connections
     }
 
     /// This worker's quietest connection that owes nobody an answer: a keep-alive connection
@@ -280,7 +292,7 @@ impl Worker {
             self.app.per_address.release(peer.ip());
             return;
         }
-        let deadline = Instant::now() + self.app.config.api.handshake_timeout;
+        let deadline = Instant::now() + self.handshake_timeout;
         let serial = self.next_serial;
         self.next_serial += 1;
         entry.insert(Conn::new(socket, peer, deadline, serial));
@@ -311,6 +323,11 @@ impl Worker {
     }
 
     fn sweep(&mut self, now: Instant) {
+        let live = self.app.live();
+        self.limits = live.api.limits;
+        self.max_connections = live.api.max_connections;
+        self.handshake_timeout = live.api.handshake_timeout;
+        self.shutdown_timeout = live.api.shutdown_timeout;
         let expired: Vec<usize> =
             self.conns.iter().filter(|(_, c)| c.deadline <= now).map(|(key, _)| key).collect();
         for key in expired {
@@ -380,12 +397,17 @@ impl Worker {
                     out: &mut self.out,
                     deferred: &mut self.deferred,
                 };
-                work(conn, &mut turn)
+                let outcome = work(conn, &mut turn);
+                let peer = conn.peer.ip();
+                let log = &self.app.refusals;
+                logging::take_tls_warnings(|w| log.tls(peer, w.event, w.detail));
+                outcome
             }
             None => return,
         };
-        if let Some(deferred) = self.deferred.take() {
-            // A connection that parked a request is waiting, not ending.
+        // A connection that parked a request waits for its answer, unless it failed right
+        // after (a write error): then there is nobody to answer, and the request is dropped.
+        if let (Some(deferred), None) = (self.deferred.take(), &outcome) {
             self.hand_over(key, deferred);
             self.update_interest(key);
             return;

@@ -20,6 +20,9 @@ mod supervisor;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -33,6 +36,8 @@ use crate::hardening;
 use crate::keys::KeyManager;
 use crate::keys::usage::Usage;
 use crate::keystore::{KeyStore, StoreError};
+use crate::peer::{Method, PeerLookup};
+use crate::refusals::RefusalLog;
 use crate::snapshot::Snapshots;
 use crate::snapshot::store::OpenError;
 use crate::systemd;
@@ -53,6 +58,12 @@ pub enum ServeError {
         addr: SocketAddr,
         source: io::Error,
     },
+    BindUnix {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// `admin.unix_socket` names something that is not a socket: it is not ours to remove.
+    NotASocket(PathBuf),
     Activation(io::Error),
     Signals(io::Error),
     Thread(io::Error),
@@ -68,6 +79,18 @@ impl fmt::Display for ServeError {
             Self::Bind { port, addr, source } => {
                 write!(f, "cannot listen on {addr} for the {port} port: {source}")
             }
+            Self::BindUnix { path, source } => write!(
+                f,
+                "cannot listen on the admin socket {} ({source}): its folder must exist and be \
+                 writable (under systemd, RuntimeDirectory= makes it)",
+                path.display()
+            ),
+            Self::NotASocket(path) => write!(
+                f,
+                "admin.unix_socket {} exists and is not a socket: move it away, or name \
+                 another path",
+                path.display()
+            ),
             Self::Activation(e) => write!(f, "cannot use the socket passed by systemd: {e}"),
             Self::Signals(e) => write!(f, "cannot install the signal handlers: {e}"),
             Self::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
@@ -82,8 +105,9 @@ impl std::error::Error for ServeError {
             Self::Snapshots(e) => Some(e),
             Self::Tls(e) => Some(e),
             Self::Scrape(e) => Some(e),
-            Self::Bind { source, .. } => Some(source),
+            Self::Bind { source, .. } | Self::BindUnix { source, .. } => Some(source),
             Self::Activation(e) | Self::Signals(e) | Self::Thread(e) => Some(e),
+            Self::NotASocket(_) => None,
         }
     }
 }
@@ -147,21 +171,23 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         }
         None => None,
     };
+    let admin_socket = config.admin.unix_socket.as_deref().map(bind_unix).transpose()?;
     let api_addr = local_addr(&api_listener, config.api.listen);
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
     check_file_limit(&config);
     let mut signals = supervisor::Signals::install().map_err(ServeError::Signals)?;
-    let usage = Usage::load(&config.state_dir, config.refusal_log.lines, config.refusal_log.window);
+    let refusals = Arc::new(RefusalLog::new(config.refusal_log.window, config.refusal_log.lines));
+    let usage = Usage::load(&config.state_dir, Arc::clone(&refusals));
     let keys =
         KeyManager::new(store, record, &config.activation_code, usage, config.key_max_lifetime);
-    let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert)));
+    let lookup = PeerLookup::probe();
+    let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert), refusals, lookup));
 
-    let closing = admin_port::Closing::start().map_err(ServeError::Thread)?;
-    for id in 0..app.config.admin.workers {
-        let listener = admin_listener.try_clone().map_err(ServeError::Thread)?;
-        let (app, closing) = (Arc::clone(&app), closing.clone());
-        spawn(format!("admin-{id}"), move || admin_port::run_worker(app, listener, closing))?;
+    match app.uid_lookup.method() {
+        method @ Method::SockDiag => log::info!("admin port: client uids by {method}"),
+        method @ Method::ProcNet(_) => log::warn!("admin port: client uids by {method}"),
     }
+    admin_port::start(&app, admin_listener, admin_socket).map_err(ServeError::Thread)?;
     let cold = start_blocking_threads(app.config.api.workers)?;
     let mut api_workers = Vec::new();
     for id in 0..app.config.api.workers {
@@ -195,6 +221,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         log::info!("metrics listening on {scheme}://{addr}/metrics ({token})");
     }
     log::info!("admin listening on http://{admin_addr}");
+    if let Some(path) = &app.config.admin.unix_socket {
+        log::info!("admin listening on unix:{}", path.display());
+    }
     log::info!("api listening on https://{api_addr} ({} workers)", app.config.api.workers);
     systemd::ready(&app.status_line());
 
@@ -217,6 +246,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // Marks the history store clean, so `snapshot verify` can read it while the server is down
     // (an import still running on an admin thread finishes first).
     app.snapshots.close();
+    if let Some(path) = &app.config.admin.unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
     log::info!("stopped");
     Ok(())
 }
@@ -239,6 +271,24 @@ fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError>
     socket.bind(&addr.into()).map_err(fail)?;
     socket.listen(LISTEN_BACKLOG).map_err(fail)?;
     Ok(socket.into())
+}
+
+/// Listens on the admin Unix socket at `path`, mode 0666: who may use it is decided per
+/// connection by its uid (`SO_PEERCRED`), as on the TCP port, which any local user can reach
+/// too, so a refused user gets a 403 that says why rather than "permission denied". A socket
+/// left by a server that is gone is replaced (the key store's lock, taken before this, shows
+/// no other server runs here); anything else at `path` is refused.
+fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    let fail = |source| ServeError::BindUnix { path: path.to_owned(), source };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(fail)?,
+        Ok(_) => return Err(ServeError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(fail)?;
+    Ok(listener)
 }
 
 fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {

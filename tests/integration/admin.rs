@@ -11,7 +11,8 @@ fn admin_raw(server: &Server, request: &str) -> Response {
 #[test]
 fn key_life_cycle_with_conflicts() {
     let server = Server::start();
-    assert_eq!(server.admin("GET", "/health"), (200, serde_json::json!({"status": "ok"})));
+    let health = serde_json::json!({"status": "ok", "uid_lookup": "sock_diag"});
+    assert_eq!(server.admin("GET", "/health"), (200, health));
     let (status, none) = server.admin("GET", "/key");
     assert_eq!(status, 200);
     assert_eq!(none["state"], "none");
@@ -152,7 +153,7 @@ fn curl_as_nobody(server: &Server, method: &str, path: &str) -> (String, String)
 }
 
 #[test]
-#[ignore = "needs root: runs curl and the CLI as uid 65534 (setpriv)"]
+#[ignore = "needs root: runs curl and the CLI as uid 65534 (setpriv); .ci/run runs it"]
 fn another_uid_is_forbidden_and_an_allowed_one_is_served() {
     require_root(
         "another_uid_is_forbidden_and_an_allowed_one_is_served",
@@ -190,11 +191,10 @@ fn another_uid_is_forbidden_and_an_allowed_one_is_served() {
 
 /// Refused clients that connect and send nothing cost the admin workers nothing while their
 /// connections close: root's request behind twelve of them, with one admin worker, waits only
-/// for their uid lookups. Were each held by the worker for the 250 ms a closing connection may
-/// wait, root would wait at least 3 s; the bound below is 2 s, because a lookup reads the
-/// whole TCP table and the other tests fill it.
+/// for their uid lookups (on the acceptor, one sock_diag query each). Were each held for the
+/// 250 ms a closing connection may wait, root would wait at least 3 s; the bound is 2 s.
 #[test]
-#[ignore = "needs root: connects to the admin port as uid 65534 (setpriv)"]
+#[ignore = "needs root: connects as uid 65534 (setpriv); .ci/run runs it"]
 fn silent_refused_clients_do_not_hold_the_admin_workers() {
     require_root(
         "silent_refused_clients_do_not_hold_the_admin_workers",
@@ -232,7 +232,7 @@ fn keep_alive_and_head_on_the_admin_port() {
         b"HEAD /health HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     let (head, used) = Response::parse_prefix(&raw, true).unwrap();
-    assert_eq!((head.status, head.header("content-length")), (200, Some("15")));
+    assert_eq!((head.status, head.header("content-length")), (200, Some("40")));
     let get = Response::parse(&raw[used..]).unwrap();
-    assert_eq!(get.body, br#"{"status":"ok"}"#);
+    assert_eq!(get.body, br#"{"status":"ok","uid_lookup":"sock_diag"}"#);
 }

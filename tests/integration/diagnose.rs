@@ -96,7 +96,7 @@ fn days_ago(days: u64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-const LEAVES: [&str; 12] = [
+const LEAVES: [&str; 13] = [
     "configuration",
     "state folder/ownership and modes",
     "state folder/key store",
@@ -104,6 +104,7 @@ const LEAVES: [&str; 12] = [
     "state folder/disk space",
     "server/lock",
     "server/admin port",
+    "server/admin client uids",
     "certificate/key",
     "certificate/names",
     "certificate/validity",
@@ -124,7 +125,7 @@ fn a_healthy_server_passes_every_check_even_strictly() {
     assert_eq!(report.code, 0, "{:#}", report.json);
     assert_eq!(
         report.json["counts"],
-        serde_json::json!({"ok": 13, "warning": 0, "unknown": 0, "failure": 0})
+        serde_json::json!({"ok": 14, "warning": 0, "unknown": 0, "failure": 0})
     );
     let (_, reason) = report.check("certificate/api port");
     assert!(reason.contains("presents the certificate on disk"), "{reason}");
@@ -135,7 +136,10 @@ fn a_healthy_server_passes_every_check_even_strictly() {
     let out = Command::new(BIN).args(["diagnose", "--config"]).arg(&config).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("├─ ok       server: a running serve\n"), "{text}");
-    assert!(text.ends_with("\n13 ok, 0 warning(s), 0 failure(s)\n"), "{text}");
+    assert!(text.ends_with("\n14 ok, 0 warning(s), 0 failure(s)\n"), "{text}");
+    // How the server finds an admin client's uid (issue 19): one sock_diag query.
+    let (_, reason) = report.check("server/admin client uids");
+    assert_eq!(reason, "found by one netlink sock_diag query per connection");
     assert_eq!(out.status.code(), Some(0));
 }
 

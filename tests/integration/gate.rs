@@ -175,3 +175,31 @@ fn the_certificate_is_logged_with_its_fingerprint_and_reused() {
     assert!(!log.contains("made a self-signed certificate"), "{log}");
     assert!(log.contains(&fingerprint), "same certificate after restart:\n{log}");
 }
+
+/// Issue 19: RFC 9110 §11.6.1 requires a challenge on every 401, and the README promises
+/// `Vary` on every API answer, refusals included.
+#[test]
+fn a_401_says_how_to_authenticate_and_every_answer_says_vary() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let other_key = Server::start().generate_key();
+    let vary = Some("accept-encoding");
+    let wrong =
+        server.get("/x", &[("x-api-key", &other_key), ("x-activation-code", ACTIVATION_CODE)]);
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.header("www-authenticate"), Some("ApiKey header=\"x-api-key\""));
+    assert_eq!(wrong.header("vary"), vary);
+    let missing = server.get("/x", &[]);
+    assert_eq!((missing.status, missing.header("vary")), (400, vary));
+    assert_eq!(missing.header("www-authenticate"), None, "a challenge is for 401s");
+    let valid = server.get_with_key("/x", &key);
+    assert_eq!((valid.status, valid.header("vary")), (404, vary));
+    // Refused by the HTTP layer, inside TLS, and plain HTTP on the HTTPS port.
+    let malformed =
+        server.tls_exchange(b"GET / HTTP/1.1\r\n\r\n", std::time::Duration::from_secs(5));
+    let malformed = &malformed.responses()[0];
+    assert_eq!((malformed.status, malformed.header("vary")), (400, vary));
+    let plain = raw_exchange(server.api, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let plain = crate::util::Response::parse(&plain).unwrap();
+    assert_eq!((plain.status, plain.header("vary")), (400, vary));
+}

@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod admin_port;
 mod api;
+mod budget;
 mod certificate;
 mod cli;
 mod cold_reads;

@@ -197,7 +197,7 @@ fn sighup_and_post_reload_rotate_the_certificate_without_dropping_connections() 
     )
     .unwrap();
     server.signal(Signal::HUP);
-    let log = server.wait_for_log("refused, the certificate in service stays");
+    let log = server.wait_for_log("the certificate in service stays");
     assert!(log.contains("live.pem"), "the error names the file:\n{log}");
     let mut after = server.connect_with(trust());
     assert_eq!(ask(&mut after, &key).status, 404);
@@ -390,4 +390,55 @@ fn a_reload_picks_up_snapshot_files_placed_by_hand_and_keeps_a_date_whose_file_b
     assert!(log.contains("2024-05-14.json: $.?: key must be a string (line 1, column 3); not served, and left as it is"), "{log}");
     assert_eq!(server.get_with_key(level, &key).body, served.body);
     assert_eq!(server.snapshot_files(), ["2024-05-14.json"]);
+}
+
+/// A reload reads config.ron (issue 19: it never did, so a broken file showed only at the next
+/// restart, which then failed).
+#[test]
+fn a_reload_refuses_an_invalid_config_loudly_and_applies_what_it_can_of_a_valid_one() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let good = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(&server.config, good.replace("state_dir:", "stat_dir:")).unwrap();
+    let (status, body) = server.admin("POST", "/reload");
+    assert_eq!((status, body["error"].as_str()), (422, Some("invalid_config")), "{body}");
+    let message = body["message"].as_str().unwrap();
+    let at = format!("{}:3:5: Unexpected field named `stat_dir`", server.config.display());
+    assert!(message.contains(&at), "{message}");
+    assert!(message.contains("the next restart would fail"), "{message}");
+    let log = server.wait_for_log("ERROR reload (admin uid:");
+    assert!(log.lines().any(|l| l.contains(" ERROR ") && l.contains(&at)), "{log}");
+    server.signal(Signal::HUP);
+    let log = server.wait_for_log("ERROR reload (SIGHUP) refused");
+    assert!(log.contains("the next restart would fail"), "{log}");
+
+    // Valid again, with a smaller head limit, another allowed uid, another level (all live)
+    // and another worker count (at the next restart).
+    let changed = good
+        .replace("workers: 2,", "workers: 3, max_header_bytes: 2048,")
+        .replace("log_level: \"debug\"", "log_level: \"info\"")
+        .replace(
+            "listen: \"127.0.0.1:0\",\n        \n",
+            "listen: \"127.0.0.1:0\", allowed_uids: [0, 4242],\n",
+        );
+    std::fs::write(&server.config, &changed).unwrap();
+    let (status, body) = server.admin("POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["config"]["applied"],
+        serde_json::json!(["log_level", "api.max_header_bytes", "admin.allowed_uids"]),
+        "{body}\n{changed}"
+    );
+    assert_eq!(body["config"]["needs_restart"], serde_json::json!(["api.workers"]), "{body}");
+    let log = server.wait_for_log("take effect only at the next restart: api.workers");
+    assert!(log.contains("WARN"), "{log}");
+    // The smaller limit holds from the next sweep of the API workers on (a quarter second).
+    let big = "x".repeat(3000);
+    let valid = [("x-api-key", key.as_str()), ("x-activation-code", crate::util::ACTIVATION_CODE)];
+    crate::util::poll(
+        "waiting for the new max_header_bytes",
+        Duration::from_secs(10),
+        || server.get("/reload/limits", &[valid[0], valid[1], ("x-big", &big)]).status,
+        |status| *status == 431,
+    );
 }

@@ -124,9 +124,21 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     check_file_limit(&config);
     let mut signals = supervisor::Signals::install().map_err(ServeError::Signals)?;
     let usage = Usage::load(&config.state_dir, config.refusal_log.lines, config.refusal_log.window);
-    let keys =
-        KeyManager::new(store, record, &config.activation_code, usage, config.key_max_lifetime);
+    let workers = config.api.workers;
+    let keys = KeyManager::new(
+        store,
+        record,
+        &config.activation_code,
+        usage,
+        config.key_max_lifetime,
+        workers,
+    );
     let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert)));
+    // The key's own thread: the durable half of an exposed key's revoke, and the usage merge.
+    let keys_thread = {
+        let app = Arc::clone(&app);
+        spawn("keys".to_owned(), move || app.keys.run_housekeeping())?
+    };
 
     let closing = admin_port::Closing::start().map_err(ServeError::Thread)?;
     for id in 0..app.config.admin.workers {
@@ -163,8 +175,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     for worker in api_workers {
         let _ = worker.join();
     }
-    // A key change holds this lock from its store write to its gate switch: once we have it,
-    // none is half done. The admin threads end with the process.
+    // The key thread finishes the write it is doing; quiesce does what it left, and waits for
+    // an admin key change under way: once it returns, none is half done. The admin threads end
+    // with the process.
+    app.keys.stop_housekeeping();
+    if keys_thread.join().is_err() {
+        log::error!("the key thread panicked: queued revokes are written now");
+    }
     app.keys.quiesce();
     if let Err(e) = app.keys.save_usage() {
         log::warn!("{e}: the key usage since the last minute is lost");

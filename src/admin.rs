@@ -26,8 +26,8 @@ use zeroize::Zeroizing;
 use crate::app::{App, ReloadError};
 use crate::audit;
 use crate::http::{HeaderValue, Method, ParseError, Request, Response, Status};
-use crate::keys::usage::MAX_CLIENTS;
 use crate::keys::record::{self, RecordError};
+use crate::keys::usage::MAX_CLIENTS;
 use crate::keys::{Asked, ChangeError, Installed, KeyCheck};
 use crate::keystore::{KeyRecord, rfc3339};
 use crate::metrics::{AdminRoute, Gauges, Reason};
@@ -120,7 +120,9 @@ impl AdminError {
                 RecordError::Rollback { .. } | RecordError::Diverged { .. },
             )) => Status::CONFLICT,
             Self::KeyChange(ChangeError::Record(
-                RecordError::Malformed(_) | RecordError::Inconsistent(_) | RecordError::CodeMismatch,
+                RecordError::Malformed(_)
+                | RecordError::Inconsistent(_)
+                | RecordError::CodeMismatch,
             )) => Status::UNPROCESSABLE,
             Self::BodyTooLarge { .. } => Status::PAYLOAD_TOO_LARGE,
             Self::KeyChange(ChangeError::Conflict(_)) => Status::CONFLICT,

@@ -193,7 +193,8 @@ impl Staged {
 
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         let Some(file) = self.file.as_mut() else { return Ok(()) };
-        let written = self.disk.before(Step::Write, &self.target).and_then(|()| file.write_all(bytes));
+        let written =
+            self.disk.before(Step::Write, &self.target).and_then(|()| file.write_all(bytes));
         written.map_err(|source| self.failed("write", source))
     }
 

@@ -334,8 +334,10 @@ impl KeyManager {
         systemd::status(&self.status_line());
     }
 
-    /// How the key of `generation` has been used, up to the last merge (about a second ago).
+    /// How the key of `generation` has been used, up to now: the workers' shards are merged
+    /// first (a moment's lock on each, on the caller's thread: the admin port's).
     pub fn usage_of(&self, generation: u64) -> KeyUsage {
+        self.merge_usage();
         self.usage.of(generation)
     }
 
@@ -645,7 +647,7 @@ impl KeyManager {
         };
         audit::key_install(by, previous_generation, keys.effective(), result).emit();
         if matches!(outcome, Ok((_, Installation::Installed | Installation::Forced))) {
-            self.announce();
+            systemd::status(&KeySummary(keys.effective(), now.wall).to_string());
         }
         outcome
     }
@@ -767,5 +769,265 @@ impl fmt::Display for KeySummary<'_> {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::durable::{Disk, Faults, Step};
+    use crate::http::{Parsed, parse};
+    use crate::keystore::peek;
+
+    /// Fails one step of the next durable write that reaches it, once.
+    #[derive(Default)]
+    struct OneFault {
+        armed: Mutex<Option<(Step, i32)>>,
+    }
+
+    impl OneFault {
+        fn arm(&self, step: Step, errno: i32) {
+            *locks::lock(&self.armed) = Some((step, errno));
+        }
+
+        fn fired(&self) -> bool {
+            locks::lock(&self.armed).is_none()
+        }
+    }
+
+    impl Faults for OneFault {
+        fn before(&self, step: Step, _target: &Path) -> io::Result<()> {
+            let mut armed = locks::lock(&self.armed);
+            match *armed {
+                Some((at, errno)) if at == step => {
+                    *armed = None;
+                    Err(io::Error::from_raw_os_error(errno))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn code() -> ActivationCode {
+        let text = r#"(activation_code: "CODE", state_dir: "s", api: (listen: "127.0.0.1:1"), admin: (listen: "127.0.0.1:2"))"#;
+        Config::parse(Path::new("c.ron"), text).unwrap().activation_code
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        faults: Arc<OneFault>,
+        clock: Arc<ManualClock>,
+        keys: KeyManager,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(OneFault::default());
+        let disk = Disk::with_faults(Arc::clone(&faults) as Arc<dyn Faults>);
+        let (store, record) = KeyStore::open_on(dir.path(), disk.clone()).unwrap();
+        let usage = Usage::load_on(dir.path(), disk, 20, Duration::from_secs(10));
+        let clock = Arc::new(ManualClock::new());
+        let keys =
+            KeyManager::with_clock(store, record, &code(), usage, None, 2, Arc::clone(&clock));
+        Fixture { dir, faults, clock, keys }
+    }
+
+    /// What the gate says of `key` on worker 0.
+    fn judge(keys: &KeyManager, key: &str) -> Result<Admitted, Refusal> {
+        let bytes = format!(
+            "GET /x HTTP/1.1\r\nHost: h\r\nx-api-key: {key}\r\nx-activation-code: CODE\r\n\r\n"
+        );
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let limits = crate::http::HttpLimits {
+            max_header_bytes: 4096,
+            max_headers: 16,
+            max_body_bytes: 0,
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let Ok(Parsed::Complete(request, _)) = parse(bytes.as_bytes(), &mut headers, &limits)
+        else {
+            panic!("test request did not parse")
+        };
+        keys.check(0, &request, IpAddr::from([127, 0, 0, 1]))
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| crate::durable::is_temp_name(name))
+            .collect()
+    }
+
+    type Change = fn(&KeyManager) -> Result<KeyRecord, ChangeError>;
+
+    /// Every durable write of a key change, failed at each step with each error: a failed
+    /// change leaves the store, the gate and the answers as they were (a revoke stays in force
+    /// in memory, and says so), and the same change, retried, is kept as acknowledged.
+    #[test]
+    fn a_fault_at_any_step_of_any_key_change_leaves_the_old_state_or_the_acknowledged_one() {
+        let by = Peer::Server;
+        let changes: [(&str, Change); 5] = [
+            ("generate", |k| k.generate(Asked::default(), Peer::Server).map(|i| i.record)),
+            ("replace", |k| {
+                let asked = Asked { grace: Duration::from_secs(60), ..Asked::default() };
+                k.replace(asked, Peer::Server).map(|i| i.record)
+            }),
+            ("revoke", |k| k.revoke(Peer::Server)),
+            ("end_grace", |k| k.end_grace(Peer::Server)),
+            ("install_record", |k| {
+                // A record one generation ahead, as the other appliance of a pair would send.
+                let rng = SystemRandom::new();
+                let key = ApiKey::generate(&rng).unwrap();
+                let ahead = k.record().replaced(&key, SystemTime::now(), Terms::default()).unwrap();
+                let text = record::export(&ahead, &record::code_digest(&code()));
+                let offered = record::parse(text.as_bytes()).unwrap();
+                k.install_record(offered, Peer::Server).map(|(r, _)| r)
+            }),
+        ];
+        let mut tried = 0;
+        for (name, change) in changes {
+            for step in Step::ALL {
+                for errno in [28 /* ENOSPC */, 5 /* EIO */] {
+                    let f = fixture();
+                    // The state each change starts from: a key, replaced with a grace (none for
+                    // generate, which needs no active key).
+                    let first = f.keys.generate(Asked::default(), by).unwrap();
+                    let asked = Asked { grace: Duration::from_secs(600), ..Asked::default() };
+                    let live = f.keys.replace(asked, by).unwrap();
+                    if name == "generate" {
+                        f.keys.revoke(by).unwrap();
+                    }
+                    let before = f.keys.record();
+                    let verdicts = |k: &KeyManager| {
+                        [first.key.expose(), live.key.expose()].map(|key| judge(k, key))
+                    };
+                    let judged_before = verdicts(&f.keys);
+                    f.faults.arm(step, errno);
+                    let failed = change(&f.keys);
+                    let at = format!("{name} with errno {errno} at {step:?}");
+                    assert!(f.faults.fired(), "{at}: the fault was not reached");
+                    let err = failed.expect_err(&at);
+                    tried += 1;
+                    assert_eq!(peek(f.dir.path()).unwrap(), before, "{at}: the store changed");
+                    assert_eq!(leftovers(f.dir.path()), Vec::<String>::new(), "{at}");
+                    if name == "revoke" {
+                        // Fail closed: refused at once, and said to be unwritten.
+                        assert!(matches!(err, ChangeError::RevokedInMemoryOnly(_)), "{at}");
+                        assert_eq!(f.keys.status().1, false, "{at}");
+                        assert_eq!(judge(&f.keys, live.key.expose()), Err(Refusal::RevokedKey));
+                    } else {
+                        assert!(matches!(err, ChangeError::Store(_)), "{at}: {err}");
+                        assert_eq!(f.keys.status(), (before.clone(), true), "{at}");
+                        assert_eq!(verdicts(&f.keys), judged_before, "{at}");
+                    }
+                    // Retried without the fault: acknowledged, and kept.
+                    let done = change(&f.keys).unwrap_or_else(|e| panic!("{at}, retried: {e}"));
+                    assert_eq!(peek(f.dir.path()).unwrap(), done, "{at}: not kept");
+                    assert_eq!(f.keys.status(), (done, true), "{at}");
+                    assert_eq!(leftovers(f.dir.path()), Vec::<String>::new(), "{at}");
+                }
+            }
+        }
+        assert_eq!(tried, 5 * 5 * 2);
+    }
+
+    /// The same for the usage file: a failed save keeps the old file whole, leaves nothing
+    /// behind, and the next save writes what the failed one could not.
+    #[test]
+    fn a_fault_at_any_step_of_a_usage_save_keeps_the_old_file() {
+        let mut tried = 0;
+        for step in Step::ALL {
+            for errno in [28, 5] {
+                let f = fixture();
+                let key = f.keys.generate(Asked::default(), Peer::Server).unwrap().key;
+                judge(&f.keys, key.expose()).unwrap();
+                f.keys.save_usage().unwrap();
+                let path = f.dir.path().join("usage.ron");
+                let old = std::fs::read(&path).unwrap();
+                judge(&f.keys, key.expose()).unwrap();
+                f.faults.arm(step, errno);
+                assert!(f.keys.save_usage().is_err(), "{step:?} {errno}");
+                tried += 1;
+                let now = std::fs::read_to_string(&path).unwrap();
+                if step == Step::FolderFsync {
+                    // In place, whole, not yet known durable: saved again next time.
+                    assert!(now.contains("admitted: 2"), "{now}");
+                } else {
+                    assert_eq!(now.as_bytes(), old, "{step:?} {errno}");
+                }
+                assert_eq!(leftovers(f.dir.path()), Vec::<String>::new());
+                f.keys.save_usage().unwrap();
+                let saved = std::fs::read_to_string(&path).unwrap();
+                assert!(saved.contains("admitted: 2"), "{saved}");
+            }
+        }
+        assert_eq!(tried, 10);
+    }
+
+    #[test]
+    fn a_deadline_passed_on_the_wall_clock_refuses_at_once_without_the_monotonic_clock() {
+        let f = fixture();
+        let asked = Asked { expires_in: Some(Duration::from_secs(60)), ..Asked::default() };
+        let key = f.keys.generate(asked, Peer::Server).unwrap().key;
+        assert!(judge(&f.keys, key.expose()).is_ok());
+        // A suspended host: the wall clock moved past the expiry, the monotonic one did not.
+        f.clock.advance_wall(Duration::from_secs(61));
+        assert_eq!(judge(&f.keys, key.expose()), Err(Refusal::ExpiredKey));
+        // A clock stepped back does not bring it back once the monotonic clock is there too.
+        f.clock.rewind_wall(Duration::from_secs(3600));
+        f.clock.advance_monotonic(Duration::from_secs(61));
+        assert_eq!(judge(&f.keys, key.expose()), Err(Refusal::ExpiredKey));
+        // The same for a grace.
+        let g = fixture();
+        let old = g.keys.generate(Asked::default(), Peer::Server).unwrap().key;
+        let asked = Asked { grace: Duration::from_secs(30), ..Asked::default() };
+        g.keys.replace(asked, Peer::Server).unwrap();
+        assert_eq!(judge(&g.keys, old.expose()), Ok(Admitted::Grace(1)));
+        g.clock.advance_wall(Duration::from_secs(31));
+        assert!(judge(&g.keys, old.expose()).is_err());
+    }
+
+    #[test]
+    fn an_exposed_key_is_refused_at_once_and_its_revoke_written_off_the_worker() {
+        let f = fixture();
+        let key = f.keys.generate(Asked::default(), Peer::Server).unwrap().key;
+        let from = IpAddr::from([127, 0, 0, 9]);
+        // The write will fail: the key must stay refused, and the store say so.
+        f.faults.arm(Step::Fsync, 5);
+        let (admitted, _) = f.keys.note_exposure(key.expose().as_bytes(), from, true).unwrap();
+        assert_eq!(admitted, Admitted::Current(1));
+        assert_eq!(judge(&f.keys, key.expose()), Err(Refusal::RevokedKey), "refused at once");
+        assert!(!f.faults.fired(), "nothing was written on the caller's thread");
+        assert_eq!(peek(f.dir.path()).unwrap().state(), KeyState::Active);
+        f.keys.quiesce();
+        assert!(f.faults.fired());
+        assert_eq!(f.keys.status().1, false, "the revoke is in force, not written");
+        assert_eq!(judge(&f.keys, key.expose()), Err(Refusal::RevokedKey));
+        // Not even a later change that still names it (an end of grace, say) brings it back.
+        let (record, _) = f.keys.status();
+        f.keys.gate.switch(&f.keys.lock().record.clone(), f.clock.now());
+        assert_eq!(judge(&f.keys, key.expose()), Err(Refusal::RevokedKey), "{record:?}");
+        // The exposure is shown only while its key is admitted: no longer.
+        assert_eq!(f.keys.exposure(), None);
+        f.keys.revoke(Peer::Server).unwrap();
+        assert_eq!(peek(f.dir.path()).unwrap().state(), KeyState::Revoked);
+    }
+
+    #[test]
+    fn a_retired_key_is_named_while_a_change_holds_the_change_lock() {
+        let f = fixture();
+        f.keys.generate(Asked::default(), Peer::Server).unwrap();
+        f.keys.replace(Asked::default(), Peer::Server).unwrap();
+        let held = f.keys.lock();
+        // A change in progress (its fsync, say): the refusal log's description does not wait.
+        let named = f.keys.describe_retired(1).unwrap();
+        assert!(named.contains("(generation 1, replaced "), "{named}");
+        drop(held);
     }
 }

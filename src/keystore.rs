@@ -372,7 +372,7 @@ impl KeyStore {
     /// Creates the state folder if needed (mode 0700), takes the lock and reads the store.
     /// No store file means no key yet.
     pub fn open(state_dir: &Path) -> Result<(Self, KeyRecord), StoreError> {
-        Self::open_on(state_dir, Disk::default())
+        Self::open_on(state_dir, store_disk())
     }
 
     /// [`KeyStore::open`], with every later write going through `disk`.
@@ -413,6 +413,36 @@ impl KeyStore {
     pub fn write(&self, record: &KeyRecord) -> Result<(), StoreError> {
         self.disk.write(&self.path, render(record).as_bytes(), 0o600).map_err(StoreError::Write)
     }
+}
+
+/// The disk the store writes through: the real one.
+#[cfg(not(feature = "bench-slow-key-fsync"))]
+fn store_disk() -> Disk {
+    Disk::default()
+}
+
+/// The disk the store writes through, in a build for benchmark (b) of issue 20 (feature
+/// `bench-slow-key-fsync`, never in a release): each fsync of the store's new file first waits
+/// `AIMS_API_BENCH_KEY_FSYNC_MS` milliseconds, a slow disk held in one place, so a benchmark can
+/// show the API's latency does not follow it. (A real slow disk, device-mapper's `delay` target
+/// over a loop device, needs a kernel module a container does not have.)
+#[cfg(feature = "bench-slow-key-fsync")]
+fn store_disk() -> Disk {
+    struct SlowFsync(std::time::Duration);
+    impl durable::Faults for SlowFsync {
+        fn before(&self, step: durable::Step, _target: &Path) -> io::Result<()> {
+            if step == durable::Step::Fsync {
+                std::thread::sleep(self.0);
+            }
+            Ok(())
+        }
+    }
+    let millis = std::env::var("AIMS_API_BENCH_KEY_FSYNC_MS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0);
+    log::warn!("benchmark build: every key store fsync waits {millis} ms first");
+    Disk::with_faults(std::sync::Arc::new(SlowFsync(Duration::from_millis(millis))))
 }
 
 /// Reads the store in `state_dir` without taking the lock or changing anything, for

@@ -11,7 +11,7 @@
 //! [`Clock`] is a trait so that a test can move one clock without the other ([`ManualClock`]);
 //! the server uses [`SystemClock`].
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::locks;
@@ -26,6 +26,12 @@ pub struct Now {
 /// Where the key manager reads the time.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Now;
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Now {
+        (**self).now()
+    }
 }
 
 /// The real clocks.

@@ -84,10 +84,8 @@ impl Live {
 
     /// The same state with the key of `generation` no longer admitted.
     fn without(&self, generation: u64) -> Self {
-        let current = self.current.map(|k| LiveKey {
-            revoked: k.revoked || k.generation == generation,
-            ..k
-        });
+        let current =
+            self.current.map(|k| LiveKey { revoked: k.revoked || k.generation == generation, ..k });
         let grace = self.grace.filter(|g| g.generation != generation);
         Self { current, grace, retired: self.retired.clone() }
     }
@@ -474,7 +472,10 @@ mod tests {
         let gate = gate_with(&second);
         assert_eq!(admitted(&gate, &a), Ok(Admitted::Grace(1)));
         assert_eq!(admitted(&gate, &b), Ok(Admitted::Current(2)));
-        assert_eq!(gate.recognise(a.expose().as_bytes(), SystemClock.now()), Some(Admitted::Grace(1)));
+        assert_eq!(
+            gate.recognise(a.expose().as_bytes(), SystemClock.now()),
+            Some(Admitted::Grace(1))
+        );
         // A second replace ends the first grace: both earlier keys are retired.
         let third = second.replaced(&c, now, Terms::default()).unwrap();
         gate.switch(&third, SystemClock.now());

@@ -95,7 +95,9 @@ pub enum RecordError {
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Malformed(why) => write!(f, "not a key record ({FORMAT}, version {VERSION}): {why}"),
+            Self::Malformed(why) => {
+                write!(f, "not a key record ({FORMAT}, version {VERSION}): {why}")
+            }
             Self::Inconsistent(why) => write!(f, "the key record is inconsistent: {why}"),
             Self::CodeMismatch => f.write_str(
                 "the key record was made for another activation code: both appliances of a pair \
@@ -284,7 +286,10 @@ mod tests {
             ("{", "not a key record"),
             (&good.replace(FORMAT, "other"), "format is `other`"),
             (&good.replace("\"version\": 1", "\"version\": 7"), "version 7 is not supported"),
-            (&good.replace("\"generation\": 0", "\"generation\": 0, \"key_itself\": 1"), "key_itself"),
+            (
+                &good.replace("\"generation\": 0", "\"generation\": 0, \"key_itself\": 1"),
+                "key_itself",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text.as_bytes()).unwrap_err().to_string();

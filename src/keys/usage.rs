@@ -504,7 +504,8 @@ mod tests {
     fn the_table_keeps_the_most_recent_addresses_and_counts_the_dropped() {
         let mut usage = KeyUsage::default();
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let seen = |address, at| ClientUsage { address, first_seen: at, last_seen: at, admitted: 1 };
+        let seen =
+            |address, at| ClientUsage { address, first_seen: at, last_seen: at, admitted: 1 };
         for i in 0..(MAX_CLIENTS + 10) {
             let address = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
             assert!(usage.merge_client(seen(address, start + Duration::from_secs(i as u64))));
@@ -566,8 +567,11 @@ mod tests {
         let key = usage.of(1);
         assert_eq!(key.admitted, 5);
         assert_eq!(key.last_used, Some((t(20), ip(3))));
-        let clients: Vec<(IpAddr, u64, SystemTime, SystemTime)> =
-            key.clients().iter().map(|c| (c.address, c.admitted, c.first_seen, c.last_seen)).collect();
+        let clients: Vec<(IpAddr, u64, SystemTime, SystemTime)> = key
+            .clients()
+            .iter()
+            .map(|c| (c.address, c.admitted, c.first_seen, c.last_seen))
+            .collect();
         assert_eq!(
             clients,
             [(ip(3), 1, t(20), t(20)), (ip(1), 3, t(5), t(12)), (ip(2), 1, t(11), t(11))]

@@ -919,7 +919,7 @@ mod tests {
                     if name == "revoke" {
                         // Fail closed: refused at once, and said to be unwritten.
                         assert!(matches!(err, ChangeError::RevokedInMemoryOnly(_)), "{at}");
-                        assert_eq!(f.keys.status().1, false, "{at}");
+                        assert!(!f.keys.status().1, "{at}");
                         assert_eq!(judge(&f.keys, live.key.expose()), Err(Refusal::RevokedKey));
                     } else {
                         assert!(matches!(err, ChangeError::Store(_)), "{at}: {err}");
@@ -1007,7 +1007,7 @@ mod tests {
         assert_eq!(peek(f.dir.path()).unwrap().state(), KeyState::Active);
         f.keys.quiesce();
         assert!(f.faults.fired());
-        assert_eq!(f.keys.status().1, false, "the revoke is in force, not written");
+        assert!(!f.keys.status().1, "the revoke is in force, not written");
         assert_eq!(judge(&f.keys, key.expose()), Err(Refusal::RevokedKey));
         // Not even a later change that still names it (an end of grace, say) brings it back.
         let (record, _) = f.keys.status();

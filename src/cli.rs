@@ -144,9 +144,8 @@ options:
 const KEY_HELP: &str = "\
 aims-api key: manage the API key through the admin port of a running server
 
-usage: aims-api key <status|generate|replace|revoke|clients|check> [options]
-       aims-api key export-record [--output FILE]
-       aims-api key install-record FILE|- [--force]
+usage: aims-api key <status|generate|replace|revoke|clients|check|export-record|
+                    install-record FILE> [options]
 
 actions:
   status    show the key's state, fingerprint, dates, expiry, last use and any exposure
@@ -162,7 +161,7 @@ actions:
             print the key's record: its SHA-256, fingerprint, generation, dates, the grace
             key and the retired keys, never the key itself; for the other appliance of a
             pair: aims-api key export-record | ssh standby sudo aims-api key install-record -
-  install-record
+  install-record FILE
             install a record exported by the other appliance of a pair, from FILE or standard
             input (-): at once and durably; an older record is refused (anti-rollback) unless
             --force, the same record again changes nothing, and both appliances must have the

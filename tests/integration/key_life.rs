@@ -24,7 +24,7 @@ fn fingerprint(key: &str) -> String {
 }
 
 impl Server {
-    fn status_with(&self, key: &str) -> u16 {
+    pub(crate) fn status_with(&self, key: &str) -> u16 {
         self.get_with_key("/life/probe", key).status
     }
 }

@@ -120,7 +120,8 @@ impl AdminError {
                 RecordError::Rollback { .. } | RecordError::Diverged { .. },
             )) => Status::CONFLICT,
             Self::KeyChange(ChangeError::Record(
-                RecordError::Malformed(_)
+                RecordError::Json { .. }
+                | RecordError::Malformed(_)
                 | RecordError::Inconsistent(_)
                 | RecordError::CodeMismatch,
             )) => Status::UNPROCESSABLE,
@@ -166,7 +167,7 @@ impl AdminError {
                 "activation_code_mismatch"
             }
             Self::KeyChange(ChangeError::Record(
-                RecordError::Malformed(_) | RecordError::Inconsistent(_),
+                RecordError::Json { .. } | RecordError::Malformed(_) | RecordError::Inconsistent(_),
             )) => "invalid_record",
             Self::KeyChange(ChangeError::Random(_)) => "random",
             Self::KeyChange(ChangeError::Store(_) | ChangeError::RevokedInMemoryOnly(_)) => {

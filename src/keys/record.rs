@@ -81,6 +81,8 @@ impl Installation {
 #[derive(Debug)]
 pub enum RecordError {
     /// Not a record: JSON that does not parse, or a field that is not what it must be.
+    Json { path: String, source: serde_json::Error },
+    /// Not a record of this format or version.
     Malformed(String),
     /// A record whose fields disagree with each other.
     Inconsistent(&'static str),
@@ -95,6 +97,9 @@ pub enum RecordError {
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Json { path, source } => {
+                write!(f, "not a key record ({FORMAT}, version {VERSION}): {path}: {source}")
+            }
             Self::Malformed(why) => {
                 write!(f, "not a key record ({FORMAT}, version {VERSION}): {why}")
             }
@@ -119,7 +124,14 @@ impl fmt::Display for RecordError {
     }
 }
 
-impl std::error::Error for RecordError {}
+impl std::error::Error for RecordError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Json { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// The digest of `code` that a record carries (SHA-256 of a domain label and the code).
 pub fn code_digest(code: &ActivationCode) -> String {
@@ -152,7 +164,7 @@ pub fn parse(bytes: &[u8]) -> Result<Offered, RecordError> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     let file: RecordFile = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let path = e.path().to_string();
-        RecordError::Malformed(format!("{path}: {}", e.inner()))
+        RecordError::Json { path, source: e.into_inner() }
     })?;
     if file.format != FORMAT {
         return Err(RecordError::Malformed(format!("format is `{}`, not `{FORMAT}`", file.format)));

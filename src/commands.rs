@@ -43,7 +43,8 @@ pub enum Error {
         warnings: usize,
     },
     Pull(crate::pull::PullError),
-    /// `snapshot export --output FILE` could not write FILE (it is as it was).
+    /// `snapshot export` or `key export-record` with `--output FILE` could not write FILE (it
+    /// is as it was).
     Export(crate::durable::WriteError),
     /// `snapshot verify` found problems; the report names them.
     Verify {
@@ -68,7 +69,7 @@ impl fmt::Display for Error {
                  what to do"
             ),
             Self::Pull(e) => write!(f, "snapshot pull failed: {e}"),
-            Self::Export(e) => write!(f, "snapshot export failed: {e}"),
+            Self::Export(e) => write!(f, "export failed: {e}"),
             Self::Verify { problems } => write!(
                 f,
                 "snapshot verify found {problems} problem(s): each line above names the date or file \
@@ -180,26 +181,36 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// `key export-record [--output FILE]`: the admin port's record, byte for byte, on standard
 /// output or durably in FILE (0600: it names the key's hash).
 fn export_record(config: &Config, output: Option<&Path>) -> Result<(), Error> {
-    let answer = admin_client::call_capped(
-        config.admin.listen,
-        "GET",
-        "/key/record",
-        &mut io::empty(),
-        0,
-        Duration::from_secs(30),
-        MAX_RECORD_BYTES,
-    )
-    .map_err(Error::Client)?;
+    let body =
+        fetch(config.admin.listen, "/key/record", Duration::from_secs(30), MAX_RECORD_BYTES)?;
+    deliver(&body, output)?;
+    if let Some(file) = output {
+        let _ = writeln!(io::stderr(), "wrote the key record to {}", file.display());
+    }
+    Ok(())
+}
+
+/// `GET path` on the admin port, at most `cap` bytes of answer: its body, or the refusal.
+fn fetch(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+    cap: u64,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let answer = admin_client::call_capped(addr, "GET", path, &mut io::empty(), 0, timeout, cap)
+        .map_err(Error::Client)?;
     if !(200..300).contains(&answer.status) {
         return Err(refused(answer.status, &answer.body));
     }
+    Ok(answer.body)
+}
+
+/// Writes an export as it came: on standard output, or durably in `output` (mode 0600).
+/// Nothing is added, so `> FILE` and `--output FILE` agree.
+fn deliver(body: &[u8], output: Option<&Path>) -> Result<(), Error> {
     match output {
-        None => io::stdout().lock().write_all(&answer.body).map_err(Error::Output),
-        Some(file) => {
-            crate::durable::write(file, &answer.body, 0o600).map_err(Error::Export)?;
-            let _ = writeln!(io::stderr(), "wrote the key record to {}", file.display());
-            Ok(())
-        }
+        None => io::stdout().lock().write_all(body).map_err(Error::Output),
+        Some(file) => crate::durable::write(file, body, 0o600).map_err(Error::Export),
     }
 }
 
@@ -391,31 +402,15 @@ const EXPORT_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 /// `snapshot export DATE [--output FILE]`: the admin port's document, byte for byte, on
 /// standard output or durably in FILE.
 fn export(addr: std::net::SocketAddr, date: Date, output: Option<&Path>) -> Result<(), Error> {
-    let path = format!("/snapshots/{date}");
-    let answer = admin_client::call_capped(
-        addr,
-        "GET",
-        &path,
-        &mut io::empty(),
-        0,
-        IMPORT_TIMEOUT,
-        EXPORT_MAX_BYTES,
-    )
-    .map_err(Error::Client)?;
-    if !(200..300).contains(&answer.status) {
-        return Err(refused(answer.status, &answer.body));
-    }
+    let body = fetch(addr, &format!("/snapshots/{date}"), IMPORT_TIMEOUT, EXPORT_MAX_BYTES)?;
+    deliver(&body, output)?;
     match output {
-        // Nothing is added: the bytes are the export, so `> FILE` and `--output FILE` agree.
-        None => io::stdout().lock().write_all(&answer.body).map_err(Error::Output),
-        Some(file) => {
-            crate::durable::write(file, &answer.body, 0o600).map_err(Error::Export)?;
-            print(&format!(
-                "exported the snapshot of {date} to {} ({} bytes)\n",
-                file.display(),
-                answer.body.len()
-            ))
-        }
+        None => Ok(()),
+        Some(file) => print(&format!(
+            "exported the snapshot of {date} to {} ({} bytes)\n",
+            file.display(),
+            body.len()
+        )),
     }
 }
 

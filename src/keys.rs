@@ -780,7 +780,6 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::durable::{Disk, Faults, Step};
-    use crate::http::{Parsed, parse};
     use crate::keystore::peek;
 
     /// Fails one step of the next durable write that reaches it, once.
@@ -838,22 +837,10 @@ mod tests {
 
     /// What the gate says of `key` on worker 0.
     fn judge(keys: &KeyManager, key: &str) -> Result<Admitted, Refusal> {
-        let bytes = format!(
-            "GET /x HTTP/1.1\r\nHost: h\r\nx-api-key: {key}\r\nx-activation-code: CODE\r\n\r\n"
-        );
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let limits = crate::http::HttpLimits {
-            max_header_bytes: 4096,
-            max_headers: 16,
-            max_body_bytes: 0,
-            header_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-        };
-        let Ok(Parsed::Complete(request, _)) = parse(bytes.as_bytes(), &mut headers, &limits)
-        else {
-            panic!("test request did not parse")
-        };
-        keys.check(0, &request, IpAddr::from([127, 0, 0, 1]))
+        let from = IpAddr::from([127, 0, 0, 1]);
+        gate::tests::with_request(&gate::tests::credentials(key), |request| {
+            keys.check(0, request, from)
+        })
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {

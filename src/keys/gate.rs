@@ -397,7 +397,7 @@ fn required<'b>(request: &Request<'b>, name: &'static str) -> Result<&'b [u8], R
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
     use std::time::{Duration, SystemTime};
 
@@ -424,28 +424,12 @@ mod tests {
         gate.check(&mut gate.view(), request, SystemClock.now())
     }
 
-    fn judge(gate: &Gate, extra: &str) -> Result<(), Refusal> {
+    /// Runs `judge` on a request carrying the `extra` header lines.
+    pub(in crate::keys) fn with_request<T>(
+        extra: &str,
+        judge: impl FnOnce(&Request<'_>) -> T,
+    ) -> T {
         let bytes = format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let limits = crate::http::HttpLimits {
-            max_header_bytes: 4096,
-            max_headers: 16,
-            max_body_bytes: 0,
-            header_timeout: std::time::Duration::from_secs(1),
-            idle_timeout: std::time::Duration::from_secs(1),
-        };
-        let Ok(Parsed::Complete(request, _)) = parse(bytes.as_bytes(), &mut headers, &limits)
-        else {
-            panic!("test request did not parse")
-        };
-        judged(gate, &request).map(|_| ())
-    }
-
-    fn admitted(gate: &Gate, key: &ApiKey) -> Result<Admitted, Refusal> {
-        let bytes = format!(
-            "GET /x HTTP/1.1\r\nHost: h\r\nx-api-key: {}\r\nx-activation-code: CODE\r\n\r\n",
-            key.expose()
-        );
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let limits = crate::http::HttpLimits {
             max_header_bytes: 4096,
@@ -458,7 +442,20 @@ mod tests {
         else {
             panic!("test request did not parse")
         };
-        judged(gate, &request)
+        judge(&request)
+    }
+
+    /// The headers of a request with `key` and the activation code `CODE`.
+    pub(in crate::keys) fn credentials(key: &str) -> String {
+        format!("x-api-key: {key}\r\nx-activation-code: CODE\r\n")
+    }
+
+    fn judge(gate: &Gate, extra: &str) -> Result<(), Refusal> {
+        with_request(extra, |request| judged(gate, request).map(|_| ()))
+    }
+
+    fn admitted(gate: &Gate, key: &ApiKey) -> Result<Admitted, Refusal> {
+        with_request(&credentials(key.expose()), |request| judged(gate, request))
     }
 
     #[test]

@@ -224,17 +224,7 @@ fn client_loop(
 
 /// One request straight to an appliance (not through HAProxy), on a new connection.
 fn direct_status(server: &Server, tls: &Arc<ClientConfig>, key: &str) -> u16 {
-    let socket = TcpStream::connect(server.api).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::clone(tls), name).unwrap();
-    let mut stream = rustls::StreamOwned::new(conn, socket);
-    let request = format!(
-        "GET {BASE}/TechnicalDebt_Level HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         x-api-key: {key}\r\nx-activation-code: {ACTIVATION_CODE}\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    read_response(&mut stream).map_or(0, |r| r.status)
+    one_request(server.api, tls, key)
 }
 
 fn free_port() -> SocketAddr {
@@ -287,7 +277,7 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
             .spawn()
             .expect("haproxy is installed"),
     );
-    let tls = tls_client_trusting(&[cert_path.clone()]);
+    let tls = tls_client_trusting(std::slice::from_ref(&cert_path));
 
     // (1) A key generated on A, installed on B; clients move to it once both have it.
     let keys = Arc::new(Keys { texts: Mutex::new(Vec::new()), current: Mutex::new(None) });
@@ -300,7 +290,7 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
     poll(
         "haproxy to serve",
         Duration::from_secs(20),
-        || direct_front(front, &tls, &k1),
+        || one_request(front, &tls, &k1),
         |s| *s == 200,
     );
     *keys.current.lock().unwrap() = Some(0);
@@ -428,9 +418,9 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
     }
 }
 
-/// One request through HAProxy on a new connection (0 if it broke).
-fn direct_front(front: SocketAddr, tls: &Arc<ClientConfig>, key: &str) -> u16 {
-    let Ok(socket) = TcpStream::connect(front) else { return 0 };
+/// One request to `to` on a new connection, with `key`: its status (0 if it broke).
+fn one_request(to: SocketAddr, tls: &Arc<ClientConfig>, key: &str) -> u16 {
+    let Ok(socket) = TcpStream::connect(to) else { return 0 };
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::clone(tls), name).unwrap();

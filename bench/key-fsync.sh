@@ -47,7 +47,8 @@ def ms(label):
     value, unit = float(m.group(1)), m.group(2)
     return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-print(f"{ms(\"50\"):.2f} {ms(\"99\"):.2f} {rps:.0f}")'
+p50, p99 = ms("50"), ms("99")
+print(f"{p50:.2f} {p99:.2f} {rps:.0f}")'
 }
 
 # Key changes back to back until told to stop (bounded by SECS + 5 s in any case): each
@@ -99,6 +100,8 @@ print(f"{'':34}{'alone':>10}{'with changes':>14}{'ratio':>8}")
 for name, i in (("p50 latency (ms)", 0), ("p99 latency (ms)", 1), ("req/s", 2)):
     a, w = med(alone, i), med(with_, i)
     print(f"{name:34}{a:>10.2f}{w:>14.2f}{w / a:>8.2f}")
+print("p99 per run (ms): alone " + ", ".join(f"{r[1]:.2f}" for r in alone)
+      + "; with changes " + ", ".join(f"{r[1]:.2f}" for r in with_))
 print(f"key changes during each run: {[int(m[0]) for m in made]}, "
       f"mean {statistics.mean(m[1] for m in made):.0f} ms each "
       f"(fsync held {sys.argv[1]} ms)")

@@ -240,7 +240,7 @@ fn auth() {
     use aims_api::config::Config;
     use aims_api::http::{Parsed, parse};
     use aims_api::key::ApiKey;
-    use aims_api::keys::KeyManager;
+    use aims_api::keys::{KeyManager, SystemClock};
     use aims_api::keystore::{KeyRecord, KeyStore, Terms};
 
     let config = Config::parse(
@@ -255,7 +255,7 @@ fn auth() {
     let state = tempfile::tempdir().unwrap();
     let (store, _) = KeyStore::open(state.path()).unwrap();
     let usage = aims_api::keys::usage::Usage::load(state.path(), 20, Duration::from_secs(10));
-    let gate = KeyManager::new(store, record, &config.activation_code, usage, None, 1);
+    let gate = KeyManager::new(store, record, &config.activation_code, usage, None, 1, SystemClock);
     let bytes = format!(
         "GET /ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level HTTP/1.1\r\nHost: localhost\r\n\
          User-Agent: bench\r\nAccept: */*\r\nx-api-key: {}\r\nx-activation-code: BENCH-CODE\r\n\r\n",

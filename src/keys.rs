@@ -234,20 +234,9 @@ pub enum KeyCheck {
 }
 
 impl KeyManager {
-    /// The manager of `store` (which holds `record`), for `workers` API workers.
+    /// The manager of `store` (which holds `record`), for `workers` API workers, reading the
+    /// time from `clock` ([`SystemClock`] but in tests).
     pub fn new(
-        store: KeyStore,
-        record: KeyRecord,
-        activation_code: &ActivationCode,
-        usage: Usage,
-        max_lifetime: Option<Duration>,
-        workers: usize,
-    ) -> Self {
-        Self::with_clock(store, record, activation_code, usage, max_lifetime, workers, SystemClock)
-    }
-
-    /// [`KeyManager::new`], reading the time from `clock`.
-    pub fn with_clock(
         store: KeyStore,
         record: KeyRecord,
         activation_code: &ActivationCode,
@@ -830,8 +819,7 @@ mod tests {
         let (store, record) = KeyStore::open_on(dir.path(), disk.clone()).unwrap();
         let usage = Usage::load_on(dir.path(), disk, 20, Duration::from_secs(10));
         let clock = Arc::new(ManualClock::new());
-        let keys =
-            KeyManager::with_clock(store, record, &code(), usage, None, 2, Arc::clone(&clock));
+        let keys = KeyManager::new(store, record, &code(), usage, None, 2, Arc::clone(&clock));
         Fixture { dir, faults, clock, keys }
     }
 

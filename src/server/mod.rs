@@ -132,6 +132,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         usage,
         config.key_max_lifetime,
         workers,
+        crate::keys::SystemClock,
     );
     let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert)));
     // The key's own thread: the durable half of an exposed key's revoke, and the usage merge.

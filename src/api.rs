@@ -36,12 +36,11 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::app::App;
-use crate::audit::{self, KeyAction, KeyOutcome};
 use crate::config::OnKeyExposure;
 use crate::http::encoding::{self, Coding};
 use crate::http::{Method, ParseError, Request, Response, Status};
 use crate::key::Fingerprint;
-use crate::keys::{self, Admitted, ChangeError, Refusal};
+use crate::keys::{self, Admitted, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
 use crate::refusals::{Kind, Peer, Refused};
 use crate::snapshot::{Date, Snapshot, Snapshots, Whole};
@@ -91,9 +90,15 @@ const PLAIN_HTTP_MESSAGE: &str = "this port speaks HTTPS only: send the request 
 /// Answers one request on the API port: gate, then route; counted in `shard`. A refused request
 /// is counted against its address, and past the limit answered 429 instead (see
 /// [`crate::throttle`]); valid credentials are never throttled.
-pub fn handle(app: &App, shard: &Shard, request: &Request<'_>, peer: SocketAddr) -> Response {
+pub fn handle(
+    app: &App,
+    shard: &Shard,
+    worker: usize,
+    request: &Request<'_>,
+    peer: SocketAddr,
+) -> Response {
     let started = Instant::now();
-    let (response, route) = match app.keys.check(request, peer.ip()) {
+    let (response, route) = match app.keys.check(worker, request, peer.ip()) {
         Err(refusal) => (vary(refuse(app, shard, request, peer, refusal)), ApiRoute::Refused),
         Ok(_) => route(&app.snapshots, request),
     };
@@ -137,8 +142,10 @@ pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr, head: &[u8]
         None,
     );
     shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
+    let revoke = app.config.on_key_exposure == OnKeyExposure::Revoke;
     for presented in presented_keys(head) {
-        if let Some((admitted, fingerprint)) = app.keys.note_exposure(presented, peer.ip()) {
+        if let Some((admitted, fingerprint)) = app.keys.note_exposure(presented, peer.ip(), revoke)
+        {
             key_exposed(app, admitted, &fingerprint, peer);
             break;
         }
@@ -167,7 +174,9 @@ fn presented_keys(head: &[u8]) -> impl Iterator<Item = &[u8]> {
         .take(4)
 }
 
-/// The live (or grace) key arrived in clear text: say so loudly, and revoke it if configured.
+/// The live (or grace) key arrived in clear text: say so loudly. With `on_key_exposure:
+/// revoke` the key manager has already refused it from this instant on, and writes the revoke
+/// (with its audit line) on its own thread: this worker never waits for the disk.
 fn key_exposed(app: &App, admitted: Admitted, fingerprint: &Fingerprint, peer: SocketAddr) {
     let which = match admitted {
         Admitted::Current(_) => "the live key",
@@ -188,28 +197,6 @@ fn key_exposed(app: &App, admitted: Admitted, fingerprint: &Fingerprint, peer: S
                 ": replace it (aims-api key replace)"
             },
         );
-    }
-    if !revoke {
-        return;
-    }
-    let (action, outcome) = match admitted {
-        Admitted::Current(_) => (KeyAction::Revoke, app.keys.revoke()),
-        Admitted::Grace(_) => (KeyAction::EndGrace, app.keys.end_grace()),
-    };
-    app.announce_key_state();
-    match outcome {
-        Ok(record) => {
-            let done = KeyOutcome::Done { previous: None };
-            audit::key_change(action, Peer::Server, &record, done).emit();
-        }
-        Err(e) => {
-            let (record, _) = app.keys.status();
-            let outcome = match &e {
-                ChangeError::RevokedInMemoryOnly(cause) => KeyOutcome::MemoryOnly(cause),
-                other => KeyOutcome::Failed(other),
-            };
-            audit::key_change(action, Peer::Server, &record, outcome).emit();
-        }
     }
 }
 

@@ -113,6 +113,8 @@ impl Conn {
 pub(super) struct Turn<'w> {
     pub(super) app: &'w App,
     pub(super) shard: &'w Shard,
+    /// The worker's index: its shard of the key's usage.
+    pub(super) worker: usize,
     pub(super) limits: &'w HttpLimits,
     pub(super) date: &'w mut DateCache,
     pub(super) out: &'w mut Vec<u8>,
@@ -429,7 +431,7 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
                 if buf.len() - head_len < body_len {
                     break; // the body is still on its way
                 }
-                let response = api::handle(app, turn.shard, &request, conn.peer);
+                let response = api::handle(app, turn.shard, turn.worker, &request, conn.peer);
                 let keep_alive = request.keep_alive
                     && !response.close
                     && !app.shutting_down.load(Ordering::Relaxed);

@@ -14,7 +14,9 @@
 //!   client starts at its own place in the list, so the clients spread over it). Prints the
 //!   requests, their rate, and latency percentiles; any answer but 200 counts as a failure.
 //! - `auth`: the cost of one authentication decision (header lookup, key format check,
-//!   SHA-256 of key and activation code, constant-time compares), in nanoseconds.
+//!   SHA-256 of key and activation code, constant-time compares, both clocks), in nanoseconds,
+//!   alone and with usage recording (issue 20 (c)), the latter with 1, 64 and 256 client
+//!   addresses taking turns.
 //!
 //! Loopback only: ADDR must be a loopback address. Every loop is bounded by `--secs`.
 
@@ -335,7 +337,7 @@ fn auth() {
     use aims_api::config::Config;
     use aims_api::http::{Parsed, parse};
     use aims_api::key::ApiKey;
-    use aims_api::keys::KeyManager;
+    use aims_api::keys::{KeyManager, SystemClock};
     use aims_api::keystore::{KeyRecord, KeyStore, Terms};
 
     let config = Config::parse(
@@ -353,9 +355,7 @@ fn auth() {
         state.path(),
         std::sync::Arc::new(aims_api::refusals::RefusalLog::new(Duration::from_secs(10), 20)),
     );
-    let gate = KeyManager::new(store, record, &config.activation_code, usage, None);
-    // Every decision is counted against this address, as the API port counts it.
-    let from = std::net::IpAddr::from([127, 0, 0, 1]);
+    let gate = KeyManager::new(store, record, &config.activation_code, usage, None, 1, SystemClock);
     let bytes = format!(
         "GET /ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level HTTP/1.1\r\nHost: localhost\r\n\
          User-Agent: bench\r\nAccept: */*\r\nx-api-key: {}\r\nx-activation-code: BENCH-CODE\r\n\r\n",
@@ -367,19 +367,60 @@ fn auth() {
     else {
         panic!("the benchmark request does not parse")
     };
-    assert!(gate.check(&request, from).is_ok());
+    // Every decision with usage is counted against one of `clients` addresses in turn, as the
+    // API port counts it (worker 0); the merge runs between batches, as the key thread's would
+    // (once a second), so a batch sees a shard as fresh as the server's.
+    let addresses = |n: u32| -> Vec<std::net::IpAddr> {
+        (0..n).map(|i| std::net::IpAddr::from((0x7f00_0001u32 + i).to_be_bytes())).collect()
+    };
+    assert!(gate.check(0, &request, addresses(1)[0]).is_ok());
     const BATCH: u32 = 200_000;
-    let mut per_decision = Vec::new();
-    for _ in 0..9 {
-        let started = Instant::now();
-        for _ in 0..BATCH {
-            std::hint::black_box(gate.check(std::hint::black_box(&request), from)).unwrap();
+    const RUNS: usize = 9;
+    let variants: [(&str, u32); 4] = [("none", 0), ("1", 1), ("64", 64), ("256", 256)];
+    let mut per_decision: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    // Interleaved: each run measures every variant once, so a drift in the machine's speed
+    // hits all of them.
+    for _ in 0..RUNS {
+        for (index, (_, clients)) in variants.iter().enumerate() {
+            let from = addresses((*clients).max(1));
+            let started = Instant::now();
+            if *clients == 0 {
+                for _ in 0..BATCH {
+                    std::hint::black_box(gate.judge(0, std::hint::black_box(&request))).unwrap();
+                }
+            } else {
+                for i in 0..BATCH as usize {
+                    let address = from[i % from.len()];
+                    std::hint::black_box(gate.check(0, std::hint::black_box(&request), address))
+                        .unwrap();
+                }
+            }
+            per_decision[index].push(started.elapsed().as_nanos() as f64 / f64::from(BATCH));
+            gate.merge_usage();
         }
-        per_decision.push(started.elapsed().as_nanos() as f64 / f64::from(BATCH));
     }
-    per_decision.sort_by(f64::total_cmp);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[RUNS / 2], v[0], v[RUNS - 1])
+    };
+    let stats: Vec<(f64, f64, f64)> = per_decision.iter_mut().map(median).collect();
+    let (base, min, max) = stats[0];
+    let with_usage: Vec<String> = variants
+        .iter()
+        .zip(&stats)
+        .skip(1)
+        .map(|((name, _), (m, lo, hi))| {
+            format!(
+                "\"{name}\":{{\"ns_median\":{m:.1},\"min\":{lo:.1},\"max\":{hi:.1},\"ratio\":{:.3}}}",
+                m / base
+            )
+        })
+        .collect();
     println!(
-        "{{\"auth_decision_ns_median\":{:.1},\"min\":{:.1},\"max\":{:.1},\"batches\":9,\"batch\":{BATCH}}}",
-        per_decision[4], per_decision[0], per_decision[8]
+        "{{\"auth_decision_ns_median\":{:.1},\"min\":{min:.1},\"max\":{max:.1},\"with_usage_ns_median\":{:.1},\"usage_ratio\":{:.3},\"with_usage_by_clients\":{{{}}},\"runs\":{RUNS},\"batch\":{BATCH}}}",
+        base,
+        stats[1].0,
+        stats[1].0 / base,
+        with_usage.join(",")
     );
 }

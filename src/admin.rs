@@ -5,8 +5,9 @@
 //! browser-shaped (an `Origin` or `Sec-Fetch-*` header, or a `Host` that is not a loopback name,
 //! so no web page can drive this port) are refused through the same rate-limited refusal log
 //! as the API port's refusals, each counted under its own status. The rest is routed once:
-//! `/health`, `/key`, `/key/replace`, `/key/clients` and `/key/check` (changes go through
-//! [`crate::keys::KeyManager`], which keeps the order that makes them safe), `/reload`,
+//! `/health`, `/key`, `/key/replace`, `/key/clients`, `/key/check` and `/key/record` (changes
+//! go through [`crate::keys::KeyManager`], which keeps the order that makes them safe and writes
+//! their audit lines), `/reload`,
 //! `/metrics`, and the snapshot routes in `snapshots`. Every failure is an [`AdminError`], whose `status` and `code` are this port's
 //! one mapping to what the client sees, and every change writes one [`crate::audit`] line.
 
@@ -22,8 +23,9 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::app::{App, ReloadError};
-use crate::audit::{self, KeyAction, KeyOutcome};
+use crate::audit;
 use crate::http::{HeaderValue, Method, ParseError, Request, Response, Status};
+use crate::keys::record::{self, RecordError};
 use crate::keys::usage::MAX_CLIENTS;
 use crate::keys::{Asked, ChangeError, Installed, KeyCheck};
 use crate::keystore::{KeyRecord, rfc3339};
@@ -48,6 +50,7 @@ fn resolve(path: &str) -> (AdminRoute, Option<&str>) {
         "/key/replace" => (AdminRoute::KeyReplace, None),
         "/key/clients" => (AdminRoute::KeyClients, None),
         "/key/check" => (AdminRoute::KeyCheck, None),
+        "/key/record" => (AdminRoute::KeyRecord, None),
         "/reload" => (AdminRoute::Reload, None),
         "/metrics" => (AdminRoute::Metrics, None),
         "/snapshots" => (AdminRoute::Snapshots, None),
@@ -118,6 +121,15 @@ impl AdminError {
             | Self::KeyChange(ChangeError::LifetimeTooLong { .. } | ChangeError::GraceTooLong(_)) => {
                 Status::BAD_REQUEST
             }
+            Self::KeyChange(ChangeError::Record(
+                RecordError::Rollback { .. } | RecordError::Diverged { .. },
+            )) => Status::CONFLICT,
+            Self::KeyChange(ChangeError::Record(
+                RecordError::Json { .. }
+                | RecordError::Malformed(_)
+                | RecordError::Inconsistent(_)
+                | RecordError::CodeMismatch,
+            )) => Status::UNPROCESSABLE,
             Self::BodyTooLarge { .. } => Status::PAYLOAD_TOO_LARGE,
             Self::KeyChange(ChangeError::Conflict(_)) => Status::CONFLICT,
             Self::KeyChange(
@@ -156,6 +168,14 @@ impl AdminError {
             Self::KeyChange(ChangeError::LifetimeTooLong { .. }) => "lifetime_too_long",
             Self::KeyChange(ChangeError::GraceTooLong(_)) => "grace_too_long",
             Self::KeyChange(ChangeError::Conflict(_)) => "conflict",
+            Self::KeyChange(ChangeError::Record(RecordError::Rollback { .. })) => "rollback",
+            Self::KeyChange(ChangeError::Record(RecordError::Diverged { .. })) => "diverged",
+            Self::KeyChange(ChangeError::Record(RecordError::CodeMismatch)) => {
+                "activation_code_mismatch"
+            }
+            Self::KeyChange(ChangeError::Record(
+                RecordError::Json { .. } | RecordError::Malformed(_) | RecordError::Inconsistent(_),
+            )) => "invalid_record",
             Self::KeyChange(ChangeError::Random(_)) => "random",
             Self::KeyChange(ChangeError::Store(_) | ChangeError::RevokedInMemoryOnly(_)) => {
                 "store_write"
@@ -214,7 +234,7 @@ impl fmt::Display for AdminError {
             Self::BrowserShaped(why) => f.write_str(why),
             Self::NotFound => f.write_str(
                 "no such admin resource (there are /health, /key, /key/replace, /key/clients, \
-                 /key/check, /reload, /metrics, /snapshots)",
+                 /key/check, /key/record, /reload, /metrics, /snapshots)",
             ),
             Self::MethodNotAllowed(allow) => write!(f, "allowed methods: {allow}"),
             Self::BadBody(why) => f.write_str(why),
@@ -358,6 +378,11 @@ fn dispatch(
             Err(AdminError::MethodNotAllowed("POST"))
         }
         (AdminRoute::KeyClients, _) if read => Ok(key_clients(app)),
+        (AdminRoute::KeyRecord, _) if read => Ok(key_record(app)),
+        (AdminRoute::KeyRecord, _) if method == Method::Put => {
+            install_record(app, request, body, client)
+        }
+        (AdminRoute::KeyRecord, _) => Err(AdminError::MethodNotAllowed("GET, HEAD, PUT")),
         (AdminRoute::KeyClients, _) => Err(AdminError::MethodNotAllowed("GET, HEAD")),
         (AdminRoute::Reload, _) if method == Method::Post => reload(app, client),
         (AdminRoute::Reload, _) => Err(AdminError::MethodNotAllowed("POST")),
@@ -584,9 +609,8 @@ fn generate(
     client: Client,
 ) -> Result<Response, AdminError> {
     let asked = asked(request, body, false)?;
-    let outcome = app.keys.generate(asked);
-    app.announce_key_state();
-    key_shown_once(app, Status::CREATED, KeyAction::Generate, outcome, client)
+    let outcome = app.keys.generate(asked, Peer::Uid(client.uid));
+    key_shown_once(Status::CREATED, outcome)
 }
 
 fn replace(
@@ -596,22 +620,55 @@ fn replace(
     client: Client,
 ) -> Result<Response, AdminError> {
     let asked = asked(request, body, true)?;
-    let outcome = app.keys.replace(asked);
-    app.announce_key_state();
-    key_shown_once(app, Status::OK, KeyAction::Replace, outcome, client)
+    let outcome = app.keys.replace(asked, Peer::Uid(client.uid));
+    key_shown_once(Status::OK, outcome)
 }
 
 fn revoke(app: &App, client: Client) -> Result<Response, AdminError> {
-    let outcome = app.keys.revoke();
-    app.announce_key_state();
-    match outcome {
-        Ok(record) => {
-            let done = KeyOutcome::Done { previous: None };
-            audit::key_change(KeyAction::Revoke, Peer::Uid(client.uid), &record, done).emit();
-            Ok(Response::json(Status::OK, status_json(app, &record, true).into_bytes()))
-        }
-        Err(e) => Err(change_failed(app, KeyAction::Revoke, e, client)),
+    let record = app.keys.revoke(Peer::Uid(client.uid)).map_err(AdminError::KeyChange)?;
+    Ok(Response::json(Status::OK, status_json(app, &record, true).into_bytes()))
+}
+
+/// The longest body of `PUT /key/record`: a record holds at most 18 keys' hashes and times.
+const MAX_RECORD_BODY: u64 = 64 * 1024;
+
+/// `GET /key/record`: the key's state for the other appliance of a pair, without the key.
+fn key_record(app: &App) -> Response {
+    Response::json(Status::OK, app.keys.export_record().into_bytes())
+}
+
+/// `PUT /key/record`: installs a record exported by the other appliance of a pair.
+fn install_record(
+    app: &App,
+    request: &Request<'_>,
+    body: &mut dyn Read,
+    client: Client,
+) -> Result<Response, AdminError> {
+    if request.content_length > MAX_RECORD_BODY {
+        return Err(AdminError::BodyTooLarge { limit: MAX_RECORD_BODY });
     }
+    let mut bytes = vec![0u8; request.content_length as usize];
+    body.read_exact(&mut bytes)
+        .map_err(|e| AdminError::BadBody(format!("the request body could not be read: {e}")))?;
+    let by = Peer::Uid(client.uid);
+    let offered = match record::parse(&bytes) {
+        Ok(offered) => offered,
+        Err(e) => {
+            let (in_force, _) = app.keys.status();
+            let cause = ChangeError::Record(e);
+            let outcome = audit::InstallOutcome::Not(audit::KeyOutcome::Refused(&cause));
+            audit::key_install(by, in_force.generation, &in_force, outcome).emit();
+            return Err(AdminError::KeyChange(cause));
+        }
+    };
+    let (installed, how) = app.keys.install_record(offered, by).map_err(AdminError::KeyChange)?;
+    let body = json!({
+        "result": how.as_str(),
+        "generation": installed.generation,
+        "fingerprint": installed.key.as_ref().map(|k| k.fingerprint.as_str()),
+        "state": installed.state().as_str(),
+    });
+    Ok(Response::json(Status::OK, body.to_string().into_bytes()))
 }
 
 /// `POST /key/check`: what a key (the body) is to this server. The answer names the key by its
@@ -693,21 +750,13 @@ fn fields(changes: &[crate::config::Change], live: bool) -> Vec<&'static str> {
 
 /// The response that shows a new key: its only appearance anywhere.
 fn key_shown_once(
-    app: &App,
     status: Status,
-    action: KeyAction,
     outcome: Result<Installed, ChangeError>,
-    client: Client,
 ) -> Result<Response, AdminError> {
-    let Installed { key, record, previous } = match outcome {
-        Ok(installed) => installed,
-        Err(e) => return Err(change_failed(app, action, e, client)),
-    };
+    let Installed { key, record, previous: _ } = outcome.map_err(AdminError::KeyChange)?;
     let Some(stored) = record.key.as_ref() else {
         return Err(AdminError::KeyNotRecorded);
     };
-    let done = KeyOutcome::Done { previous: previous.as_ref() };
-    audit::key_change(action, Peer::Uid(client.uid), &record, done).emit();
     // Built by hand rather than through serde_json so that the only copies of the key are
     // this body and the ApiKey, both wiped on drop. Every part is plain ASCII without quotes.
     // The buffer is sized once, up front: a buffer that grew would leave the key behind in
@@ -747,23 +796,6 @@ fn key_shown_once(
     let mut response = Response::json(status, body);
     response.secret = true;
     Ok(response)
-}
-
-/// A change that did not happen (or happened only in memory): its audit line names the key
-/// and generation in force afterwards.
-fn change_failed(app: &App, action: KeyAction, e: ChangeError, client: Client) -> AdminError {
-    let (record, _) = app.keys.status();
-    let outcome = match &e {
-        ChangeError::Conflict(_) => KeyOutcome::Conflict,
-        ChangeError::LifetimeTooLong { .. } | ChangeError::GraceTooLong(_) => {
-            KeyOutcome::Refused(&e)
-        }
-        ChangeError::Random(cause) => KeyOutcome::Failed(cause),
-        ChangeError::Store(cause) => KeyOutcome::Failed(cause),
-        ChangeError::RevokedInMemoryOnly(cause) => KeyOutcome::MemoryOnly(cause),
-    };
-    audit::key_change(action, Peer::Uid(client.uid), &record, outcome).emit();
-    AdminError::KeyChange(e)
 }
 
 #[cfg(test)]

@@ -36,12 +36,11 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::app::App;
-use crate::audit::{self, KeyAction, KeyOutcome};
 use crate::config::OnKeyExposure;
 use crate::http::encoding::{self, Coding};
 use crate::http::{Method, ParseError, Request, Response, Status};
 use crate::key::Fingerprint;
-use crate::keys::{self, Admitted, ChangeError, Refusal};
+use crate::keys::{self, Admitted, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
 use crate::refusals::{Kind, Peer, Refused};
 use crate::snapshot::store::{Access, ServeError};
@@ -101,10 +100,16 @@ pub enum Handled {
 /// Answers one request on the API port: gate, then route; counted in `shard`. A refused request
 /// is counted against its address, and past the limit answered 429 instead (see
 /// [`crate::throttle`]); valid credentials are never throttled. Only memory is read here: this
-/// runs on an API worker, which must never wait for a disk.
-pub fn handle(app: &Arc<App>, shard: &Shard, request: &Request<'_>, peer: SocketAddr) -> Handled {
+/// runs on an API worker (`worker`), which must never wait for a disk.
+pub fn handle(
+    app: &Arc<App>,
+    shard: &Shard,
+    worker: usize,
+    request: &Request<'_>,
+    peer: SocketAddr,
+) -> Handled {
     let started = Instant::now();
-    if let Err(refusal) = app.keys.check(request, peer.ip()) {
+    if let Err(refusal) = app.keys.check(worker, request, peer.ip()) {
         let response = vary(refuse(app, shard, request, peer, refusal));
         return Handled::Now(count(
             shard,
@@ -245,8 +250,10 @@ pub fn refuse_plain_http(app: &App, shard: &Shard, peer: SocketAddr, head: &[u8]
         None,
     );
     shard.api_request(ApiRoute::Invalid, status.0, std::time::Duration::ZERO);
+    let revoke = app.config.on_key_exposure == OnKeyExposure::Revoke;
     for presented in presented_keys(head) {
-        if let Some((admitted, fingerprint)) = app.keys.note_exposure(presented, peer.ip()) {
+        if let Some((admitted, fingerprint)) = app.keys.note_exposure(presented, peer.ip(), revoke)
+        {
             key_exposed(app, admitted, &fingerprint, peer);
             break;
         }
@@ -275,7 +282,9 @@ fn presented_keys(head: &[u8]) -> impl Iterator<Item = &[u8]> {
         .take(4)
 }
 
-/// The live (or grace) key arrived in clear text: say so loudly, and revoke it if configured.
+/// The live (or grace) key arrived in clear text: say so loudly. With `on_key_exposure:
+/// revoke` the key manager has already refused it from this instant on, and writes the revoke
+/// (with its audit line) on its own thread: this worker never waits for the disk.
 fn key_exposed(app: &App, admitted: Admitted, fingerprint: &Fingerprint, peer: SocketAddr) {
     let which = match admitted {
         Admitted::Current(_) => "the live key",
@@ -296,28 +305,6 @@ fn key_exposed(app: &App, admitted: Admitted, fingerprint: &Fingerprint, peer: S
                 ": replace it (aims-api key replace)"
             },
         );
-    }
-    if !revoke {
-        return;
-    }
-    let (action, outcome) = match admitted {
-        Admitted::Current(_) => (KeyAction::Revoke, app.keys.revoke()),
-        Admitted::Grace(_) => (KeyAction::EndGrace, app.keys.end_grace()),
-    };
-    app.announce_key_state();
-    match outcome {
-        Ok(record) => {
-            let done = KeyOutcome::Done { previous: None };
-            audit::key_change(action, Peer::Server, &record, done).emit();
-        }
-        Err(e) => {
-            let (record, _) = app.keys.status();
-            let outcome = match &e {
-                ChangeError::RevokedInMemoryOnly(cause) => KeyOutcome::MemoryOnly(cause),
-                other => KeyOutcome::Failed(other),
-            };
-            audit::key_change(action, Peer::Server, &record, outcome).emit();
-        }
     }
 }
 

@@ -60,8 +60,7 @@ pub struct App {
     last_daily: Mutex<Option<Instant>>,
 }
 
-/// How long before a key's expiry the daily warnings begin.
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+pub use crate::keys::EXPIRY_WARNING;
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// What a reload changed.
@@ -243,7 +242,7 @@ impl App {
                  then (aims-api key replace --grace 1h), or every client is refused",
                 rfc3339(at)
             );
-            self.announce_key_state();
+            self.keys.announce();
         }
     }
 
@@ -266,11 +265,6 @@ impl App {
             }
         }
         removed
-    }
-
-    /// Tells systemd (`STATUS=`) the key's state, after it changed.
-    pub fn announce_key_state(&self) {
-        systemd::status(&self.status_line());
     }
 
     fn reload_tls(&self, config: &Config) -> Result<(CertInfo, bool), TlsError> {
@@ -316,7 +310,7 @@ impl App {
 
     /// One line for `systemctl status`.
     pub fn status_line(&self) -> String {
-        KeySummary(&self.keys.record()).to_string()
+        self.keys.status_line()
     }
 }
 
@@ -334,35 +328,6 @@ impl fmt::Display for ChangeList<'_> {
         }
         for (i, field) in fields.enumerate() {
             write!(f, "{}{field}", if i > 0 { ", " } else { "" })?;
-        }
-        Ok(())
-    }
-}
-
-struct KeySummary<'a>(&'a crate::keystore::KeyRecord);
-
-impl fmt::Display for KeySummary<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let record = self.0;
-        write!(f, "key {}", record.state().as_str())?;
-        if let Some(key) = &record.key {
-            write!(f, " ({}, generation {}", key.fingerprint, record.generation)?;
-            let left = key.expires_at.and_then(|at| at.duration_since(SystemTime::now()).ok());
-            match left {
-                Some(left) if left <= EXPIRY_WARNING && key.revoked_at.is_none() => {
-                    write!(f, ", EXPIRES in {} days", left.as_secs() / 86_400)?;
-                }
-                _ => {}
-            }
-            f.write_str(")")?;
-        }
-        if let Some(grace) = record.grace_at(SystemTime::now()) {
-            write!(
-                f,
-                "; previous {} valid until {}",
-                grace.fingerprint,
-                rfc3339(grace.valid_until)
-            )?;
         }
         Ok(())
     }

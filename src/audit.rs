@@ -24,6 +24,7 @@ pub enum Action {
     KeyReplace,
     KeyRevoke,
     KeyEndGrace,
+    KeyInstall,
     KeyNewAddress,
     Reload,
     SnapshotImport,
@@ -33,11 +34,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::KeyGenerate,
         Self::KeyReplace,
         Self::KeyRevoke,
         Self::KeyEndGrace,
+        Self::KeyInstall,
         Self::KeyNewAddress,
         Self::Reload,
         Self::SnapshotImport,
@@ -52,6 +54,7 @@ impl Action {
             Self::KeyReplace => "key.replace",
             Self::KeyRevoke => "key.revoke",
             Self::KeyEndGrace => "key.end_grace",
+            Self::KeyInstall => "key.install",
             Self::KeyNewAddress => "key.new_address",
             Self::Reload => "reload",
             Self::SnapshotImport => "snapshot.import",
@@ -67,6 +70,9 @@ impl Action {
         match self {
             Self::KeyGenerate | Self::KeyReplace | Self::KeyRevoke | Self::KeyEndGrace => {
                 &["client", "fingerprint", "previous", "generation", "result", "cause", "note"]
+            }
+            Self::KeyInstall => {
+                &["client", "fingerprint", "generation", "previous_generation", "result", "cause"]
             }
             Self::KeyNewAddress => &["client", "fingerprint", "generation", "count"],
             Self::Reload => &["client", "result", "cause"],
@@ -228,6 +234,51 @@ pub fn key_change(
             .word("result", "memory-only")
             .quoted("cause", cause)
             .quoted("note", "the key is refused until restart; the store still holds it as active"),
+    }
+}
+
+/// How a key record's installation ended (`PUT /key/record`).
+pub enum InstallOutcome<'a> {
+    /// Written and in force; `forced`: older or diverged, installed on request.
+    Installed { forced: bool },
+    /// The same record was installed already.
+    Unchanged,
+    /// Not installed: a conflict, a refusal or an error, as for any key change.
+    Not(KeyOutcome<'a>),
+}
+
+/// `key.install`: one line per `PUT /key/record`, whatever its result. `previous_generation` is
+/// the generation installed before it; `in_force` the state after it.
+pub fn key_install(
+    by: Peer,
+    previous_generation: u64,
+    in_force: &KeyRecord,
+    outcome: InstallOutcome<'_>,
+) -> Record {
+    let (level, result, cause) = match outcome {
+        InstallOutcome::Installed { forced: false } => (log::Level::Info, "ok", None),
+        // Rolling a key back or overriding the other side is worth an operator's attention.
+        InstallOutcome::Installed { forced: true } => (log::Level::Warn, "forced", None),
+        InstallOutcome::Unchanged => (log::Level::Info, "unchanged", None),
+        InstallOutcome::Not(KeyOutcome::Done { .. }) => (log::Level::Info, "ok", None),
+        InstallOutcome::Not(KeyOutcome::Conflict) => (log::Level::Info, "conflict", None),
+        InstallOutcome::Not(KeyOutcome::Refused(cause)) => {
+            (log::Level::Info, "refused", Some(cause.to_string()))
+        }
+        InstallOutcome::Not(KeyOutcome::Failed(cause) | KeyOutcome::MemoryOnly(cause)) => {
+            (log::Level::Error, "error", Some(cause.to_string()))
+        }
+    };
+    let fingerprint = in_force.key.as_ref().map_or("-", |k| k.fingerprint.as_str());
+    let record = Record::new(Action::KeyInstall, level)
+        .word("client", by)
+        .word("fingerprint", fingerprint)
+        .word("generation", in_force.generation)
+        .word("previous_generation", previous_generation)
+        .word("result", result);
+    match cause {
+        Some(cause) => record.quoted("cause", cause),
+        None => record,
     }
 }
 

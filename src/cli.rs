@@ -48,7 +48,7 @@ pub enum Shell {
     Fish,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyAction {
     Status,
     Generate {
@@ -62,6 +62,15 @@ pub enum KeyAction {
     Clients,
     /// Reads a key on standard input and says what it is.
     Check,
+    /// Writes the key's record (never the key) to `output` or standard output.
+    ExportRecord {
+        output: Option<PathBuf>,
+    },
+    /// Installs a record from `file` (`-`: standard input); `force` installs an older one.
+    InstallRecord {
+        file: PathBuf,
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +144,8 @@ options:
 const KEY_HELP: &str = "\
 aims-api key: manage the API key through the admin port of a running server
 
-usage: aims-api key <status|generate|replace|revoke|clients|check> [options]
+usage: aims-api key <status|generate|replace|revoke|clients|check|export-record|
+                    install-record FILE> [options]
 
 actions:
   status    show the key's state, fingerprint, dates, expiry, last use and any exposure
@@ -148,6 +158,15 @@ actions:
             (which generation, when and how retired) or unknown; never echoes the key. Exit
             status 0 when the key is admitted now (live, or in its grace), 1 when it is not,
             2 when it is malformed, 3 when the server could not be asked (see EXIT STATUS)
+  export-record
+            print the key's record: its SHA-256, fingerprint, generation, dates, the grace
+            key and the retired keys, never the key itself; for the other appliance of a
+            pair: aims-api key export-record | ssh standby sudo aims-api key install-record -
+  install-record FILE
+            install a record exported by the other appliance of a pair, from FILE or standard
+            input (-): at once and durably; an older record is refused (anti-rollback) unless
+            --force, the same record again changes nothing, and both appliances must have the
+            same activation code
 
 options:
       --expires-in DURATION  generate, replace: the new key expires after DURATION
@@ -155,6 +174,10 @@ options:
                              default when it is set)
       --grace DURATION       replace: keep admitting the old key for DURATION (at most 24h,
                              e.g. 15m), so clients can move over without an outage
+  -o, --output FILE          export-record: write the record to FILE (mode 0600, replaced
+                             durably) instead of standard output
+      --force                install-record: install even an older record, or one that
+                             differs at the same generation (a rollback, audited as forced)
   -c, --config PATH          configuration file whose admin.listen to use (default
                              /etc/aims-api/config.ron)
       --json                 print the admin port's JSON answer as it is
@@ -306,7 +329,7 @@ impl Exit {
 
 /// For each command, the statuses it can end with and what each means there: the man page's
 /// EXIT STATUS section, and what the CLI tests hold the binary to.
-pub const EXIT_STATUS: [(&str, &[(Exit, &str)]); 10] = [
+pub const EXIT_STATUS: [(&str, &[(Exit, &str)]); 11] = [
     (
         "serve",
         &[
@@ -341,6 +364,20 @@ pub const EXIT_STATUS: [(&str, &[(Exit, &str)]); 10] = [
             (Exit::Refused, "the admin port refused (409: a key is active; 403: run it as root)"),
             (Exit::Config, "the configuration cannot be used"),
             (Exit::Local, "the answer cannot be written to standard output"),
+        ],
+    ),
+    (
+        "key export-record, install-record",
+        &[
+            (Exit::Success, "exported; installed, or the same record was already installed"),
+            (Exit::Unreachable, "could not ask the server: its admin port did not answer"),
+            (
+                Exit::Refused,
+                "the admin port refused (409: an older or diverging record, --force overrides; \
+                 422: another activation code or not a record; 403: run it as root)",
+            ),
+            (Exit::Config, "the configuration cannot be used"),
+            (Exit::Local, "FILE or standard input cannot be read, or --output cannot be written"),
         ],
     ),
     (
@@ -417,6 +454,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut output = None;
     let mut grace = None;
     let mut expires_in = None;
+    let mut force = false;
     while let Some(arg) = parser.next().map_err(|e| usage(e.to_string(), help))? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(help)),
@@ -443,9 +481,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 let value = parser.value().map_err(|e| usage(e.to_string(), help))?;
                 date = Some(value.string().map_err(|e| usage(e.to_string(), help))?);
             }
-            Short('o') | Long("output") if command == "snapshot" => {
+            Short('o') | Long("output") if matches!(command.as_str(), "snapshot" | "key") => {
                 output = Some(parser.value().map_err(|e| usage(e.to_string(), help))?.into());
             }
+            Long("force") if command == "key" => force = true,
             Long("grace") if command == "key" => {
                 grace = Some(duration(&mut parser, "--grace", help)?);
             }
@@ -453,6 +492,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 expires_in = Some(duration(&mut parser, "--expires-in", help)?);
             }
             Value(word) if command == "snapshot" => words.push(word),
+            Value(word) if matches!(action, Some(KeyAction::InstallRecord { .. })) => {
+                words.push(word);
+            }
             Value(word) if command == "key" && action.is_none() => {
                 action = Some(match word.to_str() {
                     Some("status") => KeyAction::Status,
@@ -461,6 +503,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                     Some("revoke") => KeyAction::Revoke,
                     Some("clients") => KeyAction::Clients,
                     Some("check") => KeyAction::Check,
+                    Some("export-record") => KeyAction::ExportRecord { output: None },
+                    Some("install-record") => {
+                        KeyAction::InstallRecord { file: PathBuf::new(), force: false }
+                    }
                     _ => {
                         let word = word.to_string_lossy();
                         return Err(usage(format!("unknown key action `{word}`"), help));
@@ -481,7 +527,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         "snapshot" => {
             Command::Snapshot { action: snapshot_action(words, date, output)?, config, json }
         }
-        _ => match (action, grace, expires_in) {
+        _ => match (key_action(action, words, output, force, help)?, grace, expires_in) {
             (Some(KeyAction::Replace { .. }), grace, expires_in) => {
                 Command::Key { action: KeyAction::Replace { grace, expires_in }, config, json }
             }
@@ -497,13 +543,39 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             (Some(action), None, None) => Command::Key { action, config, json },
             (None, _, _) => {
                 return Err(usage(
-                    "key needs an action: status, generate, replace, revoke, clients or check"
+                    "key needs an action: status, generate, replace, revoke, clients, check, \
+                     export-record or install-record"
                         .into(),
                     help,
                 ));
             }
         },
     })
+}
+
+/// The record actions take what the others do not: a file (install-record), `--output`
+/// (export-record) and `--force` (install-record). Refuses each where it does not belong.
+fn key_action(
+    action: Option<KeyAction>,
+    mut words: Vec<OsString>,
+    output: Option<PathBuf>,
+    force: bool,
+    help: &'static str,
+) -> Result<Option<KeyAction>, UsageError> {
+    let usage = |message: &str| UsageError { message: message.to_owned(), help };
+    match action {
+        Some(KeyAction::ExportRecord { .. }) if !force => {
+            Ok(Some(KeyAction::ExportRecord { output }))
+        }
+        Some(KeyAction::InstallRecord { .. }) if output.is_none() => match words.len() {
+            1 => Ok(Some(KeyAction::InstallRecord { file: words.remove(0).into(), force })),
+            0 => Err(usage("key install-record needs a FILE, or - for standard input")),
+            _ => Err(usage("key install-record takes one FILE")),
+        },
+        _ if output.is_some() => Err(usage("--output is for key export-record")),
+        _ if force => Err(usage("--force is for key install-record")),
+        other => Ok(other),
+    }
 }
 
 /// The value of `flag` as a duration: `15m`, `90d`, `1h 30m` (humantime's forms).
@@ -613,6 +685,22 @@ mod tests {
                 },
                 config: DEFAULT_PATH.into(),
                 json: false
+            }
+        );
+        assert_eq!(
+            parse_words("key export-record -o rec.json").unwrap(),
+            Command::Key {
+                action: KeyAction::ExportRecord { output: Some("rec.json".into()) },
+                config: DEFAULT_PATH.into(),
+                json: false,
+            }
+        );
+        assert_eq!(
+            parse_words("key install-record - --force").unwrap(),
+            Command::Key {
+                action: KeyAction::InstallRecord { file: "-".into(), force: true },
+                config: DEFAULT_PATH.into(),
+                json: false,
             }
         );
         assert_eq!(
@@ -736,7 +824,11 @@ mod tests {
         for (words, message) in [
             ("", "no command given"),
             ("launch", "unknown command `launch`"),
-            ("key", "key needs an action: status, generate, replace, revoke, clients or check"),
+            (
+                "key",
+                "key needs an action: status, generate, replace, revoke, clients, check, \
+                 export-record or install-record",
+            ),
             ("key open", "unknown key action `open`"),
             ("serve --json", "invalid option '--json'"),
             ("serve extra", "unexpected argument \"extra\""),
@@ -753,6 +845,11 @@ mod tests {
         }
         let cases = [
             ("key generate --grace 15m", "--grace is for key replace"),
+            ("key install-record", "key install-record needs a FILE, or - for standard input"),
+            ("key install-record a b", "key install-record takes one FILE"),
+            ("key install-record - -o x", "--output is for key export-record"),
+            ("key status -o x", "--output is for key export-record"),
+            ("key export-record --force", "--force is for key install-record"),
             ("key revoke --expires-in 1d", "--expires-in is for key generate and key replace"),
             ("key replace --grace soon", "--grace `soon` is not a duration"),
             ("key replace --grace 0s", "--grace `0s` is shorter than one second"),

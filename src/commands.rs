@@ -44,7 +44,8 @@ pub enum Error {
         warnings: usize,
     },
     Pull(crate::pull::PullError),
-    /// `snapshot export --output FILE` could not write FILE (it is as it was).
+    /// `snapshot export` or `key export-record` with `--output FILE` could not write FILE (it
+    /// is as it was).
     Export(crate::durable::WriteError),
     /// `snapshot verify` found problems; the report names them.
     Verify {
@@ -69,7 +70,7 @@ impl fmt::Display for Error {
                  what to do"
             ),
             Self::Pull(e) => write!(f, "snapshot pull failed: {e}"),
-            Self::Export(e) => write!(f, "snapshot export failed: {e}"),
+            Self::Export(e) => write!(f, "export failed: {e}"),
             Self::Verify { problems } => write!(
                 f,
                 "snapshot verify found {problems} problem(s): each line above names the date or file \
@@ -178,15 +179,17 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<Exit, Error> {
     // This process is about to hold a key in clear: no core dump may carry it off.
     crate::hardening::no_core_dumps();
     let config = Config::load(config).map_err(Error::Config)?;
-    if action == KeyAction::Check {
-        return check_key(&config, json);
-    }
-    let terms = match action {
-        KeyAction::Generate { expires_in } => terms_body(None, expires_in),
-        KeyAction::Replace { grace, expires_in } => terms_body(grace, expires_in),
-        KeyAction::Status | KeyAction::Revoke | KeyAction::Clients | KeyAction::Check => {
-            String::new()
+    let terms = match &action {
+        KeyAction::Check => return check_key(&config, json),
+        KeyAction::ExportRecord { output } => {
+            return export_record(&config, output.as_deref()).map(|()| Exit::Success);
         }
+        KeyAction::InstallRecord { file, force } => {
+            return install_record(&config, file, *force, json).map(|()| Exit::Success);
+        }
+        KeyAction::Generate { expires_in } => terms_body(None, *expires_in),
+        KeyAction::Replace { grace, expires_in } => terms_body(*grace, *expires_in),
+        KeyAction::Status | KeyAction::Revoke | KeyAction::Clients => String::new(),
     };
     let (method, path) = match action {
         KeyAction::Status => ("GET", "/key"),
@@ -194,7 +197,9 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<Exit, Error> {
         KeyAction::Replace { .. } => ("POST", "/key/replace"),
         KeyAction::Revoke => ("DELETE", "/key"),
         KeyAction::Clients => ("GET", "/key/clients"),
-        KeyAction::Check => ("POST", "/key/check"),
+        KeyAction::Check | KeyAction::ExportRecord { .. } | KeyAction::InstallRecord { .. } => {
+            ("POST", "/key/check")
+        }
     };
     let answer = admin_client::call(
         &config.admin,
@@ -214,11 +219,95 @@ fn key(action: KeyAction, config: &Path, json: bool) -> Result<Exit, Error> {
             let shown: NewKey = serde_json::from_slice(&answer.body).map_err(|_| {
                 Error::Client(ClientError::Malformed { addr: (&config.admin).into() })
             })?;
-            show_new_key(shown, action)
+            show_new_key(shown, &action)
         }
-        KeyAction::Check => Ok(()),
+        KeyAction::Check | KeyAction::ExportRecord { .. } | KeyAction::InstallRecord { .. } => {
+            Ok(())
+        }
     }
     .map(|()| Exit::Success)
+}
+
+/// The longest key record read or installed: 18 keys' hashes and times are a few KiB.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// `key export-record [--output FILE]`: the admin port's record, byte for byte, on standard
+/// output or durably in FILE (0600: it names the key's hash).
+fn export_record(config: &Config, output: Option<&Path>) -> Result<(), Error> {
+    let body = fetch(&config.admin, "/key/record", Duration::from_secs(30), MAX_RECORD_BYTES)?;
+    deliver(&body, output)?;
+    if let Some(file) = output {
+        let _ = writeln!(io::stderr(), "wrote the key record to {}", file.display());
+    }
+    Ok(())
+}
+
+/// `GET path` on the admin port, at most `cap` bytes of answer: its body, or the refusal.
+fn fetch(
+    addr: &crate::config::Admin,
+    path: &str,
+    timeout: Duration,
+    cap: u64,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let answer = admin_client::call_capped(addr, "GET", path, &mut io::empty(), 0, timeout, cap)
+        .map_err(Error::Client)?;
+    if !(200..300).contains(&answer.status) {
+        return Err(refused(answer.status, &answer.body));
+    }
+    Ok(answer.body)
+}
+
+/// Writes an export as it came: on standard output, or durably in `output` (mode 0600).
+/// Nothing is added, so `> FILE` and `--output FILE` agree.
+fn deliver(body: &[u8], output: Option<&Path>) -> Result<(), Error> {
+    match output {
+        None => io::stdout().lock().write_all(body).map_err(Error::Output),
+        Some(file) => crate::durable::write(file, body, 0o600).map_err(Error::Export),
+    }
+}
+
+/// `key install-record FILE|- [--force]`: sends a record exported by the other appliance.
+fn install_record(config: &Config, file: &Path, force: bool, json: bool) -> Result<(), Error> {
+    use std::io::Read;
+
+    let input_error = |reason: String| Error::Input { path: file.to_owned(), reason };
+    let mut text = Vec::new();
+    let read = if file == Path::new("-") {
+        io::stdin().lock().take(MAX_RECORD_BYTES + 1).read_to_end(&mut text)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(MAX_RECORD_BYTES + 1).read_to_end(&mut text))
+    };
+    read.map_err(|e| input_error(e.to_string()))?;
+    if text.len() as u64 > MAX_RECORD_BYTES {
+        return Err(input_error(format!("longer than a key record ({MAX_RECORD_BYTES} bytes)")));
+    }
+    if force {
+        let mut value: Value = serde_json::from_slice(&text)
+            .map_err(|e| input_error(format!("not a key record: {e}")))?;
+        let Some(object) = value.as_object_mut() else {
+            return Err(input_error("not a key record: not a JSON object".to_owned()));
+        };
+        object.insert("force".to_owned(), Value::Bool(true));
+        text = value.to_string().into_bytes();
+    }
+    let answer = admin_client::call(
+        &config.admin,
+        "PUT",
+        "/key/record",
+        &mut text.as_slice(),
+        text.len() as u64,
+        Duration::from_secs(30),
+    )
+    .map_err(Error::Client)?;
+    let Some(answer) = accepted(answer, json)? else { return Ok(()) };
+    let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    let generation = value.get("generation").and_then(Value::as_u64).unwrap_or(0);
+    print(&format!(
+        "{}: key {} ({}), generation {generation}\n",
+        field(&value, "result"),
+        field(&value, "fingerprint"),
+        field(&value, "state"),
+    ))
 }
 
 /// The JSON body of generate and replace: only what was asked for.
@@ -382,31 +471,15 @@ const EXPORT_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 /// `snapshot export DATE [--output FILE]`: the admin port's document, byte for byte, on
 /// standard output or durably in FILE.
 fn export(addr: &crate::config::Admin, date: Date, output: Option<&Path>) -> Result<(), Error> {
-    let path = format!("/snapshots/{date}");
-    let answer = admin_client::call_capped(
-        addr,
-        "GET",
-        &path,
-        &mut io::empty(),
-        0,
-        IMPORT_TIMEOUT,
-        EXPORT_MAX_BYTES,
-    )
-    .map_err(Error::Client)?;
-    if !(200..300).contains(&answer.status) {
-        return Err(refused(answer.status, &answer.body));
-    }
+    let body = fetch(addr, &format!("/snapshots/{date}"), IMPORT_TIMEOUT, EXPORT_MAX_BYTES)?;
+    deliver(&body, output)?;
     match output {
-        // Nothing is added: the bytes are the export, so `> FILE` and `--output FILE` agree.
-        None => io::stdout().lock().write_all(&answer.body).map_err(Error::Output),
-        Some(file) => {
-            crate::durable::write(file, &answer.body, 0o600).map_err(Error::Export)?;
-            print(&format!(
-                "exported the snapshot of {date} to {} ({} bytes)\n",
-                file.display(),
-                answer.body.len()
-            ))
-        }
+        None => Ok(()),
+        Some(file) => print(&format!(
+            "exported the snapshot of {date} to {} ({} bytes)\n",
+            file.display(),
+            body.len()
+        )),
     }
 }
 
@@ -662,7 +735,7 @@ struct PreviousKey {
 
 /// The key goes alone on stdout (so `KEY=$(aims-api key generate)` works); the warning and
 /// the details go to stderr, where a person sees them and a pipe does not take them.
-fn show_new_key(shown: NewKey<'_>, action: KeyAction) -> Result<(), Error> {
+fn show_new_key(shown: NewKey<'_>, action: &KeyAction) -> Result<(), Error> {
     // Sized once: a string that grew would leave a copy of the key in the memory it gave back.
     let mut line = Zeroizing::new(String::with_capacity(shown.api_key.len() + 1));
     line.push_str(shown.api_key);

@@ -10,12 +10,18 @@
 //!
 //! [`Staged`] is the general form, for a writer that streams into the file and reads it back
 //! before it commits (a snapshot import); [`write`] is the whole cycle for bytes in hand.
+//!
+//! A [`Disk`] is the same cycle with a hook before each step ([`Faults`]): the key store and the
+//! usage file write through one, so a test can fail any step (create, write, fsync, rename,
+//! folder fsync) with any error and check what is left, deterministically, instead of killing
+//! a process after a tuned sleep. The real disk has no hook and costs nothing for it.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The suffix of every temporary file this module makes.
@@ -46,13 +52,72 @@ impl fmt::Display for WriteError {
     }
 }
 
-impl std::error::Error for WriteError {}
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } | Self::NotDurable { source, .. } => Some(source),
+        }
+    }
+}
+
+/// The steps of a durable write, in order: where a [`Faults`] hook is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Create,
+    Write,
+    Fsync,
+    Rename,
+    FolderFsync,
+}
+
+impl Step {
+    pub const ALL: [Self; 5] =
+        [Self::Create, Self::Write, Self::Fsync, Self::Rename, Self::FolderFsync];
+}
+
+/// A hook asked before each step of a write through a [`Disk`]: an error it returns is the
+/// step's error, as if the system call had failed (the step is not done). Tests use it to fail
+/// each step in turn; the slow-disk benchmark build uses it to hold an fsync.
+pub trait Faults: Send + Sync {
+    fn before(&self, step: Step, target: &Path) -> io::Result<()>;
+}
+
+/// Where durable writes go: the real disk, or the real disk behind a [`Faults`] hook.
+#[derive(Clone, Default)]
+pub struct Disk {
+    faults: Option<Arc<dyn Faults>>,
+}
+
+impl fmt::Debug for Disk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.faults.is_some() { "Disk(hooked)" } else { "Disk" })
+    }
+}
+
+impl Disk {
+    /// The disk with `faults` asked before every step.
+    pub fn with_faults(faults: Arc<dyn Faults>) -> Self {
+        Self { faults: Some(faults) }
+    }
+
+    /// Replaces `path` by `contents` (with `mode`), durably, or leaves it as it was.
+    pub fn write(&self, path: &Path, contents: &[u8], mode: u32) -> Result<(), WriteError> {
+        let mut staged = Staged::create_on(self.clone(), path, mode)?;
+        staged.write_all(contents)?;
+        staged.commit()
+    }
+
+    fn before(&self, step: Step, target: &Path) -> io::Result<()> {
+        match &self.faults {
+            Some(faults) => faults.before(step, target),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Replaces `path` by `contents` (with `mode`), durably, or leaves it as it was.
 pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), WriteError> {
-    let mut staged = Staged::create(path, mode)?;
-    staged.write_all(contents)?;
-    staged.commit()
+    Disk::default().write(path, contents, mode)
 }
 
 /// Removes `path` and fsyncs its folder. `Ok(false)`: there was no such file.
@@ -99,6 +164,7 @@ pub fn remove_leftovers(path: &Path) -> usize {
 /// A new version of a file, written beside it and not yet in place. Dropped without
 /// [`Staged::commit`], it removes itself and the target stays as it was.
 pub struct Staged {
+    disk: Disk,
     target: PathBuf,
     temp: PathBuf,
     file: Option<File>,
@@ -107,14 +173,17 @@ pub struct Staged {
 impl Staged {
     /// Creates the temporary file (mode `mode`, never an existing file) beside `target`.
     pub fn create(target: &Path, mode: u32) -> Result<Self, WriteError> {
+        Self::create_on(Disk::default(), target, mode)
+    }
+
+    /// [`Staged::create`] through `disk`.
+    pub fn create_on(disk: Disk, target: &Path, mode: u32) -> Result<Self, WriteError> {
         let temp = temp_path(target);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)
+        let file = disk
+            .before(Step::Create, target)
+            .and_then(|()| OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp))
             .map_err(|source| WriteError::Io { step: "create", path: temp.clone(), source })?;
-        Ok(Self { target: target.to_owned(), temp, file: Some(file) })
+        Ok(Self { disk, target: target.to_owned(), temp, file: Some(file) })
     }
 
     /// The temporary file's path (to read back what was written before committing).
@@ -124,26 +193,35 @@ impl Staged {
 
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         let Some(file) = self.file.as_mut() else { return Ok(()) };
-        file.write_all(bytes).map_err(|source| self.failed("write", source))
+        let written =
+            self.disk.before(Step::Write, &self.target).and_then(|()| file.write_all(bytes));
+        written.map_err(|source| self.failed("write", source))
     }
 
     /// Flushes the file's contents to disk. [`Staged::commit`] does it too; a writer that
     /// reads the file back first calls it so that what it reads is what will survive.
     pub fn sync(&mut self) -> Result<(), WriteError> {
         let Some(file) = self.file.take() else { return Ok(()) };
-        file.sync_all().map_err(|source| self.failed("fsync", source))
+        let synced = self.disk.before(Step::Fsync, &self.target).and_then(|()| file.sync_all());
+        synced.map_err(|source| self.failed("fsync", source))
     }
 
     /// Puts the new version in place: fsync, rename over the target, fsync the folder.
     pub fn commit(mut self) -> Result<(), WriteError> {
         self.sync()?;
-        if let Err(source) = fs::rename(&self.temp, &self.target) {
+        let renamed = self
+            .disk
+            .before(Step::Rename, &self.target)
+            .and_then(|()| fs::rename(&self.temp, &self.target));
+        if let Err(source) = renamed {
             let step = "rename into place";
             return Err(WriteError::Io { step, path: self.target.clone(), source });
         }
         // In place: nothing left for Drop to remove.
         self.temp = PathBuf::new();
-        sync_folder_of(&self.target)
+        self.disk
+            .before(Step::FolderFsync, &self.target)
+            .and_then(|()| sync_folder_of(&self.target))
             .map_err(|source| WriteError::NotDurable { path: self.target.clone(), source })
     }
 

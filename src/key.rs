@@ -48,7 +48,8 @@ impl ApiKey {
             }
         }
         let checksum = checksum_chars(text.as_bytes());
-        text.push_str(std::str::from_utf8(&checksum).map_err(|_| KeyError::Random)?);
+        // The checksum is drawn from ALPHABET, plain ASCII: never anything but UTF-8.
+        text.extend(checksum.iter().map(|&b| char::from(b)));
         Ok(Self(text))
     }
 
@@ -89,6 +90,7 @@ impl fmt::Display for KeyError {
     }
 }
 
+/// A leaf: ring's error says nothing more than that the generator failed.
 impl std::error::Error for KeyError {}
 
 /// Why a presented key is not even a candidate. Checked before any hashing, so garbage costs

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{self, WriteError};
+use crate::durable::{self, Disk, WriteError};
 use crate::key::{ApiKey, Fingerprint, KeyHash};
 
 const STORE_FILE: &str = "key.ron";
@@ -346,13 +346,24 @@ impl fmt::Display for StoreError {
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Folder { source, .. } | Self::Lock { source, .. } | Self::Read { source, .. } => {
+                Some(source)
+            }
+            Self::Write(e) => Some(e),
+            Self::Locked { .. } | Self::Corrupt { .. } => None,
+        }
+    }
+}
 
 /// The open store: its folder, and the lock held for the life of the value.
 #[derive(Debug)]
 pub struct KeyStore {
     dir: PathBuf,
     path: PathBuf,
+    disk: Disk,
     /// Held, never read: dropping it releases the lock.
     _lock: File,
 }
@@ -361,10 +372,15 @@ impl KeyStore {
     /// Creates the state folder if needed (mode 0700), takes the lock and reads the store.
     /// No store file means no key yet.
     pub fn open(state_dir: &Path) -> Result<(Self, KeyRecord), StoreError> {
+        Self::open_on(state_dir, store_disk())
+    }
+
+    /// [`KeyStore::open`], with every later write going through `disk`.
+    pub fn open_on(state_dir: &Path, disk: Disk) -> Result<(Self, KeyRecord), StoreError> {
         prepare_folder(state_dir)?;
         let lock = take_lock(&state_dir.join(LOCK_FILE))?;
-        let store =
-            Self { dir: state_dir.to_owned(), path: state_dir.join(STORE_FILE), _lock: lock };
+        let path = state_dir.join(STORE_FILE);
+        let store = Self { dir: state_dir.to_owned(), path, disk, _lock: lock };
         // A temporary file can only be left by a crash between its creation and the rename;
         // the store itself is still the old, whole one. (`key.ron.tmp` is the name releases
         // before the shared durable write used.)
@@ -395,8 +411,38 @@ impl KeyStore {
 
     /// Replaces the store with `record`, durably, or leaves it as it was.
     pub fn write(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        durable::write(&self.path, render(record).as_bytes(), 0o600).map_err(StoreError::Write)
+        self.disk.write(&self.path, render(record).as_bytes(), 0o600).map_err(StoreError::Write)
     }
+}
+
+/// The disk the store writes through: the real one.
+#[cfg(not(feature = "bench-slow-key-fsync"))]
+fn store_disk() -> Disk {
+    Disk::default()
+}
+
+/// The disk the store writes through, in a build for benchmark (b) of issue 20 (feature
+/// `bench-slow-key-fsync`, never in a release): each fsync of the store's new file first waits
+/// `AIMS_API_BENCH_KEY_FSYNC_MS` milliseconds, a slow disk held in one place, so a benchmark can
+/// show the API's latency does not follow it. (A real slow disk, device-mapper's `delay` target
+/// over a loop device, needs a kernel module a container does not have.)
+#[cfg(feature = "bench-slow-key-fsync")]
+fn store_disk() -> Disk {
+    struct SlowFsync(std::time::Duration);
+    impl durable::Faults for SlowFsync {
+        fn before(&self, step: durable::Step, _target: &Path) -> io::Result<()> {
+            if step == durable::Step::Fsync {
+                std::thread::sleep(self.0);
+            }
+            Ok(())
+        }
+    }
+    let millis = std::env::var("AIMS_API_BENCH_KEY_FSYNC_MS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0);
+    log::warn!("benchmark build: every key store fsync waits {millis} ms first");
+    Disk::with_faults(std::sync::Arc::new(SlowFsync(Duration::from_millis(millis))))
 }
 
 /// Reads the store in `state_dir` without taking the lock or changing anything, for
@@ -504,40 +550,40 @@ struct StoreFile {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StoredKeyFile {
-    sha256: HexHash,
-    fingerprint: FingerprintText,
+pub(crate) struct StoredKeyFile {
+    pub(crate) sha256: HexHash,
+    pub(crate) fingerprint: FingerprintText,
     /// Absent in version 1 stores.
     #[serde(default)]
-    generation: Option<u64>,
-    created_at: Timestamp,
-    revoked_at: Option<Timestamp>,
+    pub(crate) generation: Option<u64>,
+    pub(crate) created_at: Timestamp,
+    pub(crate) revoked_at: Option<Timestamp>,
     #[serde(default)]
-    expires_at: Option<Timestamp>,
+    pub(crate) expires_at: Option<Timestamp>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GraceKeyFile {
-    sha256: HexHash,
-    fingerprint: FingerprintText,
-    generation: u64,
-    valid_until: Timestamp,
+pub(crate) struct GraceKeyFile {
+    pub(crate) sha256: HexHash,
+    pub(crate) fingerprint: FingerprintText,
+    pub(crate) generation: u64,
+    pub(crate) valid_until: Timestamp,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetiredKeyFile {
-    sha256: HexHash,
-    fingerprint: FingerprintText,
-    generation: u64,
-    retired_at: Timestamp,
-    how: RetirementText,
+pub(crate) struct RetiredKeyFile {
+    pub(crate) sha256: HexHash,
+    pub(crate) fingerprint: FingerprintText,
+    pub(crate) generation: u64,
+    pub(crate) retired_at: Timestamp,
+    pub(crate) how: RetirementText,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-struct RetirementText(Retirement);
+pub(crate) struct RetirementText(Retirement);
 
 impl TryFrom<String> for RetirementText {
     type Error = &'static str;
@@ -583,7 +629,7 @@ impl From<Version> for u32 {
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-struct HexHash(KeyHash);
+pub(crate) struct HexHash(KeyHash);
 
 impl TryFrom<String> for HexHash {
     type Error = &'static str;
@@ -600,7 +646,7 @@ impl From<HexHash> for String {
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-struct FingerprintText(Fingerprint);
+pub(crate) struct FingerprintText(Fingerprint);
 
 impl TryFrom<String> for FingerprintText {
     type Error = &'static str;
@@ -618,7 +664,7 @@ impl From<FingerprintText> for String {
 /// An instant as RFC 3339 UTC with milliseconds, the form every timestamp here takes.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-struct Timestamp(SystemTime);
+pub(crate) struct Timestamp(SystemTime);
 
 impl TryFrom<String> for Timestamp {
     type Error = String;
@@ -654,73 +700,99 @@ pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// A record's fields in the store's forms and names: the store writes them after its
+/// version, and the key record another appliance installs ([`crate::keys::record`]) after its
+/// own header, so the two cannot drift.
+pub(crate) struct RecordBody {
+    pub(crate) generation: u64,
+    pub(crate) key: Option<StoredKeyFile>,
+    pub(crate) previous: Option<GraceKeyFile>,
+    pub(crate) retired: Vec<RetiredKeyFile>,
+}
+
+impl RecordBody {
+    pub(crate) fn of(record: &KeyRecord) -> Self {
+        Self {
+            generation: record.generation,
+            key: record.key.as_ref().map(|k| StoredKeyFile {
+                sha256: HexHash(k.hash),
+                fingerprint: FingerprintText(k.fingerprint.clone()),
+                generation: Some(k.generation),
+                created_at: Timestamp(k.created_at),
+                revoked_at: k.revoked_at.map(Timestamp),
+                expires_at: k.expires_at.map(Timestamp),
+            }),
+            previous: record.previous.as_ref().map(|g| GraceKeyFile {
+                sha256: HexHash(g.hash),
+                fingerprint: FingerprintText(g.fingerprint.clone()),
+                generation: g.generation,
+                valid_until: Timestamp(g.valid_until),
+            }),
+            retired: record
+                .retired
+                .iter()
+                .map(|r| RetiredKeyFile {
+                    sha256: HexHash(r.hash),
+                    fingerprint: FingerprintText(r.fingerprint.clone()),
+                    generation: r.generation,
+                    retired_at: Timestamp(r.retired_at),
+                    how: RetirementText(r.how),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn into_record(self) -> KeyRecord {
+        let generation = self.generation;
+        KeyRecord {
+            generation,
+            key: self.key.map(|k| StoredKey {
+                hash: k.sha256.0,
+                fingerprint: k.fingerprint.0,
+                // A version 1 store did not say: its key was made at the last change, or at
+                // the one before if that change was its revoke.
+                generation: k.generation.unwrap_or_else(|| {
+                    generation.saturating_sub(u64::from(k.revoked_at.is_some()))
+                }),
+                created_at: k.created_at.0,
+                revoked_at: k.revoked_at.map(|t| t.0),
+                expires_at: k.expires_at.map(|t| t.0),
+            }),
+            previous: self.previous.map(|g| GraceKey {
+                hash: g.sha256.0,
+                fingerprint: g.fingerprint.0,
+                generation: g.generation,
+                valid_until: g.valid_until.0,
+            }),
+            retired: self
+                .retired
+                .into_iter()
+                .map(|r| RetiredKey {
+                    hash: r.sha256.0,
+                    fingerprint: r.fingerprint.0,
+                    generation: r.generation,
+                    retired_at: r.retired_at.0,
+                    how: r.how.0,
+                })
+                .collect(),
+        }
+    }
+}
+
 fn parse(text: &str) -> Result<KeyRecord, ron::error::SpannedError> {
     let file: StoreFile = ron::Options::default().from_str(text)?;
-    let generation = file.generation;
-    Ok(KeyRecord {
-        generation,
-        key: file.key.map(|k| StoredKey {
-            hash: k.sha256.0,
-            fingerprint: k.fingerprint.0,
-            // A version 1 store did not say: its key was made at the last change, or at the one
-            // before if that change was its revoke.
-            generation: k
-                .generation
-                .unwrap_or_else(|| generation.saturating_sub(u64::from(k.revoked_at.is_some()))),
-            created_at: k.created_at.0,
-            revoked_at: k.revoked_at.map(|t| t.0),
-            expires_at: k.expires_at.map(|t| t.0),
-        }),
-        previous: file.previous.map(|g| GraceKey {
-            hash: g.sha256.0,
-            fingerprint: g.fingerprint.0,
-            generation: g.generation,
-            valid_until: g.valid_until.0,
-        }),
-        retired: file
-            .retired
-            .into_iter()
-            .map(|r| RetiredKey {
-                hash: r.sha256.0,
-                fingerprint: r.fingerprint.0,
-                generation: r.generation,
-                retired_at: r.retired_at.0,
-                how: r.how.0,
-            })
-            .collect(),
-    })
+    let body = RecordBody {
+        generation: file.generation,
+        key: file.key,
+        previous: file.previous,
+        retired: file.retired,
+    };
+    Ok(body.into_record())
 }
 
 fn render(record: &KeyRecord) -> String {
-    let file = StoreFile {
-        version: Version,
-        generation: record.generation,
-        key: record.key.as_ref().map(|k| StoredKeyFile {
-            sha256: HexHash(k.hash),
-            fingerprint: FingerprintText(k.fingerprint.clone()),
-            generation: Some(k.generation),
-            created_at: Timestamp(k.created_at),
-            revoked_at: k.revoked_at.map(Timestamp),
-            expires_at: k.expires_at.map(Timestamp),
-        }),
-        previous: record.previous.as_ref().map(|g| GraceKeyFile {
-            sha256: HexHash(g.hash),
-            fingerprint: FingerprintText(g.fingerprint.clone()),
-            generation: g.generation,
-            valid_until: Timestamp(g.valid_until),
-        }),
-        retired: record
-            .retired
-            .iter()
-            .map(|r| RetiredKeyFile {
-                sha256: HexHash(r.hash),
-                fingerprint: FingerprintText(r.fingerprint.clone()),
-                generation: r.generation,
-                retired_at: Timestamp(r.retired_at),
-                how: RetirementText(r.how),
-            })
-            .collect(),
-    };
+    let RecordBody { generation, key, previous, retired } = RecordBody::of(record);
+    let file = StoreFile { version: Version, generation, key, previous, retired };
     let pretty = ron::ser::PrettyConfig::new().struct_names(false);
     // Serializing plain strings and integers into a String cannot fail; an empty body would
     // still be refused by the parser on the next start, never mistaken for "no key".

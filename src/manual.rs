@@ -402,12 +402,27 @@ mod tests {
         let commands = commands();
         let key = commands.iter().find(|c| c.name == "key").unwrap();
         let actions: Vec<&str> = key.actions.iter().map(|(a, _)| a.as_str()).collect();
-        assert_eq!(actions, ["status", "generate", "replace", "revoke", "clients", "check"]);
+        assert_eq!(
+            actions,
+            [
+                "status",
+                "generate",
+                "replace",
+                "revoke",
+                "clients",
+                "check",
+                "export-record",
+                "install-record"
+            ]
+        );
         let longs: Vec<&str> = key.options.iter().map(|o| o.long.as_str()).collect();
-        assert_eq!(longs, ["expires-in", "grace", "config", "json", "help", "version"]);
+        assert_eq!(
+            longs,
+            ["expires-in", "grace", "output", "force", "config", "json", "help", "version"]
+        );
         assert_eq!(key.options[0].value.as_deref(), Some("DURATION"));
-        assert_eq!(key.options[2].short, Some('c'));
-        assert_eq!(key.options[2].value.as_deref(), Some("PATH"));
+        assert_eq!(key.options[4].short, Some('c'));
+        assert_eq!(key.options[4].value.as_deref(), Some("PATH"));
         let snapshot = commands.iter().find(|c| c.name == "snapshot").unwrap();
         assert_eq!(
             snapshot.actions,

@@ -64,6 +64,7 @@ pub enum AdminRoute {
     KeyReplace,
     KeyClients,
     KeyCheck,
+    KeyRecord,
     Reload,
     Metrics,
     Snapshots,
@@ -73,12 +74,13 @@ pub enum AdminRoute {
 }
 
 impl AdminRoute {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Health,
         Self::Key,
         Self::KeyReplace,
         Self::KeyClients,
         Self::KeyCheck,
+        Self::KeyRecord,
         Self::Reload,
         Self::Metrics,
         Self::Snapshots,
@@ -93,6 +95,7 @@ impl AdminRoute {
             Self::KeyReplace => "key_replace",
             Self::KeyClients => "key_clients",
             Self::KeyCheck => "key_check",
+            Self::KeyRecord => "key_record",
             Self::Reload => "reload",
             Self::Metrics => "metrics",
             Self::Snapshots => "snapshots",
@@ -224,7 +227,7 @@ fn status_slot(status: u16) -> usize {
 const LATENCY_BOUNDS_MICROS: [u64; 10] =
     [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000];
 
-const ROUTES: usize = 10;
+const ROUTES: usize = 11;
 // Each shard's table has a row for every route of either port.
 const _: () = assert!(ROUTES >= ApiRoute::ALL.len() && ROUTES >= AdminRoute::ALL.len());
 

@@ -17,8 +17,13 @@ complete -c aims-api -n '__fish_seen_subcommand_from key' -a replace
 complete -c aims-api -n '__fish_seen_subcommand_from key' -a revoke
 complete -c aims-api -n '__fish_seen_subcommand_from key' -a clients
 complete -c aims-api -n '__fish_seen_subcommand_from key' -a check
+complete -c aims-api -n '__fish_seen_subcommand_from key' -a export-record
+complete -c aims-api -n '__fish_seen_subcommand_from key' -a install-record
+complete -c aims-api -n '__fish_seen_subcommand_from key; and __fish_seen_subcommand_from install-record' -F
 complete -c aims-api -n '__fish_seen_subcommand_from key' -l expires-in -r -d 'generate, replace the new key expires after DURATION'
 complete -c aims-api -n '__fish_seen_subcommand_from key' -l grace -r -d 'replace keep admitting the old key for DURATION'
+complete -c aims-api -n '__fish_seen_subcommand_from key' -s o -l output -r -d 'export-record write the record to FILE'
+complete -c aims-api -n '__fish_seen_subcommand_from key' -l force -d 'install-record install even an older record, or one that'
 complete -c aims-api -n '__fish_seen_subcommand_from key' -s c -l config -r -F -d 'configuration file whose admin.listen to use'
 complete -c aims-api -n '__fish_seen_subcommand_from key' -l json -d 'print the admin ports JSON answer as it is'
 complete -c aims-api -n '__fish_seen_subcommand_from key' -s h -l help -d 'print this help'

@@ -9,28 +9,29 @@
 //! reason for the log.
 
 use std::fmt;
-use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use super::clock::{Deadline, Now};
 use crate::config::ActivationCode;
 use crate::http::{HeaderValue, Request, Status};
 use crate::key::{self, Fingerprint, FormatError, KeyHash};
-use crate::keystore::KeyRecord;
+use crate::keystore::{KeyRecord, rfc3339};
 use crate::locks;
 use crate::metrics::Reason;
 
 pub const KEY_HEADER: &str = "x-api-key";
 pub const CODE_HEADER: &str = "x-activation-code";
 
-/// The key state the gate judges by. Deadlines are monotonic instants, taken from the store's
-/// wall-clock times when the state is switched: a clock stepped back cannot extend a grace or
-/// an expiry while the server runs.
-#[derive(Debug, Clone, Default)]
-struct Live {
+/// The key state the gate judges by, never changed once made: a switch makes a new one, and a
+/// worker keeps the one it has until the gate's version moves (see [`View`]). Deadlines are
+/// kept on both clocks ([`Deadline`]): a key is refused once either says it passed.
+#[derive(Debug, Default)]
+pub(super) struct Live {
     current: Option<LiveKey>,
     grace: Option<LiveGrace>,
-    /// Hashes of retired keys, with their generation, for the tripwire.
-    retired: Vec<(KeyHash, u64)>,
+    /// Retired keys, with their generation and how the refusal log names them.
+    retired: Vec<(KeyHash, u64, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,35 +39,91 @@ struct LiveKey {
     hash: KeyHash,
     generation: u64,
     revoked: bool,
-    expires: Option<Instant>,
+    expires: Option<Deadline>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct LiveGrace {
     hash: KeyHash,
     generation: u64,
-    until: Instant,
+    until: Deadline,
 }
 
 impl Live {
-    fn of(record: &KeyRecord) -> Self {
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let deadline = |at: SystemTime| now + at.duration_since(wall).unwrap_or(Duration::ZERO);
-        Self {
+    /// `record`'s state, less the `condemned` generations (keys seen in clear text).
+    fn of(record: &KeyRecord, condemned: &[u64], now: Now) -> Self {
+        let live = Self {
             current: record.key.as_ref().map(|k| LiveKey {
                 hash: k.hash,
                 generation: k.generation,
                 revoked: k.revoked_at.is_some(),
-                expires: k.expires_at.map(deadline),
+                expires: k.expires_at.map(|at| Deadline::at(at, now)),
             }),
             grace: record.previous.as_ref().map(|g| LiveGrace {
                 hash: g.hash,
                 generation: g.generation,
-                until: deadline(g.valid_until),
+                until: Deadline::at(g.valid_until, now),
             }),
-            retired: record.retired.iter().map(|r| (r.hash, r.generation)).collect(),
+            retired: record
+                .retired
+                .iter()
+                .map(|r| {
+                    let named = format!(
+                        "{} (generation {}, {} {})",
+                        r.fingerprint,
+                        r.generation,
+                        r.how.as_str(),
+                        rfc3339(r.retired_at)
+                    );
+                    (r.hash, r.generation, named)
+                })
+                .collect(),
+        };
+        condemned.iter().fold(live, |live, &generation| live.without(generation))
+    }
+
+    /// The same state with the key of `generation` no longer admitted.
+    fn without(&self, generation: u64) -> Self {
+        let current =
+            self.current.map(|k| LiveKey { revoked: k.revoked || k.generation == generation, ..k });
+        let grace = self.grace.filter(|g| g.generation != generation);
+        Self { current, grace, retired: self.retired.clone() }
+    }
+
+    /// The same state with the current key revoked and no grace (a revoke, in memory).
+    fn disabled(&self) -> Self {
+        let current = self.current.map(|k| LiveKey { revoked: true, ..k });
+        Self { current, grace: None, retired: self.retired.clone() }
+    }
+
+    /// Which valid key `hash` is at `now`, if any.
+    fn recognise(&self, hash: &KeyHash, now: Now) -> Option<Admitted> {
+        let current = self.current.filter(|k| {
+            k.hash.ct_eq(hash) && !k.revoked && !k.expires.is_some_and(|at| at.passed(now))
+        });
+        let grace = self.grace.filter(|g| g.hash.ct_eq(hash) && !g.until.passed(now));
+        match (current, grace) {
+            (Some(k), _) => Some(Admitted::Current(k.generation)),
+            (None, Some(g)) => Some(Admitted::Grace(g.generation)),
+            (None, None) => None,
         }
     }
+
+    /// Whether the key of `generation` is admitted at `now`.
+    fn admits(&self, generation: u64, now: Now) -> bool {
+        let current = self.current.is_some_and(|k| {
+            k.generation == generation && !k.revoked && !k.expires.is_some_and(|at| at.passed(now))
+        });
+        current || self.grace.is_some_and(|g| g.generation == generation && !g.until.passed(now))
+    }
+}
+
+/// A worker's own copy of the gate's state: judging a request reads it without a lock, and
+/// only when the gate's version has moved (a key change) does the worker take the gate's read
+/// lock once to fetch the new state.
+pub(super) struct View {
+    live: Arc<Live>,
+    version: u64,
 }
 
 /// Which key admitted a request.
@@ -88,7 +145,17 @@ impl Admitted {
 
 pub struct Gate {
     activation_code: KeyHash,
-    live: RwLock<Live>,
+    state: RwLock<Switched>,
+    /// Moves (under the write lock) at every change of `state`, so a worker can tell that its
+    /// [`View`] is stale from one atomic load.
+    version: AtomicU64,
+}
+
+/// What the gate holds: the state in force, and the generations never to admit again in this
+/// process (keys seen in clear text, refused from that instant, whatever a switch says).
+struct Switched {
+    live: Arc<Live>,
+    condemned: Vec<u64>,
 }
 
 /// Why a request was refused. The client sees [`Refusal::client_message`]; the log sees
@@ -189,55 +256,94 @@ impl fmt::Display for Refusal {
 }
 
 impl Gate {
-    pub fn new(activation_code: &ActivationCode, record: &KeyRecord) -> Self {
+    pub fn new(activation_code: &ActivationCode, record: &KeyRecord, now: Now) -> Self {
+        let live = Arc::new(Live::of(record, &[], now));
         Self {
             activation_code: KeyHash::of(activation_code.as_str().as_bytes()),
-            live: RwLock::new(Live::of(record)),
+            state: RwLock::new(Switched { live, condemned: Vec::new() }),
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// A worker's copy of the state in force.
+    pub(super) fn view(&self) -> View {
+        let state = locks::read(&self.state);
+        View { live: Arc::clone(&state.live), version: self.version.load(Ordering::Acquire) }
+    }
+
+    /// Brings `view` up to date if the gate changed since it was taken.
+    fn refresh(&self, view: &mut View) {
+        if self.version.load(Ordering::Acquire) != view.version {
+            *view = self.view();
+        }
+    }
+
+    fn replace_live(&self, next: impl FnOnce(&Switched) -> Live) {
+        let mut state = locks::write(&self.state);
+        state.live = Arc::new(next(&state));
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Switches to `record`'s key state. Returns once every later [`Gate::check`] sees it.
-    pub(super) fn switch(&self, record: &KeyRecord) {
-        *locks::write(&self.live) = Live::of(record);
+    pub(super) fn switch(&self, record: &KeyRecord, now: Now) {
+        self.replace_live(|state| Live::of(record, &state.condemned, now));
     }
 
-    /// Disables whatever key is active, without touching the store: the fail-closed half of a
-    /// revoke whose write failed.
+    /// Revokes the current key and ends any grace in memory, without touching the store: the
+    /// fail-closed half of a revoke, before its write.
     pub(super) fn disable(&self) {
-        let mut guard = locks::write(&self.live);
-        if let Some(current) = guard.current.as_mut() {
-            current.revoked = true;
-        }
-        guard.grace = None;
+        self.replace_live(|state| state.live.disabled());
     }
 
-    /// Judges a request's credentials, now.
-    pub fn check(&self, request: &Request<'_>) -> Result<Admitted, Refusal> {
+    /// Refuses the key of `generation` from now on, for the life of the process, whatever a
+    /// later switch says (a key seen in clear text). Returns false if it already was.
+    pub(super) fn condemn(&self, generation: u64) -> bool {
+        let mut state = locks::write(&self.state);
+        if state.condemned.contains(&generation) {
+            return false;
+        }
+        state.condemned.push(generation);
+        state.live = Arc::new(state.live.without(generation));
+        self.version.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    fn live(&self) -> Arc<Live> {
+        Arc::clone(&locks::read(&self.state).live)
+    }
+
+    /// Judges a request's credentials at `now` (read after the request was read: a deadline
+    /// that passed before it is past), against `view`, refreshed first if the gate changed.
+    pub(super) fn check(
+        &self,
+        view: &mut View,
+        request: &Request<'_>,
+        now: Now,
+    ) -> Result<Admitted, Refusal> {
         let presented_key = required(request, KEY_HEADER)?;
         let presented_code = required(request, CODE_HEADER)?;
         key::check_format(presented_key).map_err(Refusal::MalformedKey)?;
         let key_hash = KeyHash::of(presented_key);
         let code_ok = KeyHash::of(presented_code).ct_eq(&self.activation_code);
-        // Read after the request was read: a deadline that passed before this instant is past.
-        let now = Instant::now();
-        let live = locks::read(&self.live);
+        self.refresh(view);
+        let live = &view.live;
         let admitted = match (live.current, live.grace) {
             (Some(k), _) if k.hash.ct_eq(&key_hash) => {
                 if k.revoked {
                     return Err(Refusal::RevokedKey);
                 }
-                if k.expires.is_some_and(|at| at <= now) {
+                if k.expires.is_some_and(|at| at.passed(now)) {
                     return Err(Refusal::ExpiredKey);
                 }
                 Admitted::Current(k.generation)
             }
-            (_, Some(g)) if g.hash.ct_eq(&key_hash) && now < g.until => {
+            (_, Some(g)) if g.hash.ct_eq(&key_hash) && !g.until.passed(now) => {
                 Admitted::Grace(g.generation)
             }
             (current, _) => {
                 // Every retired hash is compared (no early exit), so the time taken does not
                 // say which one, if any, matched.
-                let retired = live.retired.iter().fold(None, |found, (hash, generation)| {
+                let retired = live.retired.iter().fold(None, |found, (hash, generation, _)| {
                     if hash.ct_eq(&key_hash) { Some(*generation) } else { found }
                 });
                 return Err(match (current, retired) {
@@ -253,21 +359,22 @@ impl Gate {
         Ok(admitted)
     }
 
-    /// Which valid key `presented` is now, if any, whatever came with it (for the plain-HTTP
-    /// tripwire and the key check).
-    pub fn recognise(&self, presented: &[u8]) -> Option<Admitted> {
-        let hash = KeyHash::of(presented);
-        let now = Instant::now();
-        let live = locks::read(&self.live);
-        let current = live
-            .current
-            .filter(|k| k.hash.ct_eq(&hash) && !k.revoked && k.expires.is_none_or(|at| at > now));
-        let grace = live.grace.filter(|g| g.hash.ct_eq(&hash) && now < g.until);
-        match (current, grace) {
-            (Some(k), _) => Some(Admitted::Current(k.generation)),
-            (None, Some(g)) => Some(Admitted::Grace(g.generation)),
-            (None, None) => None,
-        }
+    /// Which valid key `presented` is at `now`, if any, whatever came with it (for the
+    /// plain-HTTP tripwire and the key check).
+    pub fn recognise(&self, presented: &[u8], now: Now) -> Option<Admitted> {
+        self.live().recognise(&KeyHash::of(presented), now)
+    }
+
+    /// Whether the key of `generation` is admitted at `now`.
+    pub(super) fn admits(&self, generation: u64, now: Now) -> bool {
+        self.live().admits(generation, now)
+    }
+
+    /// How the refusal log names the retired key of `generation`: read from the state in
+    /// force, never from the store, so it never waits for a key change's write.
+    pub(super) fn describe_retired(&self, generation: u64) -> Option<String> {
+        let live = self.live();
+        live.retired.iter().find(|(_, g, _)| *g == generation).map(|(_, _, named)| named.clone())
     }
 }
 
@@ -290,10 +397,13 @@ fn required<'b>(request: &Request<'b>, name: &'static str) -> Result<&'b [u8], R
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
+    use std::time::{Duration, SystemTime};
 
     use ring::rand::SystemRandom;
+
+    use super::super::clock::{Clock, SystemClock};
 
     use super::*;
     use crate::config::Config;
@@ -307,31 +417,19 @@ mod tests {
             r#"(activation_code: "CODE", state_dir: "s", api: (listen: "127.0.0.1:1"), admin: (listen: "127.0.0.1:2"))"#,
         )
         .unwrap();
-        Gate::new(&config.activation_code, record)
+        Gate::new(&config.activation_code, record, SystemClock.now())
     }
 
-    fn judge(gate: &Gate, extra: &str) -> Result<(), Refusal> {
+    fn judged(gate: &Gate, request: &Request<'_>) -> Result<Admitted, Refusal> {
+        gate.check(&mut gate.view(), request, SystemClock.now())
+    }
+
+    /// Runs `judge` on a request carrying the `extra` header lines.
+    pub(in crate::keys) fn with_request<T>(
+        extra: &str,
+        judge: impl FnOnce(&Request<'_>) -> T,
+    ) -> T {
         let bytes = format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let limits = crate::http::HttpLimits {
-            max_header_bytes: 4096,
-            max_headers: 16,
-            max_body_bytes: 0,
-            header_timeout: std::time::Duration::from_secs(1),
-            idle_timeout: std::time::Duration::from_secs(1),
-        };
-        let Ok(Parsed::Complete(request, _)) = parse(bytes.as_bytes(), &mut headers, &limits)
-        else {
-            panic!("test request did not parse")
-        };
-        gate.check(&request).map(|_| ())
-    }
-
-    fn admitted(gate: &Gate, key: &ApiKey) -> Result<Admitted, Refusal> {
-        let bytes = format!(
-            "GET /x HTTP/1.1\r\nHost: h\r\nx-api-key: {}\r\nx-activation-code: CODE\r\n\r\n",
-            key.expose()
-        );
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let limits = crate::http::HttpLimits {
             max_header_bytes: 4096,
@@ -344,7 +442,20 @@ mod tests {
         else {
             panic!("test request did not parse")
         };
-        gate.check(&request)
+        judge(&request)
+    }
+
+    /// The headers of a request with `key` and the activation code `CODE`.
+    pub(in crate::keys) fn credentials(key: &str) -> String {
+        format!("x-api-key: {key}\r\nx-activation-code: CODE\r\n")
+    }
+
+    fn judge(gate: &Gate, extra: &str) -> Result<(), Refusal> {
+        with_request(extra, |request| judged(gate, request).map(|_| ()))
+    }
+
+    fn admitted(gate: &Gate, key: &ApiKey) -> Result<Admitted, Refusal> {
+        with_request(&credentials(key.expose()), |request| judged(gate, request))
     }
 
     #[test]
@@ -358,19 +469,22 @@ mod tests {
         let gate = gate_with(&second);
         assert_eq!(admitted(&gate, &a), Ok(Admitted::Grace(1)));
         assert_eq!(admitted(&gate, &b), Ok(Admitted::Current(2)));
-        assert_eq!(gate.recognise(a.expose().as_bytes()), Some(Admitted::Grace(1)));
+        assert_eq!(
+            gate.recognise(a.expose().as_bytes(), SystemClock.now()),
+            Some(Admitted::Grace(1))
+        );
         // A second replace ends the first grace: both earlier keys are retired.
         let third = second.replaced(&c, now, Terms::default()).unwrap();
-        gate.switch(&third);
+        gate.switch(&third, SystemClock.now());
         assert_eq!(admitted(&gate, &a), Err(Refusal::RetiredKey { generation: 1 }));
         assert_eq!(admitted(&gate, &b), Err(Refusal::RetiredKey { generation: 2 }));
         assert_eq!(admitted(&gate, &c), Ok(Admitted::Current(3)));
-        assert_eq!(gate.recognise(a.expose().as_bytes()), None);
+        assert_eq!(gate.recognise(a.expose().as_bytes(), SystemClock.now()), None);
         // A key past its expiry.
         let past = now - Duration::from_secs(10);
         let expiring = Terms { expires_at: Some(now - Duration::from_secs(1)), ..Terms::default() };
         let expired = KeyRecord::default().generated(&a, past, expiring).unwrap();
-        gate.switch(&expired);
+        gate.switch(&expired, SystemClock.now());
         assert_eq!(admitted(&gate, &a), Err(Refusal::ExpiredKey));
         assert_eq!(admitted(&gate, &b), Err(Refusal::WrongKey));
         // A grace never outlives the replaced key's own expiry.
@@ -429,11 +543,11 @@ mod tests {
         assert_eq!(judge(&gate, &headers), Err(Refusal::NoKey));
         let active =
             KeyRecord::default().generated(&k, SystemTime::now(), Terms::default()).unwrap();
-        gate.switch(&active);
+        gate.switch(&active, SystemClock.now());
         assert_eq!(judge(&gate, &headers), Ok(()));
         gate.disable();
         assert_eq!(judge(&gate, &headers), Err(Refusal::RevokedKey));
-        gate.switch(&active.revoked(SystemTime::now()).unwrap());
+        gate.switch(&active.revoked(SystemTime::now()).unwrap(), SystemClock.now());
         assert_eq!(judge(&gate, &headers), Err(Refusal::RevokedKey));
     }
 

@@ -1,18 +1,22 @@
 //! Who uses the key: when it last admitted a request, from where, how often, and which
 //! addresses use it — plus the record of a key seen in clear text.
 //!
-//! Kept in memory and recorded on the hot path under one short mutex (a hash-map update, no
-//! I/O), and written to `<state_dir>/usage.ron` (mode 0600, through [`crate::durable`]) by the
-//! supervisor at most once a minute and at a clean stop: never in the key store's write path,
-//! and a request never waits for a disk. After a crash, at most the last minute of usage is
-//! lost. Usage is per key generation: a new key starts with none, and the replaced key's usage
-//! is kept while its grace lasts, so an operator sees when the last client moved over.
+//! Counted on the hot path in a [`Shard`] that belongs to one API worker (nothing shared, no
+//! I/O), merged into the table here by the key manager's housekeeping thread about once a
+//! second ([`Usage::merge`]), and written to `<state_dir>/usage.ron` (mode 0600, through
+//! [`crate::durable`]) at most once a minute and at a clean stop: never in the key store's write
+//! path, and a request never waits for a disk or for another thread. After a crash, at most the
+//! last minute of usage is lost. Usage is per key generation: a new key starts with none, and
+//! the replaced key's usage is kept while its grace lasts, so an operator sees when the last
+//! client moved over.
 //!
 //! The address table of each key is bounded ([`MAX_CLIENTS`]): the least recently seen address
 //! is dropped first, and the count of dropped ones is kept. The first request from an address
-//! never seen with a key writes one `audit action=key.new_address` line, within a budget per
-//! window like the refusal log's, so a botnet cannot flood the log; past the budget they are
-//! counted and summed in one line when the window ends.
+//! never seen with a key writes one `audit action=key.new_address` line when its shard is
+//! merged (so about a second after that request), through the refusal log's budget for new
+//! addresses ([`crate::refusals`]), so a botnet cannot flood the log; past the budget they are
+//! counted and summed in one line when the window ends. Lines are written after the table's
+//! lock is let go.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,12 +24,13 @@ use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable;
+use crate::durable::{self, Disk};
 use crate::key::Fingerprint;
 use crate::keystore::rfc3339;
 use crate::locks;
@@ -63,13 +68,12 @@ impl KeyUsage {
         clients
     }
 
-    /// Counts one admitted request; returns whether the address is new for this key.
-    fn record(&mut self, address: IpAddr, now: SystemTime) -> bool {
-        self.admitted += 1;
-        self.last_used = Some((now, address));
-        if let Some(client) = self.clients.get_mut(&address) {
-            client.last_seen = now;
-            client.admitted += 1;
+    /// Adds what a shard saw of one address; returns whether the address is new for this key.
+    fn merge_client(&mut self, seen: ClientUsage) -> bool {
+        if let Some(client) = self.clients.get_mut(&seen.address) {
+            client.first_seen = client.first_seen.min(seen.first_seen);
+            client.last_seen = client.last_seen.max(seen.last_seen);
+            client.admitted += seen.admitted;
             return false;
         }
         if self.clients.len() >= MAX_CLIENTS
@@ -79,9 +83,69 @@ impl KeyUsage {
             self.clients.remove(&oldest);
             self.dropped += 1;
         }
-        let client = ClientUsage { address, first_seen: now, last_seen: now, admitted: 1 };
-        self.clients.insert(address, client);
+        self.clients.insert(seen.address, seen);
         true
+    }
+}
+
+/// One API worker's usage since its last merge: written by that worker only (under a lock only
+/// the merge shares, for the moment it takes the shard away).
+#[derive(Debug, Default)]
+pub struct Shard {
+    /// By generation; two at most in practice (the current key and the grace key).
+    keys: Vec<(u64, Delta)>,
+}
+
+#[derive(Debug, Default)]
+struct Delta {
+    admitted: u64,
+    last_used: Option<(SystemTime, IpAddr)>,
+    /// The address of the last request, counted apart: a client on a kept-alive connection
+    /// sends many requests in a row, and counting them costs no hash-map lookup.
+    hot: Option<ClientUsage>,
+    clients: HashMap<IpAddr, ClientUsage>,
+    /// Addresses past [`MAX_CLIENTS`] in one merge interval: counted, not kept.
+    overflow: u64,
+}
+
+impl Delta {
+    fn stash(&mut self, seen: ClientUsage) {
+        if let Some(client) = self.clients.get_mut(&seen.address) {
+            client.last_seen = seen.last_seen;
+            client.admitted += seen.admitted;
+        } else if self.clients.len() < MAX_CLIENTS {
+            self.clients.insert(seen.address, seen);
+        } else {
+            self.overflow += 1;
+        }
+    }
+}
+
+impl Shard {
+    /// Counts a request admitted at `now` by the key of `generation`, from `address`.
+    pub fn record(&mut self, generation: u64, address: IpAddr, now: SystemTime) {
+        let index = match self.keys.iter().position(|(g, _)| *g == generation) {
+            Some(index) => index,
+            None => {
+                self.keys.push((generation, Delta::default()));
+                self.keys.len() - 1
+            }
+        };
+        let Some((_, delta)) = self.keys.get_mut(index) else { return };
+        delta.admitted += 1;
+        delta.last_used = Some((now, address));
+        match delta.hot.as_mut() {
+            Some(hot) if hot.address == address => {
+                hot.last_seen = now;
+                hot.admitted += 1;
+            }
+            _ => {
+                let seen = ClientUsage { address, first_seen: now, last_seen: now, admitted: 1 };
+                if let Some(previous) = delta.hot.replace(seen) {
+                    delta.stash(previous);
+                }
+            }
+        }
     }
 }
 
@@ -96,8 +160,13 @@ pub struct Exposure {
 /// The usage of the keys in force, the exposure record, and where new addresses are logged.
 pub struct Usage {
     path: PathBuf,
+    disk: Disk,
+    /// Where a new address is logged: the refusal log, whose budget per kind keeps a botnet
+    /// from flooding the log.
     log: Arc<RefusalLog>,
+    /// Never held across I/O: a save renders under it and writes after, a merge logs after.
     state: Mutex<State>,
+    exposures_total: AtomicU64,
 }
 
 struct State {
@@ -105,7 +174,6 @@ struct State {
     /// The keys whose use is recorded (the current key and the grace key), by generation.
     tracked: HashMap<u64, Fingerprint>,
     exposure: Option<Exposure>,
-    exposures_total: u64,
     dirty: bool,
 }
 
@@ -119,10 +187,21 @@ impl fmt::Display for SaveError {
     }
 }
 
+impl std::error::Error for SaveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 impl Usage {
     /// Reads `<state_dir>/usage.ron` if there is one. A file that does not parse is moved
     /// aside (never overwritten) and usage starts empty, with a warning.
     pub fn load(state_dir: &Path, log: Arc<RefusalLog>) -> Self {
+        Self::load_on(state_dir, Disk::default(), log)
+    }
+
+    /// [`Usage::load`], with every save going through `disk`.
+    pub fn load_on(state_dir: &Path, disk: Disk, log: Arc<RefusalLog>) -> Self {
         let path = state_dir.join(FILE);
         durable::remove_leftovers(&path);
         let (by_generation, exposure) = match fs::read_to_string(&path) {
@@ -139,28 +218,44 @@ impl Usage {
                 (HashMap::new(), None)
             }
         };
-        let state = State {
-            by_generation,
-            tracked: HashMap::new(),
-            exposure,
-            exposures_total: 0,
-            dirty: false,
-        };
-        Self { path, log, state: Mutex::new(state) }
+        let state = State { by_generation, tracked: HashMap::new(), exposure, dirty: false };
+        let state = Mutex::new(state);
+        Self { path, disk, log, state, exposures_total: AtomicU64::new(0) }
     }
 
-    /// Counts a request admitted by the key of `generation`.
-    pub fn record(&self, generation: u64, address: IpAddr) {
-        let now = SystemTime::now();
-        let mut state = locks::lock(&self.state);
-        state.dirty = true;
-        let new = state.by_generation.entry(generation).or_default().record(address, now);
-        if !new {
+    /// Adds a worker's shard to the table. The first sight of an address with a key is logged
+    /// (within the refusal log's budget for new addresses) once the table's lock is let go.
+    pub fn merge(&self, shard: Shard) {
+        if shard.keys.is_empty() {
             return;
         }
-        let Some(fingerprint) = state.tracked.get(&generation).cloned() else { return };
-        drop(state);
-        self.log.new_address(address, &fingerprint, generation);
+        let mut fresh_lines = Vec::new();
+        {
+            let mut state = locks::lock(&self.state);
+            for (generation, mut delta) in shard.keys {
+                // A key no longer in force: its late requests are not worth keeping.
+                let Some(fingerprint) = state.tracked.get(&generation).cloned() else { continue };
+                state.dirty = true;
+                if let Some(hot) = delta.hot.take() {
+                    delta.stash(hot);
+                }
+                let usage = state.by_generation.entry(generation).or_default();
+                usage.admitted += delta.admitted;
+                usage.last_used = usage.last_used.max(delta.last_used);
+                usage.dropped += delta.overflow;
+                let mut fresh: Vec<IpAddr> = delta
+                    .clients
+                    .into_values()
+                    .filter(|seen| usage.merge_client(*seen))
+                    .map(|seen| seen.address)
+                    .collect();
+                fresh.sort();
+                fresh_lines.extend(fresh.into_iter().map(|a| (a, fingerprint.clone(), generation)));
+            }
+        }
+        for (address, fingerprint, generation) in fresh_lines {
+            self.log.new_address(address, &fingerprint, generation);
+        }
     }
 
     /// Ends the log's window if it is over (housekeeping).
@@ -191,19 +286,28 @@ impl Usage {
 
     /// Records that the key of `generation` crossed the network in clear text.
     pub fn exposed(&self, exposure: Exposure) {
+        self.exposures_total.fetch_add(1, Ordering::Relaxed);
         let mut state = locks::lock(&self.state);
-        state.exposures_total += 1;
         state.exposure = Some(exposure);
         state.dirty = true;
     }
 
-    /// The exposure of a key still in force, if any.
+    /// The last exposure recorded, if its key is still tracked.
     pub fn exposure(&self) -> Option<Exposure> {
         locks::lock(&self.state).exposure
     }
 
+    /// Forgets the exposure record if `still_admitted` says its key no longer is.
+    pub fn forget_exposure_unless(&self, still_admitted: impl Fn(u64) -> bool) {
+        let mut state = locks::lock(&self.state);
+        if state.exposure.is_some_and(|e| !still_admitted(e.generation)) {
+            state.exposure = None;
+            state.dirty = true;
+        }
+    }
+
     pub fn exposures_total(&self) -> u64 {
-        locks::lock(&self.state).exposures_total
+        self.exposures_total.load(Ordering::Relaxed)
     }
 
     /// Writes the usage file if anything changed since the last save.
@@ -216,7 +320,7 @@ impl Usage {
             state.dirty = false;
             render(&state)
         };
-        durable::write(&self.path, text.as_bytes(), 0o600).map_err(|e| {
+        self.disk.write(&self.path, text.as_bytes(), 0o600).map_err(|e| {
             locks::lock(&self.state).dirty = true;
             SaveError(e)
         })
@@ -373,17 +477,19 @@ mod tests {
     fn the_table_keeps_the_most_recent_addresses_and_counts_the_dropped() {
         let mut usage = KeyUsage::default();
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let seen =
+            |address, at| ClientUsage { address, first_seen: at, last_seen: at, admitted: 1 };
         for i in 0..(MAX_CLIENTS + 10) {
             let address = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
-            assert!(usage.record(address, start + Duration::from_secs(i as u64)));
+            assert!(usage.merge_client(seen(address, start + Duration::from_secs(i as u64))));
         }
         assert_eq!(usage.clients().len(), MAX_CLIENTS);
         assert_eq!(usage.dropped, 10);
         // The ten oldest went; the newest is first.
         assert!(!usage.clients.contains_key(&IpAddr::from([10, 0, 0, 9])));
         assert_eq!(usage.clients()[0].address, IpAddr::from([10, 0, 1, 9]));
-        assert!(!usage.record(IpAddr::from([10, 0, 1, 9]), start));
-        assert_eq!(usage.admitted, MAX_CLIENTS as u64 + 11);
+        assert!(!usage.merge_client(seen(IpAddr::from([10, 0, 1, 9]), start)));
+        assert_eq!(usage.clients()[0].admitted, 2);
     }
 
     #[test]
@@ -391,9 +497,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let usage = Usage::load(dir.path(), test_log());
         usage.track(&[(3, Fingerprint::parse("aims_...abcd").unwrap())]);
-        usage.record(3, ip(2));
-        usage.record(3, ip(3));
-        usage.record(3, ip(2));
+        let mut shard = Shard::default();
+        let now = SystemTime::now();
+        for address in [ip(2), ip(3), ip(2)] {
+            shard.record(3, address, now);
+        }
+        // A key not tracked (no longer in force): forgotten at the merge.
+        shard.record(2, ip(4), now);
+        usage.merge(shard);
+        assert_eq!(usage.of(2).admitted, 0);
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         usage.exposed(Exposure { generation: 3, at, from: ip(9) });
         usage.save().unwrap();
@@ -409,6 +521,34 @@ mod tests {
             key.clients().iter().map(|c| (c.address, c.admitted)).collect();
         assert_eq!(clients, [(ip(2), 2), (ip(3), 1)]);
         assert_eq!(again.exposure(), Some(Exposure { generation: 3, at, from: ip(9) }));
+    }
+
+    #[test]
+    fn shards_merge_into_one_table_and_each_new_address_is_new_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let usage = Usage::load(dir.path(), test_log());
+        usage.track(&[(1, Fingerprint::parse("aims_...abcd").unwrap())]);
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let (mut a, mut b) = (Shard::default(), Shard::default());
+        a.record(1, ip(1), t(10));
+        a.record(1, ip(2), t(11));
+        a.record(1, ip(1), t(12));
+        b.record(1, ip(1), t(5));
+        b.record(1, ip(3), t(20));
+        usage.merge(a);
+        usage.merge(b);
+        let key = usage.of(1);
+        assert_eq!(key.admitted, 5);
+        assert_eq!(key.last_used, Some((t(20), ip(3))));
+        let clients: Vec<(IpAddr, u64, SystemTime, SystemTime)> = key
+            .clients()
+            .iter()
+            .map(|c| (c.address, c.admitted, c.first_seen, c.last_seen))
+            .collect();
+        assert_eq!(
+            clients,
+            [(ip(3), 1, t(20), t(20)), (ip(1), 3, t(5), t(12)), (ip(2), 1, t(11), t(11))]
+        );
     }
 
     #[test]

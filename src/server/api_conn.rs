@@ -136,6 +136,8 @@ impl Conn {
 pub(super) struct Turn<'w> {
     pub(super) app: &'w Arc<App>,
     pub(super) shard: &'w Shard,
+    /// The worker's index: its shard of the key's usage.
+    pub(super) worker: usize,
     pub(super) limits: &'w HttpLimits,
     pub(super) date: &'w mut DateCache,
     pub(super) out: &'w mut Vec<u8>,
@@ -463,7 +465,7 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
                     break; // the body is still on its way
                 }
                 let head_only = request.method == Method::Head;
-                match api::handle(app, turn.shard, &request, conn.peer) {
+                match api::handle(app, turn.shard, turn.worker, &request, conn.peer) {
                     api::Handled::Now(response) => {
                         let keep_alive = request.keep_alive
                             && !response.close

@@ -392,6 +392,7 @@ impl Worker {
                 let mut turn = Turn {
                     app: &self.app,
                     shard: self.app.metrics.api(self.id),
+                    worker: self.id,
                     limits: &self.limits,
                     date: &mut self.date,
                     out: &mut self.out,

@@ -178,10 +178,23 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let mut signals = supervisor::Signals::install().map_err(ServeError::Signals)?;
     let refusals = Arc::new(RefusalLog::new(config.refusal_log.window, config.refusal_log.lines));
     let usage = Usage::load(&config.state_dir, Arc::clone(&refusals));
-    let keys =
-        KeyManager::new(store, record, &config.activation_code, usage, config.key_max_lifetime);
+    let workers = config.api.workers;
+    let keys = KeyManager::new(
+        store,
+        record,
+        &config.activation_code,
+        usage,
+        config.key_max_lifetime,
+        workers,
+        crate::keys::SystemClock,
+    );
     let lookup = PeerLookup::probe();
     let app = Arc::new(App::new(config, keys, snapshots, (tls_config, cert), refusals, lookup));
+    // The key's own thread: the durable half of an exposed key's revoke, and the usage merge.
+    let keys_thread = {
+        let app = Arc::clone(&app);
+        spawn("keys".to_owned(), move || app.keys.run_housekeeping())?
+    };
 
     match app.uid_lookup.method() {
         method @ Method::SockDiag => log::info!("admin port: client uids by {method}"),
@@ -237,8 +250,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     // The workers held the only other ways in: what is queued is answered to nobody, quickly.
     cold.finish();
-    // A key change holds this lock from its store write to its gate switch: once we have it,
-    // none is half done. The admin threads end with the process.
+    // The key thread finishes the write it is doing; quiesce does what it left, and waits for
+    // an admin key change under way: once it returns, none is half done. The admin threads end
+    // with the process.
+    app.keys.stop_housekeeping();
+    if keys_thread.join().is_err() {
+        log::error!("the key thread panicked: queued revokes are written now");
+    }
     app.keys.quiesce();
     if let Err(e) = app.keys.save_usage() {
         log::warn!("{e}: the key usage since the last minute is lost");

@@ -48,9 +48,10 @@ fn bash_completes_commands_actions_options_and_files() {
     );
     assert_eq!(
         complete("aims-api key ''", 2),
-        "status generate replace revoke clients check --expires-in --grace -c --config --json -h \
-         --help -V --version\n"
+        "status generate replace revoke clients check export-record install-record --expires-in \
+         --grace -o --output --force -c --config --json -h --help -V --version\n"
     );
+    assert_eq!(complete("aims-api key install-record sn", 3), "snap.json\n");
     assert_eq!(complete("aims-api diagnose --s", 2), "--strict\n");
     assert_eq!(complete("aims-api completions ''", 2), "bash zsh fish -h --help -V --version\n");
     assert_eq!(complete("aims-api snapshot import sn", 3), "snap.json\n");
@@ -62,7 +63,10 @@ fn bash_completes_commands_actions_options_and_files() {
 fn fish_completes_commands_and_actions() {
     let (_dir, path) = script("fish");
     let complete = |line: &str| shell("fish", &format!("source {path:?}; complete -C {line:?}"));
-    assert_eq!(complete("aims-api key "), "check\nclients\ngenerate\nreplace\nrevoke\nstatus\n");
+    assert_eq!(
+        complete("aims-api key "),
+        "check\nclients\nexport-record\ngenerate\ninstall-record\nreplace\nrevoke\nstatus\n"
+    );
     assert_eq!(
         complete("aims-api diag"),
         "diagnose\tcheck the configuration, state, certificate, server and system; say what to do\n"

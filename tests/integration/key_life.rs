@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::util::{ACTIVATION_CODE, BIN, Options, Server, tcp_exchange};
+use crate::util::{ACTIVATION_CODE, BIN, Options, Server, poll, tcp_exchange};
 use crate::workload::{GraceSettings, grace_race};
 
 fn ip(text: &str) -> IpAddr {
@@ -24,7 +24,7 @@ fn fingerprint(key: &str) -> String {
 }
 
 impl Server {
-    fn status_with(&self, key: &str) -> u16 {
+    pub(crate) fn status_with(&self, key: &str) -> u16 {
         self.get_with_key("/life/probe", key).status
     }
 }
@@ -378,4 +378,30 @@ fn an_exposed_grace_key_ends_its_grace_and_the_live_key_stays() {
     let (_, status_body) = server.admin("GET", "/key");
     assert!(status_body["previous"].is_null(), "{status_body}");
     assert_eq!(status_body["state"], "active");
+}
+
+/// Issue 19, item 5: `exposed` names a key only while that key is admitted. It used to outlive
+/// the exposed key's grace and show on the new, never-exposed key.
+#[test]
+fn exposed_is_cleared_once_the_exposed_key_is_no_longer_admitted() {
+    let server = Server::start();
+    let old = server.generate_key();
+    let plain = format!("GET / HTTP/1.1\r\nHost: localhost\r\nx-api-key: {old}\r\n\r\n");
+    let _ = tcp_exchange(server.api, plain.as_bytes(), Duration::from_secs(5));
+    let (_, body) = server.admin("GET", "/key");
+    assert_eq!(body["exposed"]["generation"], 1, "{body}");
+    let (status, body) = server.admin_with("POST", "/key/replace", r#"{"grace_secs": 2}"#);
+    assert_eq!(status, 200, "{body}");
+    // Still admitted during its grace: still shown.
+    let (_, body) = server.admin("GET", "/key");
+    assert_eq!(body["exposed"]["generation"], 1, "{body}");
+    assert_eq!(server.status_with(&old), 404);
+    let body = poll(
+        "the grace to end",
+        Duration::from_secs(30),
+        || server.admin("GET", "/key").1,
+        |body| body["previous"].is_null(),
+    );
+    assert!(body["exposed"].is_null(), "the new key was never exposed: {body}");
+    assert_eq!(server.status_with(&old), 401);
 }

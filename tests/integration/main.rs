@@ -24,6 +24,7 @@ mod http;
 mod key_life;
 mod keystore;
 mod ops;
+mod pair;
 mod properties;
 mod pull;
 mod races;

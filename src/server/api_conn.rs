@@ -456,8 +456,7 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
         // 100 empty entries cost less to fill than a request costs to answer.
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let out = &mut *turn.out;
-        out.clear();
-        let used = match http::parse(buf, &mut headers, limits) {
+        let (used, sent) = match http::parse(buf, &mut headers, limits) {
             Ok(Parsed::Partial) => break,
             Ok(Parsed::Complete(request, head_len)) => {
                 let body_len = usize::try_from(request.content_length).unwrap_or(usize::MAX);
@@ -470,8 +469,10 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
                         let keep_alive = request.keep_alive
                             && !response.close
                             && !app.shutting_down.load(Ordering::Relaxed);
-                        response.write_to(out, turn.date.now(), head_only, keep_alive);
+                        let date = turn.date.now();
+                        let sent = send(tls, out, &response, date, head_only, keep_alive)?;
                         close = !keep_alive;
+                        (head_len + body_len, sent)
                     }
                     api::Handled::Later(deferred) => {
                         conn.parked = Some(Parked { head_only, keep_alive: request.keep_alive });
@@ -480,17 +481,14 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
                         break;
                     }
                 }
-                head_len + body_len
             }
             Err(e) => {
                 let response = api::refuse_malformed(app, turn.shard, conn.peer, e);
-                response.write_to(out, turn.date.now(), false, false);
                 close = true;
-                buf.len()
+                (buf.len(), send(tls, out, &response, turn.date.now(), false, false)?)
             }
         };
-        tls.writer().write_all(out).map_err(|_| End::Now)?;
-        queued += out.len();
+        queued += sent;
         consumed += used;
         if close {
             break;
@@ -507,6 +505,45 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
     }
     after_answer(conn, close, limits);
     Ok(true)
+}
+
+/// Bodies up to this size are copied behind the head and go to rustls in one write; larger ones
+/// go from where they are, beside the head, so a page of several MiB is not copied once more.
+const COPY_BODY_BELOW: usize = 16 * 1024;
+
+/// Queues `response` in rustls (encrypted as it is queued), its head built in `out`. Returns
+/// the bytes queued.
+fn send(
+    tls: &mut ServerConnection,
+    out: &mut Vec<u8>,
+    response: &Response,
+    date: &str,
+    head_only: bool,
+    keep_alive: bool,
+) -> Result<usize, End> {
+    out.clear();
+    response.write_head(out, date, keep_alive);
+    let body = if head_only { &[][..] } else { response.body_bytes() };
+    if body.len() < COPY_BODY_BELOW {
+        out.extend_from_slice(body);
+        tls.writer().write_all(out).map_err(|_| End::Now)?;
+        return Ok(out.len());
+    }
+    // rustls takes the two slices as one payload: records are cut across them, no copy first.
+    let (mut head, mut rest) = (&out[..], body);
+    let mut writer = tls.writer();
+    while !head.is_empty() || !rest.is_empty() {
+        let n = writer
+            .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(rest)])
+            .map_err(|_| End::Now)?;
+        if n == 0 {
+            return Err(End::Now);
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        rest = &rest[n - from_head..];
+    }
+    Ok(out.len() + body.len())
 }
 
 /// The stage after an answer: closing, idle, or the next (pipelined) request begun.
@@ -540,10 +577,7 @@ pub(super) fn resume(conn: &mut Conn, turn: &mut Turn<'_>, response: Response) -
     let Some(tls) = conn.tls.as_deref_mut() else { return Err(End::Now) };
     let keep_alive =
         parked.keep_alive && !response.close && !turn.app.shutting_down.load(Ordering::Relaxed);
-    let out = &mut *turn.out;
-    out.clear();
-    response.write_to(out, turn.date.now(), parked.head_only, keep_alive);
-    tls.writer().write_all(out).map_err(|_| End::Now)?;
+    send(tls, turn.out, &response, turn.date.now(), parked.head_only, keep_alive)?;
     after_answer(conn, !keep_alive, turn.limits);
     step(conn, turn)
 }

@@ -440,3 +440,237 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The worker and its blocking threads in one process, with a cold read the test holds at
+    //! a point it controls: what the worker does meanwhile is then certain, not a matter of
+    //! timing. (The integration tests drive the real binary; they cannot hold a read.)
+
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::sync::{Condvar, Mutex};
+
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+    use super::*;
+    use crate::audit::Peer;
+    use crate::config::Config;
+    use crate::keys::usage::Usage;
+    use crate::keys::{Asked, KeyManager, SystemClock};
+    use crate::keystore::KeyStore;
+    use crate::peer::PeerLookup;
+    use crate::refusals::RefusalLog;
+    use crate::snapshot::store::{Memory, Source};
+    use crate::snapshot::{Date, Snapshots};
+    use crate::tls;
+
+    const OLDER: &str = "2024-05-13";
+    const CODE: &str = "TEST-CODE";
+
+    /// Where the test holds every cold read: each job says it was taken, then waits until the
+    /// gate opens.
+    struct Gate {
+        state: Mutex<(usize, bool)>,
+        changed: Condvar,
+    }
+
+    static GATE: Gate = Gate { state: Mutex::new((0, false)), changed: Condvar::new() };
+
+    fn held_then_answered(cold: Cold) {
+        let mut state = GATE.state.lock().unwrap();
+        state.0 += 1;
+        GATE.changed.notify_all();
+        while !state.1 {
+            state = GATE.changed.wait(state).unwrap();
+        }
+        drop(state);
+        answer_cold(cold);
+    }
+
+    fn wait_until_taken(jobs: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut state = GATE.state.lock().unwrap();
+        while state.0 < jobs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the cold read never reached the blocking thread");
+            state = GATE.changed.wait_timeout(state, left).unwrap().0;
+        }
+    }
+
+    fn open_gate() {
+        GATE.state.lock().unwrap().1 = true;
+        GATE.changed.notify_all();
+    }
+
+    /// An app in `dir` serving both sample dates (the older one only in the store), with a key.
+    fn app(dir: &Path) -> (Arc<App>, String) {
+        let text = format!(
+            r#"(activation_code: "{CODE}", state_dir: "{}", api: (listen: "127.0.0.1:0",
+                workers: 1), admin: (listen: "127.0.0.1:0"))"#,
+            dir.display()
+        );
+        let config = Config::parse(Path::new("test.ron"), &text).unwrap();
+        let (store, record) = KeyStore::open(&config.state_dir).unwrap();
+        let refusals =
+            Arc::new(RefusalLog::new(config.refusal_log.window, config.refusal_log.lines));
+        let usage = Usage::load(&config.state_dir, Arc::clone(&refusals));
+        let keys =
+            KeyManager::new(store, record, &config.activation_code, usage, None, 1, SystemClock);
+        let asked = Asked { expires_in: None, grace: Duration::ZERO };
+        let key = keys.generate(asked, Peer::Server).unwrap().key.expose().to_owned();
+        let snapshots = Snapshots::in_memory(CODE, Memory::default()).unwrap();
+        for date in [OLDER, "2024-05-14"] {
+            let path = format!("{}/examples/snapshot-{date}.json", env!("CARGO_MANIFEST_DIR"));
+            let bytes = std::fs::read(path).unwrap();
+            let date = Date::parse(date).unwrap();
+            let len = bytes.len() as u64;
+            snapshots.import(date, &mut bytes.as_slice(), len, Source::Import).unwrap();
+        }
+        let tls = tls::load(&config, None).unwrap();
+        let lookup = PeerLookup::probe();
+        (Arc::new(App::new(config, keys, snapshots, tls, refusals, lookup)), key)
+    }
+
+    fn client(addr: std::net::SocketAddr, cert: &Path) -> StreamOwned<ClientConnection, TcpStream> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(cert).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let socket = TcpStream::connect(addr).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        StreamOwned::new(ClientConnection::new(Arc::new(config), name).unwrap(), socket)
+    }
+
+    /// Sends one request and reads one answer (head and `Content-Length` body): its status.
+    fn ask(stream: &mut impl ReadWrite, target: &str, key: &str) -> u16 {
+        ask_for(stream, target, key, "").0
+    }
+
+    /// [`ask`], and the value of the answer's header `header`, if any.
+    fn ask_for(
+        stream: &mut impl ReadWrite,
+        target: &str,
+        key: &str,
+        header: &str,
+    ) -> (u16, Option<String>) {
+        let request = format!(
+            "GET /ArchitectureDashboardAPI/rest/V1{target} HTTP/1.1\r\nHost: localhost\r\n\
+             x-api-key: {key}\r\nx-activation-code: {CODE}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = response.parse(&raw) {
+                let length: usize = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                    .unwrap();
+                if raw.len() >= head + length {
+                    let value = response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(header))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned());
+                    return (response.code.unwrap(), value);
+                }
+            }
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the connection ended before the answer");
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Polls the metrics until `line` is among them.
+    fn wait_for_metric(app: &App, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = String::from_utf8(crate::scrape::exposition(app).body_bytes().to_vec());
+            let text = text.unwrap();
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no `{line}` in the metrics:\n{text}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    trait ReadWrite: Read + Write {}
+    impl<T: Read + Write> ReadWrite for T {}
+
+    #[test]
+    fn a_request_waiting_for_the_store_does_not_hold_up_its_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, key) = app(dir.path());
+        // One blocking thread and room for one more job behind it.
+        let pool = ColdPool::start("test-blocking", 1, 1, held_then_answered).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let worker = {
+            let (app, handoff) = (Arc::clone(&app), pool.handoff().unwrap());
+            std::thread::spawn(move || run_worker(app, listener, 0, handoff))
+        };
+        let cert = dir.path().join("tls/cert.pem");
+
+        // The older date is only in the store: its request is parked and its read held.
+        let mut cold = client(addr, &cert);
+        let older = format!("/TechnicalDebt_Application?Date={OLDER}&Limit=3");
+        let cold_key = key.clone();
+        let cold_asker = std::thread::spawn(move || {
+            let status = ask(&mut cold, &older, &cold_key);
+            (status, cold)
+        });
+        wait_until_taken(1);
+
+        // Meanwhile the one worker answers other clients, new and kept-alive, from memory.
+        let mut warm = client(addr, &cert);
+        for _ in 0..20 {
+            assert_eq!(ask(&mut warm, "/TechnicalDebt_Level", &key), 200);
+            assert_eq!(ask(&mut warm, "/TechnicalDebt_Application?Limit=2", &key), 200);
+        }
+        assert_eq!(ask(&mut client(addr, &cert), "/TechnicalDebt_Category", &key), 200);
+        assert!(!cold_asker.is_finished(), "the held read was answered before it was let go");
+
+        // A second cold request waits in the queue; a third finds it full and is told so at
+        // once, with when to retry, rather than making anyone wait.
+        let mut queued = client(addr, &cert);
+        let second = format!("/TechnicalDebt_Application?Date={OLDER}&Limit=1&Offset=1");
+        let queued_key = key.clone();
+        let queued_asker = std::thread::spawn(move || ask(&mut queued, &second, &queued_key));
+        wait_for_metric(&app, "aims_cold_reads_total{outcome=\"answered\"} 2");
+        let mut third = client(addr, &cert);
+        let third_target = format!("/TechnicalDebt_Application?Date={OLDER}");
+        let answer = ask_for(&mut third, &third_target, &key, "retry-after");
+        assert_eq!(answer, (503, Some("1".to_owned())), "a full queue of cold reads is a 503");
+        wait_for_metric(&app, "aims_cold_reads_total{outcome=\"busy\"} 1");
+
+        // Let go, the parked request gets its answer, and its connection goes on.
+        open_gate();
+        let (status, mut cold) = cold_asker.join().unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(queued_asker.join().unwrap(), 200);
+        assert_eq!(ask(&mut cold, "/TechnicalDebt_Level", &key), 200);
+        // Two reads went to the blocking thread (the one refused never did): the rest came from
+        // memory.
+        assert_eq!(GATE.state.lock().unwrap().0, 2);
+
+        drop((cold, warm));
+        app.shutting_down.store(true, Ordering::SeqCst);
+        worker.join().unwrap().unwrap();
+        pool.finish();
+    }
+}

@@ -396,10 +396,11 @@ impl PagesArgs {
 /// Times `Limit=200` pages in-process over a stopped server's history store.
 fn pages(args: PagesArgs) -> Result<(), String> {
     use aims_api::snapshot::Snapshots;
-    use aims_api::snapshot::store::Memory;
+    use aims_api::snapshot::store::{Compaction, Memory};
 
     let started = Instant::now();
-    let snapshots = Snapshots::open(&args.state_dir, "BENCH", Memory::default(), &mut |_, _| {})
+    let (memory, compaction) = (Memory::default(), Compaction::default());
+    let snapshots = Snapshots::open(&args.state_dir, "BENCH", memory, compaction, &mut |_, _| {})
         .map_err(|e| e.to_string())?;
     let open = started.elapsed();
     let catalog = snapshots.catalog();

@@ -174,6 +174,30 @@ pub fn inflate_each(pieces: &[&Compressed], threads: usize) -> Result<Vec<Vec<u8
     Ok(all)
 }
 
+/// Whether each piece decompresses to exactly the concatenation of its parts (checked as
+/// [`Compressed::inflate`] checks it), on up to `threads` threads: a piece read back from a
+/// store is taken for the bytes it claims only when it gives them.
+pub fn each_inflates_to(pieces: &[(&Compressed, Vec<&[u8]>)], threads: usize) -> Vec<bool> {
+    let shares = in_shares(pieces, threads, "gzip-inflate", |share| {
+        share
+            .iter()
+            .map(|(piece, parts)| {
+                piece.inflate().is_ok_and(|plain| {
+                    let mut rest = plain.as_slice();
+                    for part in parts {
+                        match rest.strip_prefix(*part) {
+                            Some(after) => rest = after,
+                            None => return false,
+                        }
+                    }
+                    rest.is_empty()
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    shares.into_iter().flatten().collect()
+}
+
 /// `work` over `items` cut into up to `threads` shares, one thread each, the first on this
 /// thread instead of waiting idle; the shares' results in order. The pieces are independent,
 /// so the split changes nothing in the result. A share whose thread cannot be started (out of

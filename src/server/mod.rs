@@ -94,6 +94,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         &config.state_dir,
         config.activation_code.as_str(),
         config.snapshot_memory,
+        config.snapshot_compaction,
         &mut progress,
     )
     .map_err(ServeError::Snapshots)?;

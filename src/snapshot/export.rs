@@ -61,12 +61,15 @@ impl From<HistoryError> for ExportError {
 }
 
 /// The newest date as a document, from memory.
-pub fn newest(pinned: &Pinned) -> Result<Vec<u8>, ExportError> {
+pub fn newest(pinned: &Pinned, holds: &Holds) -> Result<Vec<u8>, ExportError> {
     let (levels, categories, teams) = pinned.lists();
     let stamp = humantime::format_rfc3339_millis(pinned.analyzed_on()).to_string();
     let mut writer = start(&stamp, levels, categories, teams.teams.objects())?;
-    for plain in pinned.each_application() {
+    for (i, plain) in pinned.each_application().enumerate() {
         application(&mut writer, plain)?;
+        if i == 0 {
+            holds.at(hold::EXPORT_READ);
+        }
     }
     Ok(writer.finish())
 }
@@ -160,15 +163,17 @@ fn read<'a, T: Deserialize<'a>>(piece: &'static str, bytes: &'a [u8]) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use crate::snapshot::hold::Holds;
     use crate::snapshot::{Date, load};
 
     #[test]
     fn an_export_loads_back_to_the_same_export() {
         let sample = include_bytes!("../../examples/snapshot-2024-05-14.json");
         let date = Date::parse("2024-05-14").unwrap();
-        let first = super::newest(&load(sample, date, "CODE").unwrap()).unwrap();
+        let first = super::newest(&load(sample, date, "CODE").unwrap(), &Holds::default()).unwrap();
         assert!(first.starts_with(b"{\"FormatVersion\":1,\"LastAnalyzedOn\":\""), "{first:?}");
-        let second = super::newest(&load(&first, date, "OTHER").unwrap()).unwrap();
+        let second =
+            super::newest(&load(&first, date, "OTHER").unwrap(), &Holds::default()).unwrap();
         assert_eq!(String::from_utf8(first).unwrap(), String::from_utf8(second).unwrap());
     }
 
@@ -178,7 +183,8 @@ mod tests {
         let spread = r#"{ "Applications": [ {"Name": "b\u00e9", "GUID": "A", "LevelGUID": "l"} ],
             "Levels": [{"GUID": "L", "Name": "Low"}], "Categories": [],
             "LastAnalyzedOn": "2024-05-14T06:00:00.5Z" }"#;
-        let exported = super::newest(&load(spread.as_bytes(), date, "C").unwrap()).unwrap();
+        let exported =
+            super::newest(&load(spread.as_bytes(), date, "C").unwrap(), &Holds::default()).unwrap();
         assert_eq!(
             String::from_utf8(exported).unwrap(),
             "{\"FormatVersion\":1,\"LastAnalyzedOn\":\"2024-05-14T06:00:00.500Z\",\

@@ -200,7 +200,7 @@ impl Snapshots {
     pub fn export(&self, date: Date) -> Result<Option<Vec<u8>>, ExportError> {
         let catalog = self.catalog();
         if let Some(newest) = catalog.newest().filter(|n| n.date() == date) {
-            return export::newest(newest).map(Some);
+            return export::newest(newest, &self.holds).map(Some);
         }
         let Some(entry) = catalog.entry(date) else { return Ok(None) };
         export::older(&self.history, entry, &self.holds).map(Some)
@@ -579,6 +579,12 @@ impl Snapshots {
                 log::error!("snapshots: {e}; the store keeps its free space until the next try");
             }
         }
+    }
+
+    /// The holds this store stops at, for a test to wait on and release.
+    #[cfg(test)]
+    pub(crate) fn holds_for_test(&self) -> &Holds {
+        &self.holds
     }
 
     fn lock_commit(&self) -> MutexGuard<'_, ()> {

@@ -65,17 +65,37 @@ pub struct Compressed {
     pub crc_shift: u32,
 }
 
-/// A compressed piece that does not decompress to what it claims (a damaged store).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Corrupt(pub &'static str);
+/// A compressed piece that does not decompress to what it claims (a damaged store): what is
+/// wrong, and the decompressor's own error when it gave one.
+#[derive(Debug, Clone)]
+pub struct Corrupt {
+    pub what: &'static str,
+    cause: Option<flate2::DecompressError>,
+}
 
-impl std::fmt::Display for Corrupt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+impl Corrupt {
+    fn new(what: &'static str) -> Self {
+        Self { what, cause: None }
     }
 }
 
-impl std::error::Error for Corrupt {}
+impl PartialEq for Corrupt {
+    fn eq(&self, other: &Self) -> bool {
+        self.what == other.what
+    }
+}
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.what)
+    }
+}
+
+impl std::error::Error for Corrupt {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_ref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl Compressed {
     /// A piece read back from storage, with the CRC-32 and length stored beside it.
@@ -117,19 +137,22 @@ impl Compressed {
             plain.reserve(expected.saturating_sub(plain.len()).max(64));
             inflate
                 .decompress_vec(&self.deflate[at..], &mut plain, flate2::FlushDecompress::Sync)
-                .map_err(|_| Corrupt("the compressed bytes are not valid deflate"))?;
+                .map_err(|e| Corrupt {
+                    what: "the compressed bytes are not valid deflate",
+                    cause: Some(e),
+                })?;
             if (inflate.total_in(), inflate.total_out()) == before {
-                return Err(Corrupt("the compressed bytes end in the middle of a block"));
+                return Err(Corrupt::new("the compressed bytes end in the middle of a block"));
             }
             if plain.len() > expected {
-                return Err(Corrupt("it decompresses to more bytes than stored beside it"));
+                return Err(Corrupt::new("it decompresses to more bytes than stored beside it"));
             }
         }
         if plain.len() != expected {
-            return Err(Corrupt("it decompresses to fewer bytes than stored beside it"));
+            return Err(Corrupt::new("it decompresses to fewer bytes than stored beside it"));
         }
         if crc32fast::hash(&plain) != self.crc {
-            return Err(Corrupt("its CRC-32 does not match the one stored beside it"));
+            return Err(Corrupt::new("its CRC-32 does not match the one stored beside it"));
         }
         Ok(plain)
     }
@@ -497,14 +520,17 @@ mod tests {
         flipped.crc ^= 1;
         assert_eq!(
             flipped.inflate(),
-            Err(Corrupt("its CRC-32 does not match the one stored beside it"))
+            Err(Corrupt::new("its CRC-32 does not match the one stored beside it"))
         );
         let short = Compressed::from_stored(good.deflate[..3].into(), good.crc, good.plain_len);
         assert!(short.inflate().is_err());
         let longer = Compressed::from_stored(good.deflate.clone(), good.crc, good.plain_len - 1);
         assert!(longer.inflate().is_err());
         let garbage = Compressed::from_stored(vec![0xff; 40].into(), 0, 10);
-        assert!(garbage.inflate().is_err());
+        let refused = garbage.inflate().unwrap_err();
+        assert_eq!(refused.what, "the compressed bytes are not valid deflate");
+        let cause = std::error::Error::source(&refused).map(|e| e.to_string());
+        assert!(cause.is_some_and(|c| !c.is_empty()), "the decompressor's error is kept");
     }
 
     proptest! {

@@ -201,12 +201,19 @@ fn render(
         }
     };
     let (apps, cut): (Vec<Arc<[u8]>>, Option<WithModule>) = wholes_or_cut;
-    // Each application is written as up to three slices: whole, or head, module and tail.
+    // Each part is written as up to three slices: whole (an application, or a run of them with
+    // its commas), or head, module and tail.
     let items: Vec<[&[u8]; 3]> = match &cut {
         Some(cut) => vec![cut.parts()],
         None => apps.iter().map(|app| whole(app)).collect(),
     };
-    let tail = tail(items.len());
+    let returned = match *selection {
+        _ if page.is_empty() => 0,
+        Selection::All => page.len(),
+        // One application, whole or cut, if it is there.
+        _ => usize::from(!items.is_empty()),
+    };
+    let tail = tail(returned);
     let size: usize = items.iter().flatten().map(|part| part.len()).sum::<usize>()
         + items.len().saturating_sub(1)
         + head.len()

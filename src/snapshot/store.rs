@@ -265,7 +265,9 @@ impl Snapshots {
         written: Option<SystemTime>,
     ) -> Result<Imported, ImportError> {
         let Received { mut document, sha256: file_sha256, bytes } = received;
+        let read_at = started.elapsed();
         let analyzed_on = check::check(&mut document).map_err(ImportError::Invalid)?;
+        let checked_at = started.elapsed();
         // An application the newest date has too is kept as the newest holds it: the day's
         // import, which becomes the newest, then adds only what changed to what is in memory.
         // (Sharing bytes in memory, never deciding what the store lacks.)
@@ -280,6 +282,7 @@ impl Snapshots {
         let rendered =
             render::render(document, analyzed_on, bytes, &mut keep).map_err(ImportError::Render)?;
         drop(newest);
+        let rendered_at = started.elapsed();
         let _commit = self.lock_commit();
         // Stamped as it goes live, in the commit that makes it so; a file taken over keeps the
         // time its release wrote it (`written`).
@@ -287,6 +290,7 @@ impl Snapshots {
         let stored =
             self.history.put(date, rendered, file_sha256, arrival).map_err(ImportError::History)?;
         self.holds.at(hold::IMPORT_COMMITTED);
+        let stored_at = started.elapsed();
         let catalog = self.catalog();
         // A file for this date that the inbox refused is superseded by this import: it goes,
         // or the next reload would try it again. (A take-over removes its files itself, once
@@ -339,6 +343,17 @@ impl Snapshots {
             (header_stats, Ok(()))
         };
         self.changed(stored.replaced);
+        let ms = |d: Duration| d.as_millis();
+        log::debug!(
+            "snapshot {date}: read and parsed in {} ms, checked in {} ms, rendered in {} ms, \
+             stored in {} ms ({} new piece(s)), live at {} ms",
+            ms(read_at),
+            ms(checked_at - read_at),
+            ms(rendered_at - checked_at),
+            ms(stored_at - rendered_at),
+            stored.new_pieces,
+            ms(started.elapsed())
+        );
         outcome?;
         Ok(Imported {
             date,

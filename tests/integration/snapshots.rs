@@ -389,7 +389,8 @@ fn strings_are_bounded_and_clean_and_a_violation_changes_nothing() {
     let level = format!("{BASE}/TechnicalDebt_Level");
     let before = server.get_with_key(&level, &key).body;
     let store_before = server.admin("GET", "/snapshots").1["total"]["store_bytes"].clone();
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str, String)> = vec![
+    type Change = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Change, &str, String)> = vec![
         (
             Box::new(|s| s["Levels"][0]["Name"] = json!("L\u{0}w")),
             "$.Levels[0].Name",

@@ -142,11 +142,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Form {
     /// An application's JSON.
-    Plain,
+    AppPlain,
     /// An application's deflate segment.
-    App,
+    AppDeflate,
+    /// A run's JSON: its ten applications and the commas between them.
+    RunPlain,
     /// A run's deflate segment.
-    Run,
+    RunDeflate,
 }
 
 #[derive(Clone)]

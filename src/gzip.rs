@@ -197,28 +197,61 @@ pub fn inflate_each(pieces: &[&Compressed], threads: usize) -> Result<Vec<Vec<u8
     Ok(all)
 }
 
-/// Whether each piece decompresses to exactly the concatenation of its parts (checked as
-/// [`Compressed::inflate`] checks it), on up to `threads` threads: a piece read back from a
-/// store is taken for the bytes it claims only when it gives them.
+/// Whether each piece decompresses to exactly the concatenation of its parts, on up to
+/// `threads` threads: a piece read back from a store is taken for the bytes it claims only when
+/// it gives them. Decompressed through a small window and compared as it comes, so checking a
+/// whole snapshot's pieces allocates nothing of their size.
 pub fn each_inflates_to(pieces: &[(&Compressed, Vec<&[u8]>)], threads: usize) -> Vec<bool> {
     let shares = in_shares(pieces, threads, "gzip-inflate", |share| {
+        let mut inflate = flate2::Decompress::new(false);
+        let mut window = vec![0u8; 64 << 10];
         share
             .iter()
-            .map(|(piece, parts)| {
-                piece.inflate().is_ok_and(|plain| {
-                    let mut rest = plain.as_slice();
-                    for part in parts {
-                        match rest.strip_prefix(*part) {
-                            Some(after) => rest = after,
-                            None => return false,
-                        }
-                    }
-                    rest.is_empty()
-                })
-            })
+            .map(|(piece, parts)| piece.gives(parts, &mut inflate, &mut window))
             .collect::<Vec<_>>()
     });
     shares.into_iter().flatten().collect()
+}
+
+impl Compressed {
+    /// Whether it decompresses to exactly `parts` joined, through `window`.
+    fn gives(&self, parts: &[&[u8]], inflate: &mut flate2::Decompress, window: &mut [u8]) -> bool {
+        let expected: usize = parts.iter().map(|p| p.len()).sum();
+        if expected != self.plain_len as usize || window.is_empty() {
+            return false;
+        }
+        inflate.reset(false);
+        let mut left = parts.iter().copied().filter(|p| !p.is_empty());
+        let mut part: &[u8] = left.next().unwrap_or_default();
+        while (inflate.total_in() as usize) < self.deflate.len() {
+            let (taken, given) = (inflate.total_in(), inflate.total_out());
+            // Below the length: the loop's condition.
+            let input = &self.deflate[taken as usize..];
+            if inflate.decompress(input, window, flate2::FlushDecompress::Sync).is_err() {
+                return false;
+            }
+            let produced = (inflate.total_out() - given) as usize;
+            if inflate.total_in() == taken && produced == 0 {
+                return false;
+            }
+            // The decompressor writes at most the window.
+            let mut out = &window[..produced];
+            while !out.is_empty() {
+                if part.is_empty() {
+                    match left.next() {
+                        Some(next) => part = next,
+                        None => return false,
+                    }
+                }
+                let n = part.len().min(out.len());
+                if part[..n] != out[..n] {
+                    return false;
+                }
+                (part, out) = (&part[n..], &out[n..]);
+            }
+        }
+        part.is_empty() && left.next().is_none() && inflate.total_out() as usize == expected
+    }
 }
 
 /// `work` over `items` cut into up to `threads` shares, one thread each, the first on this
@@ -511,6 +544,26 @@ mod tests {
         member.segment(pieces[1].segment());
         let member = member.finish();
         assert_eq!(gunzip(&member), [plain.as_slice(), b",", &plain].concat());
+    }
+
+    #[test]
+    fn a_stored_piece_is_taken_only_when_it_gives_exactly_its_bytes() {
+        let plain = b"{\"GUID\":\"a\"},{\"GUID\":\"b\"}".repeat(5000);
+        let good = compress_each(&[vec![&plain]], 6, 1).remove(0);
+        let (head, tail) = plain.split_at(70_001);
+        let mut damaged = good.clone();
+        let middle = damaged.deflate.len() / 2;
+        damaged.deflate[middle] ^= 0x55;
+        let mut other = plain.clone();
+        other[99_999] = b'X';
+        let checks = [
+            (&good, vec![plain.as_slice()]),
+            (&good, vec![head, b"".as_slice(), tail]),
+            (&good, vec![other.as_slice()]),
+            (&good, vec![head]),
+            (&damaged, vec![plain.as_slice()]),
+        ];
+        assert_eq!(each_inflates_to(&checks, 2), [true, true, false, false, false]);
     }
 
     #[test]

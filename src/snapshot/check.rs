@@ -225,10 +225,10 @@ impl Patterns<'_, '_> {
                 return Err(Invalid::at(
                     at(".CategoryGUID"),
                     Problem::WrongCategory {
-                        pattern: finding.pattern_guid.clone(),
-                        category: finding.category_guid.clone(),
+                        pattern: finding.pattern_guid.to_string(),
+                        category: finding.category_guid.to_string(),
                         // `pattern.0` was recorded as an index into these categories.
-                        declared_in: self.categories[pattern.0 as usize].guid.clone(),
+                        declared_in: self.categories[pattern.0 as usize].guid.to_string(),
                     },
                 ));
             }
@@ -241,7 +241,7 @@ impl Patterns<'_, '_> {
                 return Err(Invalid::at(
                     at(".PatternGUID"),
                     Problem::Duplicate {
-                        id: finding.pattern_guid.clone(),
+                        id: finding.pattern_guid.to_string(),
                         first: format!("{owner}.Findings[{first}].PatternGUID"),
                     },
                 ));

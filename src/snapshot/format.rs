@@ -19,11 +19,13 @@
 //! What the format allows in a string (its length, no control characters) is declared here,
 //! beside the fields, and checked with every reference in [`super::check`].
 
+mod id;
 mod invalid;
 mod read;
 
 use serde::{Deserialize, Serialize};
 
+pub use id::Id;
 pub use invalid::{Invalid, Kind, Problem, echo};
 pub use read::{ReadError, Received, json_path, read};
 
@@ -50,7 +52,7 @@ macro_rules! document {
         $(#[$each])*
         pub struct Named {
             #[serde(rename = "GUID")]
-            pub guid: String,
+            pub guid: Id,
             #[serde(rename = "Name")]
             pub name: String,
         }
@@ -59,7 +61,7 @@ macro_rules! document {
         $(#[$each])*
         pub struct Category {
             #[serde(rename = "GUID")]
-            pub guid: String,
+            pub guid: Id,
             #[serde(rename = "Name")]
             pub name: String,
             #[serde(rename = "Patterns", default)]
@@ -70,7 +72,7 @@ macro_rules! document {
         $(#[$each])*
         pub struct Team {
             #[serde(rename = "ExternalId")]
-            pub external_id: String,
+            pub external_id: Id,
             #[serde(rename = "Name")]
             pub name: String,
             #[serde(rename = "Applications", default)]
@@ -81,7 +83,7 @@ macro_rules! document {
         $(#[$each])*
         pub struct TeamApplication {
             #[serde(rename = "GUID")]
-            pub guid: String,
+            pub guid: Id,
             /// Index into the document's applications, resolved by the check (not in the file).
             #[serde(skip)]
             pub app: u32,
@@ -91,11 +93,11 @@ macro_rules! document {
         $(#[$each])*
         pub struct Application {
             #[serde(rename = "GUID")]
-            pub guid: String,
+            pub guid: Id,
             #[serde(rename = "Name")]
             pub name: String,
             #[serde(rename = "LevelGUID")]
-            pub level_guid: String,
+            pub level_guid: Id,
             #[serde(rename = "Findings", default)]
             pub findings: Vec<Finding>,
             #[serde(rename = "Modules", default)]
@@ -109,11 +111,11 @@ macro_rules! document {
         $(#[$each])*
         pub struct Module {
             #[serde(rename = "GUID")]
-            pub guid: String,
+            pub guid: Id,
             #[serde(rename = "Name")]
             pub name: String,
             #[serde(rename = "LevelGUID")]
-            pub level_guid: String,
+            pub level_guid: Id,
             #[serde(rename = "Findings", default)]
             pub findings: Vec<Finding>,
             #[serde(skip)]
@@ -124,9 +126,9 @@ macro_rules! document {
         $(#[$each])*
         pub struct Finding {
             #[serde(rename = "CategoryGUID")]
-            pub category_guid: String,
+            pub category_guid: Id,
             #[serde(rename = "PatternGUID")]
-            pub pattern_guid: String,
+            pub pattern_guid: Id,
             /// Signed in the file so that a negative count is reported as one, not as a type
             /// error.
             #[serde(rename = "Count")]
@@ -143,6 +145,8 @@ document!();
 /// The items as an import reads them: unknown fields refused.
 pub mod strict {
     use serde::{Deserialize, Serialize};
+
+    use super::Id;
 
     document!(#[serde(deny_unknown_fields)]);
 
@@ -267,7 +271,7 @@ mod tests {
         let back = &read.document.applications[0];
         assert_eq!((back.guid.as_str(), back.name.as_str()), ("A", "bé"));
         assert_eq!(back.findings[0].count, 3);
-        assert_eq!(back.modules[0].guid, "M");
+        assert_eq!(back.modules[0].guid.as_str(), "M");
         assert_eq!(read.bytes, bytes.len() as u64);
     }
 
@@ -275,7 +279,7 @@ mod tests {
     fn the_lenient_items_ignore_unknown_fields_and_the_strict_ones_name_them() {
         let text = r#"{"GUID":"A","Name":"n","LevelGUID":"L","Owner":"x"}"#;
         let lenient: Application = serde_json::from_str(text).unwrap();
-        assert_eq!(lenient.guid, "A");
+        assert_eq!(lenient.guid.as_str(), "A");
         let strict = serde_json::from_str::<strict::Application>(text).unwrap_err();
         assert!(strict.to_string().starts_with("unknown field `Owner`"), "{strict}");
     }

@@ -11,6 +11,7 @@
 //! date being deleted.
 
 mod errors;
+mod outcome;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,6 +26,7 @@ pub use super::piece::record::{Arrival, Source};
 pub use super::retention::{Retention, Rule};
 pub use super::serve::{Memory, ServeError};
 pub use errors::{DeleteError, ImportError, OpenError};
+pub use outcome::{Deleted, Imported, Pruned, Reloaded};
 
 use super::date::Date;
 use super::export::{self, ExportError};
@@ -32,7 +34,7 @@ use super::format::{self, Received};
 use super::history::{self, History, HistoryError};
 use super::hold::{self, Holds};
 use super::inbox;
-use super::piece::{Digest, Stats, sha256};
+use super::piece::sha256;
 use super::serve::{About, Dated, Mode, Pinned, Serving};
 use super::{check, render};
 use crate::durable;
@@ -66,47 +68,6 @@ pub struct Snapshots {
     commit: Mutex<()>,
     /// Each date's share of the disk, computed on the first listing after a change.
     disk: Mutex<Option<Arc<BTreeMap<Date, u64>>>>,
-}
-
-/// An import that is live.
-pub struct Imported {
-    pub date: Date,
-    pub stats: Stats,
-    pub file_sha256: Digest,
-    pub analyzed_on: SystemTime,
-    pub arrival: Arrival,
-    /// The date was already in the store (and is now replaced), or a refused file was.
-    pub replaced: bool,
-    /// From the first byte received to live.
-    pub took: Duration,
-    /// Applications and runs the store did not hold (the rest were found stored).
-    pub new_pieces: usize,
-    /// What the import added to the store: those pieces and the date's own records.
-    pub added_bytes: u64,
-}
-
-/// What a take-over of the inbox found.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Reloaded {
-    pub served: usize,
-    /// Files imported into the store (and removed from the inbox).
-    pub imported: usize,
-    /// Files that did not load (left in the inbox).
-    pub refused: usize,
-}
-
-/// A delete that happened.
-pub struct Deleted {
-    /// What was being served for the date, if anything (a refused file is not served).
-    pub served: Option<Stats>,
-}
-
-/// One date that retention removed, or tried to.
-pub struct Pruned {
-    pub date: Date,
-    pub rule: Rule,
-    /// One commit removes every date due, so they share its outcome.
-    pub outcome: Result<Deleted, Arc<HistoryError>>,
 }
 
 impl Snapshots {

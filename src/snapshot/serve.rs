@@ -2,9 +2,10 @@
 //!
 //! The newest date, which answers every request without `Date`, is held whole ([`Pinned`]).
 //! An older date is kept as its index ([`older::Older`]) among the `cached_dates` most recently
-//! used, and the pieces requests ask for (an application's JSON, an application's or a run's
-//! compressed segment) are kept in one cache of `cache_mib`, by content, shared by every older
-//! date; redb's own page cache holds the records they were read from. Memory is bounded by the
+//! used, and the pieces requests ask for (an application's or a run of ten's JSON or compressed
+//! segment: a page reads whole runs where it covers them) are kept in one cache of `cache_mib`,
+//! by content, shared by every older date; redb's own page cache holds the records they were
+//! read from. Memory is bounded by the
 //! configuration, not by the number of dates, and start-up reads the newest date only.
 //!
 //! Every question is asked in a [`Mode`]. [`Mode::MemoryOnly`] answers from the ready bytes or

@@ -166,7 +166,8 @@ impl<'a> Tap<'a> {
                 other => break other?,
             }
         };
-        let got = buf.get(..n).unwrap_or_default();
+        let got =
+            buf.get(..n).ok_or_else(|| io::Error::other("a read claimed more bytes than asked"))?;
         self.digest.update(got);
         self.bytes += got.len() as u64;
         Ok(n)

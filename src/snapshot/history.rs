@@ -75,6 +75,17 @@ pub struct Stored {
     pub new_pieces: usize,
     /// What the commit added: those pieces and the date's own records.
     pub added_bytes: u64,
+    /// What it removed: the pieces of the version replaced that no date names any more.
+    pub freed_bytes: u64,
+}
+
+/// Dates removed.
+pub struct Removed {
+    /// The dates the store held (and no longer does).
+    pub dates: Vec<Date>,
+    /// The bytes of the records removed with them: theirs, and the pieces no date names any
+    /// more.
+    pub freed_bytes: u64,
 }
 
 /// The file's size and how much of it is free, as redb counts its pages.
@@ -229,9 +240,7 @@ impl History {
                 .is_some();
             added += pieces.len() + header.len();
         }
-        if replaced {
-            self.collect(&txn)?;
-        }
+        let freed_bytes = if replaced { self.collect(&txn)? } else { 0 };
         self.holds.at(hold::IMPORT_COMMIT);
         txn.commit().map_err(|e| self.error("commit to", e))?;
         log::debug!(
@@ -240,32 +249,34 @@ impl History {
             (started.elapsed() - built_at).as_millis()
         );
         let new_pieces = built.new_apps.len() + built.new_runs.len();
-        Ok(Stored { built, replaced, new_pieces, added_bytes: added as u64 })
+        Ok(Stored { built, replaced, new_pieces, added_bytes: added as u64, freed_bytes })
     }
 
-    /// Removes `dates` and every piece no remaining date names, in one transaction. Returns
-    /// the dates the store held (and no longer does); nothing is written when it held none.
-    pub fn remove(&self, dates: &[Date]) -> Result<Vec<Date>, HistoryError> {
+    /// Removes `dates` and every piece no remaining date names, in one transaction. Nothing
+    /// is written when the store held none of them.
+    pub fn remove(&self, dates: &[Date]) -> Result<Removed, HistoryError> {
         let txn = self.begin_write()?;
         let fail = |e: redb::Error| self.error("remove from", e);
-        let mut removed = Vec::with_capacity(dates.len());
+        let mut removed = Removed { dates: Vec::with_capacity(dates.len()), freed_bytes: 0 };
         {
             let mut headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
             let mut date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
             for date in dates {
                 let day = date.to_string();
-                let held = headers.remove(day.as_bytes()).map_err(|e| fail(e.into()))?.is_some();
-                date_apps.remove(day.as_bytes()).map_err(|e| fail(e.into()))?;
-                if held {
-                    removed.push(*date);
+                let header = headers.remove(day.as_bytes()).map_err(|e| fail(e.into()))?;
+                let record = date_apps.remove(day.as_bytes()).map_err(|e| fail(e.into()))?;
+                if let Some(header) = header {
+                    let record = record.map_or(0, |r| r.value().len());
+                    removed.freed_bytes += (header.value().len() + record) as u64;
+                    removed.dates.push(*date);
                 }
             }
         }
-        if removed.is_empty() {
+        if removed.dates.is_empty() {
             txn.abort().map_err(|e| self.error("remove from", e))?;
             return Ok(removed);
         }
-        self.collect(&txn)?;
+        removed.freed_bytes += self.collect(&txn)?;
         self.holds.at(hold::REMOVE_COMMIT);
         txn.commit().map_err(|e| self.error("commit to", e))?;
         Ok(removed)
@@ -273,20 +284,28 @@ impl History {
 
     /// Removes, within `txn`, every piece no date in it names: after a removal, or a
     /// replacement that dropped some of the date's pieces.
-    fn collect(&self, txn: &WriteTransaction) -> Result<(), HistoryError> {
+    /// Returns the bytes of the records it removed.
+    fn collect(&self, txn: &WriteTransaction) -> Result<u64, HistoryError> {
         let fail = |e: redb::Error| self.error("remove from", e);
         let named = {
             let headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
             let date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
             named_pieces(&headers, &date_apps, &self.path)?
         };
+        let mut freed = 0;
         for (table, keep) in [(APPS, &named.apps), (RUNS, &named.runs), (LISTS, &named.lists)] {
             let mut table = txn.open_table(table).map_err(|e| fail(e.into()))?;
             table
-                .retain(|key, _| tables::digest(key).is_some_and(|key| keep.contains(&key)))
+                .retain(|key, value| {
+                    let kept = tables::digest(key).is_some_and(|key| keep.contains(&key));
+                    if !kept {
+                        freed += value.len() as u64;
+                    }
+                    kept
+                })
                 .map_err(|e| fail(e.into()))?;
         }
-        Ok(())
+        Ok(freed)
     }
 
     /// The file's size and its free pages: redb counts them walking every table, so this is

@@ -68,6 +68,8 @@ pub struct Snapshots {
     commit: Mutex<()>,
     /// Each date's share of the disk, computed on the first listing after a change.
     disk: Mutex<Option<Arc<BTreeMap<Date, u64>>>>,
+    /// What the removals and replacements since the free space was last measured held.
+    freed: Mutex<u64>,
 }
 
 impl Snapshots {
@@ -129,6 +131,7 @@ impl Snapshots {
             holds,
             commit: Mutex::new(()),
             disk: Mutex::new(None),
+            freed: Mutex::new(0),
         };
         let _commit = snapshots.lock_commit();
         let entries = snapshots.read_entries().map_err(OpenError::History)?;
@@ -303,7 +306,7 @@ impl Snapshots {
             });
             (header_stats, Ok(()))
         };
-        self.changed(stored.replaced);
+        self.changed(stored.freed_bytes);
         let ms = |d: Duration| d.as_millis();
         log::debug!(
             "snapshot {date}: read and parsed in {} ms, checked in {} ms, rendered in {} ms, \
@@ -335,7 +338,7 @@ impl Snapshots {
         let _commit = self.lock_commit();
         let catalog = self.catalog();
         let removed = self.history.remove(&[date]).map_err(DeleteError::History)?;
-        if !removed.is_empty() {
+        if !removed.dates.is_empty() {
             self.holds.at(hold::REMOVE_COMMITTED);
         }
         let removed_file = if catalog.is_refused(date) {
@@ -343,12 +346,12 @@ impl Snapshots {
         } else {
             false
         };
-        if removed.is_empty() && !removed_file && !catalog.is_refused(date) {
+        if removed.dates.is_empty() && !removed_file && !catalog.is_refused(date) {
             return Err(DeleteError::NotFound);
         }
         let served = catalog.entry(date).map(|e| e.stats);
         self.remove_from_catalog(&[date]);
-        self.changed(!removed.is_empty());
+        self.changed(removed.freed_bytes);
         Ok(Deleted { served })
     }
 
@@ -367,10 +370,10 @@ impl Snapshots {
         }
         let dates: Vec<Date> = due.iter().map(|(date, _)| *date).collect();
         let outcome = self.history.remove(&dates).map_err(Arc::new);
-        if outcome.is_ok() {
+        if let Ok(removed) = &outcome {
             self.holds.at(hold::REMOVE_COMMITTED);
             self.remove_from_catalog(&dates);
-            self.changed(true);
+            self.changed(removed.freed_bytes);
         }
         due.into_iter()
             .map(|(date, rule)| Pruned {
@@ -535,13 +538,30 @@ impl Snapshots {
         });
     }
 
-    /// After a commit: the listing's shares are stale, and a commit that may have freed space
-    /// (`freed`: a removal or a replacement) may leave enough to give back.
-    fn changed(&self, freed: bool) {
+    /// After a commit: the listing's shares are stale, and a commit that removed records
+    /// (`freed` bytes of them) may leave enough of the file free to give back. Measuring the
+    /// free space walks the whole file, so it waits until the records removed since the last
+    /// measure are the compaction's share of what the dates hold now (their disk shares).
+    fn changed(&self, freed: u64) {
         *locks::lock(&self.disk) = None;
-        if !freed {
+        let mut since = locks::lock(&self.freed);
+        *since += freed;
+        if *since == 0 {
             return;
         }
+        let held: u64 = match self.disk_shares() {
+            Ok(shares) => shares.values().sum(),
+            Err(e) => {
+                log::error!("snapshots: {e}; the store keeps its free space until the next try");
+                return;
+            }
+        };
+        if since.saturating_mul(100) <= held.saturating_mul(u64::from(self.compaction.free_percent))
+        {
+            return;
+        }
+        *since = 0;
+        drop(since);
         match self.history.compact_if_free(self.compaction.free_percent) {
             Ok(Some((before, after))) => log::info!(
                 "snapshots: compacted {}: {} to {} bytes ({} were free)",

@@ -114,12 +114,7 @@ pub fn header(
     date: Date,
     path: &Path,
 ) -> Result<Option<Header>, HistoryError> {
-    let day = date.to_string();
-    let Some(bytes) = table.get(day.as_bytes()).map_err(|e| HistoryError::db("read", path, e))?
-    else {
-        return Ok(None);
-    };
-    Header::decode(bytes.value()).map(Some).map_err(|e| HistoryError::damaged(date, e))
+    date_record(table, date, path, Header::decode)
 }
 
 /// A date's record in `table` (the `date_apps` table of any transaction).
@@ -128,12 +123,22 @@ pub fn date_pieces(
     date: Date,
     path: &Path,
 ) -> Result<Option<DatePieces>, HistoryError> {
+    date_record(table, date, path, DatePieces::decode)
+}
+
+/// `date`'s record in a table keyed by date, decoded.
+fn date_record<T>(
+    table: &impl Readable,
+    date: Date,
+    path: &Path,
+    decode: fn(&[u8]) -> Result<T, Damaged>,
+) -> Result<Option<T>, HistoryError> {
     let day = date.to_string();
     let Some(bytes) = table.get(day.as_bytes()).map_err(|e| HistoryError::db("read", path, e))?
     else {
         return Ok(None);
     };
-    DatePieces::decode(bytes.value()).map(Some).map_err(|e| HistoryError::damaged(date, e))
+    decode(bytes.value()).map(Some).map_err(|e| HistoryError::damaged(date, e))
 }
 
 /// A date named by a stored key.

@@ -8,9 +8,16 @@
 //! Only requests with valid credentials are routed. [`answer`] finds the method under
 //! either base path (`/ArchitectureDashboardAPI/rest/V1`, the documented one, and
 //! `/AIMentorStudioAPI/rest/v1`, the official client's), ignoring letter case and one trailing
-//! slash; only `GET` and `HEAD` are served. Every answer comes from one [`Snapshot`] taken at
-//! the start of the request, so an import that lands meanwhile cannot mix two snapshots in one
-//! answer. Bodies are pre-rendered by [`crate::snapshot`]: the Level, Category, Team and
+//! slash; only `GET` and `HEAD` are served. Every answer comes from one date taken at the start
+//! of the request ([`crate::snapshot::serve::Dated`]), so an import that lands meanwhile cannot
+//! mix two snapshots in one answer.
+//!
+//! The store is asked through [`Source`] alone, in a [`Mode`]: [`answer_in`] with
+//! [`Mode::MemoryOnly`] answers from the bytes in memory or says [`Answer::Cold`] at once (an
+//! older date, or pieces of one, not in memory), never reading a disk, decompressing, or waiting
+//! on a lock held across either; with [`Mode::Blocking`] it reads what it needs. The workers
+//! ask in the blocking mode today; a worker that must never wait can ask from memory and hand
+//! a cold request to a thread that may. Bodies are pre-rendered by [`crate::snapshot`]: the Level, Category, Team and
 //! LastAnalysisDate answers are shared bytes, an application page is a concatenation. Each has
 //! a gzip form made at load too, chosen by the request's `Accept-Encoding`
 //! ([`crate::http::encoding`]); what has none (one team, one module, an error) is compressed
@@ -43,7 +50,7 @@ use crate::key::Fingerprint;
 use crate::keys::{self, Admitted, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
 use crate::refusals::{Kind, Peer, Refused};
-use crate::snapshot::{Date, Snapshot, Snapshots, Whole};
+use crate::snapshot::{Date, Mode, Pinned, ServeError, Snapshots, Whole};
 use crate::throttle::Verdict;
 use query::{Param, Query, QueryError};
 
@@ -100,7 +107,18 @@ pub fn handle(
     let started = Instant::now();
     let (response, route) = match app.keys.check(worker, request, peer.ip()) {
         Err(refusal) => (vary(refuse(app, shard, request, peer, refusal)), ApiRoute::Refused),
-        Ok(_) => route(&app.snapshots, request),
+        Ok(_) => match route(Source { snapshots: &app.snapshots, mode: Mode::Blocking }, request) {
+            (Answer::Ready(response), route) => (response, route),
+            // A blocking question never comes back cold; were it to, the client gets a 500
+            // and the log says why.
+            (Answer::Cold, route) => {
+                log::error!("api: a blocking read came back cold (a bug: please report it)");
+                (
+                    error(Status::INTERNAL_SERVER_ERROR, &ApiError::Unavailable(None).to_string()),
+                    route,
+                )
+            }
+        },
     };
     if response.status == Status::INTERNAL_SERVER_ERROR {
         log::error!("api answered 500 to {} {}", peer.ip(), request.path);
@@ -269,23 +287,48 @@ fn throttled(retry_after_secs: u64) -> Response {
         .closing()
 }
 
-/// Answers an authenticated `request` from `snapshots`. Public so benchmarks and tests reach
-/// it without a server.
+/// The store, as the handlers ask it: every question in one mode.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub snapshots: &'a Snapshots,
+    pub mode: Mode,
+}
+
+/// An authenticated request's answer, or, asked from memory only, that it needs the store.
+pub enum Answer {
+    Ready(Response),
+    /// Not in memory: ask again with [`Mode::Blocking`] on a thread that may wait.
+    Cold,
+}
+
+/// Answers an authenticated `request` from `snapshots`, reading the store if it must. Public so
+/// benchmarks and tests reach it without a server.
 pub fn answer(snapshots: &Snapshots, request: &Request<'_>) -> Response {
-    route(snapshots, request).0
+    match answer_in(Source { snapshots, mode: Mode::Blocking }, request) {
+        Answer::Ready(response) => response,
+        Answer::Cold => {
+            error(Status::INTERNAL_SERVER_ERROR, &ApiError::Unavailable(None).to_string())
+        }
+    }
+}
+
+/// Answers an authenticated `request` in `source`'s mode.
+pub fn answer_in(source: Source<'_>, request: &Request<'_>) -> Answer {
+    route(source, request).0
 }
 
 /// Resolves the method once, and answers it in the content coding the request accepts: the
 /// answer and its `route` label.
-fn route(catalog: &Snapshots, request: &Request<'_>) -> (Response, ApiRoute) {
+fn route(source: Source<'_>, request: &Request<'_>) -> (Answer, ApiRoute) {
     let coding = Coding::accepted_by(request);
     let (response, label) = match resolve(request.path) {
-        Some((base, endpoint)) => {
-            (answer_endpoint(catalog, request, base, endpoint, coding), endpoint.metrics_route())
-        }
+        Some((base, endpoint)) => match answer_endpoint(source, request, base, endpoint, coding) {
+            Some(response) => (response, endpoint.metrics_route()),
+            None => return (Answer::Cold, endpoint.metrics_route()),
+        },
         None => (no_such_method(request), ApiRoute::Other),
     };
-    (encoding::encode(response, coding), label)
+    (Answer::Ready(encoding::encode(response, coding)), label)
 }
 
 fn no_such_method(request: &Request<'_>) -> Response {
@@ -298,30 +341,38 @@ fn no_such_method(request: &Request<'_>) -> Response {
     )
 }
 
+/// The answer, or `None` when it is cold (see [`Answer::Cold`]).
 fn answer_endpoint(
-    catalog: &Snapshots,
+    source: Source<'_>,
     request: &Request<'_>,
     base: usize,
     endpoint: Endpoint,
     coding: Coding,
-) -> Response {
+) -> Option<Response> {
     if !matches!(request.method, Method::Get | Method::Head) {
-        return error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
-            .header("allow", "GET, HEAD");
+        return Some(
+            error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
+                .header("allow", "GET, HEAD"),
+        );
     }
+    let snapshots = source.snapshots;
     let outcome = match endpoint {
-        Endpoint::Application => applications::answer(catalog, request.query, coding),
-        Endpoint::Category => shared(catalog, request.query, Whole::Categories, coding),
+        Endpoint::Application => applications::answer(source, request.query, coding),
+        Endpoint::Category => shared(snapshots, request.query, Whole::Categories, coding),
         Endpoint::LastAnalysisDate => {
-            shared(catalog, request.query, Whole::LastAnalysisDate, coding)
+            shared(snapshots, request.query, Whole::LastAnalysisDate, coding)
         }
-        Endpoint::Level => shared(catalog, request.query, Whole::Levels, coding),
-        Endpoint::Team => teams(catalog, request.query, coding),
+        Endpoint::Level => shared(snapshots, request.query, Whole::Levels, coding),
+        Endpoint::Team => teams(snapshots, request.query, coding),
         Endpoint::Swagger => Query::parse(request.query, query::NONE)
             .map(|_| swagger::response(base, coding))
             .map_err(Into::into),
     };
-    outcome.unwrap_or_else(|e| error(e.status(), &e.to_string()))
+    match outcome {
+        Ok(response) => Some(response),
+        Err(ApiError::Cold) => None,
+        Err(e) => Some(error(e.status(), &e.to_string())),
+    }
 }
 
 /// The base (index into [`BASES`]) and method that `path` names, if any.
@@ -337,20 +388,21 @@ fn resolve(path: &str) -> Option<(usize, Endpoint)> {
     })
 }
 
-/// A method without parameters whose answer is pre-rendered whole.
+/// A method without parameters whose answer is pre-rendered whole: the newest date's, always
+/// in memory.
 fn shared(
-    catalog: &Snapshots,
+    snapshots: &Snapshots,
     raw_query: Option<&str>,
     answer: Whole,
     coding: Coding,
 ) -> Result<Response, ApiError> {
     Query::parse(raw_query, query::NONE)?;
-    let snapshot = pick(catalog, None)?;
-    Ok(whole(&snapshot, answer, coding))
+    let newest = snapshots.newest().ok_or(ApiError::NoData)?;
+    Ok(whole(&newest, answer, coding))
 }
 
 /// An answer rendered whole, in the coding chosen for it: both forms are shared bytes.
-fn whole(snapshot: &Snapshot, answer: Whole, coding: Coding) -> Response {
+fn whole(snapshot: &Pinned, answer: Whole, coding: Coding) -> Response {
     let plain = snapshot.whole(answer);
     match coding.for_body(plain.len()) {
         Coding::Gzip => encoding::gzipped(Response::shared_json(
@@ -364,12 +416,12 @@ fn whole(snapshot: &Snapshot, answer: Whole, coding: Coding) -> Response {
 /// `/TechnicalDebt_Team`: all teams, or the one whose `ExternalId` is `Team` (none is an empty
 /// list, not a 404: the documentation lists no 404 for this method).
 fn teams(
-    catalog: &Snapshots,
+    snapshots: &Snapshots,
     raw_query: Option<&str>,
     coding: Coding,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw_query, query::TEAM)?;
-    let snapshot = pick(catalog, None)?;
+    let snapshot = snapshots.newest().ok_or(ApiError::NoData)?;
     let Some(external_id) = query.text(Param::Team) else {
         return Ok(whole(&snapshot, Whole::Teams, coding));
     };
@@ -384,24 +436,27 @@ fn teams(
     Ok(Response::json(Status::OK, body))
 }
 
-/// The snapshot for `date`, or the newest. An older date may be read from the store here; a
-/// store that cannot be read is the operator's to fix, so the client gets a 500 that says so
-/// and the log gets the details.
-fn pick(snapshots: &Snapshots, date: Option<Date>) -> Result<Arc<Snapshot>, ApiError> {
-    match snapshots.snapshot(date) {
-        Ok(Some(snapshot)) => Ok(snapshot),
-        Ok(None) => Err(date.map_or(ApiError::NoData, ApiError::NoDataOn)),
-        Err(e) => Err(unavailable(date, &e)),
+/// What the store said, as the API says it: cold and changed go back to the caller; anything
+/// else is the operator's to fix, so the client gets a 500 that says so and the log gets the
+/// details, with their causes.
+fn unavailable(date: Option<Date>, cause: ServeError) -> ApiError {
+    match cause {
+        ServeError::Cold => ApiError::Cold,
+        ServeError::Changed(date) => ApiError::Changed(date),
+        cause => {
+            let mut reason = cause.to_string();
+            let mut source = std::error::Error::source(&cause);
+            while let Some(inner) = source {
+                reason.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            log::error!(
+                "api: cannot serve the snapshot of {}: {reason}",
+                date.map_or("the newest date".into(), |d| d.to_string())
+            );
+            ApiError::Unavailable(date)
+        }
     }
-}
-
-/// Logs why a date could not be served and says, without the details, that it could not.
-fn unavailable(date: Option<Date>, cause: &dyn fmt::Display) -> ApiError {
-    log::error!(
-        "api: cannot serve the snapshot of {}: {cause}",
-        date.map_or("the newest date".into(), |d| d.to_string())
-    );
-    ApiError::Unavailable(date)
 }
 
 /// Why a request got no data. [`ApiError::status`] is the only mapping to a status code.
@@ -424,6 +479,11 @@ enum ApiError {
     },
     /// The store could not give the date's data (the log says why).
     Unavailable(Option<Date>),
+    /// Asked from memory only, and the answer is not there: never sent, [`route`] hands it
+    /// back as [`Answer::Cold`].
+    Cold,
+    /// The date changed while it was read: never sent, the Application method asks again.
+    Changed(Date),
 }
 
 impl ApiError {
@@ -435,7 +495,9 @@ impl ApiError {
             | Self::UnknownApplication(_)
             | Self::UnknownModule(_)
             | Self::ModuleNotInApplication { .. } => Status::NOT_FOUND,
-            Self::Unavailable(_) => Status::INTERNAL_SERVER_ERROR,
+            // Neither is ever answered (see their variants); were one to be, it is the server's
+            // fault.
+            Self::Unavailable(_) | Self::Cold | Self::Changed(_) => Status::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -466,6 +528,8 @@ impl fmt::Display for ApiError {
                 "the data for {} cannot be read now; the server's log says why",
                 date.map_or("the newest date".into(), |d| format!("Date {d}"))
             ),
+            Self::Cold => f.write_str("the answer is not in memory"),
+            Self::Changed(date) => write!(f, "the data for Date {date} changed while it was read"),
         }
     }
 }

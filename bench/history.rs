@@ -41,7 +41,7 @@ use common::guid;
 use lexopt::prelude::*;
 
 const USAGE: &str = "usage: history-bench day FILE --day N --churn PCT [--apps N] [--modules N] \
-                     [--findings N]\n       history-bench pages STATE_DIR [--dates N]";
+                     [--findings N]\n       history-bench pages STATE_DIR [--dates N] [--detail]";
 
 const CATEGORIES: usize = 8;
 const PATTERNS_PER_CATEGORY: usize = 12;
@@ -376,30 +376,35 @@ fn mix(key: u64) -> u64 {
 struct PagesArgs {
     state_dir: PathBuf,
     dates: usize,
+    /// Where a first touch goes: the index, then the page's applications, each timed.
+    detail: bool,
 }
 
 impl PagesArgs {
     fn parse(parser: &mut lexopt::Parser) -> Result<Self, String> {
         let mut state_dir = None;
         let mut dates = 30;
+        let mut detail = false;
         while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
             match arg {
                 Value(path) if state_dir.is_none() => state_dir = Some(PathBuf::from(path)),
                 Long("dates") => dates = number(parser, "--dates")?,
+                Long("detail") => detail = true,
                 other => return Err(format!("{}\n{USAGE}", other.unexpected())),
             }
         }
-        Ok(Self { state_dir: state_dir.ok_or(USAGE)?, dates })
+        Ok(Self { state_dir: state_dir.ok_or(USAGE)?, dates, detail })
     }
 }
 
 /// Times `Limit=200` pages in-process over a stopped server's history store.
 fn pages(args: PagesArgs) -> Result<(), String> {
     use aims_api::snapshot::Snapshots;
-    use aims_api::snapshot::store::Memory;
+    use aims_api::snapshot::store::{Compaction, Memory};
 
     let started = Instant::now();
-    let snapshots = Snapshots::open(&args.state_dir, "BENCH", Memory::default(), &mut |_, _| {})
+    let (memory, compaction) = (Memory::default(), Compaction::default());
+    let snapshots = Snapshots::open(&args.state_dir, "BENCH", memory, compaction, &mut |_, _| {})
         .map_err(|e| e.to_string())?;
     let open = started.elapsed();
     let catalog = snapshots.catalog();
@@ -421,6 +426,9 @@ fn pages(args: PagesArgs) -> Result<(), String> {
     };
     let slowest = |times: &[Duration]| times.iter().max().copied().unwrap_or_default();
     let newest_times: Vec<Duration> = (0..20).map(|_| page(None)).collect::<Result<_, _>>()?;
+    if args.detail {
+        return detail(&snapshots, &older);
+    }
     // Each date twice in a row: read from the store, then once touched.
     let (mut first, mut second) = (Vec::new(), Vec::new());
     for date in &older {
@@ -436,5 +444,33 @@ fn pages(args: PagesArgs) -> Result<(), String> {
         ms(slowest(&second)),
         common::status_kib("VmRSS") / 1024
     );
+    Ok(())
+}
+
+/// `pages --detail`: each date's first touch in its two steps, read from the store in the
+/// blocking mode as a pool thread would: the date's index, then the `Limit=200` page's
+/// applications (read and decompressed). Prints the median and the slowest of each, in ms.
+fn detail(snapshots: &aims_api::snapshot::Snapshots, dates: &[Date]) -> Result<(), String> {
+    use aims_api::snapshot::Mode;
+    let (mut index, mut pieces) = (Vec::new(), Vec::new());
+    for date in dates {
+        let started = Instant::now();
+        let dated = snapshots.date(Some(*date), Mode::Blocking).map_err(|e| e.to_string())?;
+        let dated = dated.ok_or("a picked date is not served")?;
+        index.push(started.elapsed());
+        let started = Instant::now();
+        let apps = dated.applications(0..200, Mode::Blocking).map_err(|e| e.to_string())?;
+        pieces.push(started.elapsed());
+        drop(apps);
+    }
+    let show = |name: &str, times: &mut Vec<Duration>| {
+        times.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let median = times.get(times.len() / 2).copied().unwrap_or_default();
+        let slowest = times.last().copied().unwrap_or_default();
+        println!("{name}: median {:.2} ms, slowest {:.2} ms", ms(median), ms(slowest));
+    };
+    show("index", &mut index);
+    show("applications", &mut pieces);
     Ok(())
 }

@@ -3,7 +3,7 @@
 # 1, 30 and 365 days at 0 %, 1 % and 100 % of the 2,000 applications changing each day.
 #
 #   bench/history.sh [--days 1,30,365] [--churn 0,1,100] [--dates 30]
-#                    [--apps N --modules N --findings N]
+#                    [--apps N --modules N --findings N] [--peer PEER_HISTORY_BENCH]
 #
 # For each (days, churn) scenario, in a fresh state folder of its own:
 # 1. starts the real `aims-api serve` on free loopback ports, generates the days one at a time
@@ -15,7 +15,9 @@
 #    over HTTPS with curl on one kept-alive connection (end to end: the slowest first touch),
 #    and the server's RSS after;
 # 5. stops it and runs `history-bench pages STATE_DIR --dates N` on the store: the same pages
-#    in-process through `api::answer` (the issue's page targets), newest, first and second touch.
+#    in-process through `api::answer` (the issue's page targets), newest, first and second touch;
+#    with --peer, the peer's `history-bench pages` (another build's, e.g. a01d077's, which reads
+#    the same store format) on the same store right after, for its first touch beside ours.
 # It prints one row per scenario and the issue's targets beside them. Everything it starts is
 # stopped and its folder removed on exit. Needs curl. 365 days at 100 % churn imports 365 x 49
 # MiB: hours, not minutes (progress every 30 days on stderr).
@@ -34,7 +36,7 @@ IMPORT_TIMEOUT_SECS=600
 SEED=12
 
 usage() {
-    sed -n '4,5p' "$0" | sed 's/^# *//'
+    sed -n '4,6p' "$0" | sed 's/^# *//'
     exit "${1:-2}"
 }
 
@@ -42,12 +44,14 @@ days_list=1,30,365
 churn_list=0,1,100
 dates_wanted=30
 shape=()
+peer=
 while [ $# -gt 0 ]; do
     case "$1" in
         --days) days_list=${2:?--days needs a list, e.g. 1,30}; shift 2 ;;
         --churn) churn_list=${2:?--churn needs a list, e.g. 0,1,100}; shift 2 ;;
         --dates) dates_wanted=${2:?--dates needs a number}; shift 2 ;;
         --apps | --modules | --findings) shape+=("$1" "${2:?$1 needs a number}"); shift 2 ;;
+        --peer) peer=${2:?--peer needs the path of a peer history-bench}; shift 2 ;;
         -h | --help) usage 0 ;;
         *) echo "unknown option $1" >&2; usage ;;
     esac
@@ -104,16 +108,14 @@ import_day() {
     fi
 }
 
+ROW='%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s | %9s | %8s %6s\n'
 header() {
-    printf '%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s | %9s\n' \
-        days churn start "RSS start" "RSS dates" disk "disk/day" import newest "1st touch" \
-        "2nd touch" "curl 1st"
-    printf '%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s | %9s\n' \
-        "" "%" s MiB MiB MiB MiB s ms ms ms ms
+    printf "$ROW" days churn start "RSS start" "RSS dates" disk "disk/day" import newest \
+        "1st touch" "2nd touch" "curl 1st" "peer 1st" "ratio"
+    printf "$ROW" "" "%" s MiB MiB MiB MiB s ms ms ms ms ms "x"
 }
 targets() {
-    printf '%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s | %9s\n' \
-        target "" "<=1" "<=256" "<=256" "<=512*" "" "<=2" "<=5" "<=50" "<=5" ""
+    printf "$ROW" target "" "<=1" "<=256" "<=256" "<=512*" "" "<=2" "<=5" "<=10" "<=5" "" "" ""
 }
 
 rows="$work/rows.txt"
@@ -179,13 +181,21 @@ last import $(printf "%.2f" "$import_secs") s, server RSS $(rss_mib) MiB" >&2
         curl_first_ms=$(max_ms 3 $((2 + picked)))
         stop_server
         # In-process: the issue's page targets (the server's HTTPS and curl are not in them).
-        read -r _open_ms newest_ms first_ms second_ms _rss \
-            < <("$bench" pages "$state" --dates "$dates_wanted")
-        if [ "$days" -eq 1 ]; then first_ms=-; second_ms=-; fi
-        row=$(printf '%6s %5s | %6s %9s %9s | %7s %8s | %6s | %6s %9s %9s | %9s' "$days" \
-            "$churn" "$start_secs" "$rss_start" "$rss_dates" "$(mib "$disk_bytes")" "$per_day" \
-            "$(printf '%.2f' "$import_secs")" "$newest_ms" "$first_ms" "$second_ms" \
-            "$curl_first_ms")
+        # Each run ends (and lets go of the store's lock) before the next begins.
+        pages=$("$bench" pages "$state" --dates "$dates_wanted")
+        read -r _open_ms newest_ms first_ms second_ms _rss <<< "$pages"
+        peer_ms=- ratio=-
+        if [ -n "$peer" ] && [ "$days" -gt 1 ]; then
+            pages=$("$peer" pages "$state" --dates "$dates_wanted")
+            read -r _ _ peer_ms _ _ <<< "$pages"
+            ratio=$(awk -v a="$first_ms" -v b="$peer_ms" 'BEGIN { printf "%.2f", a / b }')
+        fi
+        if [ "$days" -eq 1 ]; then first_ms=- second_ms=- peer_ms=- ratio=-; fi
+        # shellcheck disable=SC2059
+        row=$(printf "$ROW" "$days" "$churn" "$start_secs" "$rss_start" "$rss_dates" \
+            "$(mib "$disk_bytes")" "$per_day" "$(printf '%.2f' "$import_secs")" "$newest_ms" \
+            "$first_ms" "$second_ms" "$curl_first_ms" "$peer_ms" "$ratio")
+        row=${row%$'\n'}
         echo "$row"
         echo "$row" >> "$rows"
         rm -rf "$state"
@@ -204,5 +214,7 @@ disk/day: (disk - disk after day 0) / (days - 1). import: curl's time for the la
 newest, 1st and 2nd touch: the slowest in-process Limit=200 page (api::answer) of the newest
 date, and of each of up to 30 older dates when first read from the store and right after.
 curl 1st: the slowest first touch end to end (one kept-alive HTTPS connection, curl's time).
+peer 1st: the same first touch by --peer's build on the same store, run right after; ratio:
+ours / the peer's.
 * 512 MiB is the target for 365 days at 1 % churn.
 EOF

@@ -209,8 +209,7 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let started = Instant::now();
-    let len = bytes.len() as u64;
-    catalog.import(date, &mut bytes.as_slice(), len, Source::Import).map_err(|e| e.to_string())?;
+    catalog.import(date, &mut bytes.as_slice(), Source::Import).map_err(|e| e.to_string())?;
     println!("import into an empty store: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
     drop(bytes);
 
@@ -287,9 +286,9 @@ fn load(file: &PathBuf, o: &Options) -> Result<(), String> {
 
 /// What compressing every application alone costs at each level, and what it saves: the
 /// figures behind `gzip::LOAD_LEVEL`.
-fn compression_levels(snapshot: &snapshot::Snapshot) -> Result<(), String> {
+fn compression_levels(snapshot: &snapshot::Pinned) -> Result<(), String> {
     let apps = snapshot.application_count();
-    let plain = snapshot.applications(0..apps).map_err(|e| e.to_string())?;
+    let plain = snapshot.applications(0..apps);
     let pieces: Vec<Vec<&[u8]>> = plain.iter().map(|a| vec![&**a]).collect();
     let plain: usize = pieces.iter().flatten().map(|p| p.len()).sum();
     for level in [1, 3, 6, 9] {

@@ -32,6 +32,8 @@ use crate::keystore::{KeyRecord, rfc3339};
 use crate::metrics::{AdminRoute, Reason};
 use crate::peer::PeerError;
 use crate::refusals::{Peer, Refused};
+use crate::snapshot::history::HistoryError;
+use crate::snapshot::render::RenderError;
 use crate::snapshot::store::{DeleteError, ImportError, ServeError};
 use crate::snapshot::{Date, ExportError};
 
@@ -102,6 +104,8 @@ pub enum AdminError {
     Export(Date, ExportError),
     /// The history store could not be read for a date.
     Read(ServeError),
+    /// The history store's dates could not be sized for the listing.
+    Sizes(HistoryError),
 }
 
 impl AdminError {
@@ -140,11 +144,21 @@ impl AdminError {
             | Self::KeyNotRecorded
             | Self::Export(..)
             | Self::Read(_)
-            | Self::Import(_, ImportError::History(_))
+            | Self::Sizes(_)
+            | Self::Import(
+                _,
+                ImportError::History(_)
+                | ImportError::Serve(_)
+                | ImportError::Render(RenderError::Unresolved(_)),
+            )
             | Self::Delete(_, DeleteError::History(_) | DeleteError::Write(_)) => {
                 Status::INTERNAL_SERVER_ERROR
             }
-            Self::Reload(_) | Self::Import(_, ImportError::Invalid(_)) => Status::UNPROCESSABLE,
+            Self::Reload(_)
+            | Self::Import(
+                _,
+                ImportError::Invalid(_) | ImportError::Render(RenderError::TooLarge(_)),
+            ) => Status::UNPROCESSABLE,
             Self::BadDate { .. } | Self::Import(_, ImportError::Empty | ImportError::Body(_)) => {
                 Status::BAD_REQUEST
             }
@@ -187,8 +201,11 @@ impl AdminError {
             Self::Import(_, ImportError::Empty) => "empty_body",
             Self::Import(_, ImportError::Body(_)) => "body",
             Self::Import(_, ImportError::Invalid(_)) => "invalid_snapshot",
-            Self::Import(_, ImportError::History(_))
+            Self::Import(_, ImportError::Render(RenderError::TooLarge(_))) => "snapshot_too_large",
+            Self::Import(_, ImportError::Render(RenderError::Unresolved(_))) => "internal",
+            Self::Import(_, ImportError::History(_) | ImportError::Serve(_))
             | Self::Read(_)
+            | Self::Sizes(_)
             | Self::Delete(_, DeleteError::History(_) | DeleteError::Write(Io { .. })) => "storage",
             Self::Delete(_, DeleteError::Write(NotDurable { .. })) => "not_durable",
         }
@@ -260,6 +277,7 @@ impl fmt::Display for AdminError {
             ),
             Self::Export(date, e) => write!(f, "cannot export the snapshot of {date}: {e}"),
             Self::Read(e) => e.fmt(f),
+            Self::Sizes(e) => write!(f, "cannot size the snapshot history: {e}"),
         }
     }
 }
@@ -363,7 +381,7 @@ fn dispatch(
             Ok(Response::json(Status::OK, body.to_string().into_bytes()))
         }
         (AdminRoute::Metrics, _) if read => Ok(metrics(app)),
-        (AdminRoute::Snapshots, _) if read => Ok(snapshots::list(app)),
+        (AdminRoute::Snapshots, _) if read => snapshots::list(app),
         (AdminRoute::Health | AdminRoute::Metrics | AdminRoute::Snapshots, _) => {
             Err(AdminError::MethodNotAllowed("GET, HEAD"))
         }

@@ -8,9 +8,16 @@
 //! Only requests with valid credentials are routed. [`answer`] finds the method under
 //! either base path (`/ArchitectureDashboardAPI/rest/V1`, the documented one, and
 //! `/AIMentorStudioAPI/rest/v1`, the official client's), ignoring letter case and one trailing
-//! slash; only `GET` and `HEAD` are served. Every answer comes from one [`Snapshot`] taken at
-//! the start of the request, so an import that lands meanwhile cannot mix two snapshots in one
-//! answer. Bodies are pre-rendered by [`crate::snapshot`]: the Level, Category, Team and
+//! slash; only `GET` and `HEAD` are served. Every answer comes from one date taken at the start
+//! of the request ([`crate::snapshot::serve::Dated`]), so an import that lands meanwhile cannot
+//! mix two snapshots in one answer.
+//!
+//! The store is asked through [`Source`] alone, in a [`Mode`]: [`answer_in`] with
+//! [`Mode::MemoryOnly`] answers from the bytes in memory or says [`Answer::Cold`] at once (an
+//! older date, or pieces of one, not in memory), never reading a disk, decompressing, or waiting
+//! on a lock held across either; with [`Mode::Blocking`] it reads what it needs. The workers
+//! ask in the blocking mode today; a worker that must never wait can ask from memory and hand
+//! a cold request to a thread that may. Bodies are pre-rendered by [`crate::snapshot`]: the Level, Category, Team and
 //! LastAnalysisDate answers are shared bytes, an application page is a concatenation. Each has
 //! a gzip form made at load too, chosen by the request's `Accept-Encoding`
 //! ([`crate::http::encoding`]); what has none (one team, one module, an error) is compressed
@@ -43,8 +50,7 @@ use crate::key::Fingerprint;
 use crate::keys::{self, Admitted, Refusal};
 use crate::metrics::{ApiRoute, Reason, Shard};
 use crate::refusals::{Kind, Peer, Refused};
-use crate::snapshot::store::{Access, ServeError};
-use crate::snapshot::{Date, Snapshot, Snapshots, Whole};
+use crate::snapshot::{Date, Mode, Pinned, ServeError, Snapshots, Whole};
 use crate::throttle::Verdict;
 use query::{Param, Query, QueryError};
 
@@ -111,21 +117,15 @@ pub fn handle(
     let started = Instant::now();
     if let Err(refusal) = app.keys.check(worker, request, peer.ip()) {
         let response = vary(refuse(app, shard, request, peer, refusal));
-        return Handled::Now(count(
-            shard,
-            response,
-            ApiRoute::Refused,
-            started,
-            peer,
-            request.path,
-        ));
+        let label = ApiRoute::Refused;
+        return Handled::Now(count(shard, response, label, started, peer, request.path));
     }
     let asked = Asked::from(request);
-    match route(&app.snapshots, &asked, Access::MemoryOnly) {
-        Ok((response, label)) => {
+    match route(Source { snapshots: &app.snapshots, mode: Mode::MemoryOnly }, &asked) {
+        (Answer::Ready(response), label) => {
             Handled::Now(count(shard, response, label, started, peer, request.path))
         }
-        Err(Cold) => Handled::Later(Deferred {
+        (Answer::Cold, _) => Handled::Later(Deferred {
             app: Arc::clone(app),
             asked: asked.to_owned(),
             started,
@@ -169,14 +169,15 @@ impl Deferred {
         // A panic here would be a bug; it must not leave the client waiting for an answer
         // that never comes, nor take the blocking thread with it.
         let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            route(&app.snapshots, &asked, Access::Blocking)
+            route(Source { snapshots: &app.snapshots, mode: Mode::Blocking }, &asked)
         }));
         let (response, label) = match routed {
-            Ok(Ok(answered)) => answered,
-            // A blocking read never reports `Cold`: one that did is a bug, answered as one.
-            Ok(Err(Cold)) => {
-                log::error!("api: a blocking read for {} reported cold data (a bug)", asked.path);
-                (failed(), ApiRoute::Other)
+            Ok((Answer::Ready(response), label)) => (response, label),
+            // A blocking question never comes back cold: one that did is a bug, answered as
+            // one.
+            Ok((Answer::Cold, label)) => {
+                log::error!("api: a blocking read for {} came back cold (a bug)", asked.path);
+                (failed(), label)
             }
             Err(_) => {
                 log::error!("api: answering {} panicked (a bug)", asked.path);
@@ -198,7 +199,7 @@ impl Deferred {
 
 /// The 500 for an answer that failed where it cannot (the log says why).
 fn failed() -> Response {
-    vary(error(Status::INTERNAL_SERVER_ERROR, "the server failed to answer; its log says why"))
+    vary(error(Status::INTERNAL_SERVER_ERROR, &ApiError::Unavailable(None).to_string()))
 }
 
 /// A deferred request's answer, to be counted and sent by the worker that owns its connection.
@@ -377,13 +378,32 @@ fn throttled(retry_after_secs: u64) -> Response {
         .closing()
 }
 
-/// Answers an authenticated `request` from `snapshots`, reading the store as needed. Public so
+/// The store, as the handlers ask it: every question in one mode.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub snapshots: &'a Snapshots,
+    pub mode: Mode,
+}
+
+/// An authenticated request's answer, or, asked from memory only, that it needs the store.
+pub enum Answer {
+    Ready(Response),
+    /// Not in memory: ask again with [`Mode::Blocking`] on a thread that may wait.
+    Cold,
+}
+
+/// Answers an authenticated `request` from `snapshots`, reading the store if it must. Public so
 /// benchmarks and tests reach it without a server.
 pub fn answer(snapshots: &Snapshots, request: &Request<'_>) -> Response {
-    match route(snapshots, &Asked::from(request), Access::Blocking) {
-        Ok((response, _)) => response,
-        Err(Cold) => failed(),
+    match answer_in(Source { snapshots, mode: Mode::Blocking }, request) {
+        Answer::Ready(response) => response,
+        Answer::Cold => failed(),
     }
+}
+
+/// Answers an authenticated `request` in `source`'s mode.
+pub fn answer_in(source: Source<'_>, request: &Request<'_>) -> Answer {
+    route(source, &Asked::from(request)).0
 }
 
 /// What routing reads of a request: nothing of its credentials.
@@ -431,29 +451,17 @@ impl OwnedAsked {
     }
 }
 
-/// The answer needs what memory does not hold; nothing was read from the store.
-struct Cold;
-
 /// Resolves the method once, and answers it in the content coding the request accepts: the
-/// answer and its `route` label, or [`Cold`] when `access` forbids the store and the answer
-/// needs it.
-fn route(
-    catalog: &Snapshots,
-    asked: &Asked<'_>,
-    access: Access,
-) -> Result<(Response, ApiRoute), Cold> {
+/// answer and its `route` label.
+fn route(source: Source<'_>, asked: &Asked<'_>) -> (Answer, ApiRoute) {
     let (response, label) = match resolve(asked.path) {
-        Some((base, endpoint)) => {
-            let response = match answer_endpoint(catalog, asked, base, endpoint, access) {
-                Ok(response) => response,
-                Err(ApiError::Cold) => return Err(Cold),
-                Err(e) => error(e.status(), &e.to_string()),
-            };
-            (response, endpoint.metrics_route())
-        }
+        Some((base, endpoint)) => match answer_endpoint(source, asked, base, endpoint) {
+            Some(response) => (response, endpoint.metrics_route()),
+            None => return (Answer::Cold, endpoint.metrics_route()),
+        },
         None => (no_such_method(asked.path), ApiRoute::Other),
     };
-    Ok((encoding::encode(response, asked.coding), label))
+    (Answer::Ready(encoding::encode(response, asked.coding)), label)
 }
 
 fn no_such_method(path: &str) -> Response {
@@ -463,27 +471,35 @@ fn no_such_method(path: &str) -> Response {
     )
 }
 
+/// The answer, or `None` when it is cold (see [`Answer::Cold`]).
 fn answer_endpoint(
-    catalog: &Snapshots,
+    source: Source<'_>,
     asked: &Asked<'_>,
     base: usize,
     endpoint: Endpoint,
-    access: Access,
-) -> Result<Response, ApiError> {
-    if !matches!(asked.method, Method::Get | Method::Head) {
-        return Ok(error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
-            .header("allow", "GET, HEAD"));
-    }
+) -> Option<Response> {
     let (query, coding) = (asked.query, asked.coding);
-    match endpoint {
-        Endpoint::Application => applications::answer(catalog, query, coding, access),
-        Endpoint::Category => shared(catalog, query, Whole::Categories, coding),
-        Endpoint::LastAnalysisDate => shared(catalog, query, Whole::LastAnalysisDate, coding),
-        Endpoint::Level => shared(catalog, query, Whole::Levels, coding),
-        Endpoint::Team => teams(catalog, query, coding),
+    if !matches!(asked.method, Method::Get | Method::Head) {
+        return Some(
+            error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
+                .header("allow", "GET, HEAD"),
+        );
+    }
+    let snapshots = source.snapshots;
+    let outcome = match endpoint {
+        Endpoint::Application => applications::answer(source, query, coding),
+        Endpoint::Category => shared(snapshots, query, Whole::Categories, coding),
+        Endpoint::LastAnalysisDate => shared(snapshots, query, Whole::LastAnalysisDate, coding),
+        Endpoint::Level => shared(snapshots, query, Whole::Levels, coding),
+        Endpoint::Team => teams(snapshots, query, coding),
         Endpoint::Swagger => Query::parse(query, query::NONE)
             .map(|_| swagger::response(base, coding))
             .map_err(Into::into),
+    };
+    match outcome {
+        Ok(response) => Some(response),
+        Err(ApiError::Cold) => None,
+        Err(e) => Some(error(e.status(), &e.to_string())),
     }
 }
 
@@ -500,20 +516,21 @@ fn resolve(path: &str) -> Option<(usize, Endpoint)> {
     })
 }
 
-/// A method without parameters whose answer is pre-rendered whole.
+/// A method without parameters whose answer is pre-rendered whole: the newest date's, always
+/// in memory.
 fn shared(
-    catalog: &Snapshots,
+    snapshots: &Snapshots,
     raw_query: Option<&str>,
     answer: Whole,
     coding: Coding,
 ) -> Result<Response, ApiError> {
     Query::parse(raw_query, query::NONE)?;
-    let snapshot = pick(catalog, None, Access::MemoryOnly)?;
-    Ok(whole(&snapshot, answer, coding))
+    let newest = snapshots.newest().ok_or(ApiError::NoData)?;
+    Ok(whole(&newest, answer, coding))
 }
 
 /// An answer rendered whole, in the coding chosen for it: both forms are shared bytes.
-fn whole(snapshot: &Snapshot, answer: Whole, coding: Coding) -> Response {
+fn whole(snapshot: &Pinned, answer: Whole, coding: Coding) -> Response {
     let plain = snapshot.whole(answer);
     match coding.for_body(plain.len()) {
         Coding::Gzip => encoding::gzipped(Response::shared_json(
@@ -527,12 +544,12 @@ fn whole(snapshot: &Snapshot, answer: Whole, coding: Coding) -> Response {
 /// `/TechnicalDebt_Team`: all teams, or the one whose `ExternalId` is `Team` (none is an empty
 /// list, not a 404: the documentation lists no 404 for this method).
 fn teams(
-    catalog: &Snapshots,
+    snapshots: &Snapshots,
     raw_query: Option<&str>,
     coding: Coding,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(raw_query, query::TEAM)?;
-    let snapshot = pick(catalog, None, Access::MemoryOnly)?;
+    let snapshot = snapshots.newest().ok_or(ApiError::NoData)?;
     let Some(external_id) = query.text(Param::Team) else {
         return Ok(whole(&snapshot, Whole::Teams, coding));
     };
@@ -547,30 +564,27 @@ fn teams(
     Ok(Response::json(Status::OK, body))
 }
 
-/// The snapshot for `date`, or the newest. With [`Access::Blocking`] an older date may be read
-/// from the store here; with [`Access::MemoryOnly`] one that is not in memory is
-/// [`ApiError::Cold`]. A store that cannot be read is the operator's to fix, so the client gets a
-/// 500 that says so and the log gets the details.
-fn pick(
-    snapshots: &Snapshots,
-    date: Option<Date>,
-    access: Access,
-) -> Result<Arc<Snapshot>, ApiError> {
-    match snapshots.snapshot(date, access) {
-        Ok(Some(snapshot)) => Ok(snapshot),
-        Ok(None) => Err(date.map_or(ApiError::NoData, ApiError::NoDataOn)),
-        Err(ServeError::Cold) => Err(ApiError::Cold),
-        Err(e) => Err(unavailable(date, &e)),
+/// What the store said, as the API says it: cold and changed go back to the caller; anything
+/// else is the operator's to fix, so the client gets a 500 that says so and the log gets the
+/// details, with their causes.
+fn unavailable(date: Option<Date>, cause: ServeError) -> ApiError {
+    match cause {
+        ServeError::Cold => ApiError::Cold,
+        ServeError::Changed(date) => ApiError::Changed(date),
+        cause => {
+            let mut reason = cause.to_string();
+            let mut source = std::error::Error::source(&cause);
+            while let Some(inner) = source {
+                reason.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            log::error!(
+                "api: cannot serve the snapshot of {}: {reason}",
+                date.map_or("the newest date".into(), |d| d.to_string())
+            );
+            ApiError::Unavailable(date)
+        }
     }
-}
-
-/// Logs why a date could not be served and says, without the details, that it could not.
-fn unavailable(date: Option<Date>, cause: &dyn fmt::Display) -> ApiError {
-    log::error!(
-        "api: cannot serve the snapshot of {}: {cause}",
-        date.map_or("the newest date".into(), |d| d.to_string())
-    );
-    ApiError::Unavailable(date)
 }
 
 /// Why a request got no data. [`ApiError::status`] is the only mapping to a status code.
@@ -593,9 +607,11 @@ enum ApiError {
     },
     /// The store could not give the date's data (the log says why).
     Unavailable(Option<Date>),
-    /// The answer needs the store, and this read may not wait for it: [`route`] turns it
-    /// into [`Cold`] and the request is answered on a blocking thread. Never sent.
+    /// Asked from memory only, and the answer is not there: never sent, [`route`] hands it
+    /// back as [`Answer::Cold`].
     Cold,
+    /// The date changed while it was read: never sent, the Application method asks again.
+    Changed(Date),
 }
 
 impl ApiError {
@@ -607,8 +623,9 @@ impl ApiError {
             | Self::UnknownApplication(_)
             | Self::UnknownModule(_)
             | Self::ModuleNotInApplication { .. } => Status::NOT_FOUND,
-            // `Cold` never reaches a client (`route` takes it first); if that broke, a 500.
-            Self::Unavailable(_) | Self::Cold => Status::INTERNAL_SERVER_ERROR,
+            // Neither is ever answered (see their variants); were one to be, it is the server's
+            // fault.
+            Self::Unavailable(_) | Self::Cold | Self::Changed(_) => Status::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -639,7 +656,8 @@ impl fmt::Display for ApiError {
                 "the data for {} cannot be read now; the server's log says why",
                 date.map_or("the newest date".into(), |d| format!("Date {d}"))
             ),
-            Self::Cold => f.write_str("the data is not in memory"),
+            Self::Cold => f.write_str("the answer is not in memory"),
+            Self::Changed(date) => write!(f, "the data for Date {date} changed while it was read"),
         }
     }
 }

@@ -19,7 +19,7 @@ mod metrics;
 mod upstream;
 
 pub use crate::http::HttpLimits;
-pub use crate::snapshot::store::{Memory, Retention};
+pub use crate::snapshot::store::{Compaction, Memory, Retention};
 pub use crate::throttle::ThrottleSettings;
 pub use changes::{Change, changes};
 pub use metrics::Metrics;
@@ -53,6 +53,8 @@ pub struct Config {
     pub snapshot_memory: Memory,
     /// The `metrics` section: the scrape port (off by default).
     pub metrics: Metrics,
+    /// The `snapshots` section: when the store gives freed space back.
+    pub snapshot_compaction: Compaction,
 }
 
 /// How refused requests are logged: one line each up to `lines` per `window`, then only
@@ -272,6 +274,10 @@ impl Config {
                 cache_bytes: file.snapshots.cache_mib.0 << 20,
             },
             metrics: file.metrics.resolve(resolve),
+            snapshot_compaction: Compaction {
+                // Bounded to 1..=99 where it is read: it fits.
+                free_percent: file.snapshots.compact_free_percent.0 as u8,
+            },
         })
     }
 }
@@ -321,6 +327,8 @@ struct SnapshotsFile {
     cached_dates: Bounded<0, 1000>,
     #[serde(default = "Bounded::default_cache_mib")]
     cache_mib: Bounded<1, 65_536>,
+    #[serde(default = "Bounded::default_compact_free_percent")]
+    compact_free_percent: Bounded<1, 99>,
 }
 
 impl Default for SnapshotsFile {
@@ -330,6 +338,7 @@ impl Default for SnapshotsFile {
             keep_count: None,
             cached_dates: Bounded::default_cached_dates(),
             cache_mib: Bounded::default_cache_mib(),
+            compact_free_percent: Bounded::default_compact_free_percent(),
         }
     }
 }
@@ -497,6 +506,9 @@ impl<const MIN: usize, const MAX: usize> Bounded<MIN, MAX> {
     }
     fn default_cache_mib() -> Self {
         Self(Memory::default().cache_bytes >> 20)
+    }
+    fn default_compact_free_percent() -> Self {
+        Self(usize::from(Compaction::default().free_percent))
     }
 }
 
@@ -707,6 +719,11 @@ mod tests {
         assert_eq!(c.retention, Retention { keep_days: Some(30), keep_count: Some(3) });
         let c = parse(&with("(keep_count: Some(7))")).unwrap();
         assert_eq!(c.retention, Retention { keep_days: None, keep_count: Some(7) });
+        assert_eq!(c.snapshot_compaction, Compaction::default());
+        let c = parse(&with("(compact_free_percent: 60)")).unwrap();
+        assert_eq!(c.snapshot_compaction, Compaction { free_percent: 60 });
+        let (_, _, message) = syntax_error(&with("(compact_free_percent: 100)"));
+        assert_eq!(message, "expected a number from 1 to 99, found 100");
         let (line, _, message) = syntax_error(&with("(keep_count: Some(0))"));
         assert_eq!((line, message.as_str()), (6, "expected a number from 1 to 100000, found 0"));
         let (_, _, message) = syntax_error(&with("(keep: Some(1))"));

@@ -396,9 +396,7 @@ fn snapshots(config: &Config, now: SystemTime) -> Check {
                 run_as_root(),
             );
         }
-        Ok(_) => match history::ReadOnly::open(&store)
-            .and_then(|db| history::read_dates(&db.transaction()?, &store))
-        {
+        Ok(_) => match history::ReadOnly::open(&store).and_then(|db| db.read(|r| r.dates())) {
             Ok(dates) => dates,
             Err(e @ history::HistoryError::NeedsRepair(_)) => {
                 return Check::warning(name, e.to_string(), "systemctl start aims-api");

@@ -65,17 +65,37 @@ pub struct Compressed {
     pub crc_shift: u32,
 }
 
-/// A compressed piece that does not decompress to what it claims (a damaged store).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Corrupt(pub &'static str);
+/// A compressed piece that does not decompress to what it claims (a damaged store): what is
+/// wrong, and the decompressor's own error when it gave one.
+#[derive(Debug, Clone)]
+pub struct Corrupt {
+    pub what: &'static str,
+    cause: Option<flate2::DecompressError>,
+}
 
-impl std::fmt::Display for Corrupt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+impl Corrupt {
+    fn new(what: &'static str) -> Self {
+        Self { what, cause: None }
     }
 }
 
-impl std::error::Error for Corrupt {}
+impl PartialEq for Corrupt {
+    fn eq(&self, other: &Self) -> bool {
+        self.what == other.what
+    }
+}
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.what)
+    }
+}
+
+impl std::error::Error for Corrupt {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_ref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl Compressed {
     /// A piece read back from storage, with the CRC-32 and length stored beside it.
@@ -117,19 +137,22 @@ impl Compressed {
             plain.reserve(expected.saturating_sub(plain.len()).max(64));
             inflate
                 .decompress_vec(&self.deflate[at..], &mut plain, flate2::FlushDecompress::Sync)
-                .map_err(|_| Corrupt("the compressed bytes are not valid deflate"))?;
+                .map_err(|e| Corrupt {
+                    what: "the compressed bytes are not valid deflate",
+                    cause: Some(e),
+                })?;
             if (inflate.total_in(), inflate.total_out()) == before {
-                return Err(Corrupt("the compressed bytes end in the middle of a block"));
+                return Err(Corrupt::new("the compressed bytes end in the middle of a block"));
             }
             if plain.len() > expected {
-                return Err(Corrupt("it decompresses to more bytes than stored beside it"));
+                return Err(Corrupt::new("it decompresses to more bytes than stored beside it"));
             }
         }
         if plain.len() != expected {
-            return Err(Corrupt("it decompresses to fewer bytes than stored beside it"));
+            return Err(Corrupt::new("it decompresses to fewer bytes than stored beside it"));
         }
         if crc32fast::hash(&plain) != self.crc {
-            return Err(Corrupt("its CRC-32 does not match the one stored beside it"));
+            return Err(Corrupt::new("its CRC-32 does not match the one stored beside it"));
         }
         Ok(plain)
     }
@@ -172,6 +195,63 @@ pub fn inflate_each(pieces: &[&Compressed], threads: usize) -> Result<Vec<Vec<u8
         all.extend(share?);
     }
     Ok(all)
+}
+
+/// Whether each piece decompresses to exactly the concatenation of its parts, on up to
+/// `threads` threads: a piece read back from a store is taken for the bytes it claims only when
+/// it gives them. Decompressed through a small window and compared as it comes, so checking a
+/// whole snapshot's pieces allocates nothing of their size.
+pub fn each_inflates_to(pieces: &[(&Compressed, Vec<&[u8]>)], threads: usize) -> Vec<bool> {
+    let shares = in_shares(pieces, threads, "gzip-inflate", |share| {
+        let mut inflate = flate2::Decompress::new(false);
+        let mut window = vec![0u8; 64 << 10];
+        share
+            .iter()
+            .map(|(piece, parts)| piece.gives(parts, &mut inflate, &mut window))
+            .collect::<Vec<_>>()
+    });
+    shares.into_iter().flatten().collect()
+}
+
+impl Compressed {
+    /// Whether it decompresses to exactly `parts` joined, through `window`.
+    fn gives(&self, parts: &[&[u8]], inflate: &mut flate2::Decompress, window: &mut [u8]) -> bool {
+        let expected: usize = parts.iter().map(|p| p.len()).sum();
+        if expected != self.plain_len as usize || window.is_empty() {
+            return false;
+        }
+        inflate.reset(false);
+        let mut left = parts.iter().copied().filter(|p| !p.is_empty());
+        let mut part: &[u8] = left.next().unwrap_or_default();
+        while (inflate.total_in() as usize) < self.deflate.len() {
+            let (taken, given) = (inflate.total_in(), inflate.total_out());
+            // Below the length: the loop's condition.
+            let input = &self.deflate[taken as usize..];
+            if inflate.decompress(input, window, flate2::FlushDecompress::Sync).is_err() {
+                return false;
+            }
+            let produced = (inflate.total_out() - given) as usize;
+            if inflate.total_in() == taken && produced == 0 {
+                return false;
+            }
+            // The decompressor writes at most the window.
+            let mut out = &window[..produced];
+            while !out.is_empty() {
+                if part.is_empty() {
+                    match left.next() {
+                        Some(next) => part = next,
+                        None => return false,
+                    }
+                }
+                let n = part.len().min(out.len());
+                if part[..n] != out[..n] {
+                    return false;
+                }
+                (part, out) = (&part[n..], &out[n..]);
+            }
+        }
+        part.is_empty() && left.next().is_none() && inflate.total_out() as usize == expected
+    }
 }
 
 /// `work` over `items` cut into up to `threads` shares, one thread each, the first on this
@@ -467,20 +547,43 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_piece_is_taken_only_when_it_gives_exactly_its_bytes() {
+        let plain = b"{\"GUID\":\"a\"},{\"GUID\":\"b\"}".repeat(5000);
+        let good = compress_each(&[vec![&plain]], 6, 1).remove(0);
+        let (head, tail) = plain.split_at(70_001);
+        let mut damaged = good.clone();
+        let middle = damaged.deflate.len() / 2;
+        damaged.deflate[middle] ^= 0x55;
+        let mut other = plain.clone();
+        other[99_999] = b'X';
+        let checks = [
+            (&good, vec![plain.as_slice()]),
+            (&good, vec![head, b"".as_slice(), tail]),
+            (&good, vec![other.as_slice()]),
+            (&good, vec![head]),
+            (&damaged, vec![plain.as_slice()]),
+        ];
+        assert_eq!(each_inflates_to(&checks, 2), [true, true, false, false, false]);
+    }
+
+    #[test]
     fn a_damaged_piece_is_refused_not_served() {
         let good = compress_each(&[vec![b"{\"GUID\":\"a\"}".as_slice()]], 6, 1).remove(0);
         let mut flipped = good.clone();
         flipped.crc ^= 1;
         assert_eq!(
             flipped.inflate(),
-            Err(Corrupt("its CRC-32 does not match the one stored beside it"))
+            Err(Corrupt::new("its CRC-32 does not match the one stored beside it"))
         );
         let short = Compressed::from_stored(good.deflate[..3].into(), good.crc, good.plain_len);
         assert!(short.inflate().is_err());
         let longer = Compressed::from_stored(good.deflate.clone(), good.crc, good.plain_len - 1);
         assert!(longer.inflate().is_err());
         let garbage = Compressed::from_stored(vec![0xff; 40].into(), 0, 10);
-        assert!(garbage.inflate().is_err());
+        let refused = garbage.inflate().unwrap_err();
+        assert_eq!(refused.what, "the compressed bytes are not valid deflate");
+        let cause = std::error::Error::source(&refused).map(|e| e.to_string());
+        assert!(cause.is_some_and(|c| !c.is_empty()), "the decompressor's error is kept");
     }
 
     proptest! {

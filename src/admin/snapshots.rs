@@ -5,7 +5,9 @@
 //! request body over as a stream, and turn the outcome into the admin port's JSON and one
 //! `audit` line for each import or delete, whatever its result. After an import the dates the
 //! retention settings no longer keep are pruned (see [`App::prune_snapshots`]). An export is
-//! the snapshot rendered back from memory ([`crate::snapshot::export`]), not its file. An invalid snapshot is a 422
+//! the snapshot rendered back from what it serves ([`crate::snapshot::Snapshots::export`]), not
+//! its file. The body of an import is parsed as it arrives, so a body that cannot be a snapshot
+//! is refused after its first KiB and never read further. An invalid snapshot is a 422
 //! whose body names the JSON path and the reason (see [`super::AdminError`]), so a script can
 //! show the operator exactly what to fix; nothing served changes.
 
@@ -20,7 +22,7 @@ use crate::audit::{self, DeleteOutcome, ImportOutcome};
 use crate::http::{Method, Response, Status};
 use crate::keystore::rfc3339;
 use crate::snapshot::Date;
-use crate::snapshot::store::{self, Access, DeleteError, ImportError, Imported, Source};
+use crate::snapshot::store::{self, DeleteError, ImportError, Imported, Source};
 
 /// One served date as `GET /snapshots` and `PUT` show it.
 #[derive(Serialize)]
@@ -71,20 +73,24 @@ fn hex(digest: &[u8; 32]) -> String {
 }
 
 /// `GET /snapshots`: the served dates, newest first, the inbox files refused, and the totals.
-pub(super) fn list(app: &App) -> Response {
+/// A store whose dates cannot be sized is a `500` (its cause is logged): a listing with
+/// made-up sizes would be worse than none.
+pub(super) fn list(app: &App) -> Result<Response, AdminError> {
     let catalog = app.snapshots.catalog();
-    let shares = app.snapshots.disk_shares();
+    let shares = app.snapshots.disk_shares().map_err(AdminError::Sizes)?;
     let snapshots: Vec<Entry> = catalog
         .newest_first()
         .map(|e| {
-            let disk = shares.get(&e.date).copied().unwrap_or(0);
-            Entry::of(e, Some(disk), app.snapshots.memory_bytes(e.date))
+            // The shares are read from the same store the catalog lists: every date has one.
+            let disk = shares.get(&e.date).copied();
+            Entry::of(e, disk, app.snapshots.memory_bytes(e.date))
         })
         .collect();
     let refused: Vec<_> = catalog
         .refused()
         .map(|(date, reason)| {
-            let disk_bytes = app.snapshots.inbox_bytes(date);
+            // A refused file that cannot be sized (gone since, or unreadable) shows `null`.
+            let disk_bytes = app.snapshots.inbox_bytes(date).ok();
             json!({ "date": date.to_string(), "reason": reason, "disk_bytes": disk_bytes })
         })
         .collect();
@@ -105,7 +111,7 @@ pub(super) fn list(app: &App) -> Response {
             "cache_bytes": cache_bytes,
         },
     });
-    Response::json(Status::OK, body.to_string().into_bytes())
+    Ok(Response::json(Status::OK, body.to_string().into_bytes()))
 }
 
 /// `/snapshots/<date>`. `bytes` is the body's announced length.
@@ -138,13 +144,10 @@ pub(super) fn one(
     }
 }
 
-/// `GET /snapshots/<date>`: the served snapshot as a document, rendered from memory.
+/// `GET /snapshots/<date>`: the served snapshot as a document, rendered from what it serves.
 fn export(app: &App, date: Date) -> Result<Response, AdminError> {
-    let snapshot =
-        app.snapshots.snapshot(Some(date), Access::Blocking).map_err(AdminError::Read)?;
-    let snapshot = snapshot.ok_or(AdminError::NotServed(date))?;
-    let document = crate::snapshot::export(&snapshot).map_err(|e| AdminError::Export(date, e))?;
-    Ok(Response::json(Status::OK, document))
+    let document = app.snapshots.export(date).map_err(|e| AdminError::Export(date, e))?;
+    Ok(Response::json(Status::OK, document.ok_or(AdminError::NotServed(date))?))
 }
 
 fn import(
@@ -156,7 +159,7 @@ fn import(
     source: Source,
 ) -> Result<Response, AdminError> {
     let uid = client.uid;
-    match app.snapshots.import(date, body, bytes, source) {
+    match app.snapshots.import(date, body, source) {
         Ok(imported) => {
             let memory_bytes = app.snapshots.memory_bytes(date);
             let response =
@@ -195,13 +198,13 @@ fn imported_response(
     let pruned: Vec<String> = prune().iter().map(Date::to_string).collect();
     let (status, result) =
         if imported.replaced { (Status::OK, "replaced") } else { (Status::CREATED, "created") };
-    let listed = store::Entry {
-        date: imported.date,
-        analyzed_on: imported.analyzed_on,
+    let listed = store::Entry::new(
+        imported.date,
+        imported.analyzed_on,
         stats,
-        file_sha256: imported.file_sha256,
-        arrival: Some(imported.arrival),
-    };
+        imported.file_sha256,
+        Some(imported.arrival),
+    );
     let entry = Entry::of(&listed, None, memory_bytes);
     let body = json!({
         "result": result,
@@ -251,13 +254,14 @@ mod tests {
         let snapshot = crate::snapshot::load(sample, date, "CODE").unwrap();
         let stats = snapshot.stats();
         assert!(stats.compressed_bytes > 0 && stats.rendered_bytes > 0);
-        let listed = store::Entry {
+        let arrival = store::Arrival { at_ms: 1_800_000_000_250, source: Source::Inbox };
+        let listed = store::Entry::new(
             date,
-            analyzed_on: snapshot.analyzed_on(),
+            snapshot.analyzed_on(),
             stats,
-            file_sha256: *snapshot.file_sha256(),
-            arrival: Some(store::Arrival { at_ms: 1_800_000_000_250, source: Source::Inbox }),
-        };
+            *snapshot.file_sha256(),
+            Some(arrival),
+        );
         let entry = Entry::of(&listed, Some(7), 9);
         assert_eq!((entry.disk_bytes, entry.memory_bytes), (Some(7), 9));
         assert_eq!(entry.imported_at.as_deref(), Some("2027-01-15T08:00:00.250Z"));

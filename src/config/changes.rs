@@ -42,6 +42,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         upstream,
         retention,
         snapshot_memory,
+        snapshot_compaction,
     } = new;
     note("activation_code", false, activation_code.as_str() != old.activation_code.as_str());
     note("state_dir", false, differs(state_dir, &old.state_dir));
@@ -61,6 +62,12 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         "snapshots.cached_dates / cache_mib",
         false,
         differs(snapshot_memory, &old.snapshot_memory),
+    );
+    // The store is opened with it, at start.
+    note(
+        "snapshots.compact_free_percent",
+        false,
+        differs(snapshot_compaction, &old.snapshot_compaction),
     );
     out
 }

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use super::fetch::Fetcher;
 use super::progress::Progress;
 use super::{Method, PullError};
-use crate::snapshot::document::{Application, Category, Head, Named, Team, Writer};
+use crate::snapshot::format::{Application, Category, Head, Named, Team, Writer};
 
 /// Applications per page: the most the API allows.
 pub const PAGE_LIMIT: u64 = 200;

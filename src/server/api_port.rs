@@ -526,8 +526,7 @@ mod tests {
             let path = format!("{}/examples/snapshot-{date}.json", env!("CARGO_MANIFEST_DIR"));
             let bytes = std::fs::read(path).unwrap();
             let date = Date::parse(date).unwrap();
-            let len = bytes.len() as u64;
-            snapshots.import(date, &mut bytes.as_slice(), len, Source::Import).unwrap();
+            snapshots.import(date, &mut bytes.as_slice(), Source::Import).unwrap();
         }
         let tls = tls::load(&config, None).unwrap();
         let lookup = PeerLookup::probe();

@@ -67,6 +67,11 @@ pub enum ServeError {
     Activation(io::Error),
     Signals(io::Error),
     Thread(io::Error),
+    /// An API worker panicked (a bug): the server stopped, and says so with its exit status.
+    WorkerPanicked {
+        worker: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for ServeError {
@@ -94,6 +99,10 @@ impl fmt::Display for ServeError {
             Self::Activation(e) => write!(f, "cannot use the socket passed by systemd: {e}"),
             Self::Signals(e) => write!(f, "cannot install the signal handlers: {e}"),
             Self::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
+            Self::WorkerPanicked { worker, message } => write!(
+                f,
+                "{worker} panicked ({message}); the server stopped: please report it with the log"
+            ),
         }
     }
 }
@@ -107,7 +116,7 @@ impl std::error::Error for ServeError {
             Self::Scrape(e) => Some(e),
             Self::Bind { source, .. } | Self::BindUnix { source, .. } => Some(source),
             Self::Activation(e) | Self::Signals(e) | Self::Thread(e) => Some(e),
-            Self::NotASocket(_) => None,
+            Self::NotASocket(_) | Self::WorkerPanicked { .. } => None,
         }
     }
 }
@@ -138,6 +147,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         &config.state_dir,
         config.activation_code.as_str(),
         config.snapshot_memory,
+        config.snapshot_compaction,
         &mut progress,
     )
     .map_err(ServeError::Snapshots)?;
@@ -245,8 +255,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     log::info!("shutting down: no new connections; finishing requests in flight");
     systemd::stopping();
     app.shutting_down.store(true, Ordering::SeqCst);
+    // A worker that panicked is a bug: its panic is logged and the exit status says so, once
+    // the rest of the shutdown is done (the key store and the history closed cleanly).
+    let mut panicked = None;
     for worker in api_workers {
-        let _ = worker.join();
+        let name = worker.thread().name().unwrap_or("an api worker").to_owned();
+        if let Err(panic) = worker.join() {
+            let message = panic_message(panic.as_ref());
+            log::error!("{name} panicked: {message}");
+            panicked.get_or_insert(ServeError::WorkerPanicked { worker: name, message });
+        }
     }
     // The workers held the only other ways in: what is queued is answered to nobody, quickly.
     cold.finish();
@@ -268,7 +286,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let _ = std::fs::remove_file(path);
     }
     log::info!("stopped");
-    Ok(())
+    panicked.map_or(Ok(()), Err)
+}
+
+/// What a panic said, when it said it with a string (as `panic!` does).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_owned(),
+    }
 }
 
 /// The API port's blocking threads (see [`blocking`]): one for every two workers, at least one,
@@ -330,5 +357,26 @@ fn check_file_limit(config: &Config) {
             "the open-file limit ({limit}) is below api.max_connections plus overhead ({needed}): \
                  raise LimitNOFILE or lower max_connections"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_panic_is_reported_with_its_message_and_errors_keep_their_cause() {
+        let joined = thread::spawn(|| panic!("worker {} broke", 3)).join();
+        let message = panic_message(joined.unwrap_err().as_ref());
+        assert_eq!(message, "worker 3 broke");
+        let joined = thread::spawn(|| std::panic::panic_any(7_u8)).join();
+        assert_eq!(panic_message(joined.unwrap_err().as_ref()), "a panic without a message");
+        let bind = ServeError::Bind {
+            port: "api",
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: io::Error::from(io::ErrorKind::AddrInUse),
+        };
+        let cause = std::error::Error::source(&bind).map(|e| e.to_string());
+        assert_eq!(cause, Some(io::Error::from(io::ErrorKind::AddrInUse).to_string()));
     }
 }

@@ -1,6 +1,9 @@
 //! Validation: everything a parsed snapshot can still get wrong, found before any of it is used.
 //!
-//! `serde` has checked the shape; this checks the meaning. Identifiers are unique within their
+//! `serde` has checked the shape; this checks the meaning. Every string is bounded and clean: no
+//! longer than its field allows ([`super::format`] declares the limits and says why) and free of
+//! control characters, line separators and bidirectional controls, which no name needs and which
+//! would otherwise reach clients, logs and terminals as they are. Identifiers are unique within their
 //! kind (levels, categories, patterns across all categories, applications, modules across all
 //! applications, teams), every reference resolves (`LevelGUID`, `CategoryGUID`, `PatternGUID`,
 //! a team's applications), a finding's pattern is in the category it names, a pattern is
@@ -16,19 +19,24 @@ use std::collections::hash_map::Entry;
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
-use super::file::{FORMAT_VERSION, Finding, SnapshotFile};
-use super::{Invalid, Kind, Problem};
+use super::format::strict::{Category, Document, Finding, Named};
+use super::format::{
+    FORMAT_VERSION, Invalid, Kind, MAX_IDENTIFIER_BYTES, MAX_NAME_BYTES, MAX_TIMESTAMP_BYTES,
+    Problem, echo,
+};
 
 /// Checks `file` and resolves its references. Returns the analysis time.
-pub fn check(file: &mut SnapshotFile<'_>) -> Result<SystemTime, Invalid> {
+pub fn check(file: &mut Document) -> Result<SystemTime, Invalid> {
     if let Some(version) = file.format_version.filter(|&v| v != FORMAT_VERSION) {
         return Err(Invalid::at("$.FormatVersion".into(), Problem::FormatVersion(version)));
     }
+    text(&file.last_analyzed_on, MAX_TIMESTAMP_BYTES, &|| "$.LastAnalyzedOn".into())?;
     let analyzed_on = humantime::parse_rfc3339(&file.last_analyzed_on).map_err(|_| {
-        let text = file.last_analyzed_on.clone().into_owned();
+        let text = echo(&file.last_analyzed_on);
         Invalid::at("$.LastAnalyzedOn".into(), Problem::Timestamp { text })
     })?;
-    let SnapshotFile { levels, categories, teams, applications, .. } = file;
+    check_strings(file)?;
+    let Document { levels, categories, teams, applications, .. } = file;
 
     let mut level_ids = Ids::new(levels.len());
     for (i, level) in levels.iter().enumerate() {
@@ -97,6 +105,80 @@ pub fn check(file: &mut SnapshotFile<'_>) -> Result<SystemTime, Invalid> {
     Ok(analyzed_on)
 }
 
+/// Every string of the document, in document order, within its field's limit and clean.
+fn check_strings(file: &Document) -> Result<(), Invalid> {
+    let id = |value: &str, path: &dyn Fn() -> String| text(value, MAX_IDENTIFIER_BYTES, path);
+    let name = |value: &str, path: &dyn Fn() -> String| text(value, MAX_NAME_BYTES, path);
+    let named = |items: &[Named], at: &dyn Fn(usize) -> String| -> Result<(), Invalid> {
+        for (i, item) in items.iter().enumerate() {
+            id(&item.guid, &|| format!("{}.GUID", at(i)))?;
+            name(&item.name, &|| format!("{}.Name", at(i)))?;
+        }
+        Ok(())
+    };
+    let findings = |list: &[Finding], owner: &dyn Fn() -> String| -> Result<(), Invalid> {
+        for (f, finding) in list.iter().enumerate() {
+            id(&finding.category_guid, &|| format!("{}.Findings[{f}].CategoryGUID", owner()))?;
+            id(&finding.pattern_guid, &|| format!("{}.Findings[{f}].PatternGUID", owner()))?;
+        }
+        Ok(())
+    };
+    named(&file.levels, &|l| format!("$.Levels[{l}]"))?;
+    for (c, category) in file.categories.iter().enumerate() {
+        id(&category.guid, &|| format!("$.Categories[{c}].GUID"))?;
+        name(&category.name, &|| format!("$.Categories[{c}].Name"))?;
+        named(&category.patterns, &|p| format!("$.Categories[{c}].Patterns[{p}]"))?;
+    }
+    for (t, team) in file.teams.iter().enumerate() {
+        id(&team.external_id, &|| format!("$.Teams[{t}].ExternalId"))?;
+        name(&team.name, &|| format!("$.Teams[{t}].Name"))?;
+        for (a, member) in team.applications.iter().enumerate() {
+            id(&member.guid, &|| format!("$.Teams[{t}].Applications[{a}].GUID"))?;
+        }
+    }
+    for (a, app) in file.applications.iter().enumerate() {
+        let at = || format!("$.Applications[{a}]");
+        id(&app.guid, &|| format!("{}.GUID", at()))?;
+        name(&app.name, &|| format!("{}.Name", at()))?;
+        id(&app.level_guid, &|| format!("{}.LevelGUID", at()))?;
+        findings(&app.findings, &at)?;
+        for (m, module) in app.modules.iter().enumerate() {
+            let at = || format!("$.Applications[{a}].Modules[{m}]");
+            id(&module.guid, &|| format!("{}.GUID", at()))?;
+            name(&module.name, &|| format!("{}.Name", at()))?;
+            id(&module.level_guid, &|| format!("{}.LevelGUID", at()))?;
+            findings(&module.findings, &at)?;
+        }
+    }
+    Ok(())
+}
+
+/// One string: at most `max` bytes, and no character a name or identifier never needs. `path`
+/// is made only for a refusal, never for the hundreds of thousands of strings that are fine.
+fn text(value: &str, max: usize, path: &dyn Fn() -> String) -> Result<(), Invalid> {
+    if value.len() > max {
+        return Err(Invalid::at(path(), Problem::TooLong { bytes: value.len(), max }));
+    }
+    // Almost every string is printable ASCII: one pass over its bytes says so.
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
+    match value.chars().enumerate().find(|(_, c)| forbidden(*c)) {
+        Some((at, c)) => {
+            Err(Invalid::at(path(), Problem::ControlCharacter { at, code_point: c.into() }))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Control characters (Unicode's Cc: C0, DEL, C1), the line and paragraph separators (which end
+/// a line in JavaScript and in some terminals), and the bidirectional embeddings, overrides and
+/// isolates (which make text display in another order than it is stored: "Trojan Source").
+fn forbidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// The identifiers a reference may name.
 struct References<'r, 'a> {
     levels: &'r Ids<'a>,
@@ -115,7 +197,7 @@ struct Patterns<'r, 'a> {
     refs: &'r References<'r, 'a>,
     /// Pattern number → (category index, index within the category).
     at: &'r [(u32, u32)],
-    categories: &'r [super::file::Category<'a>],
+    categories: &'r [Category],
     /// Per pattern number: the last `Findings` list that counted it, and where in that list.
     /// A stamp instead of a set per list: 22,000 lists cost no allocation.
     seen: Vec<(u32, u32)>,
@@ -125,7 +207,7 @@ struct Patterns<'r, 'a> {
 impl Patterns<'_, '_> {
     /// Resolves every finding of one `Findings` list; `owner` is the path of its application
     /// or module.
-    fn resolve(&mut self, findings: &mut [Finding<'_>], owner: &str) -> Result<(), Invalid> {
+    fn resolve(&mut self, findings: &mut [Finding], owner: &str) -> Result<(), Invalid> {
         self.list += 1;
         for (f, finding) in findings.iter_mut().enumerate() {
             let at = |field: &str| format!("{owner}.Findings[{f}]{field}");
@@ -137,14 +219,16 @@ impl Patterns<'_, '_> {
                 self.refs
                     .patterns
                     .resolve(&finding.pattern_guid, Kind::Pattern, || at(".PatternGUID"))?;
+            // Numbers are positions in `at`, given as each pattern was declared.
             let pattern = self.at[number];
             if pattern.0 as usize != category {
                 return Err(Invalid::at(
                     at(".CategoryGUID"),
                     Problem::WrongCategory {
-                        pattern: finding.pattern_guid.clone().into_owned(),
-                        category: finding.category_guid.clone().into_owned(),
-                        declared_in: self.categories[pattern.0 as usize].guid.clone().into_owned(),
+                        pattern: finding.pattern_guid.to_string(),
+                        category: finding.category_guid.to_string(),
+                        // `pattern.0` was recorded as an index into these categories.
+                        declared_in: self.categories[pattern.0 as usize].guid.to_string(),
                     },
                 ));
             }
@@ -157,7 +241,7 @@ impl Patterns<'_, '_> {
                 return Err(Invalid::at(
                     at(".PatternGUID"),
                     Problem::Duplicate {
-                        id: finding.pattern_guid.clone().into_owned(),
+                        id: finding.pattern_guid.to_string(),
                         first: format!("{owner}.Findings[{first}].PatternGUID"),
                     },
                 ));
@@ -234,5 +318,272 @@ impl Hash for Caseless<'_> {
         }
         // As `str` does: a terminator, so that ("ab","c") and ("a","bc") cannot collide.
         state.write_u8(0xff);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::snapshot::format::{Invalid, Kind, Problem, ReadError};
+    use crate::snapshot::sample::{VALID, date, load_text, with};
+    use crate::snapshot::{LoadError, load};
+
+    #[test]
+    fn each_broken_reference_is_named_with_its_path() {
+        let dup = |id: &str, first: &str| Problem::Duplicate { id: id.into(), first: first.into() };
+        let unresolved = |kind, guid: &str| Problem::Unresolved { kind, guid: guid.into() };
+        let cases: Vec<(String, &str, Problem)> = vec![
+            (
+                with("\"Count\": 2", "\"Count\": -2"),
+                "$.Applications[0].Findings[0].Count",
+                Problem::NegativeCount(-2),
+            ),
+            (
+                with("\"LevelGUID\": \"l2\"", "\"LevelGUID\": \"L9\""),
+                "$.Applications[0].LevelGUID",
+                unresolved(Kind::Level, "L9"),
+            ),
+            (
+                with(
+                    "\"GUID\": \"M2\", \"Name\": \"Zeta_CS\", \"LevelGUID\": \"L2\"",
+                    "\"GUID\": \"M2\", \"Name\": \"Zeta_CS\", \"LevelGUID\": \"\"",
+                ),
+                "$.Applications[0].Modules[0].LevelGUID",
+                unresolved(Kind::Level, ""),
+            ),
+            (
+                with(
+                    "\"CategoryGUID\": \"C2\", \"PatternGUID\": \"P3\"",
+                    "\"CategoryGUID\": \"C9\", \"PatternGUID\": \"P3\"",
+                ),
+                "$.Applications[0].Findings[0].CategoryGUID",
+                unresolved(Kind::Category, "C9"),
+            ),
+            (
+                with(
+                    "\"CategoryGUID\": \"C2\", \"PatternGUID\": \"P3\"",
+                    "\"CategoryGUID\": \"C2\", \"PatternGUID\": \"P9\"",
+                ),
+                "$.Applications[0].Findings[0].PatternGUID",
+                unresolved(Kind::Pattern, "P9"),
+            ),
+            (
+                with(
+                    "\"CategoryGUID\": \"C2\", \"PatternGUID\": \"P3\"",
+                    "\"CategoryGUID\": \"C1\", \"PatternGUID\": \"P3\"",
+                ),
+                "$.Applications[0].Findings[0].CategoryGUID",
+                Problem::WrongCategory {
+                    pattern: "P3".into(),
+                    category: "C1".into(),
+                    declared_in: "C2".into(),
+                },
+            ),
+            (
+                with(
+                    "\"CategoryGUID\": \"C1\", \"PatternGUID\": \"P1\"",
+                    "\"CategoryGUID\": \"C2\", \"PatternGUID\": \"p3\"",
+                ),
+                "$.Applications[0].Findings[1].PatternGUID",
+                dup("p3", "$.Applications[0].Findings[0].PatternGUID"),
+            ),
+            (
+                with("\"GUID\": \"A1\", \"Name\"", "\"GUID\": \"a2\", \"Name\""),
+                "$.Applications[1].GUID",
+                dup("a2", "$.Applications[0].GUID"),
+            ),
+            (
+                with(
+                    "{\"GUID\": \"A1\", \"Name\": \"Alpha \\\"quoted\\\"\", \"LevelGUID\": \"L1\"}",
+                    "{\"GUID\": \"A1\", \"Name\": \"A\", \"LevelGUID\": \"L1\",
+                    \"Modules\": [{\"GUID\": \"m1\", \"Name\": \"x\", \"LevelGUID\": \"L1\"}]}",
+                ),
+                "$.Applications[1].Modules[0].GUID",
+                dup("m1", "$.Applications[0].Modules[1].GUID"),
+            ),
+            (
+                with(
+                    "{\"GUID\": \"L2\", \"Name\": \"High\"}",
+                    "{\"GUID\": \"l1\", \"Name\": \"High\"}",
+                ),
+                "$.Levels[1].GUID",
+                dup("l1", "$.Levels[0].GUID"),
+            ),
+            (
+                with("{\"GUID\": \"C2\", \"Name\"", "{\"GUID\": \"c1\", \"Name\""),
+                "$.Categories[1].GUID",
+                dup("c1", "$.Categories[0].GUID"),
+            ),
+            (
+                with("{\"GUID\": \"P3\", \"Name\"", "{\"GUID\": \"P2\", \"Name\""),
+                "$.Categories[1].Patterns[0].GUID",
+                dup("P2", "$.Categories[0].Patterns[1].GUID"),
+            ),
+            (
+                with(
+                    "{\"GUID\": \"L1\", \"Name\": \"Low\"}",
+                    "{\"GUID\": \"\", \"Name\": \"Low\"}",
+                ),
+                "$.Levels[0].GUID",
+                Problem::EmptyIdentifier,
+            ),
+            (
+                with("{\"GUID\": \"a2\"}", "{\"GUID\": \"A3\"}"),
+                "$.Teams[0].Applications[0].GUID",
+                unresolved(Kind::Application, "A3"),
+            ),
+            (
+                with("{\"GUID\": \"A1\"}]", "{\"GUID\": \"A2\"}]"),
+                "$.Teams[0].Applications[1].GUID",
+                dup("A2", "$.Teams[0].Applications[0].GUID"),
+            ),
+            (
+                with(
+                    "\"Teams\": [{\"ExternalId\": \"T1\", \"Name\": \"Sales\",",
+                    "\"Teams\": [{\"ExternalId\": \"t1\", \"Name\": \"S\"}, \
+                   {\"ExternalId\": \"T1\", \"Name\": \"Sales\",",
+                ),
+                "$.Teams[1].ExternalId",
+                dup("T1", "$.Teams[0].ExternalId"),
+            ),
+            (
+                with("\"2024-05-14T06:00:00.5Z\"", "\"2024-05-14 06:00\""),
+                "$.LastAnalyzedOn",
+                Problem::Timestamp { text: "2024-05-14 06:00".into() },
+            ),
+            (
+                with("\"2024-05-14T06:00:00.5Z\"", "\"2024-05-14T08:00:00+02:00\""),
+                "$.LastAnalyzedOn",
+                Problem::Timestamp { text: "2024-05-14T08:00:00+02:00".into() },
+            ),
+            (
+                with("{\n  \"LastAnalyzedOn\"", "{\"FormatVersion\": 2, \"LastAnalyzedOn\""),
+                "$.FormatVersion",
+                Problem::FormatVersion(2),
+            ),
+        ];
+        for (text, path, problem) in cases {
+            let invalid = load_text(&text).err().unwrap_or_else(|| panic!("accepted: {path}"));
+            assert_eq!(invalid, Invalid { path: path.into(), problem }, "{text}");
+        }
+        let version_1 = load_text(&with(
+            "{\n  \"LastAnalyzedOn\"",
+            "{\"FormatVersion\": 1, \"LastAnalyzedOn\"",
+        ));
+        assert_eq!(version_1.map(|s| s.application_count()), Ok(2), "version 1 is read");
+    }
+
+    #[test]
+    fn shape_errors_name_the_path_line_and_column() {
+        let syntax = |text: &str| match load_text(text) {
+            Err(Invalid { path, problem: Problem::Syntax { message, line, column } }) => {
+                (path, message, line, column)
+            }
+            other => panic!("{:?}", other.map(|s| s.stats())),
+        };
+        let (path, message, line, _) = syntax(&with("\"Count\": 2", "\"Count\": \"2\""));
+        assert_eq!(path, "$.Applications[0].Findings[0].Count");
+        assert!(message.starts_with("invalid type: string \"2\", expected i64"), "{message}");
+        assert_eq!(line, 13);
+        let (path, message, ..) = syntax(&with("\"Count\": 2", "\"Count\": 2.5"));
+        assert_eq!(path, "$.Applications[0].Findings[0].Count");
+        assert!(message.starts_with("invalid type: floating point `2.5`"), "{message}");
+        let (path, message, ..) = syntax(&with(
+            "\"GUID\": \"A1\", \"Name\"",
+            "\"GUID\": \"A1\", \"Finding\": [], \"Name\"",
+        ));
+        assert_eq!(path, "$.Applications[1].Finding");
+        assert!(message.starts_with("unknown field `Finding`"), "{message}");
+        let (path, message, ..) = syntax(&with(", \"LevelGUID\": \"L1\"}", "}"));
+        assert_eq!(
+            (path.as_str(), message.as_str()),
+            ("$.Applications[1]", "missing field `LevelGUID`")
+        );
+        let (path, message, line, column) = syntax("{\"LastAnalyzedOn\": ");
+        assert_eq!(
+            (path.as_str(), message.as_str()),
+            ("$.LastAnalyzedOn", "EOF while parsing a value")
+        );
+        assert_eq!((line, column), (1, 19));
+        let (path, message, ..) = syntax(&format!("{VALID} x"));
+        assert_eq!((path.as_str(), message.as_str()), ("$", "trailing characters"));
+        let (path, message, line, column) =
+            syntax("\n  [\"2024-05-14T06:00:00Z\", [], [], [], []]");
+        assert_eq!((path.as_str(), message.as_str()), ("$", "a snapshot is a JSON object, {…}"));
+        assert_eq!((line, column), (2, 3));
+        assert!(matches!(load(b"", date(), "C"), Err(LoadError::Read(ReadError::Empty))));
+        let shown = load_text(&with("\"Count\": 2", "\"Count\": -2")).err().unwrap().to_string();
+        assert_eq!(
+            shown,
+            "$.Applications[0].Findings[0].Count: Count is -2; a count cannot be negative"
+        );
+    }
+
+    #[test]
+    fn every_string_is_bounded_and_clean_and_a_violation_names_its_path() {
+        let long_name = "n".repeat(1025);
+        let long_id = "i".repeat(257);
+        let cases: Vec<(String, &str, Problem)> = vec![
+            (
+                with("\"Name\": \"Low\"", "\"Name\": \"L\\u0000w\""),
+                "$.Levels[0].Name",
+                Problem::ControlCharacter { at: 1, code_point: 0 },
+            ),
+            (
+                with("\"Name\": \"Low\"", &format!("\"Name\": \"{long_name}\"")),
+                "$.Levels[0].Name",
+                Problem::TooLong { bytes: 1025, max: 1024 },
+            ),
+            (
+                with("\"GUID\": \"A1\", \"Name\"", &format!("\"GUID\": \"{long_id}\", \"Name\"")),
+                "$.Applications[1].GUID",
+                Problem::TooLong { bytes: 257, max: 256 },
+            ),
+            (
+                with("\"Name\": \"Sales\"", "\"Name\": \"Sa\\tles\""),
+                "$.Teams[0].Name",
+                Problem::ControlCharacter { at: 2, code_point: 9 },
+            ),
+            (
+                with("\"A2\", \"Name\": \"zeta\"", "\"A2\", \"Name\": \"z\u{202E}eta\""),
+                "$.Applications[0].Name",
+                Problem::ControlCharacter { at: 1, code_point: 0x202E },
+            ),
+            (
+                with("\"Name\": \"Zeta_CS\"", "\"Name\": \"Zeta\\u0085CS\""),
+                "$.Applications[0].Modules[0].Name",
+                Problem::ControlCharacter { at: 4, code_point: 0x85 },
+            ),
+            (
+                with("\"PatternGUID\": \"P3\"", "\"PatternGUID\": \"P\\u2028\""),
+                "$.Applications[0].Findings[0].PatternGUID",
+                Problem::ControlCharacter { at: 1, code_point: 0x2028 },
+            ),
+            (
+                with("{\"GUID\": \"a2\"}", "{\"GUID\": \"a\\n2\"}"),
+                "$.Teams[0].Applications[0].GUID",
+                Problem::ControlCharacter { at: 1, code_point: 10 },
+            ),
+            (
+                with("\"2024-05-14T06:00:00.5Z\"", &format!("\"{}\"", "9".repeat(65))),
+                "$.LastAnalyzedOn",
+                Problem::TooLong { bytes: 65, max: 64 },
+            ),
+        ];
+        for (text, path, problem) in cases {
+            let invalid = load_text(&text).err().unwrap_or_else(|| panic!("accepted: {path}"));
+            assert_eq!(invalid, Invalid { path: path.into(), problem }, "{text}");
+        }
+        // At the limits, and with the characters names do have, all is well.
+        let fine =
+            with("\"Name\": \"Low\"", &format!("\"Name\": \"é😀 \\\"{}\"", "n".repeat(1014)));
+        assert!(load_text(&fine).is_ok());
+        let shown = load_text(&with("\"Name\": \"Low\"", &format!("\"Name\": \"{long_name}\"")))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            shown.as_deref().unwrap_or_default(),
+            "$.Levels[0].Name: the string is 1025 bytes long; this field takes at most 1024 bytes \
+             of UTF-8"
+        );
     }
 }

@@ -1,151 +1,158 @@
 //! The history store: every dated snapshot, each piece kept once, in one redb database.
+//! Persistence only: what is served, and what memory holds, is [`super::serve`]'s.
 //!
 //! From one day to the next a factory changes a few applications out of thousands, so a date
-//! is stored as the list of its applications' keys (the SHA-256 of each one's JSON) and an
-//! application is stored once for all the dates that have it, compressed: the deflate segment
-//! served to gzip clients, so a stored piece is served without compressing again. Runs of ten
-//! applications (compressed together for gzip pages) are keyed by their members' keys; the
-//! level, category and team lists by their bytes' SHA-256.
+//! is stored as the list of its applications' keys and each piece once for all the dates that
+//! name it (see [`super::piece`]). The store keeps one rule: **no committed date names a piece
+//! the store lacks**. Every change keeps it inside one write transaction, deciding from the
+//! transaction's own tables and nothing else: an import writes every piece its date names that
+//! the transaction does not find (whatever memory holds: a reader may keep pieces of a date that
+//! is being deleted), and a delete, a prune or a replacement removes a piece only when no date
+//! left in the transaction names it. A piece found stored is taken only if it decompresses to
+//! exactly the bytes being imported; one that does not is written again, so importing a date
+//! repairs its damaged pieces.
 //!
 //! Why redb: a well-kept, pure-Rust embedded database with atomic, durable transactions
 //! across tables, so an import (its new pieces and the date that names them) or a delete or a
-//! prune (the dates and the pieces no date names any more) is one commit: a SIGKILL at any
-//! point leaves every date as it was or as it became, never half of either. Its commits save
-//! the allocator state (quick repair), so the first start after a crash opens at once instead
-//! of walking the whole file. The process that serves holds it as its single writer; `snapshot
-//! verify` reads it beside the running server.
-//!
-//! Tables: `dates` (date → [`Header`], small, read at start), `date_apps` (date → keys),
-//! `applications` and `runs` (key → piece), `lists` (key → levels, categories or teams).
+//! prune (the dates and the pieces no date names any more) is one commit: a crash at any point
+//! leaves every date as it was or as it became, never half of either (the crash tests stop the
+//! file at every sync of each operation). Its commits save the allocator state (quick repair),
+//! so the first start after a crash opens at once instead of walking the whole file. The
+//! process that serves holds it as its single writer; `snapshot verify` reads it beside the
+//! running server. When a removal leaves more than a configured share of the file free, the
+//! file is compacted: redb moves the pages down and gives the rest back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
+mod backend;
+mod error;
+pub mod shares;
+pub mod tables;
+
+use std::collections::HashSet;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::RwLock;
 
+use redb::backends::{FileBackend, InMemoryBackend};
 use redb::{
-    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction,
-    ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadableDatabase,
+    ReadableTable, StorageBackend, WriteTransaction,
 };
 
-use super::Date;
-use super::codec::{self, DatePieces, Header};
-use super::served::{AppPiece, Digest, Items, Parts, RunPiece, TeamsPiece, run_keys};
+use backend::{Length, Measured};
+pub use error::HistoryError;
+use tables::{APPS, DATE_APPS, DATES, LISTS, RUNS};
+pub use tables::{PieceKind, Reading};
+
+use super::date::Date;
+use super::hold::{self, Holds};
+use super::piece::build::{self, BuildError, Built};
+use super::piece::codec;
+use super::piece::record::{Arrival, DatePieces, Header};
+use super::piece::{Digest, run_keys};
+use super::render::Rendered;
 use crate::locks;
 
 pub const FILE: &str = "history.redb";
-
-// One key type for every table (a date's `YYYY-MM-DD` or a piece's SHA-256, as bytes): redb is
-// generic over it, and each key type is another copy of its B-tree code (measured: 50 KiB of
-// the 1.1 MiB redb adds to the stripped binary, now 5.5 MiB of the 6 MiB budget).
-type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
-const DATES: Table = TableDefinition::new("dates");
-const DATE_APPS: Table = TableDefinition::new("date_apps");
-const APPS: Table = TableDefinition::new("applications");
-const RUNS: Table = TableDefinition::new("runs");
-const LISTS: Table = TableDefinition::new("lists");
-
-/// What went wrong with the store, and where.
-#[derive(Debug)]
-pub enum HistoryError {
-    /// The database could not be opened, read or written.
-    Db { step: &'static str, path: PathBuf, source: Box<redb::Error> },
-    /// A date names a piece the store does not have, or a piece does not read back.
-    Damaged { date: Option<Date>, what: String },
-    /// The server is stopping and has closed the store.
-    Closed,
-    /// The file was not closed cleanly, and a read-only open cannot repair it.
-    NeedsRepair(PathBuf),
-}
-
-impl fmt::Display for HistoryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Db { step, path, source } => {
-                write!(f, "cannot {step} the snapshot history {}: {source}", path.display())
-            }
-            Self::Damaged { date: Some(date), what } => {
-                write!(
-                    f,
-                    "the snapshot history is damaged at {date}: {what}; run `aims-api snapshot verify`"
-                )
-            }
-            Self::Damaged { date: None, what } => {
-                write!(f, "the snapshot history is damaged: {what}; run `aims-api snapshot verify`")
-            }
-            Self::Closed => f.write_str("the snapshot history is closed: the server is stopping"),
-            Self::NeedsRepair(path) => write!(
-                f,
-                "{} was not closed cleanly (the server was killed or crashed): `serve` repairs it \
-                 in a moment at its next start; check again after that",
-                path.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for HistoryError {}
 
 /// The database file, opened by the one process that writes it.
 pub struct History {
     /// `None` once closed: redb marks the file clean only when the database is dropped, and
     /// the server's threads that hold the store end with the process, so [`History::close`]
-    /// drops it explicitly at shutdown.
+    /// drops it explicitly at shutdown. Reads hold it shared for their transaction's life, so a
+    /// compaction (which needs it alone) never meets a reader.
     db: RwLock<Option<Database>>,
     path: PathBuf,
+    length: Length,
+    holds: Holds,
 }
 
-/// A date's pieces to commit: the date's own records and the pieces the store lacks.
-pub struct NewDate<'a> {
-    pub date: Date,
-    pub header: &'a Header,
-    pub pieces: &'a DatePieces,
-    pub apps: &'a [Arc<AppPiece>],
-    pub runs: &'a [Arc<RunPiece>],
-    /// Levels and categories items, and the encoded teams, by their SHA-256.
-    pub lists: &'a [(Digest, Vec<u8>)],
+/// A date committed.
+pub struct Stored {
+    pub built: Built,
+    /// The date was in the store before (and is now replaced).
+    pub replaced: bool,
+    /// Applications and runs the store did not hold (the rest were found stored).
+    pub new_pieces: usize,
+    /// What the commit added: those pieces and the date's own records.
+    pub added_bytes: u64,
+    /// What it removed: the pieces of the version replaced that no date names any more.
+    pub freed_bytes: u64,
+}
+
+/// Dates removed.
+pub struct Removed {
+    /// The dates the store held (and no longer does).
+    pub dates: Vec<Date>,
+    /// The bytes of the records removed with them: theirs, and the pieces no date names any
+    /// more.
+    pub freed_bytes: u64,
+}
+
+/// The file's size and how much of it is free, as redb counts its pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub file_bytes: u64,
+    pub free_bytes: u64,
 }
 
 impl History {
     /// Opens `path`, creating it (mode 0600) when missing. `cache_bytes` bounds redb's own
     /// page cache, which counts against the server's memory like everything else.
-    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, HistoryError> {
-        // Made here with its mode, before redb opens it (redb initialises an empty file): it
-        // holds the data, and is never readable by others, not even for a moment.
-        std::fs::OpenOptions::new()
+    pub fn open(path: &Path, cache_bytes: usize, holds: Holds) -> Result<Self, HistoryError> {
+        // Made here with its mode: it holds the data, and is never readable by others, not even
+        // for a moment.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
             .create(true)
-            .append(true)
+            .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(|e| db_error("create", path, redb::Error::Io(e)))?;
-        let db = Builder::new()
-            .set_cache_size(cache_bytes)
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .create(path)
-            .map_err(|e| db_error("open", path, e))?;
+            .map_err(|e| HistoryError::db("create", path, redb::Error::Io(e)))?;
         crate::keystore::tighten_mode(path, 0o600);
-        Self::with_tables(db, path)
+        let backend = FileBackend::new(file).map_err(|e| HistoryError::db("open", path, e))?;
+        Self::with_backend(backend, path, cache_bytes, holds)
     }
 
     /// A store in memory only: for the benchmarks and tests that answer pages without a
     /// server.
     pub fn in_memory() -> Result<Self, HistoryError> {
         let path = Path::new("(in memory)");
-        let db = Builder::new()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| db_error("open", path, e))?;
-        Self::with_tables(db, path)
+        // Nothing else can open it: redb's default mode, which needs no locks of the backend.
+        let mode = ConcurrencyMode::ExclusiveWriter;
+        Self::build(InMemoryBackend::new(), path, 16 << 20, Holds::default(), mode)
     }
 
-    fn with_tables(db: Database, path: &Path) -> Result<Self, HistoryError> {
-        let history = Self { db: RwLock::new(Some(db)), path: path.to_owned() };
+    /// A store on any backend (the file, or the crash tests' own) as the server opens it: one
+    /// writer, this process, and `snapshot verify` or `diagnose` reading beside it. `path` names
+    /// it in messages.
+    pub fn with_backend(
+        backend: impl StorageBackend,
+        path: &Path,
+        cache_bytes: usize,
+        holds: Holds,
+    ) -> Result<Self, HistoryError> {
+        Self::build(backend, path, cache_bytes, holds, ConcurrencyMode::SingleWriter)
+    }
+
+    fn build(
+        backend: impl StorageBackend,
+        path: &Path,
+        cache_bytes: usize,
+        holds: Holds,
+        mode: ConcurrencyMode,
+    ) -> Result<Self, HistoryError> {
+        let (backend, length) = Measured::new(backend)
+            .map_err(|e| HistoryError::db("open", path, redb::Error::Io(e)))?;
+        let db = Builder::new()
+            .set_cache_size(cache_bytes)
+            .set_concurrency_mode(mode)
+            .create_with_backend(backend)
+            .map_err(|e| HistoryError::db("open", path, e))?;
+        let history = Self { db: RwLock::new(Some(db)), path: path.to_owned(), length, holds };
         // Every table exists from the first commit on, so a reader never meets a missing one.
         let txn = history.begin_write()?;
-        for table in [DATES, DATE_APPS] {
-            txn.open_table(table).map_err(|e| history.error("create the tables of", e))?;
-        }
-        for table in [APPS, RUNS, LISTS] {
+        for table in [DATES, DATE_APPS, APPS, RUNS, LISTS] {
             txn.open_table(table).map_err(|e| history.error("create the tables of", e))?;
         }
         txn.commit().map_err(|e| history.error("create the tables of", e))?;
@@ -156,163 +163,181 @@ impl History {
         &self.path
     }
 
-    /// Every date with its header, oldest first.
-    pub fn dates(&self) -> Result<Vec<(Date, Header)>, HistoryError> {
-        let txn = self.begin_read()?;
-        read_dates(&txn, &self.path)
+    /// The size of the database file, as redb last left it.
+    pub fn file_bytes(&self) -> u64 {
+        self.length.bytes()
     }
 
-    /// The pieces of `date`, sharing what `shared` already holds in memory.
-    pub fn read(&self, date: Date, shared: &Shared) -> Result<Option<Parts>, HistoryError> {
-        let txn = self.begin_read()?;
-        read_parts(&txn, &self.path, date, shared)
-    }
-
-    /// The pieces among `keys` that memory (`interned`) or the store already holds, `None`
-    /// for the others: what an import need not compress again.
-    pub fn known<T>(
+    /// Runs `read` in one read transaction: everything it reads is of one committed state.
+    pub fn read<T, E: From<HistoryError>>(
         &self,
-        kind: PieceKind,
-        keys: &[Digest],
-        interned: &Interned<T>,
-        decode: fn(Digest, &[u8]) -> Result<T, codec::Damaged>,
-    ) -> Result<Vec<Option<Arc<T>>>, HistoryError> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(kind.table()).map_err(|e| self.error("read", e))?;
-        read_known(&table, keys, interned, decode).map_err(|failure| match failure {
-            ReadFailure::Db(e) => self.error("read", e),
-            ReadFailure::Damaged(e) => HistoryError::Damaged { date: None, what: e.0 },
-            ReadFailure::Missing(key) => HistoryError::Damaged {
-                date: None,
-                what: format!("{} {} is missing", kind.name(), codec::hex(&key)),
-            },
-        })
+        read: impl FnOnce(&Reading<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let db = locks::read(&self.db);
+        let db = db.as_ref().ok_or(HistoryError::Closed)?;
+        let txn = db.begin_read().map_err(|e| self.error("read", e))?;
+        read(&Reading { txn: &txn, path: &self.path })
     }
 
-    /// Commits a date and the pieces it adds, in one transaction, and returns the bytes of the
-    /// records it wrote for them (the lists, a few KiB stored again each time, are not
-    /// counted). A date replaced may leave pieces that no date names any more: they go in the
-    /// same transaction.
-    pub fn put(&self, new: &NewDate<'_>, replaces: bool) -> Result<u64, HistoryError> {
+    /// Commits `rendered` as `date` (replacing it if the store has it), in one transaction that
+    /// decides from its own tables which pieces to write.
+    pub fn put(
+        &self,
+        date: Date,
+        rendered: Rendered,
+        file_sha256: Digest,
+        arrival: Arrival,
+    ) -> Result<Stored, HistoryError> {
+        let started = std::time::Instant::now();
         let txn = self.begin_write()?;
         let fail = |e: redb::Error| self.error("write", e);
+        let mut built = {
+            let apps = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
+            let runs = txn.open_table(RUNS).map_err(|e| fail(e.into()))?;
+            let path = self.path.as_path();
+            let mut stored_apps =
+                |keys: &[Digest]| tables::pieces(&apps, keys, path, tables::decode_app_segment);
+            let mut stored_runs =
+                |keys: &[Digest]| tables::pieces(&runs, keys, path, tables::decode_run_segment);
+            build::build(rendered, file_sha256, &mut stored_apps, &mut stored_runs).map_err(
+                |e| match e {
+                    BuildError::Stored(e) => e.at(date),
+                    BuildError::Layout(source) => HistoryError::Unstorable { date, source },
+                },
+            )?
+        };
+        built.header.arrival = Some(arrival);
+        let built_at = started.elapsed();
+        let unstorable = |source| HistoryError::Unstorable { date, source };
         let mut added = 0;
+        let replaced;
         {
             let mut apps = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
-            for app in new.apps {
-                let record = codec::encode_app(app);
+            for app in &built.new_apps {
+                let record = codec::encode_app(app).map_err(unstorable)?;
                 apps.insert(app.hash.as_slice(), record.as_slice()).map_err(|e| fail(e.into()))?;
                 added += record.len();
             }
             let mut runs = txn.open_table(RUNS).map_err(|e| fail(e.into()))?;
-            for run in new.runs {
+            for run in &built.new_runs {
                 let record = codec::encode_run(run);
                 runs.insert(run.key.as_slice(), record.as_slice()).map_err(|e| fail(e.into()))?;
                 added += record.len();
             }
             let mut lists = txn.open_table(LISTS).map_err(|e| fail(e.into()))?;
-            for (key, bytes) in new.lists {
+            for (key, bytes) in &built.lists {
                 lists.insert(key.as_slice(), bytes.as_slice()).map_err(|e| fail(e.into()))?;
             }
-            let day = new.date.to_string();
-            let (pieces, header) = (new.pieces.encode(), new.header.encode());
+            let day = date.to_string();
+            let pieces = built.date_pieces.encode().map_err(unstorable)?;
+            let header = built.header.encode().map_err(unstorable)?;
             let mut date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
             date_apps.insert(day.as_bytes(), pieces.as_slice()).map_err(|e| fail(e.into()))?;
             let mut dates = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
-            dates.insert(day.as_bytes(), header.as_slice()).map_err(|e| fail(e.into()))?;
+            replaced = dates
+                .insert(day.as_bytes(), header.as_slice())
+                .map_err(|e| fail(e.into()))?
+                .is_some();
             added += pieces.len() + header.len();
         }
-        if replaces {
-            self.collect(&txn)?;
-        }
+        let freed_bytes = if replaced { self.collect(&txn)? } else { 0 };
+        self.holds.at(hold::IMPORT_COMMIT);
         txn.commit().map_err(|e| self.error("commit to", e))?;
-        Ok(added as u64)
+        log::debug!(
+            "snapshot {date}: its pieces found or made in {} ms, written and committed in {} ms",
+            built_at.as_millis(),
+            (started.elapsed() - built_at).as_millis()
+        );
+        let new_pieces = built.new_apps.len() + built.new_runs.len();
+        Ok(Stored { built, replaced, new_pieces, added_bytes: added as u64, freed_bytes })
     }
 
-    /// Removes `dates` and every piece no remaining date names, in one transaction.
-    pub fn remove(&self, dates: &[Date]) -> Result<(), HistoryError> {
+    /// Removes `dates` and every piece no remaining date names, in one transaction. Nothing
+    /// is written when the store held none of them.
+    pub fn remove(&self, dates: &[Date]) -> Result<Removed, HistoryError> {
         let txn = self.begin_write()?;
         let fail = |e: redb::Error| self.error("remove from", e);
+        let mut removed = Removed { dates: Vec::with_capacity(dates.len()), freed_bytes: 0 };
         {
             let mut headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
             let mut date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
             for date in dates {
                 let day = date.to_string();
-                headers.remove(day.as_bytes()).map_err(|e| fail(e.into()))?;
-                date_apps.remove(day.as_bytes()).map_err(|e| fail(e.into()))?;
+                let header = headers.remove(day.as_bytes()).map_err(|e| fail(e.into()))?;
+                let record = date_apps.remove(day.as_bytes()).map_err(|e| fail(e.into()))?;
+                if let Some(header) = header {
+                    let record = record.map_or(0, |r| r.value().len());
+                    removed.freed_bytes += (header.value().len() + record) as u64;
+                    removed.dates.push(*date);
+                }
             }
         }
-        self.collect(&txn)?;
-        txn.commit().map_err(|e| self.error("commit to", e))
+        if removed.dates.is_empty() {
+            txn.abort().map_err(|e| self.error("remove from", e))?;
+            return Ok(removed);
+        }
+        removed.freed_bytes += self.collect(&txn)?;
+        self.holds.at(hold::REMOVE_COMMIT);
+        txn.commit().map_err(|e| self.error("commit to", e))?;
+        Ok(removed)
     }
 
-    /// Removes, within `txn`, every piece no date names any more: after a removal, or a
+    /// Removes, within `txn`, every piece no date in it names: after a removal, or a
     /// replacement that dropped some of the date's pieces.
-    fn collect(&self, txn: &WriteTransaction) -> Result<(), HistoryError> {
+    /// Returns the bytes of the records it removed.
+    fn collect(&self, txn: &WriteTransaction) -> Result<u64, HistoryError> {
         let fail = |e: redb::Error| self.error("remove from", e);
         let named = {
             let headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
             let date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
-            named_pieces(&headers, &date_apps)?
+            named_pieces(&headers, &date_apps, &self.path)?
         };
+        let mut freed = 0;
         for (table, keep) in [(APPS, &named.apps), (RUNS, &named.runs), (LISTS, &named.lists)] {
             let mut table = txn.open_table(table).map_err(|e| fail(e.into()))?;
             table
-                .retain(|key, _| digest(key).is_some_and(|key| keep.contains(&key)))
+                .retain(|key, value| {
+                    let kept = tables::digest(key).is_some_and(|key| keep.contains(&key));
+                    if !kept {
+                        freed += value.len() as u64;
+                    }
+                    kept
+                })
                 .map_err(|e| fail(e.into()))?;
         }
-        Ok(())
+        Ok(freed)
     }
 
-    /// Each date's share of the disk: its own records, and each piece it names divided among
-    /// the dates that name it, so the shares add up to what the pieces take. Read from the
-    /// dates' records alone (they carry every piece's size), never from the pieces.
-    pub fn disk_shares(&self) -> Result<BTreeMap<Date, u64>, HistoryError> {
-        let txn = self.begin_read()?;
-        let fail = |e: redb::Error| self.error("read", e);
-        let damaged = |date, what| HistoryError::Damaged { date: Some(date), what };
-        let headers = read_dates(&txn, &self.path)?;
-        let date_apps = txn.open_table(DATE_APPS).map_err(|e| fail(e.into()))?;
-        // Every piece each date names, with its size; then how many dates name each.
-        let mut per_date: Vec<(Date, u64, Sized)> = Vec::with_capacity(headers.len());
-        for (date, header) in &headers {
-            let Some(record) =
-                date_apps.get(date.to_string().as_bytes()).map_err(|e| fail(e.into()))?
-            else {
-                continue;
-            };
-            let own = (record.value().len() + header.encode().len()) as u64;
-            let pieces = DatePieces::decode(record.value()).map_err(|e| damaged(*date, e.0))?;
-            let mut named: Sized =
-                pieces.keys.iter().zip(&pieces.sizes).map(|(k, s)| (*k, u64::from(*s))).collect();
-            let runs = run_keys(&pieces.keys).into_iter();
-            named.extend(runs.zip(pieces.run_sizes.iter().map(|s| u64::from(*s))));
-            if let Ok(lists) = header.list_keys() {
-                named.extend(lists.into_iter().zip(header.lists_bytes));
-            }
-            named.sort_unstable();
-            named.dedup_by_key(|(key, _)| *key);
-            per_date.push((*date, own, named));
-        }
-        let mut uses: HashMap<Digest, u64> = HashMap::new();
-        for (_, _, named) in &per_date {
-            named.iter().for_each(|(key, _)| *uses.entry(*key).or_default() += 1);
-        }
-        Ok(per_date
-            .into_iter()
-            .map(|(date, own, named)| {
-                let shared: u64 = named
-                    .iter()
-                    .map(|(key, size)| size / uses.get(key).copied().unwrap_or(1).max(1))
-                    .sum();
-                (date, own + shared)
-            })
-            .collect())
+    /// The file's size and its free pages: redb counts them walking every table, so this is
+    /// asked after a removal or a replacement, not per request.
+    pub fn space(&self) -> Result<Space, HistoryError> {
+        let txn = self.begin_write()?;
+        let stats = txn.stats().map_err(|e| self.error("measure", e))?;
+        txn.abort().map_err(|e| self.error("measure", e))?;
+        let file_bytes = self.file_bytes();
+        let used = stats.allocated_pages().saturating_mul(stats.page_size() as u64);
+        Ok(Space { file_bytes, free_bytes: file_bytes.saturating_sub(used) })
     }
 
-    /// The size of the database file.
-    pub fn file_bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    /// Compacts the file when more than `free_percent` of it is free. Waits for the reads in
+    /// flight, and holds off new ones, while redb moves the pages; returns the space before
+    /// and after, when it compacted.
+    pub fn compact_if_free(
+        &self,
+        free_percent: u8,
+    ) -> Result<Option<(Space, Space)>, HistoryError> {
+        let before = self.space()?;
+        if before.free_bytes.saturating_mul(100)
+            <= before.file_bytes.saturating_mul(u64::from(free_percent))
+        {
+            return Ok(None);
+        }
+        {
+            let mut db = locks::write(&self.db);
+            let db = db.as_mut().ok_or(HistoryError::Closed)?;
+            db.compact().map_err(|e| self.error("compact", e))?;
+        }
+        Ok(Some((before, self.space()?)))
     }
 
     /// Closes the database cleanly (at shutdown, after the last write): the next open, and
@@ -321,15 +346,9 @@ impl History {
         drop(locks::write(&self.db).take());
     }
 
-    fn begin_read(&self) -> Result<ReadTransaction, HistoryError> {
-        let db = locks::read(&self.db);
-        let db = db.as_ref().ok_or_else(|| self.closed())?;
-        db.begin_read().map_err(|e| self.error("read", e))
-    }
-
     fn begin_write(&self) -> Result<WriteTransaction, HistoryError> {
         let db = locks::read(&self.db);
-        let db = db.as_ref().ok_or_else(|| self.closed())?;
+        let db = db.as_ref().ok_or(HistoryError::Closed)?;
         let mut txn = db.begin_write().map_err(|e| self.error("write", e))?;
         txn.set_durability(Durability::Immediate).map_err(|e| self.error("write", e))?;
         // Saves the allocator state with each commit: a restart after a crash need not walk
@@ -338,28 +357,43 @@ impl History {
         Ok(txn)
     }
 
-    fn closed(&self) -> HistoryError {
-        HistoryError::Closed
-    }
-
     fn error(&self, step: &'static str, source: impl Into<redb::Error>) -> HistoryError {
-        db_error(step, &self.path, source)
+        HistoryError::db(step, &self.path, source)
     }
 }
 
-fn db_error(step: &'static str, path: &Path, source: impl Into<redb::Error>) -> HistoryError {
-    HistoryError::Db { step, path: path.to_owned(), source: Box::new(source.into()) }
+/// The pieces the remaining dates name.
+struct Named {
+    apps: HashSet<Digest>,
+    runs: HashSet<Digest>,
+    lists: HashSet<Digest>,
 }
 
-/// A stored key as a SHA-256 (a key of another length is no piece of ours).
-fn digest(key: &[u8]) -> Option<Digest> {
-    key.try_into().ok()
+fn named_pieces(
+    headers: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    date_apps: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    path: &Path,
+) -> Result<Named, HistoryError> {
+    let fail = |e: redb::StorageError| HistoryError::db("read", path, e);
+    let mut named = Named { apps: HashSet::new(), runs: HashSet::new(), lists: HashSet::new() };
+    for row in date_apps.iter().map_err(fail)? {
+        let (day, keys) = row.map_err(fail)?;
+        let date = tables::date_key(day.value())?;
+        let keys =
+            DatePieces::decode(keys.value()).map_err(|e| HistoryError::damaged(date, e))?.keys;
+        named.runs.extend(run_keys(&keys));
+        named.apps.extend(keys);
+    }
+    for row in headers.iter().map_err(fail)? {
+        let (day, header) = row.map_err(fail)?;
+        let date = tables::date_key(day.value())?;
+        let header = Header::decode(header.value()).map_err(|e| HistoryError::damaged(date, e))?;
+        named.lists.extend(header.list_keys().map_err(|e| HistoryError::damaged(date, e))?);
+    }
+    Ok(named)
 }
 
-/// The pieces a date names, each with its stored size.
-type Sized = Vec<(Digest, u64)>;
-
-/// The database opened read-only beside the server, for `snapshot verify`.
+/// The database opened read-only beside the server, for `snapshot verify` and `diagnose`.
 pub struct ReadOnly {
     db: ReadOnlyDatabase,
     path: PathBuf,
@@ -373,306 +407,21 @@ impl ReadOnly {
             .open_read_only(path)
             .map_err(|e| match e {
                 redb::DatabaseError::RepairAborted => HistoryError::NeedsRepair(path.to_owned()),
-                e => db_error("open", path, e),
+                e => HistoryError::db("open", path, e),
             })?;
         Ok(Self { db, path: path.to_owned() })
     }
 
-    pub fn transaction(&self) -> Result<ReadTransaction, HistoryError> {
-        self.db.begin_read().map_err(|e| db_error("read", &self.path, e))
+    /// Runs `read` in one read transaction.
+    pub fn read<T, E: From<HistoryError>>(
+        &self,
+        read: impl FnOnce(&Reading<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let txn = self.db.begin_read().map_err(|e| HistoryError::db("read", &self.path, e))?;
+        read(&Reading { txn: &txn, path: &self.path })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-/// Every date with its header, oldest first.
-pub fn read_dates(txn: &ReadTransaction, path: &Path) -> Result<Vec<(Date, Header)>, HistoryError> {
-    let fail = |e: redb::Error| db_error("read", path, e);
-    let table = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
-    let mut dates = Vec::new();
-    for row in table.iter().map_err(|e| fail(e.into()))? {
-        let (day, header) = row.map_err(|e| fail(e.into()))?;
-        let day = String::from_utf8_lossy(day.value());
-        let date = Date::parse(&day).map_err(|e| HistoryError::Damaged {
-            date: None,
-            what: format!("date `{day}`: {e}"),
-        })?;
-        let header = Header::decode(header.value())
-            .map_err(|e| HistoryError::Damaged { date: Some(date), what: e.0 })?;
-        dates.push((date, header));
-    }
-    Ok(dates)
-}
-
-/// A date's record: its applications' keys, in serving order, and its pieces' sizes.
-pub fn read_pieces(
-    txn: &ReadTransaction,
-    path: &Path,
-    date: Date,
-) -> Result<Option<DatePieces>, HistoryError> {
-    let table = txn.open_table(DATE_APPS).map_err(|e| db_error("read", path, e))?;
-    let Some(record) =
-        table.get(date.to_string().as_bytes()).map_err(|e| db_error("read", path, e))?
-    else {
-        return Ok(None);
-    };
-    DatePieces::decode(record.value())
-        .map(Some)
-        .map_err(|e| HistoryError::Damaged { date: Some(date), what: e.0 })
-}
-
-/// The raw bytes of a piece, for verify.
-pub fn read_raw(
-    txn: &ReadTransaction,
-    path: &Path,
-    kind: PieceKind,
-    key: &Digest,
-) -> Result<Option<Vec<u8>>, HistoryError> {
-    let table = txn.open_table(kind.table()).map_err(|e| db_error("read", path, e))?;
-    let value = table.get(key.as_slice()).map_err(|e| db_error("read", path, e))?;
-    Ok(value.map(|v| v.value().to_vec()))
-}
-
-/// The kinds of stored piece.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PieceKind {
-    Application,
-    Run,
-    List,
-}
-
-impl PieceKind {
-    fn table(self) -> Table {
-        match self {
-            Self::Application => APPS,
-            Self::Run => RUNS,
-            Self::List => LISTS,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Application => "application",
-            Self::Run => "run",
-            Self::List => "list",
-        }
-    }
-}
-
-/// The keys every piece table holds, for verify's count of pieces no date names.
-pub fn all_keys(
-    txn: &ReadTransaction,
-    path: &Path,
-    kind: PieceKind,
-) -> Result<Vec<Digest>, HistoryError> {
-    let fail = |e: redb::Error| db_error("read", path, e);
-    let table = txn.open_table(kind.table()).map_err(|e| fail(e.into()))?;
-    let mut keys = Vec::new();
-    for row in table.iter().map_err(|e| fail(e.into()))? {
-        let (key, _) = row.map_err(|e| fail(e.into()))?;
-        keys.extend(digest(key.value()));
-    }
-    Ok(keys)
-}
-
-fn read_parts(
-    txn: &ReadTransaction,
-    path: &Path,
-    date: Date,
-    shared: &Shared,
-) -> Result<Option<Parts>, HistoryError> {
-    let fail = |e: redb::Error| db_error("read", path, e);
-    let damaged = |what: String| HistoryError::Damaged { date: Some(date), what };
-    let headers = txn.open_table(DATES).map_err(|e| fail(e.into()))?;
-    let Some(header) = headers.get(date.to_string().as_bytes()).map_err(|e| fail(e.into()))? else {
-        return Ok(None);
-    };
-    let header = Header::decode(header.value()).map_err(|e| damaged(e.0))?;
-    let keys = read_pieces(txn, path, date)?
-        .map(|pieces| pieces.keys)
-        .ok_or_else(|| damaged("its application list is missing".into()))?;
-
-    let failed = |kind: PieceKind, failure: ReadFailure| match failure {
-        ReadFailure::Db(e) => fail(e.into()),
-        ReadFailure::Missing(key) => {
-            damaged(format!("{} {} is missing", kind.name(), codec::hex(&key)))
-        }
-        ReadFailure::Damaged(e) => damaged(e.0),
-    };
-    let apps_table = txn.open_table(APPS).map_err(|e| fail(e.into()))?;
-    let apps = read_shared(&apps_table, &keys, &shared.apps, codec::decode_app)
-        .map_err(|e| failed(PieceKind::Application, e))?;
-    let run_keys = run_keys(&keys);
-    let runs_table = txn.open_table(RUNS).map_err(|e| fail(e.into()))?;
-    let runs = read_shared(&runs_table, &run_keys, &shared.runs, codec::decode_run)
-        .map_err(|e| failed(PieceKind::Run, e))?;
-    let lists = txn.open_table(LISTS).map_err(|e| fail(e.into()))?;
-    let list = |key: &Digest| -> Result<Vec<u8>, HistoryError> {
-        let bytes = lists.get(key.as_slice()).map_err(|e| fail(e.into()))?;
-        let bytes = bytes.ok_or_else(|| damaged(format!("list {} is missing", codec::hex(key))))?;
-        Ok(bytes.value().to_vec())
-    };
-    let items = |key: Digest| -> Result<Arc<Items>, HistoryError> {
-        if let Some(items) = shared.items.get(&key) {
-            return Ok(items);
-        }
-        let json = list(&key)?;
-        Ok(shared.items.insert(key, Items { hash: key, json: json.into() }))
-    };
-    let [levels_key, categories_key, teams_key] = header.list_keys().map_err(|e| damaged(e.0))?;
-    let levels = items(levels_key)?;
-    let categories = items(categories_key)?;
-    let teams = match shared.teams.get(&teams_key) {
-        Some(teams) => teams,
-        None => {
-            let teams = codec::decode_teams(&list(&teams_key)?).map_err(|e| damaged(e.0))?;
-            shared.teams.insert(teams_key, TeamsPiece { hash: teams_key, teams })
-        }
-    };
-    let file_sha256 = codec::unhex(&header.file_sha256).map_err(|e| damaged(e.0))?;
-    Ok(Some(Parts {
-        date,
-        analyzed_on: header.analyzed_on(),
-        file_bytes: header.stats().file_bytes,
-        file_sha256,
-        levels,
-        categories,
-        teams,
-        apps,
-        runs,
-    }))
-}
-
-/// Why a piece could not be read.
-enum ReadFailure {
-    Db(redb::StorageError),
-    Missing(Digest),
-    Damaged(codec::Damaged),
-}
-
-type PieceTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
-
-/// The pieces `keys` names, in order, each one required: see [`read_known`].
-fn read_shared<T>(
-    table: &PieceTable,
-    keys: &[Digest],
-    interned: &Interned<T>,
-    decode: fn(Digest, &[u8]) -> Result<T, codec::Damaged>,
-) -> Result<Vec<Arc<T>>, ReadFailure> {
-    let pieces = read_known(table, keys, interned, decode)?;
-    pieces
-        .into_iter()
-        .zip(keys)
-        .map(|(piece, key)| piece.ok_or(ReadFailure::Missing(*key)))
-        .collect()
-}
-
-/// The pieces `keys` names, in order: those `interned` already holds in memory shared, the
-/// others read from `table` and decoded (and shared from then on), `None` where the store has
-/// none. Read in key order, which keeps the B-tree's pages near each other. One thread: reading
-/// on two was measured no faster (redb serialises its page reads).
-fn read_known<T>(
-    table: &PieceTable,
-    keys: &[Digest],
-    interned: &Interned<T>,
-    decode: fn(Digest, &[u8]) -> Result<T, codec::Damaged>,
-) -> Result<Vec<Option<Arc<T>>>, ReadFailure> {
-    let mut pieces: Vec<Option<Arc<T>>> = keys.iter().map(|key| interned.get(key)).collect();
-    let mut missing: Vec<(Digest, usize)> =
-        pieces.iter().enumerate().filter(|(_, p)| p.is_none()).map(|(i, _)| (keys[i], i)).collect();
-    missing.sort_unstable();
-    for (key, at) in missing {
-        let Some(bytes) = table.get(key.as_slice()).map_err(ReadFailure::Db)? else { continue };
-        let piece = decode(key, bytes.value()).map_err(ReadFailure::Damaged)?;
-        if let Some(slot) = pieces.get_mut(at) {
-            *slot = Some(interned.insert(key, piece));
-        }
-    }
-    Ok(pieces)
-}
-
-/// The pieces the remaining dates name.
-struct Named {
-    apps: HashSet<Digest>,
-    runs: HashSet<Digest>,
-    lists: HashSet<Digest>,
-}
-
-fn named_pieces(
-    headers: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    date_apps: &impl ReadableTable<&'static [u8], &'static [u8]>,
-) -> Result<Named, HistoryError> {
-    let damaged = |what: String| HistoryError::Damaged { date: None, what };
-    let io = |e: redb::StorageError| damaged(format!("cannot read the dates: {e}"));
-    let mut named = Named { apps: HashSet::new(), runs: HashSet::new(), lists: HashSet::new() };
-    for row in date_apps.iter().map_err(io)? {
-        let (_, keys) = row.map_err(io)?;
-        let keys = DatePieces::decode(keys.value()).map_err(|e| damaged(e.0))?.keys;
-        named.runs.extend(run_keys(&keys));
-        named.apps.extend(keys);
-    }
-    for row in headers.iter().map_err(io)? {
-        let (_, header) = row.map_err(io)?;
-        let header = Header::decode(header.value()).map_err(|e| damaged(e.0))?;
-        named.lists.extend(header.list_keys().map_err(|e| damaged(e.0))?);
-    }
-    Ok(named)
-}
-
-/// The pieces some served date holds in memory, by key, so the next date read shares them
-/// instead of reading and holding a second copy. Weak: a piece no date holds any more goes.
-#[derive(Default)]
-pub struct Shared {
-    pub apps: Interned<AppPiece>,
-    pub runs: Interned<RunPiece>,
-    pub items: Interned<Items>,
-    pub teams: Interned<TeamsPiece>,
-}
-
-impl Shared {
-    /// Forgets the pieces nothing holds any more.
-    pub fn sweep(&self) {
-        self.apps.sweep();
-        self.runs.sweep();
-        self.items.sweep();
-        self.teams.sweep();
-    }
-}
-
-pub struct Interned<T> {
-    map: Mutex<HashMap<Digest, Weak<T>>>,
-}
-
-impl<T> Default for Interned<T> {
-    fn default() -> Self {
-        Self { map: Mutex::new(HashMap::new()) }
-    }
-}
-
-impl<T> Interned<T> {
-    pub fn get(&self, key: &Digest) -> Option<Arc<T>> {
-        locks::lock(&self.map).get(key).and_then(Weak::upgrade)
-    }
-
-    /// `value`, or the copy another reader put in first.
-    pub fn insert(&self, key: Digest, value: T) -> Arc<T> {
-        let mut map = locks::lock(&self.map);
-        if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
-            return existing;
-        }
-        let value = Arc::new(value);
-        map.insert(key, Arc::downgrade(&value));
-        value
-    }
-
-    /// Shares an `Arc` made elsewhere (an import's new pieces).
-    pub fn share(&self, key: Digest, value: &Arc<T>) {
-        locks::lock(&self.map).insert(key, Arc::downgrade(value));
-    }
-
-    fn sweep(&self) {
-        locks::lock(&self.map).retain(|_, weak| weak.strong_count() > 0);
     }
 }

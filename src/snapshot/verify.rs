@@ -7,7 +7,7 @@
 //! a running `serve` (its single writer), so the check needs no downtime.
 //!
 //! The inbox (`<state_dir>/snapshots/`): every dated file is put through the same checks as an
-//! import (the whole of [`super::validate`]): one that passes is pending (the server takes it
+//! import (read and checked as an import reads and checks it): one that passes is pending (the server takes it
 //! over at its next start or reload), one that fails is named with its JSON path and reason.
 //! Temporary files left by an interrupted write are named too. Files that are not snapshots are
 //! listed as ignored, as `serve` ignores them; they are not problems.
@@ -19,10 +19,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::codec;
-use super::history::{self, HistoryError, PieceKind, ReadOnly};
-use super::served::{Digest, RUN_APPS, run_key, sha256};
-use super::{Date, Invalid, validate};
+use super::check;
+use super::date::Date;
+use super::format::{self, Invalid, Problem, ReadError};
+use super::history::tables::{self, PieceKind, Reading};
+use super::history::{self, HistoryError, ReadOnly};
+use super::inbox;
+use super::piece::codec;
+use super::piece::record::{Header, hex};
+use super::piece::{Digest, RUN_APPS, run_key, sha256};
 use crate::durable;
 
 /// What one file in the folder is.
@@ -228,7 +233,7 @@ impl Report {
 /// Checks `<state_dir>/history.redb` and `<state_dir>/snapshots/`. A folder that does not
 /// exist yet holds no snapshots and is not a problem; one that cannot be read is an error.
 pub fn verify(state_dir: &Path) -> io::Result<Report> {
-    let store_path = state_dir.join(super::history::FILE);
+    let store_path = state_dir.join(history::FILE);
     let store = check_store(&store_path);
     let (folder, files) = waiting_files(state_dir)?;
     Ok(Report { store_path, store, folder, files })
@@ -237,7 +242,7 @@ pub fn verify(state_dir: &Path) -> io::Result<Report> {
 /// The files in `<state_dir>/snapshots/`, in name order, each checked as an import would be
 /// (`diagnose` counts them too). A folder that does not exist yet holds none.
 pub fn waiting_files(state_dir: &Path) -> io::Result<(PathBuf, Vec<FileCheck>)> {
-    let folder = state_dir.join(super::store::FOLDER);
+    let folder = state_dir.join(inbox::FOLDER);
     let mut files = Vec::new();
     let entries = match fs::read_dir(&folder) {
         Ok(entries) => Some(entries),
@@ -271,27 +276,25 @@ fn check_store(path: &Path) -> StoreCheck {
         Ok(store) => store,
         Err(e) => return StoreCheck::Unreadable(e.to_string()),
     };
-    match read_store(&store) {
+    match store.read(read_store) {
         Ok(check) => check,
         Err(e) => StoreCheck::Unreadable(e.to_string()),
     }
 }
 
 /// Every date, every piece it names (each piece once), and the pieces no date names.
-fn read_store(store: &ReadOnly) -> Result<StoreCheck, HistoryError> {
-    let txn = store.transaction()?;
-    let path = store.path();
-    let dates = history::read_dates(&txn, path)?;
+fn read_store(reading: &Reading<'_>) -> Result<StoreCheck, HistoryError> {
+    let dates = reading.dates()?;
     let mut checked = Verdicts::new();
     let mut named: HashSet<(PieceKind, Digest)> = HashSet::new();
     let mut results = Vec::with_capacity(dates.len());
     for (date, header) in dates {
-        let outcome = check_date(&txn, path, date, &header, &mut checked, &mut named);
+        let outcome = check_date(reading, date, &header, &mut checked, &mut named);
         results.push(DateCheck { date, outcome });
     }
     let mut unnamed = 0;
     for kind in [PieceKind::Application, PieceKind::Run, PieceKind::List] {
-        let keys = history::all_keys(&txn, path, kind)?;
+        let keys = tables::all_keys(reading, kind)?;
         unnamed += keys.iter().filter(|key| !named.contains(&(kind, **key))).count();
     }
     Ok(StoreCheck::Read { dates: results, pieces: checked.len(), unnamed })
@@ -304,14 +307,14 @@ type Verdicts = HashMap<(PieceKind, Digest), Result<u32, String>>;
 /// One date: `Ok(pieces it names)` or the first thing wrong. `checked` remembers each
 /// piece's verdict (and an application's plaintext length, which its runs need).
 fn check_date(
-    txn: &redb::ReadTransaction,
-    path: &Path,
+    reading: &Reading<'_>,
     date: Date,
-    header: &codec::Header,
+    header: &Header,
     checked: &mut Verdicts,
     named: &mut HashSet<(PieceKind, Digest)>,
 ) -> Result<usize, String> {
-    let keys = history::read_pieces(txn, path, date)
+    let keys = reading
+        .date_pieces(date)
         .map_err(|e| e.to_string())?
         .ok_or("its application list is missing")?
         .keys;
@@ -320,8 +323,8 @@ fn check_date(
     for (key, is_teams) in [(levels, false), (categories, false), (teams, true)] {
         let verdict = checked
             .entry((PieceKind::List, key))
-            .or_insert_with(|| check_list(txn, path, &key, is_teams).map(|()| 0));
-        verdict.clone().map_err(|e| format!("list {}: {e}", codec::hex(&key)))?;
+            .or_insert_with(|| check_list(reading, &key, is_teams).map(|()| 0));
+        verdict.clone().map_err(|e| format!("list {}: {e}", hex(&key)))?;
         named.insert((PieceKind::List, key));
         count += 1;
     }
@@ -329,8 +332,8 @@ fn check_date(
     for key in &keys {
         let verdict = checked
             .entry((PieceKind::Application, *key))
-            .or_insert_with(|| check_app(txn, path, key));
-        let len = verdict.clone().map_err(|e| format!("application {}: {e}", codec::hex(key)))?;
+            .or_insert_with(|| check_app(reading, key));
+        let len = verdict.clone().map_err(|e| format!("application {}: {e}", hex(key)))?;
         lengths.push(len);
         named.insert((PieceKind::Application, *key));
         count += 1;
@@ -339,30 +342,25 @@ fn check_date(
         let key = run_key(members);
         let verdict = checked
             .entry((PieceKind::Run, key))
-            .or_insert_with(|| check_run(txn, path, &key, members, lengths).map(|()| 0));
-        verdict.clone().map_err(|e| format!("run {}: {e}", codec::hex(&key)))?;
+            .or_insert_with(|| check_run(reading, &key, members, lengths).map(|()| 0));
+        verdict.clone().map_err(|e| format!("run {}: {e}", hex(&key)))?;
         named.insert((PieceKind::Run, key));
         count += 1;
     }
     Ok(count)
 }
 
-fn raw(
-    txn: &redb::ReadTransaction,
-    path: &Path,
-    kind: PieceKind,
-    key: &Digest,
-) -> Result<Vec<u8>, String> {
-    history::read_raw(txn, path, kind, key)
+fn raw(reading: &Reading<'_>, kind: PieceKind, key: &Digest) -> Result<Vec<u8>, String> {
+    tables::raw(reading, kind, key)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("the {} is missing from the store", kind.name()))
 }
 
 /// An application: it decodes, decompresses to its stored length and CRC-32, and its bytes'
 /// SHA-256 is its key. Returns its plaintext length.
-fn check_app(txn: &redb::ReadTransaction, path: &Path, key: &Digest) -> Result<u32, String> {
+fn check_app(reading: &Reading<'_>, key: &Digest) -> Result<u32, String> {
     let app =
-        codec::decode_app(*key, &raw(txn, path, PieceKind::Application, key)?).map_err(|e| e.0)?;
+        codec::decode_app(*key, &raw(reading, PieceKind::Application, key)?).map_err(|e| e.0)?;
     let plain = app.compressed.inflate().map_err(|e| e.to_string())?;
     if &sha256(&plain) != key {
         return Err("its bytes do not match its SHA-256".into());
@@ -372,13 +370,12 @@ fn check_app(txn: &redb::ReadTransaction, path: &Path, key: &Digest) -> Result<u
 
 /// A run: it decompresses to its members joined by commas, each matching its key.
 fn check_run(
-    txn: &redb::ReadTransaction,
-    path: &Path,
+    reading: &Reading<'_>,
     key: &Digest,
     members: &[Digest],
     lengths: &[u32],
 ) -> Result<(), String> {
-    let run = codec::decode_run(*key, &raw(txn, path, PieceKind::Run, key)?).map_err(|e| e.0)?;
+    let run = codec::decode_run(*key, &raw(reading, PieceKind::Run, key)?).map_err(|e| e.0)?;
     let plain = run.compressed.inflate().map_err(|e| e.to_string())?;
     let mut at = 0usize;
     for (i, (member, &len)) in members.iter().zip(lengths).enumerate() {
@@ -401,13 +398,8 @@ fn check_run(
 }
 
 /// A list: its bytes' SHA-256 is its key, and the teams' encoding reads back.
-fn check_list(
-    txn: &redb::ReadTransaction,
-    path: &Path,
-    key: &Digest,
-    teams: bool,
-) -> Result<(), String> {
-    let bytes = raw(txn, path, PieceKind::List, key)?;
+fn check_list(reading: &Reading<'_>, key: &Digest, teams: bool) -> Result<(), String> {
+    let bytes = raw(reading, PieceKind::List, key)?;
     if &sha256(&bytes) != key {
         return Err("its bytes do not match its SHA-256".into());
     }
@@ -424,12 +416,21 @@ fn check(path: &Path) -> State {
         Ok(_) => {}
         Err(e) => return State::Unreadable(format!("cannot read: {e}")),
     }
-    match fs::read(path) {
-        Ok(bytes) => match validate(&bytes) {
-            Ok(()) => State::Ok { bytes: bytes.len() as u64 },
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) => return State::Unreadable(format!("cannot read: {e}")),
+    };
+    match format::read(&mut io::BufReader::with_capacity(256 << 10, file)) {
+        Ok(mut received) => match check::check(&mut received.document) {
+            Ok(_) => State::Ok { bytes: received.bytes },
             Err(invalid) => State::Invalid(invalid),
         },
-        Err(e) => State::Unreadable(format!("cannot read: {e}")),
+        Err(ReadError::Invalid(invalid)) => State::Invalid(invalid),
+        Err(ReadError::Empty) => State::Invalid(Invalid::at(
+            "$".into(),
+            Problem::Syntax { message: "EOF while parsing a value".into(), line: 1, column: 0 },
+        )),
+        Err(ReadError::Body(e)) => State::Unreadable(format!("cannot read: {e}")),
     }
 }
 

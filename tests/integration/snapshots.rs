@@ -376,3 +376,110 @@ fn both_samples_import_and_date_selects_between_them() {
     assert!(day("").starts_with("2024-05-14"));
     assert!(day("?Date=2024-05-13").starts_with("2024-05-13"));
 }
+
+/// Issue 18: a NUL in a name was accepted and served, and a 50 MB level name made every Level
+/// answer 52 MB and left the store 268 MB after the good data came back. Each string is now
+/// bounded and clean: a violation is a 422 that names its JSON path, and nothing changes.
+#[test]
+fn strings_are_bounded_and_clean_and_a_violation_changes_nothing() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let good = snapshot_json(6, 1, "2024-05-14T06:00:00.000Z");
+    server.import("2024-05-14", &good);
+    let level = format!("{BASE}/TechnicalDebt_Level");
+    let before = server.get_with_key(&level, &key).body;
+    let store_before = server.admin("GET", "/snapshots").1["total"]["store_bytes"].clone();
+    type Change = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Change, &str, String)> = vec![
+        (
+            Box::new(|s| s["Levels"][0]["Name"] = json!("L\u{0}w")),
+            "$.Levels[0].Name",
+            "character 1 is U+0000, a control character; strings may not hold control \
+             characters, line separators or bidirectional controls"
+                .into(),
+        ),
+        (
+            Box::new(|s| s["Levels"][1]["Name"] = json!("x".repeat(50 << 20))),
+            "$.Levels[1].Name",
+            format!(
+                "the string is {} bytes long; this field takes at most 1024 bytes of UTF-8",
+                50 << 20
+            ),
+        ),
+        (
+            Box::new(|s| s["Applications"][2]["GUID"] = json!("g".repeat(257))),
+            "$.Applications[2].GUID",
+            "the string is 257 bytes long; this field takes at most 256 bytes of UTF-8".into(),
+        ),
+        (
+            Box::new(|s| s["Teams"][1]["Name"] = json!("Team\u{202E}A")),
+            "$.Teams[1].Name",
+            "character 4 is U+202E, a control character; strings may not hold control \
+             characters, line separators or bidirectional controls"
+                .into(),
+        ),
+    ];
+    for (change, path, reason) in cases {
+        let mut bad = good.clone();
+        bad["LastAnalyzedOn"] = json!("2024-05-15T06:00:00.000Z");
+        change(&mut bad);
+        let (status, answer) = server.put_snapshot("2024-05-15", bad.to_string().as_bytes());
+        assert_eq!((status, answer["error"].as_str()), (422, Some("invalid_snapshot")), "{path}");
+        assert_eq!(
+            (answer["path"].as_str(), answer["reason"].as_str()),
+            (Some(path), Some(&*reason))
+        );
+    }
+    assert_eq!(server.get_with_key(&level, &key).body, before, "the same bytes are served");
+    let listed = server.admin("GET", "/snapshots").1;
+    assert_eq!(listed["total"]["store_bytes"], store_before, "nothing written: {listed}");
+    assert_eq!(listed["total"]["dates"], 1);
+}
+
+/// The import is parsed as it arrives: a body that cannot be a snapshot is refused after its
+/// first KiB, whatever length it announces, and the rest is never read (here it is never even
+/// sent: the answer comes while the client still owes 200 MB).
+#[test]
+fn a_body_that_cannot_be_a_snapshot_is_refused_within_its_first_kib() {
+    let server = Server::start();
+    let mut stream = TcpStream::connect(server.admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "PUT /snapshots/2024-05-14 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        200u64 << 20
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&[0u8; 1024]).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let response = Response::parse(&answer).expect("an answer before the rest of the body");
+    assert_eq!(response.status, 422, "{}", String::from_utf8_lossy(&answer));
+    let body = response.json();
+    assert_eq!(
+        (body["path"].as_str(), body["reason"].as_str()),
+        (Some("$"), Some("a snapshot is a JSON object, {…} (line 1, column 1)"))
+    );
+    assert_eq!(server.admin("GET", "/snapshots").1["total"]["dates"], 0);
+}
+
+/// Space a replacement frees is given back: once more than `compact_free_percent` of the file
+/// is free the store compacts, and `store_bytes` is the file's size, as it is on disk.
+#[test]
+fn a_replacement_that_frees_most_of_the_store_gives_the_space_back() {
+    let server = Server::start();
+    let stamp = "2024-05-14T06:00:00.000Z";
+    let big = snapshot_json(3000, 1, stamp).to_string();
+    assert_eq!(server.put_snapshot("2024-05-14", big.as_bytes()).0, 201);
+    let store = server.state_dir().join("history.redb");
+    let total = |server: &Server| server.admin("GET", "/snapshots").1["total"].clone();
+    let grown = total(&server)["store_bytes"].as_u64().unwrap();
+    assert_eq!(grown, std::fs::metadata(&store).unwrap().len());
+    let small = snapshot_json(10, 2, stamp).to_string();
+    assert_eq!(server.put_snapshot("2024-05-14", small.as_bytes()).0, 200);
+    let log = server.wait_for_log("snapshots: compacted ");
+    let shrunk = total(&server)["store_bytes"].as_u64().unwrap();
+    assert_eq!(shrunk, std::fs::metadata(&store).unwrap().len(), "the size on disk");
+    assert!(shrunk * 4 < grown, "{grown} bytes, then {shrunk}\n{log}");
+    // What is left is the small date, whole.
+    assert_eq!(server.verified_history().1, ["2024-05-14"]);
+}

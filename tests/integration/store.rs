@@ -1,14 +1,16 @@
-//! The history store under stress: the take-over of a folder of snapshot files (the upgrade
-//! from the release that kept one file per date), and SIGKILLs at any moment of an import, a
-//! delete, a prune and a take-over. After each, every date is whole, old or new, never a mix:
-//! its export is one of the two expected documents, and `snapshot verify` finds every piece
-//! sound and none that no date names.
+//! The history store under stress, end to end: the take-over of a folder of snapshot files (the
+//! upgrade from the release that kept one file per date), SIGKILLs of the real binary held at
+//! the moments that decide an import, a delete and a take-over, and the reported race of issue
+//! 18. After each, every date is whole, old or new as the kill's moment says, never a mix: its
+//! export is the one expected document, and `snapshot verify` finds every piece sound and none
+//! that no date names. (Every sync point between those moments is swept in process by
+//! `snapshot::crash_tests`.)
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{BASE, Server, snapshot_json};
+use crate::util::{BASE, Options, Server, snapshot_json};
 
 /// The export of `date`, or `None` when the store has no such date.
 fn export(server: &Server, date: &str) -> Option<Vec<u8>> {
@@ -160,95 +162,65 @@ fn a_kill_during_the_take_over_leaves_the_files_until_the_next_start_finishes() 
     assert_eq!(verified_dates(&server), dates);
 }
 
-/// SIGKILLs at spread-out moments of imports, deletes and prunes: after each, every date is
-/// its old or its new version, whole, and the store holds no piece that no date names.
+/// Restarts `server` (cleanly) with its test holds armed at `point`: the thread that reaches
+/// it logs `test hold: <point>` and waits for `<state>/release-<point>`.
+pub fn restart_holding(server: Server, point: &str) -> Server {
+    let (dir, config) = server.shut_down();
+    let options =
+        Options { env: vec![("AIMS_API_TEST_HOLD".into(), point.into())], ..Options::default() };
+    Server::start_in_with(dir, config, &options).unwrap()
+}
+
+/// Lets the threads held at `point` go on.
+pub fn release(server: &Server, point: &str) {
+    std::fs::write(server.state_dir().join(format!("release-{point}")), b"").unwrap();
+}
+
+/// SIGKILL of the real binary at the two moments that decide a change: its transaction written
+/// but not committed (the old version must survive, whole), and committed but not yet served or
+/// answered (the new one must, whole). Each kill lands exactly there: the server is held at
+/// that point until it is killed. (Every other point in between, down to each sync of the
+/// file, is swept in process by `snapshot::crash_tests`.)
 #[test]
-fn kills_during_imports_deletes_and_prunes_leave_every_date_old_or_new() {
+fn kills_before_and_after_each_commit_leave_exactly_the_old_or_the_new_version() {
     let (a, b) = ("2024-05-01", "2024-05-02");
     let doc = |apps: usize, seed: u64, date: &str| {
         snapshot_json(apps, seed, &format!("{date}T06:00:00.000Z")).to_string().into_bytes()
     };
-    let (doc_a, doc_b, doc_b2) = (doc(600, 1, a), doc(600, 2, b), doc(700, 3, b));
-
+    let (doc_a, doc_b, doc_b2) = (doc(300, 1, a), doc(300, 2, b), doc(350, 3, b));
     let mut server = Server::start();
-    let started = Instant::now();
     assert_eq!(server.put_snapshot(a, &doc_a).0, 201);
-    let import_took = started.elapsed();
     assert_eq!(server.put_snapshot(b, &doc_b).0, 201);
     let (export_a, export_b) = (export(&server, a), export(&server, b));
+    assert!(export_a.is_some() && export_b.is_some());
     assert_eq!(server.put_snapshot(b, &doc_b2).0, 200);
     let export_b2 = export(&server, b);
     assert_eq!(server.put_snapshot(b, &doc_b).0, 200);
-
-    let rounds = 12;
-    let mut outcomes = std::collections::BTreeMap::new();
-    for round in 0..rounds {
-        // From at once to well past the operation's own time.
-        let delay = import_took * (round / 3) as u32 / 2;
-        let operation = round % 3;
-        let (dir, config) = match operation {
-            0 => {
-                let _pending =
-                    send_without_waiting(&server, "PUT", &format!("/snapshots/{b}"), &doc_b2);
-                std::thread::sleep(delay);
-                server.kill();
-                server.stop()
-            }
-            1 => {
-                let _pending =
-                    send_without_waiting(&server, "DELETE", &format!("/snapshots/{a}"), b"");
-                std::thread::sleep(delay);
-                server.kill();
-                server.stop()
-            }
-            _ => {
-                // A prune at start: keep_count 1 removes `a`.
-                let (dir, config) = server.shut_down();
-                let plain = std::fs::read_to_string(&config).unwrap();
-                let pruning = plain.replacen(
-                    "    api: (",
-                    "    snapshots: (keep_count: Some(1)),\n    api: (",
-                    1,
-                );
-                std::fs::write(&config, pruning).unwrap();
-                let mut pruner = Server::start_in(dir, config.clone()).unwrap();
-                std::thread::sleep(delay);
-                pruner.kill();
-                let (dir, _) = pruner.stop();
-                std::fs::write(&config, plain).unwrap();
-                (dir, config)
-            }
+    let rounds = [
+        ("replace b", "import:commit", (&export_a, &export_b)),
+        ("replace b", "import:committed", (&export_a, &export_b2)),
+        ("delete a", "remove:commit", (&export_a, &export_b)),
+        ("delete a", "remove:committed", (&None, &export_b)),
+    ];
+    for (operation, point, (want_a, want_b)) in rounds {
+        let mut held = restart_holding(server, point);
+        let _pending = match operation {
+            "replace b" => send_without_waiting(&held, "PUT", &format!("/snapshots/{b}"), &doc_b2),
+            _ => send_without_waiting(&held, "DELETE", &format!("/snapshots/{a}"), b""),
         };
+        held.wait_for_log(&format!("test hold: {point}"));
+        held.kill();
+        let (dir, config) = held.stop();
         server = Server::start_in(dir, config).unwrap();
         let (got_a, got_b) = (export(&server, a), export(&server, b));
-        assert!(got_a == export_a || got_a.is_none(), "round {round}: {a} is neither old nor gone");
-        assert!(
-            got_b == export_b || got_b == export_b2,
-            "round {round}: {b} is neither old nor new"
-        );
-        let mut expected: Vec<String> = Vec::new();
-        if got_a.is_some() {
-            expected.push(a.into());
-        }
-        expected.push(b.into());
-        assert_eq!(verified_dates(&server), expected, "round {round}");
-        let outcome = match operation {
-            0 => {
-                if got_b == export_b2 {
-                    "import done"
-                } else {
-                    "import undone"
-                }
-            }
-            _ => {
-                if got_a.is_none() {
-                    "removal done"
-                } else {
-                    "removal undone"
-                }
-            }
-        };
-        *outcomes.entry(outcome).or_insert(0) += 1;
+        assert!(got_a == *want_a, "{operation}, killed at {point}: {a} is not as expected");
+        assert!(got_b == *want_b, "{operation}, killed at {point}: {b} is not as expected");
+        let expected: Vec<String> = [(a, want_a), (b, want_b)]
+            .iter()
+            .filter(|(_, w)| w.is_some())
+            .map(|(d, _)| d.to_string())
+            .collect();
+        assert_eq!(verified_dates(&server), expected, "{operation}, killed at {point}");
         // Back to a and b, for the next round.
         if got_a.is_none() {
             assert_eq!(server.put_snapshot(a, &doc_a).0, 201);
@@ -257,6 +229,52 @@ fn kills_during_imports_deletes_and_prunes_leave_every_date_old_or_new() {
             assert_eq!(server.put_snapshot(b, &doc_b).0, 200);
         }
     }
-    // The spread of delays kills both before and after the commit: both outcomes are seen.
-    assert!(outcomes.len() >= 2, "{outcomes:?}");
+}
+
+/// Issue 18's reported loss, as it was reproduced: after a restart (nothing of the older date
+/// in memory) a first touch of the older date reads it from the store; while that read is held,
+/// the date is deleted and the same file imported again. The import must write every piece the
+/// delete removed (it answered `"new_pieces": 0` and left the store naming missing pieces),
+/// the held request must answer the date's data, the store must verify whole, and after another
+/// restart every answer must be the same bytes as before.
+#[test]
+fn a_first_touch_held_across_the_delete_and_reimport_of_its_date_loses_nothing() {
+    let (older, newest) = ("2024-05-01", "2024-05-02");
+    let doc = |seed: u64, date: &str| {
+        snapshot_json(400, seed, &format!("{date}T06:00:00.000Z")).to_string().into_bytes()
+    };
+    let (doc_older, doc_newest) = (doc(1, older), doc(2, newest));
+    let server = Server::start();
+    let key = server.generate_key();
+    assert_eq!(server.put_snapshot(newest, &doc_newest).0, 201);
+    let (status, first) = server.put_snapshot(older, &doc_older);
+    assert_eq!(status, 201, "{first}");
+    // Every piece of the older date is its own (the two share none).
+    let own_pieces = first["new_pieces"].as_u64().unwrap();
+    assert_eq!(own_pieces, 400 + 40);
+    let page = format!("{BASE}/TechnicalDebt_Application?Limit=200&Offset=100&Date={older}");
+    let before = server.get_with_key(&page, &key);
+    assert_eq!(before.status, 200, "{}", before.exception());
+    let export_before = export(&server, older);
+
+    let server = std::sync::Arc::new(restart_holding(server, "serve:read"));
+    let reader = {
+        let (server, page, key) = (std::sync::Arc::clone(&server), page.clone(), key.clone());
+        std::thread::spawn(move || server.get_with_key(&page, &key))
+    };
+    server.wait_for_log("test hold: serve:read");
+    assert_eq!(server.admin("DELETE", &format!("/snapshots/{older}")).0, 200);
+    let (status, again) = server.put_snapshot(older, &doc_older);
+    assert_eq!((status, again["new_pieces"].as_u64()), (201, Some(own_pieces)), "{again}");
+    release(&server, "serve:read");
+    let held = reader.join().unwrap();
+    assert_eq!((held.status, &held.body), (200, &before.body), "{}", held.exception());
+    assert_eq!(verified_dates(&server), [older, newest]);
+
+    let server = std::sync::Arc::into_inner(server).unwrap();
+    let (dir, config) = server.shut_down();
+    let server = Server::start_in(dir, config).unwrap();
+    let after = server.get_with_key(&page, &key);
+    assert_eq!((after.status, after.body), (200, before.body));
+    assert_eq!(export(&server, older), export_before);
 }

@@ -297,13 +297,18 @@ pub fn race(server: &Server, settings: &RaceSettings) -> RaceReport {
     let mut cycles = 0;
     while cycles < settings.cycles && Instant::now() < deadline {
         // One cycle: replace, let the clients work, revoke, let them be refused, generate.
+        // Each new key is used before the next change, however fast the changes are: the race
+        // is between admitted traffic and the changes, and a cycle faster than the clients
+        // would test only refusals.
         let (status, body) = server.admin("POST", "/key/replace");
         match body["api_key"].as_str() {
             Some(key) if status == 200 => {
                 let key = key.to_owned();
                 // The replace response has arrived: the old key is retired from this instant.
                 ledger.retire_active();
+                let admitted = counters.admitted.load(Ordering::SeqCst);
                 ledger.issue(key);
+                until_admitted(&counters, admitted, deadline);
             }
             _ => admin_failures += 1,
         }
@@ -313,7 +318,10 @@ pub fn race(server: &Server, settings: &RaceSettings) -> RaceReport {
             _ => admin_failures += 1,
         }
         thread::sleep(Duration::from_millis(1));
-        ledger.issue(server.generate_key());
+        let key = server.generate_key();
+        let admitted = counters.admitted.load(Ordering::SeqCst);
+        ledger.issue(key);
+        until_admitted(&counters, admitted, deadline);
         thread::sleep(Duration::from_millis(2));
         cycles += 1;
     }
@@ -333,6 +341,15 @@ pub fn race(server: &Server, settings: &RaceSettings) -> RaceReport {
         unexpected: get(&counters.unexpected),
         admin_failures,
         elapsed: started.elapsed(),
+    }
+}
+
+/// Waits until the clients have been admitted a few times more than `since`, or until
+/// `deadline`: with the key just issued, since the one before it is retired (an admission with
+/// that one would be a stale admit, which the report counts and the test refuses).
+fn until_admitted(counters: &Counters, since: u64, deadline: Instant) {
+    while counters.admitted.load(Ordering::SeqCst) < since + 3 && Instant::now() < deadline {
+        thread::yield_now();
     }
 }
 

@@ -2,11 +2,14 @@
 //!
 //! Each worker owns a `mio` poll, a clone of the listening socket and the connections it
 //! accepted ([`super::api_conn`] drives each one), and runs every connection to completion on
-//! its own thread. Handlers are in-memory and short, so no hand-off is needed, and an idle
-//! connection costs its buffers, not a thread; that is how 1,000 idle TLS clients fit in a few
-//! tens of MiB and how a slowloris client costs nothing but a slot until its deadline.
+//! its own thread. An idle connection costs its buffers, not a thread; that is how 1,000 idle
+//! TLS clients fit in a few tens of MiB and how a slowloris client costs nothing but a slot
+//! until its deadline. A worker answers only from memory: a request whose answer needs the
+//! store is parked and handed to the port's blocking threads ([`super::blocking`]), and its
+//! answer comes back through a channel and the poll's `Waker`, so the worker never waits.
 //!
-//! This file owns the slots: accepting, the deadlines sweep, the drain at shutdown, and the cap.
+//! This file owns the slots: accepting, the deadlines sweep, the drain at shutdown, the cap, and
+//! the hand-over of cold requests.
 //! At `max_connections` the quietest connection that owes nobody an answer (idle between
 //! requests, or still in its handshake) is closed to make room; if every connection is
 //! mid-request, new clients wait in the listen backlog.

@@ -8,6 +8,11 @@
 //! - `hold ADDR --cacert PEM --conns N --secs S [--key K --code C --path P]`: opens N TLS
 //!   keep-alive connections, makes one request on each, prints `holding N`, and keeps them
 //!   open and idle for S seconds (the harness measures the server's memory meanwhile).
+//! - `pages ADDR --cacert PEM --threads N --secs S --path P [--dates D,…] [--offsets O,…]
+//!   [--gzip] [--key K --code C]`: N clients, one kept-alive connection each, asking in a
+//!   closed loop for `P`, where `{date}` and `{offset}` take each listed value in turn (each
+//!   client starts at its own place in the list, so the clients spread over it). Prints the
+//!   requests, their rate, and latency percentiles; any answer but 200 counts as a failure.
 //! - `auth`: the cost of one authentication decision (header lookup, key format check,
 //!   SHA-256 of key and activation code, constant-time compares, both clocks), in nanoseconds,
 //!   alone and with usage recording (issue 20 (c)), the latter with 1, 64 and 256 client
@@ -39,6 +44,9 @@ struct Args {
     key: String,
     code: String,
     path: String,
+    dates: Vec<String>,
+    offsets: Vec<String>,
+    gzip: bool,
 }
 
 fn parse_args() -> Args {
@@ -53,6 +61,9 @@ fn parse_args() -> Args {
         key: String::new(),
         code: String::new(),
         path: "/ArchitectureDashboardAPI/rest/V1/TechnicalDebt_Level".into(),
+        dates: Vec::new(),
+        offsets: Vec::new(),
+        gzip: false,
     };
     let mut it = std::env::args().skip(1);
     args.command = it.next().unwrap_or_default();
@@ -67,6 +78,9 @@ fn parse_args() -> Args {
             "--key" => args.key = value(),
             "--code" => args.code = value(),
             "--path" => args.path = value(),
+            "--dates" => args.dates = value().split(',').map(str::to_owned).collect(),
+            "--offsets" => args.offsets = value().split(',').map(str::to_owned).collect(),
+            "--gzip" => args.gzip = true,
             "--bench" => {} // cargo passes this to bench targets; harmless here
             other if args.addr.is_none() => {
                 args.addr = Some(other.parse().expect("ADDR as ip:port"))
@@ -85,10 +99,12 @@ fn main() {
     match args.command.as_str() {
         "handshakes" => handshakes(&args),
         "hold" => hold(&args),
+        "pages" => pages(&args),
         "auth" => auth(),
         _ => {
             eprintln!(
-                "usage: loadgen handshakes|hold|auth … (see the module doc in bench/loadgen.rs)"
+                "usage: loadgen handshakes|hold|pages|auth … (see the module doc in \
+                 bench/loadgen.rs)"
             );
             std::process::exit(2);
         }
@@ -234,6 +250,87 @@ fn hold(args: &Args) {
         }
     }
     println!("{{\"held\":{},\"failed\":{failed},\"alive_after\":{alive}}}", held.len());
+}
+
+/// Each client's requests: every combination of `--dates` and `--offsets` in `--path`.
+fn page_targets(args: &Args) -> Vec<String> {
+    let dates = if args.dates.is_empty() { vec![String::new()] } else { args.dates.clone() };
+    let offsets = if args.offsets.is_empty() { vec!["0".into()] } else { args.offsets.clone() };
+    let mut targets = Vec::new();
+    for date in &dates {
+        for offset in &offsets {
+            targets.push(args.path.replace("{date}", date).replace("{offset}", offset));
+        }
+    }
+    targets
+}
+
+fn pages(args: &Args) {
+    let addr = args.addr.expect("ADDR");
+    let config = client_config(args.cacert.as_deref().expect("--cacert"), true);
+    let targets = Arc::new(page_targets(args));
+    let deadline = Instant::now() + Duration::from_secs(args.secs);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..args.threads)
+        .map(|client| {
+            let (config, targets) = (Arc::clone(&config), Arc::clone(&targets));
+            let (key, code, gzip) = (args.key.clone(), args.code.clone(), args.gzip);
+            let clients = args.threads.max(1);
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                let mut failed = 0u64;
+                let mut stream = connect(addr, &config);
+                // Spread the clients over the targets, so two do not walk it in step.
+                let mut next = client * targets.len() / clients;
+                while Instant::now() < deadline {
+                    let target = &targets[next % targets.len()];
+                    next += 1;
+                    let request = format!(
+                        "GET {target} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {key}\r\n\
+                         x-activation-code: {code}\r\n{}\r\n",
+                        if gzip { "Accept-Encoding: gzip\r\n" } else { "" }
+                    );
+                    let asked = Instant::now();
+                    let status = stream
+                        .write_all(request.as_bytes())
+                        .ok()
+                        .and_then(|()| read_one(&mut stream));
+                    match status {
+                        Some(200) => latencies.push(asked.elapsed()),
+                        Some(_) => failed += 1,
+                        None => {
+                            failed += 1;
+                            stream = connect(addr, &config);
+                        }
+                    }
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for client in clients {
+        let (mine, lost) = client.join().unwrap();
+        latencies.extend(mine);
+        failed += lost;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let ms = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "{{\"requests\":{},\"failed\":{failed},\"rps\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\
+         \"max_ms\":{:.3},\"secs\":{secs:.2}}}",
+        latencies.len(),
+        latencies.len() as f64 / secs,
+        ms(0.50),
+        ms(0.99),
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    );
 }
 
 fn auth() {

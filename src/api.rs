@@ -94,37 +94,128 @@ impl Endpoint {
 /// What plain HTTP on the HTTPS port is told, in the clear, before the connection closes.
 const PLAIN_HTTP_MESSAGE: &str = "this port speaks HTTPS only: send the request with https://";
 
+/// What became of a request: answered from memory, or waiting for the store.
+pub enum Handled {
+    Now(Response),
+    /// Admitted, but its answer needs what is not in memory (an older date read from the
+    /// store): the port parks the connection and runs [`Deferred::answer`] on a blocking
+    /// thread, so its worker goes on serving everyone else.
+    Later(Deferred),
+}
+
 /// Answers one request on the API port: gate, then route; counted in `shard`. A refused request
 /// is counted against its address, and past the limit answered 429 instead (see
-/// [`crate::throttle`]); valid credentials are never throttled.
+/// [`crate::throttle`]); valid credentials are never throttled. Only memory is read here: this
+/// runs on an API worker (`worker`), which must never wait for a disk.
 pub fn handle(
-    app: &App,
+    app: &Arc<App>,
     shard: &Shard,
     worker: usize,
     request: &Request<'_>,
     peer: SocketAddr,
-) -> Response {
+) -> Handled {
     let started = Instant::now();
-    let (response, route) = match app.keys.check(worker, request, peer.ip()) {
-        Err(refusal) => (vary(refuse(app, shard, request, peer, refusal)), ApiRoute::Refused),
-        Ok(_) => match route(Source { snapshots: &app.snapshots, mode: Mode::Blocking }, request) {
-            (Answer::Ready(response), route) => (response, route),
-            // A blocking question never comes back cold; were it to, the client gets a 500
-            // and the log says why.
-            (Answer::Cold, route) => {
-                log::error!("api: a blocking read came back cold (a bug: please report it)");
-                (
-                    error(Status::INTERNAL_SERVER_ERROR, &ApiError::Unavailable(None).to_string()),
-                    route,
-                )
-            }
-        },
-    };
-    if response.status == Status::INTERNAL_SERVER_ERROR {
-        log::error!("api answered 500 to {} {}", peer.ip(), request.path);
+    if let Err(refusal) = app.keys.check(worker, request, peer.ip()) {
+        let response = vary(refuse(app, shard, request, peer, refusal));
+        let label = ApiRoute::Refused;
+        return Handled::Now(count(shard, response, label, started, peer, request.path));
     }
-    shard.api_request(route, response.status.0, started.elapsed());
+    let asked = Asked::from(request);
+    match route(Source { snapshots: &app.snapshots, mode: Mode::MemoryOnly }, &asked) {
+        (Answer::Ready(response), label) => {
+            Handled::Now(count(shard, response, label, started, peer, request.path))
+        }
+        (Answer::Cold, _) => Handled::Later(Deferred {
+            app: Arc::clone(app),
+            asked: asked.to_owned(),
+            started,
+            peer,
+        }),
+    }
+}
+
+/// Counts an answer in `shard` (and logs a 500, which is the operator's to look into).
+fn count(
+    shard: &Shard,
+    response: Response,
+    label: ApiRoute,
+    started: Instant,
+    peer: SocketAddr,
+    path: &str,
+) -> Response {
+    if response.status == Status::INTERNAL_SERVER_ERROR {
+        log::error!("api answered 500 to {} {path}", peer.ip());
+    }
+    shard.api_request(label, response.status.0, started.elapsed());
     response
+}
+
+/// An admitted request waiting for the store. It holds what routing needs (method, path,
+/// query, content coding) and nothing of the credentials, which stay in the connection's
+/// buffer and are wiped with it.
+pub struct Deferred {
+    app: Arc<App>,
+    asked: OwnedAsked,
+    started: Instant,
+    peer: SocketAddr,
+}
+
+impl Deferred {
+    /// Answers the request, reading the store as needed. Blocks: for the port's blocking
+    /// threads, never an API worker.
+    pub fn answer(self) -> Finished {
+        let Self { app, asked: owned, started, peer } = self;
+        let asked = owned.borrowed();
+        // A panic here would be a bug; it must not leave the client waiting for an answer
+        // that never comes, nor take the blocking thread with it.
+        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            route(Source { snapshots: &app.snapshots, mode: Mode::Blocking }, &asked)
+        }));
+        let (response, label) = match routed {
+            Ok((Answer::Ready(response), label)) => (response, label),
+            // A blocking question never comes back cold: one that did is a bug, answered as
+            // one.
+            Ok((Answer::Cold, label)) => {
+                log::error!("api: a blocking read for {} came back cold (a bug)", asked.path);
+                (failed(), label)
+            }
+            Err(_) => {
+                log::error!("api: answering {} panicked (a bug)", asked.path);
+                (failed(), ApiRoute::Other)
+            }
+        };
+        Finished { response, label, started, peer, path: owned.path }
+    }
+
+    /// The answer when no blocking thread can take the request now: a 503 the client may
+    /// retry after a second (the port's queue of cold reads is full).
+    pub fn overloaded(self, shard: &Shard) -> Response {
+        let message = "the server is busy reading older dates from its store: retry in a second";
+        let response =
+            vary(error(Status::SERVICE_UNAVAILABLE, message)).header("retry-after", "1".to_owned());
+        count(shard, response, ApiRoute::Other, self.started, self.peer, &self.asked.path)
+    }
+}
+
+/// The 500 for an answer that failed where it cannot (the log says why).
+fn failed() -> Response {
+    vary(error(Status::INTERNAL_SERVER_ERROR, &ApiError::Unavailable(None).to_string()))
+}
+
+/// A deferred request's answer, to be counted and sent by the worker that owns its connection.
+pub struct Finished {
+    response: Response,
+    label: ApiRoute,
+    started: Instant,
+    peer: SocketAddr,
+    path: String,
+}
+
+impl Finished {
+    /// Counts the answer in the worker's `shard` and gives it back to be sent.
+    pub fn into_response(self, shard: &Shard) -> Response {
+        count(shard, self.response, self.label, self.started, self.peer, &self.path)
+    }
 }
 
 /// The answer to a request the HTTP layer refused (malformed, oversized, unsupported). The
@@ -306,50 +397,89 @@ pub enum Answer {
 pub fn answer(snapshots: &Snapshots, request: &Request<'_>) -> Response {
     match answer_in(Source { snapshots, mode: Mode::Blocking }, request) {
         Answer::Ready(response) => response,
-        Answer::Cold => {
-            error(Status::INTERNAL_SERVER_ERROR, &ApiError::Unavailable(None).to_string())
-        }
+        Answer::Cold => failed(),
     }
 }
 
 /// Answers an authenticated `request` in `source`'s mode.
 pub fn answer_in(source: Source<'_>, request: &Request<'_>) -> Answer {
-    route(source, request).0
+    route(source, &Asked::from(request)).0
+}
+
+/// What routing reads of a request: nothing of its credentials.
+struct Asked<'r> {
+    method: Method,
+    path: &'r str,
+    query: Option<&'r str>,
+    coding: Coding,
+}
+
+impl<'r> From<&Request<'r>> for Asked<'r> {
+    fn from(request: &Request<'r>) -> Self {
+        let coding = Coding::accepted_by(request);
+        Self { method: request.method, path: request.path, query: request.query, coding }
+    }
+}
+
+impl Asked<'_> {
+    fn to_owned(&self) -> OwnedAsked {
+        OwnedAsked {
+            method: self.method,
+            path: self.path.to_owned(),
+            query: self.query.map(str::to_owned),
+            coding: self.coding,
+        }
+    }
+}
+
+/// [`Asked`], kept while the request waits for a blocking thread.
+struct OwnedAsked {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    coding: Coding,
+}
+
+impl OwnedAsked {
+    fn borrowed(&self) -> Asked<'_> {
+        Asked {
+            method: self.method,
+            path: &self.path,
+            query: self.query.as_deref(),
+            coding: self.coding,
+        }
+    }
 }
 
 /// Resolves the method once, and answers it in the content coding the request accepts: the
 /// answer and its `route` label.
-fn route(source: Source<'_>, request: &Request<'_>) -> (Answer, ApiRoute) {
-    let coding = Coding::accepted_by(request);
-    let (response, label) = match resolve(request.path) {
-        Some((base, endpoint)) => match answer_endpoint(source, request, base, endpoint, coding) {
+fn route(source: Source<'_>, asked: &Asked<'_>) -> (Answer, ApiRoute) {
+    let (response, label) = match resolve(asked.path) {
+        Some((base, endpoint)) => match answer_endpoint(source, asked, base, endpoint) {
             Some(response) => (response, endpoint.metrics_route()),
             None => return (Answer::Cold, endpoint.metrics_route()),
         },
-        None => (no_such_method(request), ApiRoute::Other),
+        None => (no_such_method(asked.path), ApiRoute::Other),
     };
-    (Answer::Ready(encoding::encode(response, coding)), label)
+    (Answer::Ready(encoding::encode(response, asked.coding)), label)
 }
 
-fn no_such_method(request: &Request<'_>) -> Response {
+fn no_such_method(path: &str) -> Response {
     error(
         Status::NOT_FOUND,
-        &format!(
-            "no API method at {}; the methods are listed in {}/swagger.json",
-            request.path, BASES[0]
-        ),
+        &format!("no API method at {path}; the methods are listed in {}/swagger.json", BASES[0]),
     )
 }
 
 /// The answer, or `None` when it is cold (see [`Answer::Cold`]).
 fn answer_endpoint(
     source: Source<'_>,
-    request: &Request<'_>,
+    asked: &Asked<'_>,
     base: usize,
     endpoint: Endpoint,
-    coding: Coding,
 ) -> Option<Response> {
-    if !matches!(request.method, Method::Get | Method::Head) {
+    let (query, coding) = (asked.query, asked.coding);
+    if !matches!(asked.method, Method::Get | Method::Head) {
         return Some(
             error(Status::METHOD_NOT_ALLOWED, "this API answers only GET and HEAD")
                 .header("allow", "GET, HEAD"),
@@ -357,14 +487,12 @@ fn answer_endpoint(
     }
     let snapshots = source.snapshots;
     let outcome = match endpoint {
-        Endpoint::Application => applications::answer(source, request.query, coding),
-        Endpoint::Category => shared(snapshots, request.query, Whole::Categories, coding),
-        Endpoint::LastAnalysisDate => {
-            shared(snapshots, request.query, Whole::LastAnalysisDate, coding)
-        }
-        Endpoint::Level => shared(snapshots, request.query, Whole::Levels, coding),
-        Endpoint::Team => teams(snapshots, request.query, coding),
-        Endpoint::Swagger => Query::parse(request.query, query::NONE)
+        Endpoint::Application => applications::answer(source, query, coding),
+        Endpoint::Category => shared(snapshots, query, Whole::Categories, coding),
+        Endpoint::LastAnalysisDate => shared(snapshots, query, Whole::LastAnalysisDate, coding),
+        Endpoint::Level => shared(snapshots, query, Whole::Levels, coding),
+        Endpoint::Team => teams(snapshots, query, coding),
+        Endpoint::Swagger => Query::parse(query, query::NONE)
             .map(|_| swagger::response(base, coding))
             .map_err(Into::into),
     };

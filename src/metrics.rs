@@ -240,6 +240,10 @@ pub struct Shard {
     handshakes_full: AtomicU64,
     handshakes_resumed: AtomicU64,
     handshake_failures: AtomicU64,
+    /// Requests handed to the blocking threads (their data was not in memory), and those
+    /// answered 503 because the threads' queue was full.
+    cold_reads: AtomicU64,
+    cold_reads_refused: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS_MICROS.len() + 1],
     latency_sum_micros: AtomicU64,
 }
@@ -284,6 +288,11 @@ impl Shard {
 
     pub fn handshake_failure(&self) {
         bump(&self.handshake_failures);
+    }
+
+    /// A request handed to the blocking threads (`true`), or refused because they were full.
+    pub fn cold_read(&self, handed_over: bool) {
+        bump(if handed_over { &self.cold_reads } else { &self.cold_reads_refused });
     }
 }
 
@@ -433,6 +442,18 @@ impl Metrics {
             sum(&|s| &s.handshake_failures),
             false,
         );
+        header(
+            &mut out,
+            "aims_cold_reads_total",
+            "counter",
+            "API requests whose data was not in memory, by outcome: answered on a blocking \
+             thread, or refused with 503 because every blocking thread was busy and its queue \
+             full.",
+        );
+        let answered = sum(&|s| &s.cold_reads);
+        series(&mut out, "aims_cold_reads_total", &[("outcome", "answered")], answered, false);
+        let busy = sum(&|s| &s.cold_reads_refused);
+        series(&mut out, "aims_cold_reads_total", &[("outcome", "busy")], busy, false);
         self.render_latency(&mut out);
         render_log_budget(&mut out, &gauges.log_lines);
         render_gauges(&mut out, gauges);

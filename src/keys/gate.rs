@@ -322,7 +322,9 @@ impl Gate {
     ) -> Result<Admitted, Refusal> {
         let presented_key = required(request, KEY_HEADER)?;
         let presented_code = required(request, CODE_HEADER)?;
-        key::check_format(presented_key).map_err(Refusal::MalformedKey)?;
+        // The shape before any hashing; the checksum (a SHA-256 of its own) only for a key that
+        // matches no hash below: one that matches was issued here, so its checksum is valid.
+        key::check_shape(presented_key).map_err(Refusal::MalformedKey)?;
         let key_hash = KeyHash::of(presented_key);
         let code_ok = KeyHash::of(presented_code).ct_eq(&self.activation_code);
         self.refresh(view);
@@ -341,6 +343,7 @@ impl Gate {
                 Admitted::Grace(g.generation)
             }
             (current, _) => {
+                key::check_checksum(presented_key).map_err(Refusal::MalformedKey)?;
                 // Every retired hash is compared (no early exit), so the time taken does not
                 // say which one, if any, matched.
                 let retired = live.retired.iter().fold(None, |found, (hash, generation, _)| {
@@ -518,6 +521,13 @@ pub(super) mod tests {
                 Refusal::MalformedKey(FormatError::Length),
                 401,
             ),
+            // The live key with one checksum character changed: the shape is right, so it is
+            // hashed, matches nothing, and only then is its checksum found wrong.
+            (
+                format!("x-api-key: {}\r\nx-activation-code: CODE\r\n", with_bad_checksum(key)),
+                Refusal::MalformedKey(FormatError::Checksum),
+                401,
+            ),
             (
                 format!("x-api-key: {}\r\nx-activation-code: CODE\r\n", other.expose()),
                 Refusal::WrongKey,
@@ -533,6 +543,12 @@ pub(super) mod tests {
             assert_eq!(judge(&gate, &headers), Err(refusal), "{headers}");
             assert_eq!(refusal.status().0, status);
         }
+    }
+
+    /// `key` with its last character (part of the checksum) changed to another base62 digit.
+    fn with_bad_checksum(key: &str) -> String {
+        let (body, last) = key.split_at(key.len() - 1);
+        format!("{body}{}", if last == "0" { "1" } else { "0" })
     }
 
     #[test]

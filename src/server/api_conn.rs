@@ -11,6 +11,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::api;
 use crate::app::App;
-use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed};
+use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
 use crate::metrics::Shard;
 use crate::refusals::RefusalLog;
 
@@ -30,6 +31,9 @@ const TLS_HANDSHAKE: u8 = 0x16;
 const PLAIN_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Stop answering pipelined requests while this much output waits for the client.
 const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+/// How long a request may wait for a blocking thread's answer before its connection is
+/// closed: a store that takes longer is broken, and the client is better off retrying.
+const PARKED_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
@@ -43,6 +47,9 @@ pub(super) enum Stage {
     Idle,
     /// Part of a request has arrived.
     Request,
+    /// A request is answered on a blocking thread (it needs the store); nothing more is read
+    /// or answered until its answer is back.
+    Waiting,
     /// The last response is going out; then the write side is shut.
     Closing,
     /// Write side shut; reading and discarding until EOF or the deadline.
@@ -67,6 +74,18 @@ pub(super) struct Conn {
     /// raises a new event, so until then another read would only return `EAGAIN`. Skipping
     /// it saves a system call per request.
     pub(super) unread: bool,
+    /// Told apart from a later connection in the same slot, for answers coming back from a
+    /// blocking thread.
+    pub(super) serial: u64,
+    /// How the request being answered on a blocking thread is to be answered.
+    pub(super) parked: Option<Parked>,
+}
+
+/// What the answer to a parked request needs from the request, which is gone by then.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Parked {
+    head_only: bool,
+    keep_alive: bool,
 }
 
 /// Why a connection ends.
@@ -79,7 +98,7 @@ pub(super) enum End {
 
 impl Conn {
     /// A connection just accepted, to be sniffed for TLS until `deadline`.
-    pub(super) fn new(socket: TcpStream, peer: SocketAddr, deadline: Instant) -> Self {
+    pub(super) fn new(socket: TcpStream, peer: SocketAddr, deadline: Instant, serial: u64) -> Self {
         let now = Instant::now();
         Self {
             socket,
@@ -91,6 +110,8 @@ impl Conn {
             idle_since: now,
             write_interest: false,
             unread: true,
+            serial,
+            parked: None,
         }
     }
 
@@ -104,20 +125,24 @@ impl Conn {
     pub(super) fn is_quiet(&self) -> bool {
         match self.stage {
             Stage::Sniff | Stage::Handshake | Stage::Idle => true,
-            Stage::Plain | Stage::Request | Stage::Closing | Stage::Lingering => false,
+            Stage::Plain | Stage::Request | Stage::Waiting | Stage::Closing | Stage::Lingering => {
+                false
+            }
         }
     }
 }
 
 /// What a worker lends a connection for one turn.
 pub(super) struct Turn<'w> {
-    pub(super) app: &'w App,
+    pub(super) app: &'w Arc<App>,
     pub(super) shard: &'w Shard,
     /// The worker's index: its shard of the key's usage.
     pub(super) worker: usize,
     pub(super) limits: &'w HttpLimits,
     pub(super) date: &'w mut DateCache,
     pub(super) out: &'w mut Vec<u8>,
+    /// Where a request that must wait for the store is left for the worker to hand over.
+    pub(super) deferred: &'w mut Option<api::Deferred>,
 }
 
 /// One connection's work until it would block. `Ok` keeps it open.
@@ -127,7 +152,7 @@ pub(super) fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
         Stage::Sniff => sniff(conn, turn)?,
         Stage::Plain => return read_plain(conn, turn),
         Stage::Lingering => return linger(conn),
-        Stage::Handshake | Stage::Idle | Stage::Request | Stage::Closing => {}
+        Stage::Handshake | Stage::Idle | Stage::Request | Stage::Waiting | Stage::Closing => {}
     }
     loop {
         let Some(tls) = conn.tls.as_deref_mut() else { return Ok(()) };
@@ -136,14 +161,19 @@ pub(super) fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
             // The client is not reading: wait, but not forever. Only a write it takes buys it
             // more time; bytes it keeps sending while taking none do not (a slow reader that
             // trickles requests would otherwise hold its slot for ever). A handshake keeps the
-            // deadline it was given at accept, however its flights go.
-            if wrote && conn.stage != Stage::Handshake {
+            // deadline it was given at accept, however its flights go, and a request waiting
+            // for the store the one it was parked with.
+            if wrote && !matches!(conn.stage, Stage::Handshake | Stage::Waiting) {
                 conn.deadline = Instant::now() + limits.idle_timeout;
             }
             return Ok(());
         }
-        if conn.stage == Stage::Closing {
-            return Err(End::Linger);
+        match conn.stage {
+            Stage::Closing => return Err(End::Linger),
+            // Nothing is read while the answer is away: the buffer holds at most what came
+            // with the request, and the readiness edge is kept (`unread`) for the resumption.
+            Stage::Waiting => return Ok(()),
+            _ => {}
         }
         if answer_buffered(conn, turn)? {
             continue;
@@ -238,6 +268,7 @@ pub(super) fn expire(conn: &mut Conn, turn: &mut Turn<'_>) -> Option<End> {
         | Stage::Handshake
         | Stage::Idle
         | Stage::Request
+        | Stage::Waiting
         | Stage::Closing
         | Stage::Lingering => End::Now,
     })
@@ -407,7 +438,9 @@ fn note_progress(conn: &mut Conn, turn: &Turn<'_>) {
 }
 
 /// Answers every whole request in the buffer (pipelining), in order, until the output queued
-/// for this client reaches [`MAX_PENDING_OUTPUT`]. Returns whether anything was answered.
+/// for this client reaches [`MAX_PENDING_OUTPUT`], or a request must wait for the store (then
+/// it is left in `turn.deferred` and the connection waits). Returns whether anything was
+/// answered or handed over.
 fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
     let (app, limits) = (turn.app, turn.limits);
     if !matches!(conn.stage, Stage::Idle | Stage::Request) {
@@ -423,32 +456,39 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
         // 100 empty entries cost less to fill than a request costs to answer.
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let out = &mut *turn.out;
-        out.clear();
-        let used = match http::parse(buf, &mut headers, limits) {
+        let (used, sent) = match http::parse(buf, &mut headers, limits) {
             Ok(Parsed::Partial) => break,
             Ok(Parsed::Complete(request, head_len)) => {
                 let body_len = usize::try_from(request.content_length).unwrap_or(usize::MAX);
                 if buf.len() - head_len < body_len {
                     break; // the body is still on its way
                 }
-                let response = api::handle(app, turn.shard, turn.worker, &request, conn.peer);
-                let keep_alive = request.keep_alive
-                    && !response.close
-                    && !app.shutting_down.load(Ordering::Relaxed);
                 let head_only = request.method == Method::Head;
-                response.write_to(out, turn.date.now(), head_only, keep_alive);
-                close = !keep_alive;
-                head_len + body_len
+                match api::handle(app, turn.shard, turn.worker, &request, conn.peer) {
+                    api::Handled::Now(response) => {
+                        let keep_alive = request.keep_alive
+                            && !response.close
+                            && !app.shutting_down.load(Ordering::Relaxed);
+                        let date = turn.date.now();
+                        let sent = send(tls, out, &response, date, head_only, keep_alive)?;
+                        close = !keep_alive;
+                        (head_len + body_len, sent)
+                    }
+                    api::Handled::Later(deferred) => {
+                        conn.parked = Some(Parked { head_only, keep_alive: request.keep_alive });
+                        *turn.deferred = Some(deferred);
+                        consumed += head_len + body_len;
+                        break;
+                    }
+                }
             }
             Err(e) => {
                 let response = api::refuse_malformed(app, turn.shard, conn.peer, e);
-                response.write_to(out, turn.date.now(), false, false);
                 close = true;
-                buf.len()
+                (buf.len(), send(tls, out, &response, turn.date.now(), false, false)?)
             }
         };
-        tls.writer().write_all(out).map_err(|_| End::Now)?;
-        queued += out.len();
+        queued += sent;
         consumed += used;
         if close {
             break;
@@ -458,9 +498,61 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
         return Ok(false);
     }
     consume_wiping(&mut conn.inbuf, consumed);
+    if conn.parked.is_some() {
+        conn.stage = Stage::Waiting;
+        conn.deadline = Instant::now() + PARKED_TIMEOUT;
+        return Ok(true);
+    }
+    after_answer(conn, close, limits);
+    Ok(true)
+}
+
+/// Bodies up to this size are copied behind the head and go to rustls in one write; larger ones
+/// go from where they are, beside the head, so a page of several MiB is not copied once more.
+const COPY_BODY_BELOW: usize = 16 * 1024;
+
+/// Queues `response` in rustls (encrypted as it is queued), its head built in `out`. Returns
+/// the bytes queued.
+fn send(
+    tls: &mut ServerConnection,
+    out: &mut Vec<u8>,
+    response: &Response,
+    date: &str,
+    head_only: bool,
+    keep_alive: bool,
+) -> Result<usize, End> {
+    out.clear();
+    response.write_head(out, date, keep_alive);
+    let body = if head_only { &[][..] } else { response.body_bytes() };
+    if body.len() < COPY_BODY_BELOW {
+        out.extend_from_slice(body);
+        tls.writer().write_all(out).map_err(|_| End::Now)?;
+        return Ok(out.len());
+    }
+    // rustls takes the two slices as one payload: records are cut across them, no copy first.
+    let (mut head, mut rest) = (&out[..], body);
+    let mut writer = tls.writer();
+    while !head.is_empty() || !rest.is_empty() {
+        let n = writer
+            .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(rest)])
+            .map_err(|_| End::Now)?;
+        if n == 0 {
+            return Err(End::Now);
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        rest = &rest[n - from_head..];
+    }
+    Ok(out.len() + body.len())
+}
+
+/// The stage after an answer: closing, idle, or the next (pipelined) request begun.
+fn after_answer(conn: &mut Conn, close: bool, limits: &HttpLimits) {
     let now = Instant::now();
     if close {
-        tls.send_close_notify();
+        if let Some(tls) = conn.tls.as_deref_mut() {
+            tls.send_close_notify();
+        }
         conn.stage = Stage::Closing;
     } else if conn.inbuf.is_empty() {
         conn.stage = Stage::Idle;
@@ -471,7 +563,23 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
         conn.stage = Stage::Request;
         conn.deadline = now + limits.header_timeout;
     }
-    Ok(true)
+}
+
+/// Sends the answer to the request this connection was waiting for, then goes on with it as
+/// after any answer (the requests pipelined behind it included).
+pub(super) fn resume(conn: &mut Conn, turn: &mut Turn<'_>, response: Response) -> Result<(), End> {
+    let (Stage::Waiting, Some(parked)) = (conn.stage, conn.parked.take()) else {
+        // Only a waiting connection is resumed, once: anything else is a bug in the worker,
+        // and the client cannot be told what its answer was.
+        log::error!("api: an answer came back for {}, which was not waiting for one", conn.peer);
+        return Err(End::Now);
+    };
+    let Some(tls) = conn.tls.as_deref_mut() else { return Err(End::Now) };
+    let keep_alive =
+        parked.keep_alive && !response.close && !turn.app.shutting_down.load(Ordering::Relaxed);
+    send(tls, turn.out, &response, turn.date.now(), parked.head_only, keep_alive)?;
+    after_answer(conn, !keep_alive, turn.limits);
+    step(conn, turn)
 }
 
 #[cfg(test)]

@@ -2,11 +2,14 @@
 //!
 //! Each worker owns a `mio` poll, a clone of the listening socket and the connections it
 //! accepted ([`super::api_conn`] drives each one), and runs every connection to completion on
-//! its own thread. Handlers are in-memory and short, so no hand-off is needed, and an idle
-//! connection costs its buffers, not a thread; that is how 1,000 idle TLS clients fit in a few
-//! tens of MiB and how a slowloris client costs nothing but a slot until its deadline.
+//! its own thread. An idle connection costs its buffers, not a thread; that is how 1,000 idle
+//! TLS clients fit in a few tens of MiB and how a slowloris client costs nothing but a slot
+//! until its deadline. A worker answers only from memory: a request whose answer needs the
+//! store is parked and handed to the port's blocking threads ([`super::blocking`]), and its
+//! answer comes back through a channel and the poll's `Waker`, so the worker never waits.
 //!
-//! This file owns the slots: accepting, the deadlines sweep, the drain at shutdown, and the cap.
+//! This file owns the slots: accepting, the deadlines sweep, the drain at shutdown, the cap, and
+//! the hand-over of cold requests.
 //! At `max_connections` the quietest connection that owes nobody an answer (idle between
 //! requests, or still in its handshake) is closed to make room; if every connection is
 //! mid-request, new clients wait in the listen backlog.
@@ -15,28 +18,69 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::api_conn::{Conn, End, Stage, Turn, expire, step};
+use super::api_conn::{Conn, End, Stage, Turn, expire, resume, step};
+use super::blocking::{Handoff, Pool};
 use crate::api;
 use crate::app::App;
 use crate::http::{DateCache, HttpLimits};
 use crate::logging;
 
 const LISTENER: Token = Token(usize::MAX);
+/// Raised by a blocking thread when an answer it made is waiting in `answered`.
+const ANSWERED: Token = Token(usize::MAX - 1);
 /// How long to drain a closing connection so the kernel does not reset it under the last
 /// response (a "lingering close").
 const LINGER: Duration = Duration::from_secs(2);
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
+/// A request handed to the blocking threads, and the way back to the worker that parked it.
+pub(super) struct Cold {
+    deferred: api::Deferred,
+    /// The connection's slot and serial at its worker.
+    key: usize,
+    serial: u64,
+    answered: Sender<Answered>,
+    waker: Arc<Waker>,
+}
+
+/// An answer made on a blocking thread, for the connection `key` with `serial`.
+struct Answered {
+    key: usize,
+    serial: u64,
+    finished: api::Finished,
+}
+
+/// The blocking threads' work: answer, send the answer to its worker, wake the worker.
+pub(super) fn answer_cold(cold: Cold) {
+    let finished = cold.deferred.answer();
+    let answered = Answered { key: cold.key, serial: cold.serial, finished };
+    // A worker that is gone (shut down) has nobody left to answer.
+    if cold.answered.send(answered).is_ok()
+        && let Err(e) = cold.waker.wake()
+    {
+        log::error!("cannot wake an api worker for an answer read from the store: {e}");
+    }
+}
+
+/// The blocking threads of the API port: see [`super::blocking`].
+pub(super) type ColdPool = Pool<Cold>;
+
 /// Runs one worker until the server shuts down.
-pub fn run_worker(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<()> {
-    let mut worker = Worker::new(app, listener, id)?;
+pub fn run_worker(
+    app: Arc<App>,
+    listener: std::net::TcpListener,
+    id: usize,
+    handoff: Handoff<Cold>,
+) -> io::Result<()> {
+    let mut worker = Worker::new(app, listener, id, handoff)?;
     // What rustls says about a peer goes to the refusal log's budget, with the peer's address.
     logging::divert_tls_warnings();
     log::debug!("api worker {id} running");
@@ -60,14 +104,30 @@ struct Worker {
     max_connections: usize,
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
+    /// Where requests that need the store go, and how their answers come back.
+    handoff: Handoff<Cold>,
+    waker: Arc<Waker>,
+    answers: Sender<Answered>,
+    answered: Receiver<Answered>,
+    /// A request the last turn left for the blocking threads.
+    deferred: Option<api::Deferred>,
+    /// The serial of the next connection accepted.
+    next_serial: u64,
 }
 
 impl Worker {
-    fn new(app: Arc<App>, listener: std::net::TcpListener, id: usize) -> io::Result<Self> {
+    fn new(
+        app: Arc<App>,
+        listener: std::net::TcpListener,
+        id: usize,
+        handoff: Handoff<Cold>,
+    ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), ANSWERED)?);
+        let (answers, answered) = mpsc::channel();
         let api = &app.config.api;
         let (limits, max_connections) = (api.limits, api.max_connections);
         let (handshake_timeout, shutdown_timeout) = (api.handshake_timeout, api.shutdown_timeout);
@@ -85,6 +145,12 @@ impl Worker {
             max_connections,
             handshake_timeout,
             shutdown_timeout,
+            handoff,
+            waker,
+            answers,
+            answered,
+            deferred: None,
+            next_serial: 0,
         })
     }
 
@@ -101,6 +167,7 @@ impl Worker {
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
+                    ANSWERED => self.deliver_answers(),
                     Token(key) => {
                         // A peer's FIN may have come with the data that a short read took: then
                         // the event says so, and the next read must happen to see the EOF.
@@ -229,7 +296,9 @@ impl Worker {
             return;
         }
         let deadline = Instant::now() + self.handshake_timeout;
-        entry.insert(Conn::new(socket, peer, deadline));
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        entry.insert(Conn::new(socket, peer, deadline, serial));
         self.app.open_connections.fetch_add(1, Ordering::Relaxed);
         // The client may have written already; with edge-triggered readiness that first edge
         // could predate the registration, so look now.
@@ -281,6 +350,44 @@ impl Worker {
         self.run_turn(key, |conn, turn| step(conn, turn).err());
     }
 
+    /// Hands the request connection `key` parked to the blocking threads; when none can take
+    /// it now, answers it `503` at once (the worker never waits for room).
+    fn hand_over(&mut self, key: usize, deferred: api::Deferred) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let cold = Cold {
+            deferred,
+            key,
+            serial: conn.serial,
+            answered: self.answers.clone(),
+            waker: Arc::clone(&self.waker),
+        };
+        let shard = self.app.metrics.api(self.id);
+        match self.handoff.try_submit(cold) {
+            Ok(()) => shard.cold_read(true),
+            Err(cold) => {
+                shard.cold_read(false);
+                let response = cold.deferred.overloaded(shard);
+                self.run_turn(key, |conn, turn| resume(conn, turn, response).err());
+            }
+        }
+    }
+
+    /// Sends each answer the blocking threads made to the connection still waiting for it.
+    fn deliver_answers(&mut self) {
+        while let Ok(Answered { key, serial, finished }) = self.answered.try_recv() {
+            let response = finished.into_response(self.app.metrics.api(self.id));
+            // The connection may have gone (its client left, or its deadline passed) and its
+            // slot been taken by another: the serial tells.
+            let waiting = self
+                .conns
+                .get(key)
+                .is_some_and(|conn| conn.serial == serial && conn.stage == Stage::Waiting);
+            if waiting {
+                self.run_turn(key, |conn, turn| resume(conn, turn, response).err());
+            }
+        }
+    }
+
     /// Lends connection `key` a turn of `work`, then acts on how it wants to end, if it does.
     fn run_turn(&mut self, key: usize, work: impl FnOnce(&mut Conn, &mut Turn<'_>) -> Option<End>) {
         let outcome = match self.conns.get_mut(key) {
@@ -292,6 +399,7 @@ impl Worker {
                     limits: &self.limits,
                     date: &mut self.date,
                     out: &mut self.out,
+                    deferred: &mut self.deferred,
                 };
                 let outcome = work(conn, &mut turn);
                 let peer = conn.peer.ip();
@@ -301,6 +409,13 @@ impl Worker {
             }
             None => return,
         };
+        // A connection that parked a request waits for its answer, unless it failed right
+        // after (a write error): then there is nobody to answer, and the request is dropped.
+        if let (Some(deferred), None) = (self.deferred.take(), &outcome) {
+            self.hand_over(key, deferred);
+            self.update_interest(key);
+            return;
+        }
         match outcome {
             None => self.update_interest(key),
             Some(End::Now) => self.close(key),
@@ -326,5 +441,238 @@ impl Worker {
         if self.poll.registry().reregister(&mut conn.socket, Token(key), interest).is_err() {
             self.close(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The worker and its blocking threads in one process, with a cold read the test holds at
+    //! a point it controls: what the worker does meanwhile is then certain, not a matter of
+    //! timing. (The integration tests drive the real binary; they cannot hold a read.)
+
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::sync::{Condvar, Mutex};
+
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+    use super::*;
+    use crate::audit::Peer;
+    use crate::config::Config;
+    use crate::keys::usage::Usage;
+    use crate::keys::{Asked, KeyManager, SystemClock};
+    use crate::keystore::KeyStore;
+    use crate::peer::PeerLookup;
+    use crate::refusals::RefusalLog;
+    use crate::snapshot::store::{Memory, Source};
+    use crate::snapshot::{Date, Snapshots};
+    use crate::tls;
+
+    const OLDER: &str = "2024-05-13";
+    const CODE: &str = "TEST-CODE";
+
+    /// Where the test holds every cold read: each job says it was taken, then waits until the
+    /// gate opens.
+    struct Gate {
+        state: Mutex<(usize, bool)>,
+        changed: Condvar,
+    }
+
+    static GATE: Gate = Gate { state: Mutex::new((0, false)), changed: Condvar::new() };
+
+    fn held_then_answered(cold: Cold) {
+        let mut state = GATE.state.lock().unwrap();
+        state.0 += 1;
+        GATE.changed.notify_all();
+        while !state.1 {
+            state = GATE.changed.wait(state).unwrap();
+        }
+        drop(state);
+        answer_cold(cold);
+    }
+
+    fn wait_until_taken(jobs: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut state = GATE.state.lock().unwrap();
+        while state.0 < jobs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the cold read never reached the blocking thread");
+            state = GATE.changed.wait_timeout(state, left).unwrap().0;
+        }
+    }
+
+    fn open_gate() {
+        GATE.state.lock().unwrap().1 = true;
+        GATE.changed.notify_all();
+    }
+
+    /// An app in `dir` serving both sample dates (the older one only in the store), with a key.
+    fn app(dir: &Path) -> (Arc<App>, String) {
+        let text = format!(
+            r#"(activation_code: "{CODE}", state_dir: "{}", api: (listen: "127.0.0.1:0",
+                workers: 1), admin: (listen: "127.0.0.1:0"))"#,
+            dir.display()
+        );
+        let config = Config::parse(Path::new("test.ron"), &text).unwrap();
+        let (store, record) = KeyStore::open(&config.state_dir).unwrap();
+        let refusals =
+            Arc::new(RefusalLog::new(config.refusal_log.window, config.refusal_log.lines));
+        let usage = Usage::load(&config.state_dir, Arc::clone(&refusals));
+        let keys =
+            KeyManager::new(store, record, &config.activation_code, usage, None, 1, SystemClock);
+        let asked = Asked { expires_in: None, grace: Duration::ZERO };
+        let key = keys.generate(asked, Peer::Server).unwrap().key.expose().to_owned();
+        let snapshots = Snapshots::in_memory(CODE, Memory::default()).unwrap();
+        for date in [OLDER, "2024-05-14"] {
+            let path = format!("{}/examples/snapshot-{date}.json", env!("CARGO_MANIFEST_DIR"));
+            let bytes = std::fs::read(path).unwrap();
+            let date = Date::parse(date).unwrap();
+            snapshots.import(date, &mut bytes.as_slice(), Source::Import).unwrap();
+        }
+        let tls = tls::load(&config, None).unwrap();
+        let lookup = PeerLookup::probe();
+        (Arc::new(App::new(config, keys, snapshots, tls, refusals, lookup)), key)
+    }
+
+    fn client(addr: std::net::SocketAddr, cert: &Path) -> StreamOwned<ClientConnection, TcpStream> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(cert).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let socket = TcpStream::connect(addr).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        StreamOwned::new(ClientConnection::new(Arc::new(config), name).unwrap(), socket)
+    }
+
+    /// Sends one request and reads one answer (head and `Content-Length` body): its status.
+    fn ask(stream: &mut impl ReadWrite, target: &str, key: &str) -> u16 {
+        ask_for(stream, target, key, "").0
+    }
+
+    /// [`ask`], and the value of the answer's header `header`, if any.
+    fn ask_for(
+        stream: &mut impl ReadWrite,
+        target: &str,
+        key: &str,
+        header: &str,
+    ) -> (u16, Option<String>) {
+        let request = format!(
+            "GET /ArchitectureDashboardAPI/rest/V1{target} HTTP/1.1\r\nHost: localhost\r\n\
+             x-api-key: {key}\r\nx-activation-code: {CODE}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = response.parse(&raw) {
+                let length: usize = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                    .unwrap();
+                if raw.len() >= head + length {
+                    let value = response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(header))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned());
+                    return (response.code.unwrap(), value);
+                }
+            }
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the connection ended before the answer");
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Polls the metrics until `line` is among them.
+    fn wait_for_metric(app: &App, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = String::from_utf8(crate::scrape::exposition(app).body_bytes().to_vec());
+            let text = text.unwrap();
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no `{line}` in the metrics:\n{text}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    trait ReadWrite: Read + Write {}
+    impl<T: Read + Write> ReadWrite for T {}
+
+    #[test]
+    fn a_request_waiting_for_the_store_does_not_hold_up_its_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, key) = app(dir.path());
+        // One blocking thread and room for one more job behind it.
+        let pool = ColdPool::start("test-blocking", 1, 1, held_then_answered).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let worker = {
+            let (app, handoff) = (Arc::clone(&app), pool.handoff().unwrap());
+            std::thread::spawn(move || run_worker(app, listener, 0, handoff))
+        };
+        let cert = dir.path().join("tls/cert.pem");
+
+        // The older date is only in the store: its request is parked and its read held.
+        let mut cold = client(addr, &cert);
+        let older = format!("/TechnicalDebt_Application?Date={OLDER}&Limit=3");
+        let cold_key = key.clone();
+        let cold_asker = std::thread::spawn(move || {
+            let status = ask(&mut cold, &older, &cold_key);
+            (status, cold)
+        });
+        wait_until_taken(1);
+
+        // Meanwhile the one worker answers other clients, new and kept-alive, from memory.
+        let mut warm = client(addr, &cert);
+        for _ in 0..20 {
+            assert_eq!(ask(&mut warm, "/TechnicalDebt_Level", &key), 200);
+            assert_eq!(ask(&mut warm, "/TechnicalDebt_Application?Limit=2", &key), 200);
+        }
+        assert_eq!(ask(&mut client(addr, &cert), "/TechnicalDebt_Category", &key), 200);
+        assert!(!cold_asker.is_finished(), "the held read was answered before it was let go");
+
+        // A second cold request waits in the queue; a third finds it full and is told so at
+        // once, with when to retry, rather than making anyone wait.
+        let mut queued = client(addr, &cert);
+        let second = format!("/TechnicalDebt_Application?Date={OLDER}&Limit=1&Offset=1");
+        let queued_key = key.clone();
+        let queued_asker = std::thread::spawn(move || ask(&mut queued, &second, &queued_key));
+        wait_for_metric(&app, "aims_cold_reads_total{outcome=\"answered\"} 2");
+        let mut third = client(addr, &cert);
+        let third_target = format!("/TechnicalDebt_Application?Date={OLDER}");
+        let answer = ask_for(&mut third, &third_target, &key, "retry-after");
+        assert_eq!(answer, (503, Some("1".to_owned())), "a full queue of cold reads is a 503");
+        wait_for_metric(&app, "aims_cold_reads_total{outcome=\"busy\"} 1");
+
+        // Let go, the parked request gets its answer, and its connection goes on.
+        open_gate();
+        let (status, mut cold) = cold_asker.join().unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(queued_asker.join().unwrap(), 200);
+        assert_eq!(ask(&mut cold, "/TechnicalDebt_Level", &key), 200);
+        // Two reads went to the blocking thread (the one refused never did): the rest came from
+        // memory.
+        assert_eq!(GATE.state.lock().unwrap().0, 2);
+
+        drop((cold, warm));
+        app.shutting_down.store(true, Ordering::SeqCst);
+        worker.join().unwrap().unwrap();
+        pool.finish();
     }
 }

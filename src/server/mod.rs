@@ -13,6 +13,7 @@
 mod admin_port;
 mod api_conn;
 mod api_port;
+mod blocking;
 mod scrape_port;
 mod supervisor;
 
@@ -210,12 +211,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         method @ Method::ProcNet(_) => log::warn!("admin port: client uids by {method}"),
     }
     admin_port::start(&app, admin_listener, admin_socket).map_err(ServeError::Thread)?;
+    let cold = start_blocking_threads(app.config.api.workers)?;
     let mut api_workers = Vec::new();
     for id in 0..app.config.api.workers {
         let listener = api_listener.try_clone().map_err(ServeError::Thread)?;
         let app = Arc::clone(&app);
+        let handoff = cold.handoff().ok_or_else(|| {
+            ServeError::Thread(io::Error::other("the api blocking threads are already stopped"))
+        })?;
         api_workers.push(spawn(format!("api-{id}"), move || {
-            if let Err(e) = api_port::run_worker(app, listener, id) {
+            if let Err(e) = api_port::run_worker(app, listener, id, handoff) {
                 log::error!("api worker {id} stopped: {e}");
             }
         })?);
@@ -261,6 +266,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             panicked.get_or_insert(ServeError::WorkerPanicked { worker: name, message });
         }
     }
+    // The workers held the only other ways in: what is queued is answered to nobody, quickly.
+    cold.finish();
     // The key thread finishes the write it is doing; quiesce does what it left, and waits for
     // an admin key change under way: once it returns, none is half done. The admin threads end
     // with the process.
@@ -289,6 +296,16 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         (_, Some(text)) => text.clone(),
         _ => "a panic without a message".to_owned(),
     }
+}
+
+/// The API port's blocking threads (see [`blocking`]): one for every two workers, at least one,
+/// so on the 2-core machine that serves two workers, cold reads of older dates use at most one
+/// core, at a lower priority, and clients of data in memory keep the other. A queue of 64
+/// requests waiting for them (each holds a connection, not a thread) absorbs a burst; past it,
+/// `503` with `Retry-After`.
+fn start_blocking_threads(workers: usize) -> Result<api_port::ColdPool, ServeError> {
+    api_port::ColdPool::start("api-blocking", workers.div_ceil(2).max(1), 64, api_port::answer_cold)
+        .map_err(ServeError::Thread)
 }
 
 fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {

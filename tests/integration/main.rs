@@ -11,6 +11,7 @@ mod api;
 mod budget;
 mod certificate;
 mod cli;
+mod cold_reads;
 mod completions;
 mod compression;
 mod crash;

@@ -21,7 +21,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::api;
 use crate::app::App;
-use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
+use crate::http::{self, Body, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
 use crate::metrics::Shard;
 use crate::refusals::RefusalLog;
 
@@ -34,6 +34,13 @@ const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 /// How long a request may wait for a blocking thread's answer before its connection is
 /// closed: a store that takes longer is broken, and the client is better off retrying.
 const PARKED_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a large body is handed to rustls (and so encrypted) at a time: it is encrypted
+/// as the client reads, never whole ahead of it.
+const BODY_CHUNK: usize = 256 * 1024;
+/// How much of a large body one connection may send in one turn before its worker serves
+/// the others and comes back to it. A page of several MiB encrypted and written at once
+/// held every other client of the worker for milliseconds.
+const TURN_QUANTUM: usize = 512 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
@@ -79,6 +86,43 @@ pub(super) struct Conn {
     pub(super) serial: u64,
     /// How the request being answered on a blocking thread is to be answered.
     pub(super) parked: Option<Parked>,
+    /// The rest of a large body being sent: nothing else is answered until it is out.
+    pub(super) outgoing: Option<Outgoing>,
+}
+
+/// A large body on its way out, handed to rustls a chunk at a time as the client reads.
+pub(super) struct Outgoing {
+    body: Body,
+    /// How much of it rustls has taken.
+    sent: usize,
+    /// The body holds a secret: wiped when the connection is done with it.
+    secret: bool,
+}
+
+impl Outgoing {
+    /// Hands rustls the next chunk. Returns the bytes it took.
+    fn feed(&mut self, tls: &mut ServerConnection) -> Result<usize, End> {
+        let body = self.body.as_slice();
+        let end = body.len().min(self.sent + BODY_CHUNK);
+        let n = tls.writer().write(&body[self.sent..end]).map_err(|_| End::Now)?;
+        if n == 0 && self.sent < body.len() {
+            return Err(End::Now);
+        }
+        self.sent += n;
+        Ok(n)
+    }
+
+    fn is_done(&self) -> bool {
+        self.sent >= self.body.as_slice().len()
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        if let (true, Body::Owned(body)) = (self.secret, &mut self.body) {
+            body.zeroize();
+        }
+    }
 }
 
 /// What the answer to a parked request needs from the request, which is gone by then.
@@ -112,6 +156,7 @@ impl Conn {
             unread: true,
             serial,
             parked: None,
+            outgoing: None,
         }
     }
 
@@ -123,6 +168,9 @@ impl Conn {
     /// Whether closing it now would cost its client nothing but a reconnect: it owes nobody
     /// an answer (between requests, or not yet through its handshake).
     pub(super) fn is_quiet(&self) -> bool {
+        if self.outgoing.is_some() {
+            return false;
+        }
         match self.stage {
             Stage::Sniff | Stage::Handshake | Stage::Idle => true,
             Stage::Plain | Stage::Request | Stage::Waiting | Stage::Closing | Stage::Lingering => {
@@ -143,6 +191,11 @@ pub(super) struct Turn<'w> {
     pub(super) out: &'w mut Vec<u8>,
     /// Where a request that must wait for the store is left for the worker to hand over.
     pub(super) deferred: &'w mut Option<api::Deferred>,
+    /// Body bytes this connection sent in this turn (see [`TURN_QUANTUM`]).
+    pub(super) body_sent: usize,
+    /// Set when the connection stopped at [`TURN_QUANTUM`] with its socket still writable:
+    /// no readiness event will come for it, so its worker must give it another turn.
+    pub(super) yielded: bool,
 }
 
 /// One connection's work until it would block. `Ok` keeps it open.
@@ -167,6 +220,20 @@ pub(super) fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
                 conn.deadline = Instant::now() + limits.idle_timeout;
             }
             return Ok(());
+        }
+        if let Some(outgoing) = conn.outgoing.as_mut() {
+            if turn.body_sent >= TURN_QUANTUM {
+                turn.yielded = true;
+                return Ok(());
+            }
+            turn.body_sent += outgoing.feed(tls)?;
+            if outgoing.is_done() {
+                conn.outgoing = None;
+                if conn.stage == Stage::Closing {
+                    tls.send_close_notify();
+                }
+            }
+            continue;
         }
         match conn.stage {
             Stage::Closing => return Err(End::Linger),
@@ -443,14 +510,15 @@ fn note_progress(conn: &mut Conn, turn: &Turn<'_>) {
 /// answered or handed over.
 fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
     let (app, limits) = (turn.app, turn.limits);
-    if !matches!(conn.stage, Stage::Idle | Stage::Request) {
+    if !matches!(conn.stage, Stage::Idle | Stage::Request) || conn.outgoing.is_some() {
         return Ok(false);
     }
     let Some(tls) = conn.tls.as_deref_mut() else { return Ok(false) };
+    let outgoing = &mut conn.outgoing;
     let mut consumed = 0;
     let mut queued = 0;
     let mut close = false;
-    while consumed < conn.inbuf.len() && queued < MAX_PENDING_OUTPUT {
+    while consumed < conn.inbuf.len() && queued < MAX_PENDING_OUTPUT && outgoing.is_none() {
         let buf = &conn.inbuf[consumed..];
         // The header table borrows the buffer it indexes, so each parse takes a fresh one;
         // 100 empty entries cost less to fill than a request costs to answer.
@@ -470,7 +538,7 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
                             && !response.close
                             && !app.shutting_down.load(Ordering::Relaxed);
                         let date = turn.date.now();
-                        let sent = send(tls, out, &response, date, head_only, keep_alive)?;
+                        let sent = send(tls, outgoing, out, response, date, head_only, keep_alive)?;
                         close = !keep_alive;
                         (head_len + body_len, sent)
                     }
@@ -485,7 +553,7 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
             Err(e) => {
                 let response = api::refuse_malformed(app, turn.shard, conn.peer, e);
                 close = true;
-                (buf.len(), send(tls, out, &response, turn.date.now(), false, false)?)
+                (buf.len(), send(tls, outgoing, out, response, turn.date.now(), false, false)?)
             }
         };
         queued += sent;
@@ -508,15 +576,18 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
 }
 
 /// Bodies up to this size are copied behind the head and go to rustls in one write; larger ones
-/// go from where they are, beside the head, so a page of several MiB is not copied once more.
+/// are left in `outgoing`, to be handed over a chunk at a time as the client reads (see
+/// [`step`]), so a page of several MiB is neither copied once more nor encrypted ahead of the
+/// client, nor sent in one turn while the worker's other clients wait.
 const COPY_BODY_BELOW: usize = 16 * 1024;
 
-/// Queues `response` in rustls (encrypted as it is queued), its head built in `out`. Returns
-/// the bytes queued.
+/// Queues `response` in rustls (encrypted as it is queued), its head built in `out`, and its
+/// body, when large, in `outgoing`. Returns the bytes queued or to be sent.
 fn send(
     tls: &mut ServerConnection,
+    outgoing: &mut Option<Outgoing>,
     out: &mut Vec<u8>,
-    response: &Response,
+    mut response: Response,
     date: &str,
     head_only: bool,
     keep_alive: bool,
@@ -524,33 +595,23 @@ fn send(
     out.clear();
     response.write_head(out, date, keep_alive);
     let body = if head_only { &[][..] } else { response.body_bytes() };
-    if body.len() < COPY_BODY_BELOW {
+    let body_len = body.len();
+    if body_len < COPY_BODY_BELOW {
         out.extend_from_slice(body);
         tls.writer().write_all(out).map_err(|_| End::Now)?;
         return Ok(out.len());
     }
-    // rustls takes the two slices as one payload: records are cut across them, no copy first.
-    let (mut head, mut rest) = (&out[..], body);
-    let mut writer = tls.writer();
-    while !head.is_empty() || !rest.is_empty() {
-        let n = writer
-            .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(rest)])
-            .map_err(|_| End::Now)?;
-        if n == 0 {
-            return Err(End::Now);
-        }
-        let from_head = n.min(head.len());
-        head = &head[from_head..];
-        rest = &rest[n - from_head..];
-    }
-    Ok(out.len() + body.len())
+    tls.writer().write_all(out).map_err(|_| End::Now)?;
+    *outgoing = Some(Outgoing { body: response.take_body(), sent: 0, secret: response.secret });
+    Ok(out.len() + body_len)
 }
 
 /// The stage after an answer: closing, idle, or the next (pipelined) request begun.
 fn after_answer(conn: &mut Conn, close: bool, limits: &HttpLimits) {
     let now = Instant::now();
     if close {
-        if let Some(tls) = conn.tls.as_deref_mut() {
+        // After a body still going out, the close follows it (see [`step`]).
+        if let (Some(tls), None) = (conn.tls.as_deref_mut(), &conn.outgoing) {
             tls.send_close_notify();
         }
         conn.stage = Stage::Closing;
@@ -577,7 +638,8 @@ pub(super) fn resume(conn: &mut Conn, turn: &mut Turn<'_>, response: Response) -
     let Some(tls) = conn.tls.as_deref_mut() else { return Err(End::Now) };
     let keep_alive =
         parked.keep_alive && !response.close && !turn.app.shutting_down.load(Ordering::Relaxed);
-    send(tls, turn.out, &response, turn.date.now(), parked.head_only, keep_alive)?;
+    let date = turn.date.now();
+    send(tls, &mut conn.outgoing, turn.out, response, date, parked.head_only, keep_alive)?;
     after_answer(conn, !keep_alive, turn.limits);
     step(conn, turn)
 }

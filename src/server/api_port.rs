@@ -111,6 +111,9 @@ struct Worker {
     answered: Receiver<Answered>,
     /// A request the last turn left for the blocking threads.
     deferred: Option<api::Deferred>,
+    /// Connections that stopped sending a large body to let the others have a turn, still
+    /// writable: driven again after this round of events, since no event will come for them.
+    again: Vec<usize>,
     /// The serial of the next connection accepted.
     next_serial: u64,
 }
@@ -150,6 +153,7 @@ impl Worker {
             answers,
             answered,
             deferred: None,
+            again: Vec::new(),
             next_serial: 0,
         })
     }
@@ -158,7 +162,11 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
-            let timeout = next_sweep.saturating_duration_since(Instant::now());
+            let timeout = match self.again.is_empty() {
+                true => next_sweep.saturating_duration_since(Instant::now()),
+                // Others are owed a turn: only look for what is ready now.
+                false => Duration::ZERO,
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -179,6 +187,9 @@ impl Worker {
                         self.drive(key);
                     }
                 }
+            }
+            for key in std::mem::take(&mut self.again) {
+                self.drive(key);
             }
             let now = Instant::now();
             if now >= next_sweep {
@@ -400,8 +411,13 @@ impl Worker {
                     date: &mut self.date,
                     out: &mut self.out,
                     deferred: &mut self.deferred,
+                    body_sent: 0,
+                    yielded: false,
                 };
                 let outcome = work(conn, &mut turn);
+                if turn.yielded {
+                    self.again.push(key);
+                }
                 let peer = conn.peer.ip();
                 let log = &self.app.refusals;
                 logging::take_tls_warnings(|w| log.tls(peer, w.event, w.detail));

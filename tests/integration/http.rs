@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use crate::util::{ACTIVATION_CODE, Options, Response, Server, no_method, read_response};
+use crate::util::{
+    ACTIVATION_CODE, BASE, Options, Response, Server, no_method, read_response, snapshot_json,
+};
 
 fn request(path: &str, key: &str, extra: &str) -> String {
     format!(
@@ -93,4 +95,63 @@ fn a_syntactically_invalid_host_gets_400_and_an_empty_one_is_served() {
         let response = read_response(&mut stream).expect("an answer");
         assert_eq!(response.status, 404, "Host: {host}");
     }
+}
+
+/// A body far larger than what one connection may send in one turn (256 KiB) goes out a
+/// chunk at a time between the worker's other clients: it must still arrive whole, in order
+/// with the requests pipelined behind it, and a close asked for after it must follow it (the
+/// TLS `close_notify` only once the last byte of the body is out).
+#[test]
+fn a_large_body_arrives_whole_before_the_pipelined_answers_and_the_close() {
+    let server = Server::start();
+    let key = server.generate_key();
+    let mut snapshot = snapshot_json(200, 1, "2024-05-14T04:00:00Z");
+    // Long names (the store's limit is 1,024 characters) make the page over half a MiB: more than two turns.
+    let long = |name: &serde_json::Value| {
+        let name = name.as_str().unwrap();
+        serde_json::Value::from(format!("{name}{}", "x".repeat(1000 - name.len())))
+    };
+    for app in snapshot["Applications"].as_array_mut().unwrap() {
+        app["Name"] = long(&app["Name"]);
+        for module in app["Modules"].as_array_mut().unwrap() {
+            module["Name"] = long(&module["Name"]);
+        }
+    }
+    server.import("2024-05-14", &snapshot);
+    let page = format!("{BASE}/TechnicalDebt_Application?Limit=200");
+    let batch = format!(
+        "{}{}{}",
+        request(&page, &key, ""),
+        request("/b", &key, ""),
+        request(&page, &key, "Connection: close\r\n"),
+    );
+    let mut stream = server.connect();
+    stream.write_all(batch.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    // Ends cleanly only on the server's close_notify: a close before the body's end fails.
+    std::io::Read::read_to_end(&mut stream, &mut raw).expect("the answers, then close_notify");
+    let (first, used) = Response::parse_prefix(&raw, false).unwrap();
+    let (second, used2) = Response::parse_prefix(&raw[used..], false).unwrap();
+    let (third, used3) = Response::parse_prefix(&raw[used + used2..], false).unwrap();
+    assert_eq!(used + used2 + used3, raw.len(), "nothing after the third answer");
+    assert_eq!((first.status, second.status, third.status), (200, 404, 200));
+    assert_eq!(second.exception(), no_method("/b"));
+    assert!(first.body.len() > 2 * 256 * 1024, "a page of {} bytes", first.body.len());
+    assert_eq!(first.body, third.body);
+    let page: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+    let names: Vec<String> = page["Applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|app| app["Name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<String> = snapshot["Applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|app| app["Name"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort_by(|a, b| a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)));
+    assert_eq!(names, expected);
+    assert_eq!(third.header("connection"), Some("close"));
 }

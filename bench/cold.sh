@@ -3,7 +3,7 @@
 # other clients make the server read older dates from its history store.
 #
 #   bench/cold.sh [--peer BIN] [--cold 0,1,4,8] [--secs 8] [--runs 3] [--days 12]
-#                 [--apps 500 --modules 5000 --findings 100000]
+#                 [--apps 500 --modules 5000 --findings 100000] [--cold-gzip]
 #
 # The history: --days dates of --apps applications, every application changed every day (100 %
 # churn, `history-bench day`), so no two dates share a piece and every older date is read from
@@ -14,8 +14,9 @@
 #   - wrk (1 thread, 8 kept-alive connections) asks for the newest date's Limit=200 page, gzip,
 #     for --secs seconds: its p99 and requests per second;
 #   - meanwhile C clients of `loadgen pages` (bench/loadgen.rs), one kept-alive connection each,
-#     walk every older date's Limit=200 pages (offsets 0, 200, …), identity-coded, in a closed
-#     loop: more dates than the server keeps ready (cached_dates 4), so most requests read the
+#     walk every older date's Limit=200 pages (offsets 0, 200, …), identity-coded (each page
+#     read and decompressed, about 5 MiB to send) or, with --cold-gzip, gzip (the compressed
+#     pieces sent as read, about 290 KB), in a closed loop: more dates than the server keeps ready (cached_dates 4), so most requests read the
 #     store and decompress; their own rate and p99.
 # It prints the medians of the runs per server and C, and the ratios the issue sets targets on:
 # the newest page's p99 with C cold clients over its p99 alone (<= 2), and its rate with them
@@ -33,6 +34,7 @@ secs=8
 runs=3
 days=12
 shape=(--apps 500 --modules 5000 --findings 100000)
+cold_coding=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --peer) peer=$(realpath "${2:?--peer needs a binary}"); shift 2 ;;
@@ -43,6 +45,7 @@ while [ $# -gt 0 ]; do
         --apps) shape[1]=${2:?}; shift 2 ;;
         --modules) shape[3]=${2:?}; shift 2 ;;
         --findings) shape[5]=${2:?}; shift 2 ;;
+        --cold-gzip) cold_coding=(--gzip); shift ;;
         -h | --help) sed -n '2,5p' "$0" | sed 's/^# *//'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -114,7 +117,7 @@ measure() {
     if [ "$cold" -gt 0 ]; then
         "$loadgen" pages "$api" --cacert "$cert" --threads "$cold" --secs "$secs" \
             --key "$key" --code "$CODE" --dates "$older" \
-            --offsets "$offsets" \
+            --offsets "$offsets" "${cold_coding[@]}" \
             --path "$page&Date={date}&Offset={offset}" > "$work/cold.json" &
         cold_pid=$!
     fi
@@ -156,8 +159,8 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else prin
 field() { awk -v n="$1" -v c="$2" -v f="$3" '$1 == n && $2 == c { print $f }' "$work/results.txt"; }
 
 echo
-printf 'newest date Limit=200 gzip, wrk 1x8, medians of %s runs of %s s; %s dates of %s apps, 100 %% churn\n' \
-    "$runs" "$secs" "$days" "${shape[1]}"
+printf 'newest date Limit=200 gzip, wrk 1x8, medians of %s runs of %s s; %s dates of %s apps, 100 %% churn; cold clients %s\n' \
+    "$runs" "$secs" "$days" "${shape[1]}" "$([ ${#cold_coding[@]} -gt 0 ] && echo gzip || echo identity)"
 printf '%-6s %5s | %10s %10s | %12s %12s | %10s %10s\n' server cold "p99 ms" "req/s" \
     "p99 / alone" "rate / alone" "cold p99" "cold req/s"
 for name in "${servers[@]}"; do

@@ -3,7 +3,7 @@
 # other clients make the server read older dates from its history store.
 #
 #   bench/cold.sh [--peer BIN] [--cold 0,1,4,8] [--secs 8] [--runs 3] [--days 12]
-#                 [--apps 500 --modules 5000 --findings 100000] [--cold-gzip]
+#                 [--apps 500 --modules 5000 --findings 100000] [--cold-gzip] [--control]
 #
 # The history: --days dates of --apps applications, every application changed every day (100 %
 # churn, `history-bench day`), so no two dates share a piece and every older date is read from
@@ -16,7 +16,8 @@
 #   - meanwhile C clients of `loadgen pages` (bench/loadgen.rs), one kept-alive connection each,
 #     walk every older date's Limit=200 pages (offsets 0, 200, …), identity-coded (each page
 #     read and decompressed, about 5 MiB to send) or, with --cold-gzip, gzip (the compressed
-#     pieces sent as read, about 290 KB), in a closed loop: more dates than the server keeps ready (cached_dates 4), so most requests read the
+#     pieces sent as read, about 290 KB), in a closed loop (with --control they walk the newest
+#     date's pages instead, all in memory: what moving the same pages costs without a store read): more dates than the server keeps ready (cached_dates 4), so most requests read the
 #     store and decompress; their own rate and p99.
 # It prints the medians of the runs per server and C, and the ratios the issue sets targets on:
 # the newest page's p99 with C cold clients over its p99 alone (<= 2), and its rate with them
@@ -35,6 +36,7 @@ runs=3
 days=12
 shape=(--apps 500 --modules 5000 --findings 100000)
 cold_coding=()
+control=
 while [ $# -gt 0 ]; do
     case "$1" in
         --peer) peer=$(realpath "${2:?--peer needs a binary}"); shift 2 ;;
@@ -46,6 +48,7 @@ while [ $# -gt 0 ]; do
         --modules) shape[3]=${2:?}; shift 2 ;;
         --findings) shape[5]=${2:?}; shift 2 ;;
         --cold-gzip) cold_coding=(--gzip); shift ;;
+        --control) control=1; shift ;;
         -h | --help) sed -n '2,5p' "$0" | sed 's/^# *//'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -80,6 +83,7 @@ for ((d = 0; d < days; d++)); do
     dates+=("${date%:}")
 done
 older=$(IFS=,; echo "${dates[*]:0:$((days - 1))}")
+if [ -n "$control" ]; then older=${dates[$((days - 1))]}; fi
 # Every Limit=200 page of a date: 0, 200, … below the number of applications.
 offsets=$(seq -s, 0 200 $((shape[1] - 1)))
 

@@ -100,16 +100,29 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    /// Hands rustls the next chunk. Returns the bytes it took.
-    fn feed(&mut self, tls: &mut ServerConnection) -> Result<usize, End> {
+    /// Hands rustls `head` (the response head, with the first chunk; empty after) and the
+    /// next chunk as one payload: records are cut across the two, so a head is never a record
+    /// of its own. Returns the body bytes it took.
+    fn feed(&mut self, tls: &mut ServerConnection, head: &[u8]) -> Result<usize, End> {
         let body = self.body.as_slice();
-        let end = body.len().min(self.sent + BODY_CHUNK);
-        let n = tls.writer().write(&body[self.sent..end]).map_err(|_| End::Now)?;
-        if n == 0 && self.sent < body.len() {
-            return Err(End::Now);
+        let (mut head, mut chunk) =
+            (head, &body[self.sent..body.len().min(self.sent + BODY_CHUNK)]);
+        let mut writer = tls.writer();
+        let mut fed = 0;
+        while !head.is_empty() || !chunk.is_empty() {
+            let n = writer
+                .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(chunk)])
+                .map_err(|_| End::Now)?;
+            if n == 0 {
+                return Err(End::Now);
+            }
+            let from_head = n.min(head.len());
+            head = &head[from_head..];
+            chunk = &chunk[n - from_head..];
+            fed += n - from_head;
         }
-        self.sent += n;
-        Ok(n)
+        self.sent += fed;
+        Ok(fed)
     }
 
     fn is_done(&self) -> bool {
@@ -226,7 +239,7 @@ pub(super) fn step(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<(), End> {
                 turn.yielded = true;
                 return Ok(());
             }
-            turn.body_sent += outgoing.feed(tls)?;
+            turn.body_sent += outgoing.feed(tls, &[])?;
             if outgoing.is_done() {
                 conn.outgoing = None;
                 if conn.stage == Stage::Closing {
@@ -601,8 +614,10 @@ fn send(
         tls.writer().write_all(out).map_err(|_| End::Now)?;
         return Ok(out.len());
     }
-    tls.writer().write_all(out).map_err(|_| End::Now)?;
-    *outgoing = Some(Outgoing { body: response.take_body(), sent: 0, secret: response.secret });
+    // The head goes with the body's first chunk; the rest follows as the client reads.
+    let secret = response.secret;
+    let large = outgoing.insert(Outgoing { body: response.take_body(), sent: 0, secret });
+    large.feed(tls, out)?;
     Ok(out.len() + body_len)
 }
 

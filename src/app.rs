@@ -290,7 +290,7 @@ impl App {
         }
     }
 
-    /// Worker `id` is alive: called at every turn of its loop.
+    /// Worker `id` is alive: called at each deadline sweep of its loop, at least every 250 ms.
     pub fn heartbeat(&self, id: usize) {
         if let Some(beat) = self.heartbeats.get(id) {
             beat.store(self.millis(), Ordering::Relaxed);
@@ -299,6 +299,8 @@ impl App {
 
     /// Whether every API worker turned its loop within `window`.
     pub fn workers_alive(&self, window: Duration) -> bool {
+        // Beats come once a sweep: a shorter window would call a live worker stalled.
+        let window = window.max(Duration::from_secs(1));
         let now = self.millis();
         let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         self.heartbeats.iter().all(|b| now.saturating_sub(b.load(Ordering::Relaxed)) <= window)

@@ -161,10 +161,17 @@ impl Worker {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        // Whether the last poll found work. Then the next one only looks (a zero timeout):
+        // under load, requests that came in while this round was served are taken at once
+        // instead of after the worker sleeps and is woken again, and a sleep and a wake-up
+        // cost more here than an empty look (a third less context switches at 1x50, about 6 %
+        // less CPU per request, see bench/README.md). Idle, the look is one extra `epoll_wait`
+        // before the sleep.
+        let mut busy = false;
         loop {
-            let timeout = match self.again.is_empty() {
+            let timeout = match self.again.is_empty() && !busy {
                 true => next_sweep.saturating_duration_since(Instant::now()),
-                // Others are owed a turn: only look for what is ready now.
+                // Others are owed a turn, or more may already be waiting: only look.
                 false => Duration::ZERO,
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
@@ -172,6 +179,7 @@ impl Worker {
             {
                 return Err(e);
             }
+            busy = !events.is_empty();
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -195,8 +203,10 @@ impl Worker {
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_EVERY;
+                // The watchdog's window is seconds (`WatchdogSec=30s`): a beat per sweep says as
+                // much as one per turn did, without a store to a shared line per turn.
+                self.app.heartbeat(self.id);
             }
-            self.app.heartbeat(self.id);
             if self.drain_deadline.is_none() && self.app.shutting_down.load(Ordering::Relaxed) {
                 self.begin_drain(now);
             }

@@ -35,7 +35,7 @@ pub fn timed_with(
         header_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
     };
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = http::HeaderTable::new();
     let started = Instant::now();
     let Ok(Parsed::Complete(request, _)) = http::parse(raw.as_bytes(), &mut headers, &limits)
     else {

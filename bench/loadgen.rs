@@ -361,7 +361,7 @@ fn auth() {
          User-Agent: bench\r\nAccept: */*\r\nx-api-key: {}\r\nx-activation-code: BENCH-CODE\r\n\r\n",
         key.expose()
     );
-    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut headers = aims_api::http::HeaderTable::new();
     let Ok(Parsed::Complete(request, _)) =
         parse(bytes.as_bytes(), &mut headers, &config.api.limits)
     else {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aims_api::config::HttpLimits;
 use aims_api::http::encoding::Coding;
-use aims_api::http::{MAX_HEADERS, Parsed, parse};
+use aims_api::http::{HeaderTable, MAX_HEADERS, Parsed, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         header_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
     };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = HeaderTable::new();
     if let Ok(Parsed::Complete(request, _)) = parse(&head, &mut headers, &limits) {
         let named =
             data.to_ascii_lowercase().windows(4).any(|w| w == b"gzip") || data.contains(&b'*');

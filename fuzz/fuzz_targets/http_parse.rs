@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aims_api::config::HttpLimits;
-use aims_api::http::{MAX_HEADERS, Parsed, parse};
+use aims_api::http::{HeaderTable, MAX_HEADERS, Parsed, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         header_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
     };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = HeaderTable::new();
     match parse(buf, &mut headers, &limits) {
         Ok(Parsed::Complete(request, used)) => {
             assert!(used <= buf.len() && used <= limits.max_header_bytes);

@@ -11,7 +11,7 @@ pub mod encoding;
 mod request;
 mod response;
 
-pub use request::{HeaderValue, Method, ParseError, Parsed, Request, Version, parse};
+pub use request::{HeaderTable, HeaderValue, Method, ParseError, Parsed, Request, Version, parse};
 pub use response::{Body, DateCache, Response, Status};
 
 use std::time::Duration;

@@ -6,6 +6,7 @@
 //! refused instead of guessed at.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use httparse::Header;
 
@@ -224,13 +225,31 @@ fn valid_host(value: &[u8]) -> bool {
 
 const NON_ASCII_VALUE: &str = "a header value has a byte outside ASCII";
 
-/// Parses one request head from the start of `buf` into `headers` (whose length, at most
-/// [`super::MAX_HEADERS`], is the header-count limit). Call again with more bytes on `Partial`.
+/// The parser's header table, on the caller's stack. Left uninitialised: the parser writes the
+/// entries a request uses, and zeroing all [`super::MAX_HEADERS`] of them for each request cost
+/// more than parsing a usual request's half-dozen headers.
+pub struct HeaderTable<'b>([MaybeUninit<Header<'b>>; super::MAX_HEADERS]);
+
+impl HeaderTable<'_> {
+    pub const fn new() -> Self {
+        Self([const { MaybeUninit::uninit() }; super::MAX_HEADERS])
+    }
+}
+
+impl Default for HeaderTable<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Parses one request head from the start of `buf` into `headers` (at most
+/// `limits.max_headers` of its entries). Call again with more bytes on `Partial`.
 pub fn parse<'b>(
     buf: &'b [u8],
-    headers: &'b mut [Header<'b>],
+    headers: &'b mut HeaderTable<'b>,
     limits: &HttpLimits,
 ) -> Result<Parsed<'b>, ParseError> {
+    let headers = &mut headers.0;
     let window = &buf[..buf.len().min(limits.max_header_bytes)];
     let count = limits.max_headers.min(headers.len());
     let Some(head_len) = head_end(window)? else {
@@ -241,8 +260,8 @@ pub fn parse<'b>(
             Ok(Parsed::Partial)
         };
     };
-    let mut raw = httparse::Request::new(&mut headers[..count]);
-    match raw.parse(&buf[..head_len]) {
+    let mut raw = httparse::Request::new(&mut []);
+    match raw.parse_with_uninit_headers(&buf[..head_len], &mut headers[..count]) {
         Ok(httparse::Status::Complete(_)) => {}
         // head_end found the blank line, so httparse has the whole head: a partial answer
         // means a line it could not finish, which is malformed.
@@ -263,27 +282,24 @@ pub fn parse<'b>(
 /// httparse reports an error only where the bytes so far break the grammar, so a prefix of a
 /// valid request is never refused here (the property tests hold it to that).
 fn reject_early(window: &[u8], count: usize) -> Result<(), ParseError> {
-    let mut scratch = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
-    let mut raw = httparse::Request::new(&mut scratch[..count]);
-    match raw.parse(window) {
+    let mut scratch = HeaderTable::new();
+    let mut raw = httparse::Request::new(&mut []);
+    match raw.parse_with_uninit_headers(window, &mut scratch.0[..count]) {
         Ok(_) => Ok(()),
         Err(e) => Err(map_httparse(e)),
     }
 }
 
 /// Finds the end of the head (just past the blank line), refusing bare LFs on the way.
+/// Runs on every request: `memchr` looks at the line ends only, a word at a time.
 fn head_end(buf: &[u8]) -> Result<Option<usize>, ParseError> {
-    let mut prev = 0u8;
-    for (i, &b) in buf.iter().enumerate() {
-        if b == b'\n' {
-            if prev != b'\r' {
-                return Err(ParseError::BareLf);
-            }
-            if i >= 3 && &buf[i - 3..=i] == b"\r\n\r\n" {
-                return Ok(Some(i + 1));
-            }
+    for i in memchr::memchr_iter(b'\n', buf) {
+        if i == 0 || buf[i - 1] != b'\r' {
+            return Err(ParseError::BareLf);
         }
-        prev = b;
+        if i >= 3 && &buf[i - 3..=i] == b"\r\n\r\n" {
+            return Ok(Some(i + 1));
+        }
     }
     Ok(None)
 }
@@ -399,7 +415,7 @@ mod tests {
     type Summary = (Method, String, Option<String>, u64, bool, usize);
 
     fn check(bytes: &[u8]) -> Result<Summary, ParseError> {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut headers = HeaderTable::new();
         match parse(bytes, &mut headers, &LIMITS)? {
             Parsed::Partial => panic!("partial"),
             Parsed::Complete(r, n) => Ok((
@@ -427,7 +443,7 @@ mod tests {
 
     #[test]
     fn partial_until_the_blank_line() {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut headers = HeaderTable::new();
         let r = parse(b"GET / HTTP/1.1\r\nHost: h\r\n", &mut headers, &LIMITS).unwrap();
         assert!(matches!(r, Parsed::Partial));
     }
@@ -508,7 +524,7 @@ mod tests {
     fn oversized_heads_and_header_counts_get_431() {
         let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', 2000));
-        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut headers = HeaderTable::new();
         assert_eq!(parse(&big, &mut headers, &LIMITS).unwrap_err(), ParseError::HeadTooLarge);
         assert_eq!(ParseError::HeadTooLarge.status(), Status::HEADER_FIELDS_TOO_LARGE);
         let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
@@ -540,14 +556,14 @@ mod tests {
             ),
         ];
         for (bytes, expected) in cases {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut headers = HeaderTable::new();
             let got = parse(bytes, &mut headers, &LIMITS).map(|_| ());
             assert_eq!(got, Err(*expected), "{}", String::from_utf8_lossy(bytes));
         }
         // Every prefix of a good request is only unfinished.
         let good = b"GET /a?b HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n";
         for end in 0..good.len() {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut headers = HeaderTable::new();
             let r = parse(&good[..end], &mut headers, &LIMITS);
             assert!(matches!(r, Ok(Parsed::Partial)), "prefix {end}: {r:?}");
         }
@@ -555,7 +571,7 @@ mod tests {
 
     #[test]
     fn header_lookup_is_case_insensitive_and_sees_repeats() {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut headers = HeaderTable::new();
         let bytes = b"GET / HTTP/1.1\r\nhost: h\r\nX-API-KEY: a\r\nx-api-key: b\r\n\r\n";
         let Parsed::Complete(r, _) = parse(bytes, &mut headers, &LIMITS).unwrap() else {
             panic!("partial")

@@ -433,7 +433,7 @@ pub(super) mod tests {
         judge: impl FnOnce(&Request<'_>) -> T,
     ) -> T {
         let bytes = format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
-        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut headers = crate::http::HeaderTable::new();
         let limits = crate::http::HttpLimits {
             max_header_bytes: 4096,
             max_headers: 16,

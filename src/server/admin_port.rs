@@ -39,7 +39,7 @@ use zeroize::Zeroize;
 
 use crate::admin::{self, Client};
 use crate::app::App;
-use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
+use crate::http::{self, DateCache, HeaderTable, HttpLimits, Method, Parsed, Response};
 use crate::locks;
 use crate::peer;
 
@@ -501,7 +501,7 @@ impl Conn {
                 return Ok(Next::Answered);
             }
         };
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = HeaderTable::new();
         let (head, rest) = self.buf.split_at(head_len);
         let request = match http::parse(head, &mut headers, &self.limits) {
             Ok(Parsed::Complete(request, _)) => request,
@@ -542,7 +542,7 @@ impl Conn {
         loop {
             if !self.buf.is_empty() {
                 deadline.get_or_insert_with(|| Instant::now() + self.limits.header_timeout);
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut headers = HeaderTable::new();
                 match http::parse(&self.buf, &mut headers, &self.limits) {
                     Ok(Parsed::Complete(_, n)) => return Ok(Head::Complete(n)),
                     Ok(Parsed::Partial) => {}

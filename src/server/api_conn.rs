@@ -21,7 +21,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::api;
 use crate::app::App;
-use crate::http::{self, Body, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed, Response};
+use crate::http::{self, Body, DateCache, HeaderTable, HttpLimits, Method, Parsed, Response};
 use crate::metrics::Shard;
 use crate::refusals::RefusalLog;
 
@@ -533,9 +533,9 @@ fn answer_buffered(conn: &mut Conn, turn: &mut Turn<'_>) -> Result<bool, End> {
     let mut close = false;
     while consumed < conn.inbuf.len() && queued < MAX_PENDING_OUTPUT && outgoing.is_none() {
         let buf = &conn.inbuf[consumed..];
-        // The header table borrows the buffer it indexes, so each parse takes a fresh one;
-        // 100 empty entries cost less to fill than a request costs to answer.
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        // The header table borrows the buffer it indexes, so each parse takes a fresh one
+        // (uninitialised: it costs nothing to make).
+        let mut headers = HeaderTable::new();
         let out = &mut *turn.out;
         let (used, sent) = match http::parse(buf, &mut headers, limits) {
             Ok(Parsed::Partial) => break,

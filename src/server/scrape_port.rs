@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::app::App;
 use crate::connections::PerAddress;
-use crate::http::{self, DateCache, HttpLimits, MAX_HEADERS, Method, Parsed};
+use crate::http::{self, DateCache, HeaderTable, HttpLimits, Method, Parsed};
 use crate::locks;
 use crate::scrape::Scrape;
 
@@ -196,7 +196,7 @@ impl Conn<'_> {
         let mut buf = Zeroizing::new(Vec::with_capacity(limits.max_header_bytes + 4096));
         let mut date = DateCache::default();
         while let Some(head_len) = self.read_head(&mut stream, &mut buf, &limits) {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = HeaderTable::new();
             let (response, keep_alive, head_only) =
                 match http::parse(&buf[..head_len], &mut headers, &limits) {
                     Ok(Parsed::Complete(request, _)) => {
@@ -256,7 +256,7 @@ impl Conn<'_> {
         let mut deadline = (!buf.is_empty()).then(|| Instant::now() + limits.header_timeout);
         loop {
             if !buf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut headers = HeaderTable::new();
                 match http::parse(buf, &mut headers, limits) {
                     Ok(Parsed::Complete(_, n)) => return Some(n),
                     // Refused at once with the reason, by the caller.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aims_api::config::HttpLimits;
-use aims_api::http::{HeaderValue, MAX_HEADERS, Method, Parsed, Version, parse};
+use aims_api::http::{HeaderTable, HeaderValue, MAX_HEADERS, Method, Parsed, Version, parse};
 use aims_api::key::{self, ApiKey, Fingerprint, FormatError, KeyHash};
 use proptest::prelude::*;
 use ring::rand::SystemRandom;
@@ -96,7 +96,7 @@ proptest! {
         max_headers in 1usize..=MAX_HEADERS,
         max_body_bytes in 0u64..100_000,
     ) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = HeaderTable::new();
         let limits = limits(max_header_bytes, max_headers, max_body_bytes);
         match parse(&bytes, &mut headers, &limits) {
             Ok(Parsed::Complete(request, used)) => {
@@ -116,7 +116,7 @@ proptest! {
     ) {
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(&tail);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = HeaderTable::new();
         let _ = parse(&bytes, &mut headers, &limits(8192, 64, 16384));
     }
 
@@ -128,7 +128,7 @@ proptest! {
         let head = spec.render();
         let mut bytes = head.clone();
         bytes.extend_from_slice(&body);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = HeaderTable::new();
         let parsed = parse(&bytes, &mut headers, &limits(8192, 64, 1000));
         let Ok(Parsed::Complete(request, used)) = parsed else {
             let head = String::from_utf8_lossy(&head);
@@ -178,7 +178,7 @@ proptest! {
     ) {
         let head = spec.render();
         let end = cut.index(head.len());
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = HeaderTable::new();
         let parsed = parse(&head[..end], &mut headers, &limits(8192, 64, 1000));
         let text = String::from_utf8_lossy(&head);
         prop_assert!(matches!(parsed, Ok(Parsed::Partial)), "{parsed:?} at {end} of {text:?}");

@@ -152,8 +152,13 @@ $cold_rps req/s" >&2
 
 : > "$work/results.txt"
 for ((run = 1; run <= runs; run++)); do
+    # Which server goes first alternates run by run: with a fixed order the second server did
+    # better at 4 cold clients in all six pairs of two sessions, whichever binary it was, and
+    # that would have gone into the comparison. Use an even --runs for a balanced order.
+    order=("${servers[@]}")
+    if ((run % 2 == 0 && ${#servers[@]} == 2)); then order=("${servers[1]}" "${servers[0]}"); fi
     for cold in "${cold_each[@]}"; do
-        for name in "${servers[@]}"; do
+        for name in "${order[@]}"; do
             measure "$name" "$cold"
         done
     done

@@ -226,8 +226,9 @@ fn valid_host(value: &[u8]) -> bool {
 const NON_ASCII_VALUE: &str = "a header value has a byte outside ASCII";
 
 /// The parser's header table, on the caller's stack. Left uninitialised: the parser writes the
-/// entries a request uses, and zeroing all [`super::MAX_HEADERS`] of them for each request cost
-/// more than parsing a usual request's half-dozen headers.
+/// entries a request uses, so a request with a half-dozen headers no longer pays for zeroing
+/// all [`super::MAX_HEADERS`] of them (about a sixth of the connection step's time in
+/// `perf annotate` under keep-alive load).
 pub struct HeaderTable<'b>([MaybeUninit<Header<'b>>; super::MAX_HEADERS]);
 
 impl HeaderTable<'_> {

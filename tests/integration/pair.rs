@@ -133,7 +133,7 @@ fn haproxy_config(front: SocketAddr, a: SocketAddr, b: SocketAddr) -> String {
         .replace("bind :8443", &format!("bind {front}"))
         .replace("192.0.2.11:8443", &a.to_string())
         .replace("192.0.2.12:8443", &b.to_string())
-        // No syslog in a test's sandbox: the log lines go nowhere either way.
+        // No syslog in a test's sandbox: the log goes to stderr, which the test keeps.
         .replace("log /dev/log local0", "log stderr local0");
     assert_ne!(rewritten, shipped);
     rewritten
@@ -268,12 +268,15 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
     let front = free_port();
     let config = certs.path().join("haproxy.cfg");
     std::fs::write(&config, haproxy_config(front, a.api, b.api)).unwrap();
+    // HAProxy's own account of each connection, shown if a request fails: its termination
+    // state says who cut it and why.
+    let haproxy_log = certs.path().join("haproxy.log");
     let haproxy = Haproxy(
         Command::new("haproxy")
             .args(["-db", "-f"])
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&haproxy_log).unwrap())
             .spawn()
             .expect("haproxy is installed"),
     );
@@ -422,8 +425,10 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
     assert!(
         failures.is_empty(),
         "failed requests (status, connected and ended after the kill, 0 if before; A was reaped \
-         {:?} after the signal): {since_kill:?}\n{failures:#?}",
-        died_at.duration_since(killed_at)
+         {:?} after the signal): {since_kill:?}\n{failures:#?}\n\
+         HAProxy's connections that did not end normally, and its server state changes:\n{}",
+        died_at.duration_since(killed_at),
+        unusual_haproxy_lines(&haproxy_log)
     );
     assert!(outcomes.len() > 100, "the clients ran: {}", outcomes.len());
     assert!(first_success_after_kill.is_some(), "B answered after A was killed");
@@ -431,6 +436,17 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
         assert_eq!(direct_status(server, &tls, &k2), 401);
         assert_eq!(direct_status(server, &tls, &k3), 200);
     }
+}
+
+/// The lines of HAProxy's log that are not a connection which ended normally (`--`): cut
+/// connections with their termination state (`SD`, `D-`, `CC`...), and servers going up or
+/// down.
+fn unusual_haproxy_lines(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("({}: {e})", log.display()));
+    text.lines()
+        .filter(|line| !line.contains(" -- ") && !line.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One request to `to` on a new connection, with `key`: its status (0 if it broke).

@@ -1,7 +1,7 @@
 //! Two appliances, one key (issue 22): the key's record moves from one to the other through
 //! the admin port and the CLI, forward only; and a real pair behind a real HAProxy, running the
 //! configuration shipped in `packaging/examples/`, rotates, revokes and fails over while clients
-//! call it the whole time.
+//! call it the whole time, and leaves a frozen appliance without cutting a request.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -231,56 +231,80 @@ fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
+/// Two appliances with the same certificate and the same snapshot, behind a real HAProxy
+/// running the shipped configuration.
+struct Pair {
+    /// Holds the certificate, HAProxy's configuration and its log.
+    folder: tempfile::TempDir,
+    options: Options,
+    a: Server,
+    b: Server,
+    /// HAProxy's frontend.
+    front: SocketAddr,
+    haproxy: Haproxy,
+    /// HAProxy's own account of each connection: its termination state says who cut one.
+    haproxy_log: PathBuf,
+    /// A client that trusts the pair's certificate.
+    tls: Arc<ClientConfig>,
+}
+
+impl Pair {
+    fn start() -> Self {
+        // The certificate both appliances present, for the pair's name.
+        let folder = tempfile::tempdir().unwrap();
+        let key_pair = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        let (cert_path, key_path) =
+            (folder.path().join("pair.pem"), folder.path().join("pair.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+        // Behind HAProxy in TCP mode every client comes from HAProxy's address: the in-flight
+        // refusals of the rotation test would get that address throttled, and its checks want
+        // to see each refusal's own status, so throttling is lifted.
+        let options = Options {
+            api: format!(
+                "tls_cert: Some(\"{}\"), tls_key: Some(\"{}\"), max_refusals_per_address: 1000000,",
+                cert_path.display(),
+                key_path.display()
+            ),
+            ..Options::default()
+        };
+        let a = Server::start_with(&options);
+        let b = Server::start_with(&options);
+        let snapshot = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/snapshot-2024-05-14.json"),
+        )
+        .unwrap();
+        for server in [&a, &b] {
+            let (status, body) = server.put_snapshot("2024-05-14", &snapshot);
+            assert_eq!(status, 201, "{body}");
+        }
+        let front = free_port();
+        let config = folder.path().join("haproxy.cfg");
+        std::fs::write(&config, haproxy_config(front, a.api, b.api)).unwrap();
+        let haproxy_log = folder.path().join("haproxy.log");
+        let haproxy = Haproxy(
+            Command::new("haproxy")
+                .args(["-db", "-f"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&haproxy_log).unwrap())
+                .spawn()
+                .expect("haproxy is installed"),
+        );
+        let tls = tls_client_trusting(std::slice::from_ref(&cert_path));
+        Self { folder, options, a, b, front, haproxy, haproxy_log, tls }
+    }
+}
+
 #[test]
 #[ignore = "needs haproxy (.ci/run installs it)"]
 fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
-    // The certificate both appliances present, for the pair's name.
-    let certs = tempfile::tempdir().unwrap();
-    let key_pair = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key_pair)
-        .unwrap();
-    let (cert_path, key_path) = (certs.path().join("pair.pem"), certs.path().join("pair.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
-    // Behind HAProxy in TCP mode every client comes from HAProxy's address: the in-flight
-    // refusals of step (3) would get that address throttled, and the checks below want to see
-    // each refusal's own status, so throttling is lifted.
-    let options = Options {
-        api: format!(
-            "tls_cert: Some(\"{}\"), tls_key: Some(\"{}\"), max_refusals_per_address: 1000000,",
-            cert_path.display(),
-            key_path.display()
-        ),
-        ..Options::default()
-    };
-    let mut a = Server::start_with(&options);
-    let b = Server::start_with(&options);
-    let snapshot = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/snapshot-2024-05-14.json"),
-    )
-    .unwrap();
-    for server in [&a, &b] {
-        let (status, body) = server.put_snapshot("2024-05-14", &snapshot);
-        assert_eq!(status, 201, "{body}");
-    }
-    let front = free_port();
-    let config = certs.path().join("haproxy.cfg");
-    std::fs::write(&config, haproxy_config(front, a.api, b.api)).unwrap();
-    // HAProxy's own account of each connection, shown if a request fails: its termination
-    // state says who cut it and why.
-    let haproxy_log = certs.path().join("haproxy.log");
-    let haproxy = Haproxy(
-        Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&haproxy_log).unwrap())
-            .spawn()
-            .expect("haproxy is installed"),
-    );
-    let tls = tls_client_trusting(std::slice::from_ref(&cert_path));
+    let Pair { folder: _folder, options, a, b, front, haproxy, haproxy_log, tls } = Pair::start();
+    let mut a = a;
 
     // (1) A key generated on A, installed on B; clients move to it once both have it.
     let keys = Arc::new(Keys { texts: Mutex::new(Vec::new()), current: Mutex::new(None) });
@@ -438,9 +462,106 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
     }
 }
 
-/// The lines of HAProxy's log that are not a connection which ended normally (`--`): cut
-/// connections with their termination state (`SD`, `D-`, `CC`...), and servers going up or
-/// down.
+#[test]
+#[ignore = "needs haproxy (.ci/run installs it)"]
+fn a_frozen_appliance_is_left_without_cutting_a_request_haproxy_retries_on_the_other() {
+    let pair = Pair::start();
+    let key = pair.a.generate_key();
+    assert!(move_record(&pair.a, &pair.b, &[]).0);
+    poll(
+        "haproxy to serve",
+        Duration::from_secs(20),
+        || one_request(pair.front, &pair.tls, &key),
+        |s| *s == 200,
+    );
+    // A freezes, as a hung process or a paused VM does: its kernel goes on completing handshakes
+    // into the listen backlog until that is full, then drops new connections' SYNs. Filled here,
+    // so that every connection HAProxy sends to A from now on waits for "timeout connect" and
+    // is retried on B, and HAProxy's health checks mark A down while some still wait.
+    pair.a.signal(rustix::process::Signal::STOP);
+    let _held = fill_accept_queue(pair.a.api);
+    let frozen_at = Instant::now();
+
+    let keys = Arc::new(Keys { texts: Mutex::new(vec![key]), current: Mutex::new(Some(0)) });
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_deadline = Instant::now() + Duration::from_secs(120);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (tls, keys, stop) = (Arc::clone(&pair.tls), Arc::clone(&keys), Arc::clone(&stop));
+            std::thread::spawn(move || client_loop(pair.front, tls, keys, stop, run_deadline))
+        })
+        .collect();
+    poll(
+        "haproxy to mark the frozen A down",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&pair.haproxy_log).unwrap_or_default(),
+        |log| log.contains("appliance-a is DOWN"),
+    );
+    let marked_down_after = frozen_at.elapsed();
+    // Long enough for the connections that were waiting on A when it was marked down to time
+    // out (2 s) and be retried on B, and then some.
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::SeqCst);
+    let outcomes: Vec<Outcome> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+
+    let failures: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != Some(200)).collect();
+    let waited: Vec<Duration> = outcomes
+        .iter()
+        .map(|o| o.ended.duration_since(o.started))
+        .filter(|took| *took >= Duration::from_millis(1500))
+        .collect();
+    println!(
+        "frozen appliance: {} requests through haproxy, {} failed (goal 0); {} waited for \
+         haproxy's connect timeout and retry on B, the longest {:?}; A marked down {:?} after \
+         it froze",
+        outcomes.len(),
+        failures.len(),
+        waited.len(),
+        waited.iter().max(),
+        marked_down_after,
+    );
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\nHAProxy's connections that did not end normally, and its server state \
+         changes:\n{}",
+        unusual_haproxy_lines(&pair.haproxy_log)
+    );
+    assert!(!waited.is_empty(), "no request was sent to the frozen A: the test tested nothing");
+    assert_eq!(one_request(pair.b.api, &pair.tls, &keys.texts.lock().unwrap()[0]), 200);
+}
+
+/// Opens connections to `to`, and keeps them, until its accept queue is full: a connection's
+/// SYN is then dropped, and its connect times out. At most the appliance's listen backlog
+/// (1,024) and a margin.
+fn fill_accept_queue(to: SocketAddr) -> Vec<TcpStream> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    const LIMIT: usize = 1024 + 256;
+    // A test process may start with a soft limit of 1,024 descriptors; the hard one is its own.
+    let mut files = getrlimit(Resource::Nofile);
+    if files.current.is_some_and(|n| n < 8192) {
+        files.current = files.maximum.map(|n| n.min(8192));
+        setrlimit(Resource::Nofile, files).unwrap();
+    }
+    let mut held = Vec::with_capacity(LIMIT);
+    let mut timed_out = 0;
+    // Two timeouts in a row: one could be a SYN-ACK late on a loaded machine; on loopback, two
+    // of 500 ms are a full queue.
+    while held.len() < LIMIT && timed_out < 2 {
+        match TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
+            Ok(stream) => {
+                held.push(stream);
+                timed_out = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => timed_out += 1,
+            Err(e) => panic!("connecting to {to} with {} connections held: {e}", held.len()),
+        }
+    }
+    assert_eq!(timed_out, 2, "{LIMIT} connections held and the accept queue of {to} is not full");
+    held
+}
+
+/// HAProxy's log lines that are not a connection which ended normally (`--`): cut connections
+/// with their termination state (`SD`, `D-`, `CC`...), and servers going up or down.
 fn unusual_haproxy_lines(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("({}: {e})", log.display()));
     text.lines()

@@ -232,20 +232,22 @@ fn free_port() -> SocketAddr {
 }
 
 /// Two appliances with the same certificate and the same snapshot, behind a real HAProxy
-/// running the shipped configuration.
+/// running the shipped configuration. Dropped in field order: HAProxy, the appliances, then
+/// the folder its configuration is in.
 struct Pair {
-    /// Holds the certificate, HAProxy's configuration and its log.
-    folder: tempfile::TempDir,
-    options: Options,
+    haproxy: Haproxy,
     a: Server,
     b: Server,
+    /// The appliances' options, for a restart.
+    options: Options,
     /// HAProxy's frontend.
     front: SocketAddr,
-    haproxy: Haproxy,
     /// HAProxy's own account of each connection: its termination state says who cut one.
     haproxy_log: PathBuf,
     /// A client that trusts the pair's certificate.
     tls: Arc<ClientConfig>,
+    /// Holds the certificate, HAProxy's configuration and its log.
+    folder: tempfile::TempDir,
 }
 
 impl Pair {
@@ -296,15 +298,15 @@ impl Pair {
                 .expect("haproxy is installed"),
         );
         let tls = tls_client_trusting(std::slice::from_ref(&cert_path));
-        Self { folder, options, a, b, front, haproxy, haproxy_log, tls }
+        Self { haproxy, a, b, options, front, haproxy_log, tls, folder }
     }
 }
 
 #[test]
 #[ignore = "needs haproxy (.ci/run installs it)"]
 fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
-    let Pair { folder: _folder, options, a, b, front, haproxy, haproxy_log, tls } = Pair::start();
-    let mut a = a;
+    let Pair { haproxy, mut a, b, options, front, haproxy_log, tls, folder: _folder } =
+        Pair::start();
 
     // (1) A key generated on A, installed on B; clients move to it once both have it.
     let keys = Arc::new(Keys { texts: Mutex::new(Vec::new()), current: Mutex::new(None) });

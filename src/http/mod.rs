@@ -12,7 +12,7 @@ mod request;
 mod response;
 
 pub use request::{HeaderTable, HeaderValue, Method, ParseError, Parsed, Request, Version, parse};
-pub use response::{Body, DateCache, Response, Status};
+pub use response::{DateCache, Response, Status};
 
 use std::time::Duration;
 

@@ -68,7 +68,7 @@ pub enum Body {
 }
 
 impl Body {
-    pub fn as_slice(&self) -> &[u8] {
+    fn as_slice(&self) -> &[u8] {
         match self {
             Self::Owned(v) => v,
             Self::Shared(a) => a,
@@ -174,12 +174,6 @@ impl Response {
     /// The body, as [`Response::write_to`] would send it.
     pub fn body_bytes(&self) -> &[u8] {
         self.body.as_slice()
-    }
-
-    /// Takes the body out, leaving an empty one: for a connection that sends it on as its
-    /// client reads. A secret body's wiping goes with it.
-    pub fn take_body(&mut self) -> Body {
-        std::mem::replace(&mut self.body, Body::Owned(Vec::new()))
     }
 }
 

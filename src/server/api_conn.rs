@@ -21,7 +21,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::api;
 use crate::app::App;
-use crate::http::{self, Body, DateCache, HeaderTable, HttpLimits, Method, Parsed, Response};
+use crate::http::{self, DateCache, HeaderTable, HttpLimits, Method, Parsed, Response};
 use crate::metrics::Shard;
 use crate::refusals::RefusalLog;
 
@@ -90,13 +90,12 @@ pub(super) struct Conn {
     pub(super) outgoing: Option<Outgoing>,
 }
 
-/// A large body on its way out, handed to rustls a chunk at a time as the client reads.
+/// A large body on its way out, handed to rustls a chunk at a time as the client reads. The
+/// response is kept whole: its own `Drop` wipes a secret body once the connection is done.
 pub(super) struct Outgoing {
-    body: Body,
-    /// How much of it rustls has taken.
+    response: Response,
+    /// How much of its body rustls has taken.
     sent: usize,
-    /// The body holds a secret: wiped when the connection is done with it.
-    secret: bool,
 }
 
 impl Outgoing {
@@ -104,7 +103,7 @@ impl Outgoing {
     /// next chunk as one payload: records are cut across the two, so a head is never a record
     /// of its own. Returns the body bytes it took.
     fn feed(&mut self, tls: &mut ServerConnection, head: &[u8]) -> Result<usize, End> {
-        let body = self.body.as_slice();
+        let body = self.response.body_bytes();
         let (mut head, mut chunk) =
             (head, &body[self.sent..body.len().min(self.sent + BODY_CHUNK)]);
         let mut writer = tls.writer();
@@ -126,15 +125,7 @@ impl Outgoing {
     }
 
     fn is_done(&self) -> bool {
-        self.sent >= self.body.as_slice().len()
-    }
-}
-
-impl Drop for Outgoing {
-    fn drop(&mut self) {
-        if let (true, Body::Owned(body)) = (self.secret, &mut self.body) {
-            body.zeroize();
-        }
+        self.sent >= self.response.body_bytes().len()
     }
 }
 
@@ -600,7 +591,7 @@ fn send(
     tls: &mut ServerConnection,
     outgoing: &mut Option<Outgoing>,
     out: &mut Vec<u8>,
-    mut response: Response,
+    response: Response,
     date: &str,
     head_only: bool,
     keep_alive: bool,
@@ -615,9 +606,7 @@ fn send(
         return Ok(out.len());
     }
     // The head goes with the body's first chunk; the rest follows as the client reads.
-    let secret = response.secret;
-    let large = outgoing.insert(Outgoing { body: response.take_body(), sent: 0, secret });
-    large.feed(tls, out)?;
+    outgoing.insert(Outgoing { response, sent: 0 }).feed(tls, out)?;
     Ok(out.len() + body_len)
 }
 

@@ -300,38 +300,66 @@ impl Pair {
         let tls = tls_client_trusting(std::slice::from_ref(&cert_path));
         Self { haproxy, a, b, options, front, haproxy_log, tls, folder }
     }
+
+    /// A key generated on A and its record installed on B, then HAProxy serving it: the key,
+    /// and how long the record took to reach both appliances.
+    fn first_key(&self) -> (String, Duration) {
+        let key = self.a.generate_key();
+        let changed = Instant::now();
+        assert!(move_record(&self.a, &self.b, &[]).0);
+        let propagation = changed.elapsed();
+        poll(
+            "haproxy to serve",
+            Duration::from_secs(20),
+            || one_request(self.front, &self.tls, &key),
+            |s| *s == 200,
+        );
+        (key, propagation)
+    }
+}
+
+/// Four clients calling through HAProxy, each in [`client_loop`], until told to stop.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<Outcome>>>,
+}
+
+impl Clients {
+    /// Starts them; they stop by themselves after `at_most`, a bound on a test gone wrong.
+    fn start(
+        front: SocketAddr,
+        tls: &Arc<ClientConfig>,
+        keys: &Arc<Keys>,
+        at_most: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + at_most;
+        let threads = (0..4)
+            .map(|_| {
+                let (tls, keys, stop) = (Arc::clone(tls), Arc::clone(keys), Arc::clone(&stop));
+                std::thread::spawn(move || client_loop(front, tls, keys, stop, deadline))
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops them, and returns every request each one made.
+    fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.threads.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    }
 }
 
 #[test]
 #[ignore = "needs haproxy (.ci/run installs it)"]
 fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
-    let Pair { haproxy, mut a, b, options, front, haproxy_log, tls, folder: _folder } =
-        Pair::start();
-
     // (1) A key generated on A, installed on B; clients move to it once both have it.
-    let keys = Arc::new(Keys { texts: Mutex::new(Vec::new()), current: Mutex::new(None) });
-    let mut propagation = Vec::new();
-    let k1 = a.generate_key();
-    let changed = Instant::now();
-    assert!(move_record(&a, &b, &[]).0);
-    propagation.push(changed.elapsed());
-    keys.texts.lock().unwrap().push(k1.clone());
-    poll(
-        "haproxy to serve",
-        Duration::from_secs(20),
-        || one_request(front, &tls, &k1),
-        |s| *s == 200,
-    );
-    *keys.current.lock().unwrap() = Some(0);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let run_deadline = Instant::now() + Duration::from_secs(300);
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (tls, keys, stop) = (Arc::clone(&tls), Arc::clone(&keys), Arc::clone(&stop));
-            std::thread::spawn(move || client_loop(front, tls, keys, stop, run_deadline))
-        })
-        .collect();
+    let pair = Pair::start();
+    let (k1, moved) = pair.first_key();
+    let mut propagation = vec![moved];
+    let Pair { haproxy, mut a, b, options, front, haproxy_log, tls, folder: _folder } = pair;
+    let keys = Arc::new(Keys { texts: Mutex::new(vec![k1.clone()]), current: Mutex::new(Some(0)) });
+    let clients = Clients::start(front, &tls, &keys, Duration::from_secs(300));
     let let_clients_run = || std::thread::sleep(Duration::from_millis(1500));
     let_clients_run();
 
@@ -395,8 +423,7 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
     );
     let back_in_rotation = restarted.elapsed();
     let_clients_run();
-    stop.store(true, Ordering::SeqCst);
-    let outcomes: Vec<Outcome> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let outcomes = clients.finish();
     drop(haproxy);
 
     // Every request with a key the pair admitted at that moment succeeded, but: a request with
@@ -468,14 +495,7 @@ fn a_pair_behind_haproxy_rotates_and_fails_over_without_a_failed_request() {
 #[ignore = "needs haproxy (.ci/run installs it)"]
 fn a_frozen_appliance_is_left_without_cutting_a_request_haproxy_retries_on_the_other() {
     let pair = Pair::start();
-    let key = pair.a.generate_key();
-    assert!(move_record(&pair.a, &pair.b, &[]).0);
-    poll(
-        "haproxy to serve",
-        Duration::from_secs(20),
-        || one_request(pair.front, &pair.tls, &key),
-        |s| *s == 200,
-    );
+    let (key, _) = pair.first_key();
     // A freezes, as a hung process or a paused VM does: its kernel goes on completing handshakes
     // into the listen backlog until that is full, then drops new connections' SYNs. Filled here,
     // so that every connection HAProxy sends to A from now on waits for "timeout connect" and
@@ -484,15 +504,9 @@ fn a_frozen_appliance_is_left_without_cutting_a_request_haproxy_retries_on_the_o
     let _held = fill_accept_queue(pair.a.api);
     let frozen_at = Instant::now();
 
-    let keys = Arc::new(Keys { texts: Mutex::new(vec![key]), current: Mutex::new(Some(0)) });
-    let stop = Arc::new(AtomicBool::new(false));
-    let run_deadline = Instant::now() + Duration::from_secs(120);
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (tls, keys, stop) = (Arc::clone(&pair.tls), Arc::clone(&keys), Arc::clone(&stop));
-            std::thread::spawn(move || client_loop(pair.front, tls, keys, stop, run_deadline))
-        })
-        .collect();
+    let keys =
+        Arc::new(Keys { texts: Mutex::new(vec![key.clone()]), current: Mutex::new(Some(0)) });
+    let clients = Clients::start(pair.front, &pair.tls, &keys, Duration::from_secs(120));
     poll(
         "haproxy to mark the frozen A down",
         Duration::from_secs(30),
@@ -503,8 +517,7 @@ fn a_frozen_appliance_is_left_without_cutting_a_request_haproxy_retries_on_the_o
     // Long enough for the connections that were waiting on A when it was marked down to time
     // out (2 s) and be retried on B, and then some.
     std::thread::sleep(Duration::from_secs(4));
-    stop.store(true, Ordering::SeqCst);
-    let outcomes: Vec<Outcome> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let outcomes = clients.finish();
 
     let failures: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != Some(200)).collect();
     let waited: Vec<Duration> = outcomes
@@ -529,7 +542,7 @@ fn a_frozen_appliance_is_left_without_cutting_a_request_haproxy_retries_on_the_o
         unusual_haproxy_lines(&pair.haproxy_log)
     );
     assert!(!waited.is_empty(), "no request was sent to the frozen A: the test tested nothing");
-    assert_eq!(one_request(pair.b.api, &pair.tls, &keys.texts.lock().unwrap()[0]), 200);
+    assert_eq!(one_request(pair.b.api, &pair.tls, &key), 200);
 }
 
 /// Opens connections to `to`, and keeps them, until its accept queue is full: a connection's

@@ -78,13 +78,23 @@ fn stalled_and_trickling_uploads_are_cut_within_seconds() {
         assert!(at < Duration::from_secs(8), "a stalled upload was answered after {at:?}");
         timed_out += usize::from(status == 408);
     }
-    assert!(timed_out >= 3, "only {timed_out} stalled uploads got their 408");
+    // Each stalled upload a worker took is cut with 408; those still queued when their wait
+    // outlasts the header timeout are told 503. How many workers one uid holds at once depends
+    // on who runs the test (src/server/admin_port.rs, 4 workers by default): root all 4 + 1,
+    // any other uid 4 - 1. The trickler holds one of them.
+    let held_by_this_uid = if rustix::process::getuid().is_root() { 5 } else { 3 };
+    let cut_by_a_worker = held_by_this_uid - 1;
+    assert!(
+        timed_out >= cut_by_a_worker,
+        "only {timed_out} stalled uploads got their 408, not {cut_by_a_worker}"
+    );
     let (status, at) = trickle.join().unwrap();
     assert_eq!(status, 408, "the trickle is cut");
     assert!(at < Duration::from_secs(8), "the trickle was cut after {at:?}");
     let log = server.wait_for_log("arrived too slowly");
     assert!(log.contains("refused port=admin client=uid:"), "{log}");
-    assert!(server.metric("aims_refusals_total{reason=\"too_slow\"}").unwrap() >= 4.0);
+    let too_slow = server.metric("aims_refusals_total{reason=\"too_slow\"}").unwrap();
+    assert!(too_slow >= (cut_by_a_worker + 1) as f64, "{too_slow} refused too slow");
 }
 
 #[test]
